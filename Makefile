@@ -1,0 +1,45 @@
+# The README's quick start is `make demo` then `make test`; both create .venv when it is missing.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# GPU users: make setup TORCH_SPEC='torch==2.11.0' (or an index URL spec) — torch is installed
+# first and pinned, so no later dependency can replace it.
+TORCH_SPEC ?= torch==2.13.0
+EXTRAS ?= hf,datasets,gpu,quant,serve,report,codecarbon,test,dev
+STAMP := $(VENV)/.joulebench-installed
+PYTEST_ARGS ?=
+
+.PHONY: setup demo test lint format clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check "$(TORCH_SPEC)"
+	$(BIN)/python -c 'import torch; print("torch==" + torch.__version__.split("+")[0])' > $(VENV)/constraints.txt
+	$(BIN)/python -m pip install -q --disable-pip-version-check -c $(VENV)/constraints.txt -e ".[$(EXTRAS)]"
+	$(BIN)/python -c 'import torch, joulebench; print("installed joulebench with torch", torch.__version__)'
+	touch $(STAMP)
+
+demo: setup
+	$(BIN)/joulebench env
+	$(BIN)/joulebench measure --idle-s 1 --store joulebench-results/results.duckdb -- \
+		$(BIN)/python -c 'import torch; a = torch.randn(512, 512); [a @ a for _ in range(400)]'
+
+# pytest exits 5 when it collected nothing: that must fail, never pass silently.
+test: setup
+	@set -o pipefail; $(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; exit $$rc
+
+lint: setup
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/mypy
+
+format: setup
+	$(BIN)/ruff format src tests benchmarks
+	$(BIN)/ruff check --fix src tests benchmarks
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache joulebench-results joulebench-report

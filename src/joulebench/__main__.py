@@ -1,0 +1,3 @@
+from joulebench.cli.app import main
+
+main()
