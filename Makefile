@@ -29,6 +29,7 @@ demo: setup
 
 # pytest exits 5 when it collected nothing: that must fail, never pass silently.
 test: setup
+	@bash scripts/ensure_chromium.sh
 	@set -o pipefail; $(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; exit $$rc
 

@@ -1,0 +1,123 @@
+"""Tests of the meter layer's shared pieces: counter accumulation, windows, idle, timeline."""
+
+from __future__ import annotations
+
+import itertools
+import time
+
+import pytest
+
+from joulebench.meters.base import CounterAccumulator, Method, MeterInfo, Reading, check_domain
+from joulebench.meters.timeline import PowerTimeline
+from joulebench.meters.window import EnergyWindow, measure_idle
+
+
+class ScriptedMeter:
+    """Constant power on one domain against a manual clock (no sleeping)."""
+
+    name = "scripted"
+
+    def __init__(self, power_w: float, update_period_s: float = 0.1) -> None:
+        self.power_w = power_w
+        self.now = 0.0
+        self.domains = {"gpu:0": Method.FAKE}
+        self.update_period_s = update_period_s
+
+    def read(self) -> Reading:
+        return Reading(self.now, {"gpu:0": self.power_w * self.now})
+
+    def close(self) -> None:
+        pass
+
+
+def test_counter_wraps_at_max_range():
+    acc = CounterAccumulator(90.0, max_range=100.0)
+    assert acc.update(95.0) == 5.0
+    assert acc.update(3.0) == 13.0  # wrapped: 95 → 100 → 3
+    assert acc.wraps == 1 and acc.resets == 0
+
+
+def test_counter_reset_without_range_counts_from_zero():
+    acc = CounterAccumulator(1000.0)
+    acc.update(1010.0)
+    assert acc.update(4.0) == 14.0
+    assert acc.resets == 1
+
+
+def test_domain_names_are_validated():
+    assert check_domain("gpu:3") == "gpu:3"
+    assert check_domain("ram") == "ram"
+    with pytest.raises(ValueError, match="invalid energy domain"):
+        check_domain("gpu0")
+
+
+def test_window_reports_energy_net_of_idle():
+    meter = ScriptedMeter(power_w=200.0)
+    idle = measure_idle(meter, 1.0, sync=lambda: None, sleep=lambda s: setattr(meter, "now", meter.now + s))
+    assert idle.total_power_w == pytest.approx(200.0)
+    meter.power_w = 200.0
+    with EnergyWindow(meter, sync=lambda: None, idle=idle) as w:
+        meter.now += 2.0
+    assert w.result.energy_j == pytest.approx(400.0)
+    assert w.result.net_energy_j == pytest.approx(0.0, abs=1e-9)
+    assert w.result.to_dict()["domains"][0]["method"] == "fake"
+
+
+def test_window_shorter_than_update_period_reports_no_number(caplog):
+    meter = ScriptedMeter(power_w=100.0, update_period_s=0.1)
+    with EnergyWindow(meter, sync=lambda: None) as w:
+        meter.now += 0.05
+    assert w.result.too_short
+    assert w.result.energy_j is None
+    assert w.result.to_dict()["domains"][0]["energy_j"] is None
+    assert "shorter than meter" in caplog.text
+
+
+def test_window_syncs_at_both_edges():
+    calls = []
+    meter = ScriptedMeter(10.0)
+    with EnergyWindow(meter, sync=lambda: calls.append(meter.now)):
+        meter.now += 1.0
+    assert calls == [0.0, 1.0]
+
+
+def test_meter_info_records_methods_and_parameters():
+    meter = ScriptedMeter(1.0)
+    meter.parameters = lambda: {"cpu_tdp_w": 65}  # type: ignore[attr-defined]
+    info = MeterInfo.of(meter)
+    assert info.methods == {"gpu:0": "fake"}
+    assert info.parameters == {"cpu_tdp_w": 65}
+    assert not info.is_estimated
+
+
+def test_timeline_interpolates_and_derives_power():
+    meter = ScriptedMeter(50.0)
+    tl = PowerTimeline(meter, hz=10)
+    for t in (0.0, 1.0, 2.0):
+        meter.now = t
+        tl.sample_now()
+    assert tl.energy_at(0.5) == pytest.approx(25.0)
+    assert tl.energy_between(0.5, 1.5) == pytest.approx(50.0)
+    assert tl.energy_at(10.0) == pytest.approx(100.0)  # clamped to the covered span
+    assert [p for _, p in tl.power_w()] == [pytest.approx(50.0)] * 2
+
+
+def test_timeline_thread_samples_at_its_rate():
+    clock = itertools.count()
+
+    class Counting(ScriptedMeter):
+        def read(self) -> Reading:
+            self.now = time.monotonic()
+            next(clock)
+            return super().read()
+
+    meter = Counting(1.0)
+    with PowerTimeline(meter, hz=50) as tl:
+        time.sleep(0.5)
+    n = len(tl.samples)
+    assert 10 <= n <= 40  # ≈25 + the two edge samples; loose bounds for a loaded machine
+
+
+def test_timeline_rejects_non_positive_rate():
+    with pytest.raises(ValueError, match="positive"):
+        PowerTimeline(ScriptedMeter(1.0), hz=0)
