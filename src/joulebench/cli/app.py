@@ -22,6 +22,15 @@ COMMAND_MODULES = (
     "joulebench.cli.env",
     "joulebench.cli.measure",
     "joulebench.cli.results",
+    "joulebench.cli.load",
+    "joulebench.cli.profile",
+    "joulebench.cli.sweep",
+    "joulebench.cli.estimate",
+    "joulebench.cli.report",
+    "joulebench.cli.serve",
+    "joulebench.cli.shape",
+    "joulebench.cli.models",
+    "joulebench.cli.prompts",
 )
 
 

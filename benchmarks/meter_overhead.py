@@ -1,0 +1,93 @@
+"""Overhead of measuring: a CPU-bound loop, bare vs inside a window with the 10 Hz timeline.
+
+Repeats are interleaved (bare, measured, bare, measured…) in one process so that machine noise
+hits both alike; the figure is the ratio of medians. Goal: ≤ 1 % (wall time).
+
+    .venv/bin/python benchmarks/meter_overhead.py [--meter auto] [--repeats 7] [--loop-s 1.0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+from joulebench.meters.registry import open_meter
+from joulebench.meters.sync import no_sync
+from joulebench.meters.timeline import PowerTimeline
+from joulebench.meters.window import EnergyWindow
+
+
+def work(n: int) -> int:
+    acc = 0
+    for i in range(n):
+        acc = (acc + i * i) % 1_000_003
+    return acc
+
+
+def calibrate(target_s: float) -> int:
+    n = 100_000
+    while True:
+        t0 = time.perf_counter()
+        work(n)
+        dt = time.perf_counter() - t0
+        if dt > 0.1:
+            return int(n * target_s / dt)
+        n *= 2
+
+
+def timed(n: int) -> tuple[float, float]:
+    w0, c0 = time.perf_counter(), time.process_time()
+    work(n)
+    return time.perf_counter() - w0, time.process_time() - c0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--meter", default="auto")
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--loop-s", type=float, default=1.0)
+    parser.add_argument("--hz", type=float, default=10.0)
+    args = parser.parse_args()
+
+    meter = open_meter(args.meter)
+    t0 = time.perf_counter()
+    for _ in range(200):
+        meter.read()
+    read_ms = (time.perf_counter() - t0) / 200 * 1e3
+    n = calibrate(args.loop_s)
+    work(n // 4)  # warm-up
+    bare_wall, bare_cpu, meas_wall, meas_cpu = [], [], [], []
+    try:
+        for _ in range(args.repeats):
+            w, c = timed(n)
+            bare_wall.append(w)
+            bare_cpu.append(c)
+            w0, c0 = time.perf_counter(), time.process_time()
+            with PowerTimeline(meter, hz=args.hz), EnergyWindow(meter, sync=no_sync):
+                work(n)
+            meas_wall.append(time.perf_counter() - w0)
+            meas_cpu.append(time.process_time() - c0)
+    finally:
+        meter.close()
+    wall = statistics.median(meas_wall) / statistics.median(bare_wall) - 1
+    cpu = statistics.median(meas_cpu) / statistics.median(bare_cpu) - 1
+    spread = statistics.pstdev(bare_wall) / statistics.median(bare_wall)
+    print(
+        f"meter {meter.name}, {args.hz:g} Hz timeline, {args.repeats} interleaved repeats of "
+        f"{statistics.median(bare_wall):.3f} s"
+    )
+    print(
+        f"wall-time overhead: {wall * 100:+.2f} %  (bare run-to-run spread ±{spread * 100:.2f} %)"
+    )
+    print(f"process CPU overhead (includes the sampler thread): {cpu * 100:+.2f} %")
+    print(
+        f"one meter read: {read_ms:.3f} ms → sampler load {read_ms * args.hz / 10:.2f} % of a core"
+    )
+    print(
+        "goal ≤ 1 %:", "met" if wall <= 0.01 else "NOT met", "(wall time; compare with the spread)"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,154 @@
+"""Audit checks: physical plausibility of energy numbers, reusable by profile, measure and serving.
+
+Each check returns an :class:`AuditCheck` ``{name, passed, detail}``. Failing checks are stored
+(``ResultStore.add_audits``) and shown by the CLI and the report — never dropped. A check whose
+inputs are missing (no idle baseline, no energy because the window was too short) *passes as
+not applicable* only when that absence is itself reported elsewhere; otherwise it fails.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class AuditCheck:
+    name: str
+    passed: bool
+    detail: str
+
+    def to_dict(self) -> dict[str, object]:
+        return {"name": self.name, "passed": self.passed, "detail": self.detail}
+
+
+def _label(name: str, scope: str | None) -> str:
+    return f"{scope}:{name}" if scope else name
+
+
+def energy_above_idle(
+    energy_j: float | None,
+    idle_power_w: float | None,
+    duration_s: float,
+    *,
+    scope: str | None = None,
+    resolution_j: float = 0.0,
+) -> AuditCheck:
+    """Gross energy over a window must be at least idle power × its duration.
+
+    A device cannot draw less than when idle while working; a lower number means a wrong meter, a
+    wrong window, or energy spread over requests that did not run (the study's 1.1e-3 Wh flaw).
+    ``resolution_j`` is the meter's quantization over the window (idle power × update period for a
+    counter read at both edges): shortfalls within it are not evidence of anything.
+    """
+    name = _label("energy_ge_idle_x_duration", scope)
+    if energy_j is None:
+        return AuditCheck(
+            name, False, "no energy reported (window shorter than the meter's update period)"
+        )
+    if idle_power_w is None:
+        return AuditCheck(name, True, "not applicable: no idle baseline measured")
+    floor_j = idle_power_w * duration_s - resolution_j
+    ok = energy_j >= floor_j
+    detail = (
+        f"{energy_j:.4g} J {'≥' if ok else '<'} idle {idle_power_w:.4g} W × {duration_s:.4g} s "
+        f"= {idle_power_w * duration_s:.4g} J"
+    )
+    if resolution_j:
+        detail += f" (meter resolution {resolution_j:.3g} J)"
+    return AuditCheck(name, ok, detail)
+
+
+def energy_above_floor(
+    energy_j: float | None,
+    idle_power_w: float | None,
+    time_floor_s: float | None,
+    *,
+    scope: str | None = None,
+) -> AuditCheck:
+    """Energy per operation must be at least idle power × the roofline time floor of the work.
+
+    No hardware can do the work faster than its roofline floor, and it draws at least idle power
+    meanwhile, so a lower energy is impossible.
+    """
+    name = _label("energy_ge_idle_x_time_floor", scope)
+    if energy_j is None:
+        return AuditCheck(
+            name, False, "no energy reported (window shorter than the meter's update period)"
+        )
+    if idle_power_w is None or time_floor_s is None:
+        return AuditCheck(name, True, "not applicable: no idle baseline or no roofline floor")
+    floor_j = idle_power_w * time_floor_s
+    ok = energy_j >= floor_j
+    detail = (
+        f"{energy_j:.4g} J {'≥' if ok else '<'} idle {idle_power_w:.4g} W × floor "
+        f"{time_floor_s:.4g} s = {floor_j:.4g} J"
+    )
+    return AuditCheck(name, ok, detail)
+
+
+def window_long_enough(
+    duration_s: float, update_period_s: float, *, scope: str | None = None
+) -> AuditCheck:
+    """A measurement window must last at least the meter's update period."""
+    name = _label("window_ge_update_period", scope)
+    ok = duration_s >= update_period_s
+    detail = f"window {duration_s:.4g} s {'≥' if ok else '<'} update period {update_period_s:.4g} s"
+    return AuditCheck(name, ok, detail)
+
+
+def phase_consistency(
+    prefill_j: float | None,
+    decode_j: float | None,
+    full_j: float | None,
+    *,
+    tolerance: float = 0.05,
+    scope: str | None = None,
+) -> tuple[AuditCheck, float | None]:
+    """prefill + decode (direct) must match a full generate within ``tolerance`` (relative).
+
+    Returns the check and the relative error (``None`` when it cannot be computed).
+    """
+    name = _label("phase_consistency", scope)
+    if prefill_j is None or decode_j is None or full_j is None or full_j == 0:
+        return AuditCheck(name, False, "cannot compare: a phase has no energy"), None
+    rel = abs(prefill_j + decode_j - full_j) / abs(full_j)
+    ok = rel <= tolerance
+    detail = (
+        f"prefill {prefill_j:.4g} J + decode {decode_j:.4g} J = {prefill_j + decode_j:.4g} J vs "
+        f"full generate {full_j:.4g} J: {rel:.1%} {'≤' if ok else '>'} {tolerance:.0%}"
+    )
+    return AuditCheck(name, ok, detail), rel
+
+
+def attribution_sum(
+    parts_j: Iterable[float],
+    total_j: float,
+    *,
+    rel_tol: float = 1e-6,
+    abs_tol_j: float = 1e-9,
+    scope: str | None = None,
+) -> AuditCheck:
+    """Attributed energies (per request, per domain, per slice) must sum to the measured total."""
+    name = _label("attribution_sum", scope)
+    parts = [float(p) for p in parts_j]
+    s = math.fsum(parts)
+    ok = math.isclose(s, total_j, rel_tol=rel_tol, abs_tol=abs_tol_j)
+    negative = sum(1 for p in parts if p < 0)
+    if negative:
+        ok = False
+    detail = f"{len(parts)} parts sum to {s:.6g} J vs total {total_j:.6g} J"
+    if negative:
+        detail += f"; {negative} negative part(s)"
+    return AuditCheck(name, ok, detail)
+
+
+def failing(checks: Sequence[AuditCheck | Mapping[str, object]]) -> list[dict[str, object]]:
+    """The failing checks, as dicts (accepts checks or their dict form)."""
+    out = []
+    for c in checks:
+        d = c.to_dict() if isinstance(c, AuditCheck) else dict(c)
+        if not d["passed"]:
+            out.append(d)
+    return out

@@ -1,0 +1,445 @@
+"""Roofline: FLOPs and bytes per phase from a model config, and hardware peaks → time floor.
+
+Counts are for a dense decoder-only transformer (Llama/Qwen/Mistral family): per layer the
+Q/K/V/O projections and a gated MLP (3 matrices), attention score and value products over the
+visible context, logits for the last position only (as ``generate`` computes them). Bytes are
+weights read once per forward plus the KV cache written (prefill) or read (decode); activations
+are ignored, so the floor is a lower bound. time floor = max(FLOPs / peak, bytes / bandwidth);
+efficiency = floor / measured.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from joulebench.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+#: Storage bytes per parameter by precision name (quantization scales ignored, < 3 %).
+BYTES_PER_PARAM = {
+    "fp32": 4.0,
+    "bf16": 2.0,
+    "fp16": 2.0,
+    "fp8": 1.0,
+    "int8": 1.0,
+    "int4": 0.5,
+    "nf4": 0.5,
+    "fp4": 0.5,
+}
+_ALIASES = {
+    "float32": "fp32",
+    "bfloat16": "bf16",
+    "float16": "fp16",
+    "half": "fp16",
+    "float": "fp32",
+}
+
+
+def normalize_precision(name: str) -> str:
+    key = _ALIASES.get(name.lower(), name.lower())
+    for known in BYTES_PER_PARAM:
+        if key.startswith(known):
+            return known
+    raise ConfigError(
+        f"unknown precision {name!r} for the roofline; known: {', '.join(BYTES_PER_PARAM)}"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ModelShape:
+    """The numbers the roofline needs from a model config."""
+
+    n_layers: int
+    hidden: int
+    n_heads: int
+    n_kv_heads: int
+    head_dim: int
+    intermediate: int
+    vocab: int
+
+    @classmethod
+    def from_config(cls, config: Any) -> ModelShape:
+        get = config.get if isinstance(config, Mapping) else lambda k, d=None: getattr(config, k, d)
+        missing = [
+            k
+            for k in (
+                "num_hidden_layers",
+                "hidden_size",
+                "num_attention_heads",
+                "intermediate_size",
+                "vocab_size",
+            )
+            if get(k) is None
+        ]
+        if missing:
+            raise ConfigError(
+                f"model config lacks {', '.join(missing)}: no roofline for this architecture"
+            )
+        heads = int(get("num_attention_heads"))
+        hidden = int(get("hidden_size"))
+        return cls(
+            n_layers=int(get("num_hidden_layers")),
+            hidden=hidden,
+            n_heads=heads,
+            n_kv_heads=int(get("num_key_value_heads") or heads),
+            head_dim=int(get("head_dim") or hidden // heads),
+            intermediate=int(get("intermediate_size")),
+            vocab=int(get("vocab_size")),
+        )
+
+    @property
+    def layer_params(self) -> int:
+        q = self.n_heads * self.head_dim
+        kv = self.n_kv_heads * self.head_dim
+        return self.hidden * (2 * q + 2 * kv) + 3 * self.hidden * self.intermediate
+
+    @property
+    def head_params(self) -> int:
+        return self.vocab * self.hidden
+
+    @property
+    def kv_per_token(self) -> int:
+        """K and V elements per token, all layers."""
+        return 2 * self.n_layers * self.n_kv_heads * self.head_dim
+
+
+@dataclass(frozen=True, slots=True)
+class PhaseWork:
+    flops: float
+    bytes: float
+
+    def __add__(self, other: PhaseWork) -> PhaseWork:
+        return PhaseWork(self.flops + other.flops, self.bytes + other.bytes)
+
+
+def prefill_work(
+    shape: ModelShape, batch: int, length: int, weight_bytes: float, act_bytes: float
+) -> PhaseWork:
+    """One forward over ``batch`` left-padded prompts of ``length`` tokens (pads computed)."""
+    tokens = batch * length
+    attn = 4.0 * shape.n_layers * shape.n_heads * shape.head_dim * batch * length * (length + 1) / 2
+    flops = (
+        2.0 * shape.n_layers * shape.layer_params * tokens + 2.0 * shape.head_params * batch + attn
+    )
+    weights = (shape.n_layers * shape.layer_params + shape.head_params) * weight_bytes
+    kv_write = shape.kv_per_token * tokens * act_bytes
+    return PhaseWork(flops, weights + kv_write)
+
+
+def decode_work(
+    shape: ModelShape, batch: int, context: int, steps: int, weight_bytes: float, act_bytes: float
+) -> PhaseWork:
+    """``steps`` one-token steps for ``batch`` sequences starting at ``context`` cached tokens."""
+    total = PhaseWork(0.0, 0.0)
+    weights = (shape.n_layers * shape.layer_params + shape.head_params) * weight_bytes
+    dense = 2.0 * (shape.n_layers * shape.layer_params + shape.head_params) * batch
+    for s in range(steps):
+        ctx = context + s + 1
+        attn = 4.0 * shape.n_layers * shape.n_heads * shape.head_dim * batch * ctx
+        kv_read = shape.kv_per_token * batch * ctx * act_bytes
+        total = total + PhaseWork(dense + attn, weights + kv_read)
+    return total
+
+
+# --------------------------------------------------------------------------------------------
+# Hardware peaks
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class HardwarePeak:
+    """Peak dense throughput per compute dtype (FLOP/s) and memory bandwidth (bytes/s)."""
+
+    name: str
+    flops_per_s: Mapping[str, float]
+    bandwidth_bytes_s: float
+    source: str
+
+    def peak_for(self, compute: str) -> float:
+        if compute in self.flops_per_s:
+            return self.flops_per_s[compute]
+        return self.flops_per_s["fp32"]
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "tflops": {k: v / 1e12 for k, v in self.flops_per_s.items()},
+            "bandwidth_gb_s": self.bandwidth_bytes_s / 1e9,
+            "source": self.source,
+        }
+
+
+def _gpu(
+    name: str,
+    fp32: float,
+    tf32: float,
+    bf16: float,
+    int8: float,
+    bw_gb_s: float,
+    source: str,
+    fp8: float | None = None,
+) -> HardwarePeak:
+    t = 1e12
+    peaks = {
+        "fp32": fp32 * t,
+        "tf32": tf32 * t,
+        "bf16": bf16 * t,
+        "fp16": bf16 * t,
+        "int8": int8 * t,
+    }
+    if fp8:
+        peaks["fp8"] = fp8 * t
+    return HardwarePeak(
+        name,
+        peaks,
+        bw_gb_s * 1e9,
+        source,
+    )
+
+
+# Dense (no 2:4 sparsity) peaks in TFLOP/s / TOPS; fp32 is the non-tensor-core rate (PyTorch's
+# default, TF32 off for matmuls). Sources: NVIDIA datasheets as cited.
+GPU_TABLE: dict[str, HardwarePeak] = {
+    "H100 SXM": _gpu(
+        "H100 SXM",
+        67,
+        494.5,
+        989.5,
+        1979,
+        3350,
+        "NVIDIA H100 Tensor Core GPU datasheet (SXM5)",
+        fp8=1979,
+    ),
+    "H100 PCIe": _gpu(
+        "H100 PCIe",
+        51,
+        378,
+        756,
+        1513,
+        2000,
+        "NVIDIA H100 Tensor Core GPU datasheet (PCIe)",
+        fp8=1513,
+    ),
+    "H200": _gpu(
+        "H200",
+        67,
+        494.5,
+        989.5,
+        1979,
+        4800,
+        "NVIDIA H200 Tensor Core GPU datasheet (SXM)",
+        fp8=1979,
+    ),
+    "A100 40GB": _gpu("A100 40GB", 19.5, 156, 312, 624, 1555, "NVIDIA A100 datasheet (40GB SXM)"),
+    "A100 80GB": _gpu("A100 80GB", 19.5, 156, 312, 624, 2039, "NVIDIA A100 datasheet (80GB SXM)"),
+    "L4": _gpu(
+        "L4", 30.3, 60, 121, 242.5, 300, "NVIDIA L4 datasheet (sparse figures halved)", fp8=242.5
+    ),
+    "L40S": _gpu(
+        "L40S", 91.6, 183, 362, 733, 864, "NVIDIA L40S datasheet (sparse figures halved)", fp8=733
+    ),
+    "A10G": _gpu(
+        "A10G",
+        31.2,
+        35,
+        70,
+        140,
+        600,
+        "AWS EC2 G5 documentation and public A10G specs (NVIDIA publishes no A10G datasheet; approximate)",
+    ),
+    "RTX 4090": _gpu(
+        "RTX 4090",
+        82.6,
+        82.6,
+        165.2,
+        660.6,
+        1008,
+        "NVIDIA Ada Lovelace architecture whitepaper (GeForce RTX 4090, FP32 accumulate)",
+        fp8=330.3,
+    ),
+}
+
+_GPU_MATCH = (  # (substrings all present in the device name, table key); first match wins
+    (("H200",), "H200"),
+    (("H100", "PCIE"), "H100 PCIe"),
+    (("H100",), "H100 SXM"),
+    (("A100", "80GB"), "A100 80GB"),
+    (("A100",), "A100 40GB"),
+    (("L40S",), "L40S"),
+    (("L4",), "L4"),
+    (("A10G",), "A10G"),
+    (("4090",), "RTX 4090"),
+)
+
+
+def gpu_peak(device_name: str) -> HardwarePeak | None:
+    """Table entry matching a CUDA device name (``torch.cuda.get_device_name``), or None."""
+    upper = device_name.upper()
+    for needles, key in _GPU_MATCH:
+        if all(n in upper for n in needles):
+            return GPU_TABLE[key]
+    return None
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _cache_path() -> Path:
+    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    return base / "joulebench" / "cpu_peak.json"
+
+
+def calibrate_cpu(
+    *, budget_s: float = 0.3, cache: Path | None = None, refresh: bool = False
+) -> HardwarePeak:
+    """Measure CPU matmul GFLOP/s (fp32, bf16) and copy GB/s with torch; cached per CPU/threads.
+
+    Small tensors (512² matmuls, a 64 MiB copy), about ``budget_s`` per figure. A measured peak is
+    what this process can reach, so efficiency against it is conservative (close to 1 is possible).
+    """
+    import torch
+
+    cache = cache or _cache_path()
+    key = f"v2|{_cpu_model()}|threads={torch.get_num_threads()}|torch={torch.__version__}"
+    if not refresh and cache.exists():
+        try:
+            stored = json.loads(cache.read_text()).get(key)
+        except (OSError, ValueError):
+            stored = None
+        if stored:
+            return HardwarePeak(
+                stored["name"], stored["flops_per_s"], stored["bandwidth_bytes_s"], stored["source"]
+            )
+
+    def rate(fn: Any, work: float) -> float:
+        fn()  # warm-up
+        n, t0 = 0, time.perf_counter()
+        while True:
+            fn()
+            n += 1
+            dt = time.perf_counter() - t0
+            if dt >= budget_s:
+                return work * n / dt
+
+    flops: dict[str, float] = {}
+    size = 512
+    for dtype, label in ((torch.float32, "fp32"), (torch.bfloat16, "bf16")):
+        a = torch.randn(size, size).to(dtype)
+        b = torch.randn(size, size).to(dtype)
+        flops[label] = rate(lambda a=a, b=b: torch.mm(a, b), 2.0 * size**3)
+    flops["fp16"] = flops["bf16"]
+    src = torch.empty(64 * 2**20 // 4, dtype=torch.float32)  # 64 MiB: larger than most L3 caches
+    dst = torch.empty_like(src)
+    bandwidth = rate(lambda: dst.copy_(src), 2.0 * src.numel() * 4)
+    peak = HardwarePeak(
+        f"CPU {_cpu_model()} ({torch.get_num_threads()} threads)",
+        flops,
+        bandwidth,
+        "measured by joulebench calibration (torch.mm 512², 64 MiB copy)",
+    )
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        data = json.loads(cache.read_text()) if cache.exists() else {}
+        data[key] = {
+            "name": peak.name,
+            "flops_per_s": flops,
+            "bandwidth_bytes_s": bandwidth,
+            "source": peak.source,
+        }
+        cache.write_text(json.dumps(data, indent=1))
+    except (OSError, ValueError) as exc:
+        log.debug("cannot cache the CPU calibration at %s: %s", cache, exc)
+    return peak
+
+
+def given_peak(gflops: float, bandwidth_gb_s: float, name: str = "CPU (given)") -> HardwarePeak:
+    if gflops <= 0 or bandwidth_gb_s <= 0:
+        raise ConfigError("--cpu-peak-gflops and --cpu-bandwidth-gbs must both be > 0")
+    f = gflops * 1e9
+    return HardwarePeak(
+        name, {"fp32": f, "bf16": f, "fp16": f}, bandwidth_gb_s * 1e9, "given by the user"
+    )
+
+
+def compute_dtype(precision: str, compute: str | None = None) -> str:
+    """The peak to use: int8 for LLM.int8 (bitsandbytes int8 matmuls), fp8 for float8 matmuls,
+    otherwise the compute dtype of the layers (weight-only quantization dequantizes)."""
+    name = precision.lower()
+    if name in ("int8", "int8-bnb"):
+        return "int8"
+    if name in ("fp8", "float8"):
+        return "fp8"
+    if compute:
+        return normalize_precision(compute)
+    p = normalize_precision(name)
+    return "fp32" if p in ("int4", "nf4", "fp4", "int8") else p
+
+
+@dataclass(frozen=True, slots=True)
+class BatchShape:
+    """One static batch: ``batch`` sequences padded to ``length``, decoded for ``steps`` steps."""
+
+    batch: int
+    length: int
+    steps: int
+
+
+def roofline(
+    shape: ModelShape,
+    batches: Sequence[BatchShape],
+    precision: str,
+    hardware: HardwarePeak,
+    *,
+    compute: str | None = None,
+    measured_s: Mapping[str, float | None] | None = None,
+) -> dict[str, Any]:
+    """Per-phase FLOPs, bytes, time floor and (given measured seconds) efficiency."""
+    p = normalize_precision(precision)
+    wbytes = BYTES_PER_PARAM[p]
+    cdt = compute_dtype(precision, compute)
+    act = 4.0 if cdt in ("fp32", "tf32") else 2.0  # KV cache dtype follows the compute dtype
+    peak = hardware.peak_for(cdt)
+    work = {"prefill": PhaseWork(0.0, 0.0), "decode": PhaseWork(0.0, 0.0)}
+    for b in batches:
+        work["prefill"] = work["prefill"] + prefill_work(shape, b.batch, b.length, wbytes, act)
+        work["decode"] = work["decode"] + decode_work(
+            shape, b.batch, b.length, b.steps, wbytes, act
+        )
+    out: dict[str, Any] = {
+        "hardware": hardware.to_dict(),
+        "precision": p,
+        "compute_dtype": cdt,
+        "peak_flops_per_s": peak,
+        "bandwidth_bytes_s": hardware.bandwidth_bytes_s,
+    }
+    for phase, w in work.items():
+        compute_s = w.flops / peak
+        memory_s = w.bytes / hardware.bandwidth_bytes_s
+        floor = max(compute_s, memory_s)
+        measured = (measured_s or {}).get(phase)
+        out[phase] = {
+            "flops": w.flops,
+            "bytes": w.bytes,
+            "arithmetic_intensity": w.flops / w.bytes if w.bytes else None,
+            "bound": "compute" if compute_s >= memory_s else "memory",
+            "time_floor_s": floor,
+            "measured_s": measured,
+            "efficiency": floor / measured if measured else None,
+        }
+    return out

@@ -1,0 +1,343 @@
+"""``joulebench load``: a load test against any server (or the embedded one), energy accounted.
+
+Without ``--url`` (or with ``--embedded``) it starts joulebench's own server with the default
+tiny model, in this process, so the same meter sees the server's work.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from joulebench.cli.common import console, err_console, handle_errors, print_json
+from joulebench.cli.meter_options import (
+    CountryOpt,
+    CpuIdleOpt,
+    CpuTdpOpt,
+    FakePowerOpt,
+    HzOpt,
+    IdleOpt,
+    IsolatedOpt,
+    MeterOpt,
+    NvmlModeOpt,
+    PrometheusOpt,
+    RamOpt,
+    ReplayOpt,
+    open_cli_meter,
+)
+from joulebench.errors import ConfigError
+from joulebench.load.arrivals import parse_arrival
+from joulebench.load.clients import PROTOCOLS, Tokenizer
+from joulebench.load.runner import LoadResult, run_load
+from joulebench.meters.window import measure_idle
+
+log = logging.getLogger(__name__)
+
+ACCOUNTING_TITLES = {
+    "paper_whole_window": "whole window ÷ successful (study)",
+    "idle_subtracted": "idle-subtracted",
+    "steady_state": "steady-state window",
+    "attributed_mean": "per-request attribution (mean)",
+}
+
+
+def read_prompts(
+    spec: str, *, n: int, seed: int = 0, tokenizer: Any = None
+) -> tuple[list[Any], list[int] | None]:
+    """Prompts and, when the set has them, reference output lengths.
+
+    A ``.txt`` file is read as one prompt per line; anything else (``quick``, ``paper``, a
+    ``.jsonl``/``.parquet``/``.csv`` file, ``hf:…``) goes to
+    :func:`joulebench.workloads.prompts.load_prompts`, with lengths measured in ``tokenizer``.
+    """
+    path = Path(spec).expanduser()
+    if path.suffix == ".txt":
+        if not path.is_file():
+            raise ConfigError(f"prompt file {path} does not exist")
+        items: list[Any] = [
+            line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()
+        ]
+    else:
+        from joulebench.workloads.prompts import load_prompts
+
+        items = list(load_prompts(spec, n=n, seed=seed, tokenizer=tokenizer))
+    if not items:
+        raise ConfigError(f"prompt set {spec!r} is empty")
+    refs = [getattr(p, "reference_output_tokens", None) for p in items]
+    if all(isinstance(r, int) and r > 0 for r in refs):
+        return items, [int(r) for r in refs]  # type: ignore[arg-type]
+    return items, None
+
+
+def _output_length(text: str, refs: list[int] | None) -> int | Sequence[int]:
+    if text.strip().lower() == "reference":
+        if refs is None:
+            raise ConfigError("this prompt set has no reference answer lengths; pass a number")
+        return refs
+    try:
+        value = int(text)
+    except ValueError:
+        raise ConfigError(
+            f"--output-length must be a number of tokens or 'reference', got {text!r}"
+        ) from None
+    if value < 1:
+        raise ConfigError(f"--output-length must be ≥ 1, got {value}")
+    return value
+
+
+def _load_tokenizer(model: str | None) -> Any:
+    if not model:
+        return None
+    try:
+        from joulebench.workloads.models import load_tokenizer
+
+        return load_tokenizer(model)
+    except Exception as exc:  # hub ids offline, missing extra: counts then come from `usage`
+        log.warning(
+            "no tokenizer for %s (%s): token counts come from the server's usage", model, exc
+        )
+        return None
+
+
+def _counter(tok: Any) -> Tokenizer | None:
+    if tok is None:
+        return None
+    return lambda text: len(tok(text, add_special_tokens=False)["input_ids"])
+
+
+@contextlib.contextmanager
+def _target(url: str | None, embedded: bool, model: str | None, meter: Any) -> Iterator[str]:
+    if url and not embedded:
+        yield url.rstrip("/")
+        return
+    if url and embedded:
+        raise ConfigError("pass either --url or --embedded, not both")
+    from joulebench.serve.launch import embedded_server
+
+    with embedded_server(
+        model=model or "tiny", precision="fp32", scheduler="continuous", meter=meter
+    ) as base:
+        yield base
+
+
+def print_table(j: dict[str, Any]) -> None:
+    req = j["requests"]
+    console.print(
+        f"[bold]{req['ok']}[/] ok, [bold red]{req['failed']}[/] failed "
+        f"({req['timed_out']} timed out) in {j['duration_s']:.2f} s; "
+        f"target {_fmt(j['target_rate_rps'])} req/s, achieved {_fmt(j['achieved_rate_rps'])} req/s"
+    )
+    for err, count in req["errors"].items():
+        console.print(f"  [red]{count}×[/] {err}")
+    lat = Table("latency (ms, successful only)", "p50", "p90", "p99", title="Latency")
+    for key in ("schedule_lag_ms", "ttft_ms", "tpot_ms", "itl_ms", "e2e_ms", "queue_ms"):
+        s = j[key]
+        lat.add_row(key.removesuffix("_ms"), _fmt(s["p50"]), _fmt(s["p90"]), _fmt(s["p99"]))
+    console.print(lat)
+    e = j["energy"]
+    if e.get("gross_j") is None:
+        console.print(f"energy: {e.get('note')}")
+        return
+    table = Table("accounting", "Wh / request", "J / request", "how", title="Energy per request")
+    for key, title in ACCOUNTING_TITLES.items():
+        table.add_row(
+            title,
+            _fmt(e["per_request_wh"][key]),
+            _fmt(e["per_request_j"][key]),
+            e["accountings"][key],
+        )
+    console.print(table)
+    console.print(
+        f"gross {e['gross_j']:.4g} J, net {_fmt(e['net_j'])} J over {e['window_s']:.3g} s "
+        f"(method: {e['method']}); attribution sum error {e['attribution_sum_rel_err']:.2%}"
+    )
+    if e.get("server_reported"):
+        sr = e["server_reported"]
+        console.print(
+            f"server-reported: {sr['sum_j']:.4g} J over {sr['n']} responses "
+            f"(method: {', '.join(sr['methods'])})"
+        )
+    for a in e.get("audits", []):
+        if not a["passed"]:
+            console.print(f"[bold red]audit failed[/] {a['name']}: {a['detail']}")
+    if j.get("estimated"):
+        console.print(
+            "[bold yellow]ESTIMATED:[/] no energy sensor was read; these figures come "
+            "from a model of CPU time and RAM, not from a measurement."
+        )
+
+
+def _fmt(x: float | None) -> str:
+    return "—" if x is None else f"{x:.4g}"
+
+
+def _store(path: Path, result: LoadResult, j: dict[str, Any], name: str | None) -> str:
+    from joulebench.environment import collect_environment
+    from joulebench.results.store import ResultStore
+
+    with ResultStore(path) as db:
+        run_id = db.start_run(
+            "load",
+            config=result.config,
+            environment=collect_environment(),
+            meter=result.meter.to_dict() if result.meter else None,
+            name=name,
+        )
+        db.add_requests(run_id, result.request_rows())
+        if result.meter is not None:
+            db.add_timeline(run_id, result.timeline, result.meter.methods)
+        db.add_audits(run_id, None, j["energy"].get("audits", []))
+        failed_audit = any(not a["passed"] for a in j["energy"].get("audits", []))
+        db.finish_run(
+            run_id,
+            status="done" if not failed_audit else "done-audit-failed",
+            summary={**j, "run_id": run_id},
+        )
+    return run_id
+
+
+@handle_errors
+def load(
+    url: Annotated[
+        str | None, typer.Option("--url", help="Base URL of the server under test.")
+    ] = None,
+    embedded: Annotated[
+        bool,
+        typer.Option("--embedded", help="Start joulebench's own server (default without --url)."),
+    ] = False,
+    protocol: Annotated[
+        str, typer.Option("--protocol", help=f"{', '.join(PROTOCOLS)}.")
+    ] = "openai-chat",
+    arrival: Annotated[
+        str,
+        typer.Option(
+            "--arrival",
+            help="sequential, burst, fixed:500ms, uniform:50ms,300ms, poisson:RATE, gamma:RATE,CV, trace:FILE.",
+        ),
+    ] = "burst",
+    n: Annotated[int, typer.Option("--n", min=1, help="Number of requests.")] = 32,
+    prompts: Annotated[
+        str, typer.Option("--prompts", help="Prompt set: quick, paper, or a file.")
+    ] = "quick",
+    output_length: Annotated[
+        str, typer.Option("--output-length", help="Max new tokens, or 'reference'.")
+    ] = "64",
+    concurrency: Annotated[
+        int | None, typer.Option("--concurrency", min=1, help="Cap on requests in flight.")
+    ] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the arrival process.")] = 0,
+    timeout_s: Annotated[float, typer.Option("--timeout-s", help="Per-request timeout.")] = 120.0,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model", help="Model name sent to the server (and its tokenizer for counts)."
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    store: Annotated[
+        Path | None, typer.Option("--store", help="DuckDB results file to add the run to.")
+    ] = None,
+    name: Annotated[str | None, typer.Option("--name", help="Run name in the store.")] = None,
+    meter: MeterOpt = "auto",
+    idle_s: IdleOpt = 0.0,
+    hz: HzOpt = 10.0,
+    require_isolated_gpu: IsolatedOpt = False,
+    cpu_tdp_w: CpuTdpOpt = None,
+    cpu_idle_w: CpuIdleOpt = None,
+    ram_w_per_gb: RamOpt = None,
+    estimate_scope: Annotated[
+        str,
+        typer.Option(
+            "--estimate-scope",
+            help="Estimator: process, system, or auto (process when embedded, system for --url).",
+        ),
+    ] = "auto",
+    prometheus_url: PrometheusOpt = None,
+    codecarbon_country: CountryOpt = "FRA",
+    replay_path: ReplayOpt = None,
+    fake_power_w: FakePowerOpt = 100.0,
+    nvml_mode: NvmlModeOpt = "auto",
+    via_shape: Annotated[
+        str | None,
+        typer.Option(
+            "--via-shape",
+            help="Also run the trace through the shaping gateway "
+            "with this policy (cadence:500ms, window:8,200ms) and compare.",
+        ),
+    ] = None,
+) -> None:
+    """Send N requests on an arrival schedule; report latency and four energy accountings."""
+    if protocol not in PROTOCOLS:
+        from joulebench.errors import UnknownName
+
+        raise UnknownName("protocol", protocol, list(PROTOCOLS))
+    process = parse_arrival(arrival, seed=seed)  # bad specs fail before anything starts
+    tok = _load_tokenizer(model) if url else None  # embedded: the set's default (tiny) tokenizer
+    items, refs = read_prompts(prompts, n=n, seed=seed, tokenizer=tok)
+    lengths = _output_length(output_length, refs)
+    if store is not None:
+        from joulebench.results.store import check_writable
+
+        check_writable(store)  # fail before the load, not after
+    scope = estimate_scope if estimate_scope != "auto" else ("system" if url else "process")
+    options = {
+        "cpu_tdp_w": cpu_tdp_w,
+        "cpu_idle_w": cpu_idle_w,
+        "ram_w_per_gb": ram_w_per_gb,
+        "estimate_scope": scope,
+        "prometheus_url": prometheus_url,
+        "codecarbon_country": codecarbon_country,
+        "replay_path": replay_path,
+        "fake_power_w": fake_power_w,
+        "nvml_mode": nvml_mode,
+    }
+    m = open_cli_meter(meter, require_isolated_gpu=require_isolated_gpu, **options)
+    try:
+        with _target(url, embedded, model, m) as base:
+            if via_shape:  # direct vs shaped, same trace/server/meter (joulebench.shape.experiment)
+                from joulebench.cli.shape import run_comparison
+
+                run_comparison(base, via_shape, arrival, items, meter=m, idle_s=idle_s, as_json=as_json, n=n, protocol=protocol, output_length=lengths, concurrency=concurrency, timeout_s=timeout_s, seed=seed)  # fmt: skip
+                return
+            idle_w = measure_idle(m, idle_s).total_power_w if idle_s > 0 else None
+            result = run_load(
+                base,
+                protocol,
+                process,
+                items,
+                n=n,
+                output_length=lengths,
+                concurrency=concurrency,
+                timeout_s=timeout_s,
+                meter=m,
+                idle_power_w=idle_w,
+                seed=seed,
+                model=model if url else None,
+                tokenizer=_counter(tok),
+                timeline_hz=hz,
+            )
+    finally:
+        m.close()
+    j = result.to_json()
+    j["config"]["target"] = "url" if url else "embedded"
+    j["config"]["prompts"] = prompts
+    if store is not None:
+        j["run_id"] = _store(store, result, j, name)
+    if as_json:
+        print_json(j)
+    else:
+        print_table(j)
+        if store is not None:
+            err_console.print(f"stored as run {j['run_id']} in {store}")
+    if j["requests"]["ok"] == 0:
+        raise typer.Exit(1)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("load")(load)

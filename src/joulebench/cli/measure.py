@@ -1,0 +1,349 @@
+"""``joulebench measure -- CMD [ARGS…]``: the energy of one command's whole run, like ``perf stat``.
+
+The report goes to stderr (so CMD's own output stays clean on stdout); with ``--json`` one JSON
+object goes to stdout and CMD's stdout is redirected to stderr. CMD's exit code is propagated
+(128+N when a signal killed it); a command that cannot be found exits 127; Ctrl-C / SIGINT stops
+CMD, prints and stores the partial measurement and exits 130 (SIGTERM: 143).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from joulebench.cli.common import err_console, fail, handle_errors, print_json
+from joulebench.cli.meter_options import (
+    CountryOpt,
+    CpuIdleOpt,
+    CpuTdpOpt,
+    FakePowerOpt,
+    HzOpt,
+    IdleOpt,
+    IsolatedOpt,
+    MeterOpt,
+    NvmlModeOpt,
+    PrometheusOpt,
+    RamOpt,
+    ReplayOpt,
+    ScopeOpt,
+    open_cli_meter,
+)
+from joulebench.errors import ConfigError
+from joulebench.meters.base import Meter, MeterInfo
+from joulebench.meters.timeline import PowerTimeline
+from joulebench.meters.window import EnergyWindow, IdleBaseline, WindowResult, measure_idle
+
+log = logging.getLogger(__name__)
+
+FORWARD_AFTER_S = 0.5  # a terminal Ctrl-C already reached CMD: give it this long before forwarding
+TERMINATE_AFTER_S = 5.0
+KILL_AFTER_S = 2.0
+
+
+class _Stop(Exception):
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+@dataclass(slots=True)
+class ChildRun:
+    exit_code: int
+    signum: int | None  # the signal that interrupted *us*, if any
+
+
+def _exit_code(returncode: int) -> int:
+    return 128 - returncode if returncode < 0 else returncode
+
+
+def _stop_child(child: subprocess.Popen[bytes], signum: int) -> None:
+    """Let CMD react to the signal it may already have; forward it; then terminate; then kill."""
+    steps: list[tuple[float, Any]] = [
+        (FORWARD_AFTER_S, lambda: child.send_signal(signum)),
+        (TERMINATE_AFTER_S, child.terminate),
+        (KILL_AFTER_S, child.kill),
+    ]
+    for wait_s, action in steps:
+        try:
+            child.wait(timeout=wait_s)
+            return
+        except subprocess.TimeoutExpired:
+            try:
+                action()
+            except ProcessLookupError:
+                return
+    child.wait()
+
+
+def run_child(cmd: list[str], *, stdout_to_stderr: bool) -> ChildRun:
+    """Run CMD to completion; SIGINT/SIGTERM stop it and are reported, not raised."""
+    pending: list[int] = []
+    child: subprocess.Popen[bytes] | None = None
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        pending.append(signum)
+        if child is not None and child.returncode is None:
+            raise _Stop(signum)
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        child = subprocess.Popen(cmd, stdout=sys.stderr if stdout_to_stderr else None)
+        try:
+            if pending:
+                raise _Stop(pending[0])
+            child.wait()
+        except _Stop as stop:
+            for s in previous:  # from here on, further signals must not interrupt the cleanup
+                signal.signal(s, lambda signum, frame: pending.append(signum))
+            _stop_child(child, stop.signum)
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+        if child is not None and child.returncode is None:
+            child.kill()
+            child.wait()
+    return ChildRun(_exit_code(child.returncode), pending[0] if pending else None)
+
+
+def audit_checks(result: WindowResult, interrupted: bool) -> list[dict[str, Any]]:
+    """Every check on a measure window, passed or not."""
+    info = result.meter
+    checks: list[dict[str, Any]] = [
+        {
+            "name": "window_length",
+            "passed": not result.too_short,
+            "detail": f"window {result.duration_s:.4f} s vs meter update period "
+            f"{info.update_period_s:.3f} s"
+            + (" — too short, no energy reported" if result.too_short else ""),
+        }
+    ]
+    if result.net_energy_j is not None:
+        checks.append(
+            {
+                "name": "net_energy_non_negative",
+                "passed": result.net_energy_j >= 0,
+                "detail": f"gross {result.gross_energy_j:.3f} J − idle {result.idle_power_w:.3f} W × "
+                f"{result.duration_s:.3f} s = net {result.net_energy_j:.3f} J",
+            }
+        )
+    estimated = sorted(d for d, m in info.methods.items() if m == "estimated")
+    checks.append(
+        {
+            "name": "measured_not_estimated",
+            "passed": not estimated,
+            "detail": (
+                f"{'every domain' if len(estimated) == len(info.methods) else ', '.join(estimated)} "
+                "ESTIMATED by a model, not measured by a sensor"
+                if estimated
+                else "every domain read from a sensor"
+            ),
+        }
+    )
+    checks.append(
+        {
+            "name": "complete",
+            "passed": not interrupted,
+            "detail": "the command was interrupted: partial measurement"
+            if interrupted
+            else "ran to completion",
+        }
+    )
+    return checks
+
+
+def build_report(
+    cmd: list[str],
+    result: WindowResult,
+    child: ChildRun,
+    idle: IdleBaseline | None,
+    timeline: PowerTimeline,
+) -> dict[str, Any]:
+    data = result.to_dict()
+    checks = audit_checks(result, child.signum is not None)
+    return {
+        "command": cmd,
+        "exit_code": child.exit_code,
+        "interrupted": child.signum is not None,
+        "signal": signal.Signals(child.signum).name if child.signum else None,
+        "duration_s": result.duration_s,
+        "energy_j": result.energy_j,
+        "net_energy_j": result.net_energy_j,
+        "idle_power_w": result.idle_power_w,
+        "average_power_w": result.average_power_w,
+        "too_short": result.too_short,
+        "estimated": result.meter.is_estimated,
+        "domains": data["domains"],
+        "meter": result.meter.to_dict(),
+        "idle": idle.to_dict() if idle else None,
+        "timeline": {"hz": 1.0 / timeline.period_s, "samples": len(timeline.samples)},
+        "checks": checks,
+        "audit": [c for c in checks if not c["passed"]],
+    }
+
+
+def _fmt(value: float | None, unit: str, digits: int = 3) -> str:
+    return "—" if value is None else f"{value:.{digits}f} {unit}"
+
+
+def print_report(report: dict[str, Any]) -> None:
+    c = err_console
+    status = "interrupted" if report["interrupted"] else f"exit {report['exit_code']}"
+    c.print(f"\n[bold]joulebench measure[/]: {' '.join(report['command'])}  ({status})")
+    if report["estimated"]:
+        c.print(
+            "[bold yellow]ESTIMATED: these numbers come from a model, not an energy sensor "
+            f"(meter {report['meter']['name']}); see its parameters with --json.[/]"
+        )
+    c.print(f"  duration     {report['duration_s']:.3f} s")
+    if report["too_short"]:
+        c.print("  energy       [red]window too short for the meter: no energy reported[/]")
+    else:
+        c.print(
+            f"  energy       {_fmt(report['energy_j'], 'J')}  (average {_fmt(report['average_power_w'], 'W', 2)})"
+        )
+    idle = report["idle"]
+    if idle:
+        c.print(
+            f"  idle power   {_fmt(report['idle_power_w'], 'W', 2)}  (over {idle['duration_s']:.2f} s)"
+        )
+        c.print(f"  net energy   {_fmt(report['net_energy_j'], 'J')}")
+    else:
+        c.print("  idle power   not measured (use --idle-s S for a baseline and net energy)")
+    table = Table("domain", "energy", "net", "method", box=None, pad_edge=False)
+    for d in report["domains"]:
+        method = d["method"].upper() if d["method"] == "estimated" else d["method"]
+        table.add_row(d["name"], _fmt(d["energy_j"], "J"), _fmt(d["net_energy_j"], "J"), method)
+    c.print(table)
+    for check in report["audit"]:
+        c.print(f"  [red]audit failed[/] {check['name']}: {check['detail']}")
+    if report.get("run_id"):
+        c.print(f"  stored as run {report['run_id']}")
+
+
+def _store(
+    path: Path, report: dict[str, Any], timeline: PowerTimeline, config: dict[str, Any]
+) -> str:
+    from joulebench.environment import collect_environment
+    from joulebench.results.store import ResultStore
+
+    environment = collect_environment()
+    with ResultStore(path) as db:
+        run_id = db.start_run(
+            "measure", config=config, environment=environment, meter=report["meter"]
+        )
+        db.add_timeline(
+            run_id, [(s.t_s, s.energy_j) for s in timeline.samples], report["meter"]["methods"]
+        )
+        db.add_audits(run_id, None, report["checks"])
+        status = (
+            "interrupted"
+            if report["interrupted"]
+            else ("done" if report["exit_code"] == 0 else "failed")
+        )
+        db.finish_run(run_id, status=status, summary={**report, "run_id": run_id})
+    return run_id
+
+
+def _measure(meter: Meter, cmd: list[str], idle_s: float, hz: float, as_json: bool):  # type: ignore[no-untyped-def]
+    try:
+        idle = measure_idle(meter, idle_s) if idle_s > 0 else None
+    except KeyboardInterrupt:
+        raise fail("interrupted during the idle baseline; nothing measured", 130) from None
+    timeline = PowerTimeline(meter, hz=hz)
+    timeline.start()
+    window = EnergyWindow(meter, idle=idle)
+    try:
+        with window:
+            child = run_child(cmd, stdout_to_stderr=as_json)
+    finally:
+        timeline.stop()
+    return window.result, child, idle, timeline
+
+
+@handle_errors
+def measure(
+    cmd: list[str] = typer.Argument(None, help="The command to measure, after --."),
+    meter: MeterOpt = "auto",
+    idle_s: IdleOpt = 0.0,
+    hz: HzOpt = 10.0,
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
+    store: Path | None = typer.Option(
+        None, "--store", help="Also record the run in this DuckDB file."
+    ),
+    name: str | None = typer.Option(None, "--name", help="Name of the stored run."),
+    require_isolated_gpu: IsolatedOpt = False,
+    cpu_tdp_w: CpuTdpOpt = None,
+    cpu_idle_w: CpuIdleOpt = None,
+    ram_w_per_gb: RamOpt = None,
+    estimate_scope: ScopeOpt = "process",
+    prometheus_url: PrometheusOpt = None,
+    codecarbon_country: CountryOpt = "FRA",
+    replay_path: ReplayOpt = None,
+    fake_power_w: FakePowerOpt = 100.0,
+    nvml_mode: NvmlModeOpt = "auto",
+) -> None:
+    """Run CMD and report its energy per domain (with methods), duration, idle and net energy."""
+    if not cmd:
+        raise ConfigError(
+            "give the command to measure after --, e.g. joulebench measure -- python work.py"
+        )
+    if store is not None:
+        from joulebench.results.store import ResultStore, check_writable
+
+        check_writable(store)
+        ResultStore(store).close()  # schema version and lock problems surface now, not after CMD
+    if shutil.which(cmd[0]) is None:
+        raise fail(f"command not found: {cmd[0]}", 127)
+    options = {
+        "cpu_tdp_w": cpu_tdp_w,
+        "cpu_idle_w": cpu_idle_w,
+        "ram_w_per_gb": ram_w_per_gb,
+        "estimate_scope": estimate_scope,
+        "prometheus_url": prometheus_url,
+        "codecarbon_country": codecarbon_country,
+        "replay_path": replay_path,
+        "fake_power_w": fake_power_w,
+        "nvml_mode": nvml_mode,
+    }
+    m = open_cli_meter(meter, require_isolated_gpu=require_isolated_gpu, **options)
+    started = time.time()
+    try:
+        result, child, idle, timeline = _measure(m, cmd, idle_s, hz, as_json)
+    finally:
+        m.close()
+    report = build_report(cmd, result, child, idle, timeline)
+    report["started_at_unix_s"] = started
+    if store is not None:
+        config = {
+            "command": cmd,
+            "meter": meter,
+            "idle_s": idle_s,
+            "hz": hz,
+            "name": name,
+            **options,
+        }
+        report["run_id"] = _store(store, report, timeline, config)
+    if as_json:
+        print_json(report)
+    else:
+        print_report(report)
+    code = 128 + child.signum if child.signum is not None else child.exit_code
+    raise typer.Exit(code)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("measure", context_settings={"allow_interspersed_args": False})(measure)
+
+
+__all__ = ["MeterInfo", "audit_checks", "build_report", "register", "run_child"]

@@ -1,0 +1,244 @@
+"""``joulebench profile``: phase-aware measurement of one model × precision × batch cell."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from joulebench.cli.common import console, err_console, handle_errors, print_json
+from joulebench.cli.meter_options import (
+    CpuIdleOpt,
+    CpuTdpOpt,
+    FakePowerOpt,
+    IdleOpt,
+    MeterOpt,
+    RamOpt,
+    ScopeOpt,
+    open_cli_meter,
+)
+
+
+def _fmt(x: Any, unit: str = "", digits: int = 4) -> str:
+    return "—" if x is None else f"{x:.{digits}g}{unit}"
+
+
+def cpu_peak_from_flags(gflops: float | None, gbs: float | None) -> Any:
+    from joulebench.analysis.roofline import given_peak
+    from joulebench.errors import ConfigError
+
+    if gflops is None and gbs is None:
+        return None
+    if gflops is None or gbs is None:
+        raise ConfigError(
+            "give both --cpu-peak-gflops and --cpu-bandwidth-gbs (or neither, to calibrate)"
+        )
+    return given_peak(gflops, gbs)
+
+
+def print_audits(audits: list[dict[str, Any]]) -> None:
+    failing = [a for a in audits if not a["passed"]]
+    for a in failing:
+        console.print(f"[bold red]AUDIT FAILED[/] {a['name']}: {a['detail']}")
+    if not failing:
+        console.print(f"[green]all {len(audits)} audit checks passed[/]")
+
+
+def print_profile(r: dict[str, Any]) -> None:
+    methods = sorted(set(r["meter_methods"].values()))
+    label = ", ".join(methods)
+    if r.get("estimated"):
+        console.print(
+            f"[bold yellow]ENERGY IS ESTIMATED[/] (meter {r['meter']['name']}: {label}; no sensor)"
+        )
+    else:
+        console.print(f"meter {r['meter']['name']} ({label})")
+    t = r["tokens"]
+    console.print(
+        f"{r['model']} {r['precision'].get('name')} on {r['device']}: {r['n_requests']} requests in "
+        f"{r['n_batches']} batches; input tokens {t['input_effective']} effective / "
+        f"{t['input_computed']} computed (padding {r['padding_ratio']:.1%}); output {t['output']}"
+    )
+    table = Table(title=f"per pass over the prompt set — energy [{label}]")
+    for col in (
+        "phase",
+        "method",
+        "energy J",
+        "±95% rel",
+        "net J",
+        "latency s",
+        "J/token",
+        "repeats",
+    ):
+        table.add_column(col)
+    rows = [("prefill", r["prefill"]), ("decode", r["decode"])]
+    if "subtraction" in r:
+        rows += [("prefill", r["subtraction"]["prefill"]), ("decode", r["subtraction"]["decode"])]
+    if "generate" in r:
+        rows.append(("generate", r["generate"]))
+    for name, s in rows:
+        rel = s.get("ci_halfwidth_rel")
+        table.add_row(
+            name,
+            s["method"],
+            _fmt(s["energy_j"]),
+            "—" if rel is None else f"{rel:.1%}",
+            _fmt(s["net_energy_j"]),
+            _fmt(s["latency_s"]),
+            _fmt(s["energy_per_token_j"]),
+            str(s["repeats"]),
+        )
+    console.print(table)
+    n = r["normalized"]
+    console.print(
+        f"per request {_fmt(n['per_request_j'], ' J')}, per effective input token "
+        f"{_fmt(n['per_effective_input_token_j'], ' J')}, per computed input token "
+        f"{_fmt(n['per_computed_input_token_j'], ' J')}, per output token {_fmt(n['per_output_token_j'], ' J')}"
+        f" [{label}]"
+    )
+    lat = r["latency"]
+    console.print(
+        f"TTFT {_fmt(lat['ttft_s'], ' s')}, decode {_fmt(lat['decode_s_per_token'], ' s/token')}, "
+        f"idle {_fmt(r['idle']['total_power_w'], ' W')}"
+    )
+    if r.get("consistency_rel_err") is not None:
+        console.print(f"prefill + decode vs full generate: {r['consistency_rel_err']:.1%} apart")
+    rf = r.get("roofline", {})
+    if "prefill" in rf:
+        console.print(
+            f"roofline ({rf['hardware']['name']}): prefill floor {_fmt(rf['prefill']['time_floor_s'], ' s')} "
+            f"efficiency {_fmt(rf['prefill']['efficiency'], '', 3)}; decode floor "
+            f"{_fmt(rf['decode']['time_floor_s'], ' s')} efficiency {_fmt(rf['decode']['efficiency'], '', 3)}"
+        )
+    for w in r.get("warnings", []):
+        console.print(f"[bold red]warning:[/] {w}")
+    print_audits(r["audit"])
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("profile")
+    @handle_errors
+    def profile(
+        model: Annotated[
+            str,
+            typer.Option("--model", help="tiny, tiny:<arch>:<size>, shape:<Name>, path or hub id"),
+        ],
+        precision: Annotated[str, typer.Option("--precision")] = "fp32",
+        batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 1,
+        prompts: Annotated[str, typer.Option("--prompts", help="quick, paper or a file")] = "quick",
+        n: Annotated[int | None, typer.Option("--n", min=1, help="number of prompts")] = None,
+        method: Annotated[
+            str, typer.Option("--method", help="direct, subtraction or both")
+        ] = "both",
+        output_length: Annotated[
+            str, typer.Option("--output-length", help="natural, reference or N")
+        ] = "reference",
+        bucketing: Annotated[
+            str, typer.Option("--bucketing", help="none, sorted or buckets:K")
+        ] = "none",
+        compile: Annotated[
+            bool, typer.Option("--compile", help="static cache + torch.compile decode")
+        ] = False,
+        warmup: Annotated[int, typer.Option("--warmup", min=0)] = 5,
+        min_window_s: Annotated[float, typer.Option("--min-window-s")] = 1.0,
+        ci_target: Annotated[float, typer.Option("--ci-target")] = 0.02,
+        min_repeats: Annotated[int, typer.Option("--min-repeats")] = 3,
+        max_repeats: Annotated[int, typer.Option("--max-repeats")] = 10,
+        device: Annotated[str, typer.Option("--device")] = "cpu",
+        seed: Annotated[int, typer.Option("--seed")] = 0,
+        cpu_peak_gflops: Annotated[
+            float | None,
+            typer.Option("--cpu-peak-gflops", help="roofline: CPU peak instead of calibrating"),
+        ] = None,
+        cpu_bandwidth_gbs: Annotated[
+            float | None, typer.Option("--cpu-bandwidth-gbs", help="roofline: CPU bandwidth GB/s")
+        ] = None,
+        json_out: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+        store: Annotated[Path | None, typer.Option("--store", help="DuckDB results file")] = None,
+        meter: MeterOpt = "auto",
+        idle_s: IdleOpt = 2.0,
+        cpu_tdp_w: CpuTdpOpt = None,
+        cpu_idle_w: CpuIdleOpt = None,
+        ram_w_per_gb: RamOpt = None,
+        estimate_scope: ScopeOpt = "process",
+        fake_power_w: FakePowerOpt = 100.0,
+    ) -> None:
+        """Measure prefill and decode energy of one cell (direct and/or subtraction)."""
+        import warnings
+
+        from pydantic import ValidationError
+
+        from joulebench.errors import ConfigError, JoulebenchWarning
+        from joulebench.profile.config import ProfileConfig
+        from joulebench.profile.runner import profile_cell
+        from joulebench.results.store import ResultStore, check_writable
+
+        try:
+            config = ProfileConfig(
+                model=model,
+                precision=precision,
+                batch_size=batch_size,
+                prompts=prompts,
+                n=n,
+                method=method,
+                output_length=output_length,
+                bucketing=bucketing,
+                compile=compile,
+                warmup=warmup,
+                min_window_s=min_window_s,
+                ci_target=ci_target,
+                min_repeats=min_repeats,
+                max_repeats=max_repeats,
+                device=device,
+                seed=seed,
+            )
+        except ValidationError as exc:
+            msgs = "; ".join(
+                f"--{'-'.join(map(str, e['loc'])).replace('_', '-')}: {e['msg']}"
+                for e in exc.errors()
+            )
+            raise ConfigError(msgs) from None
+        hardware = cpu_peak_from_flags(cpu_peak_gflops, cpu_bandwidth_gbs)
+        if store is not None:
+            check_writable(store)
+        from joulebench.workloads.models import load_model
+        from joulebench.workloads.prompts import load_prompts
+
+        loaded = load_model(model, precision, device, seed=seed)
+        prompt_set = load_prompts(prompts, n=n, seed=seed, tokenizer=loaded.tokenizer)
+        m = open_cli_meter(
+            meter,
+            cpu_tdp_w=cpu_tdp_w,
+            cpu_idle_w=cpu_idle_w,
+            ram_w_per_gb=ram_w_per_gb,
+            estimate_scope=estimate_scope,
+            fake_power_w=fake_power_w,
+        )
+        db = ResultStore(store) if store is not None else None
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter(
+                    "ignore", JoulebenchWarning
+                )  # recorded in the result, shown below
+                result = profile_cell(
+                    loaded,
+                    prompt_set,
+                    config,
+                    m,
+                    store=db,
+                    idle_s=idle_s,
+                    hardware=hardware,
+                )
+        finally:
+            m.close()
+            if db is not None:
+                db.close()
+        if json_out:
+            print_json(result)
+            failing = [a for a in result["audit"] if not a["passed"]]
+            for a in failing:
+                err_console.print(f"[bold red]AUDIT FAILED[/] {a['name']}: {a['detail']}")
+        else:
+            print_profile(result)

@@ -1,0 +1,67 @@
+"""``joulebench serve``: the embedded energy-reporting inference server (OpenAI + TGI protocols)."""
+
+from __future__ import annotations
+
+import typer
+
+from joulebench.cli.common import err_console, handle_errors
+from joulebench.cli.meter_options import CpuTdpOpt, MeterOpt, open_cli_meter
+from joulebench.errors import ConfigError
+
+
+@handle_errors
+def serve(
+    model: str = typer.Option(
+        "tiny", "--model", help="Model source: 'tiny', a local path or hub id."
+    ),
+    precision: str = typer.Option("fp32", "--precision", help="fp32, bf16, fp16, int8, int4…"),
+    scheduler: str = typer.Option(
+        "continuous", "--scheduler", help="continuous, dynamic or sequential."
+    ),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (loopback by default)."),
+    port: int = typer.Option(8000, "--port", help="Port (0 picks a free one)."),
+    max_queue: int = typer.Option(256, "--max-queue", help="Waiting requests before 429."),
+    max_batch_size: int = typer.Option(16, "--max-batch-size", help="Rows per forward step."),
+    default_max_tokens: int = typer.Option(
+        64, "--default-max-tokens", help="When a request sets none."
+    ),
+    api_key: str = typer.Option(None, "--api-key", help="Require 'Authorization: Bearer KEY'."),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N."),
+    idle_s: float = typer.Option(
+        2.0, "--idle-s", help="Idle baseline before serving (0: no net energy)."
+    ),
+    meter: MeterOpt = "auto",
+    cpu_tdp_w: CpuTdpOpt = None,
+) -> None:
+    """Serve a model with per-response energy (usage.energy and x-energy-j headers)."""
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"--port must be 0…65535, got {port}")
+    if max_queue < 1 or max_batch_size < 1:
+        raise ConfigError("--max-queue and --max-batch-size must be ≥ 1")
+    from joulebench.serve.launch import serve_forever
+
+    options = {"cpu_tdp_w": cpu_tdp_w} if cpu_tdp_w is not None else {}
+    m = open_cli_meter(meter, **options)
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        err_console.print(f"[yellow]warning:[/] binding {host}: reachable from other machines")
+    err_console.print(
+        f"joulebench serve: {model} ({precision}, {scheduler}) on http://{host}:{port}"
+    )
+    serve_forever(
+        model,
+        precision,
+        scheduler,
+        meter=m,
+        host=host,
+        port=port,
+        api_key=api_key,
+        device=device,
+        max_queue=max_queue,
+        max_batch_size=max_batch_size,
+        default_max_tokens=default_max_tokens,
+        idle_s=idle_s,
+    )
+
+
+def register(app: typer.Typer) -> None:
+    app.command("serve")(serve)

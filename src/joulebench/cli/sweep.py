@@ -1,0 +1,166 @@
+"""``joulebench sweep FILE.yaml``: a resumable grid of profile cells with a progress bar."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from joulebench.cli.common import console, handle_errors, print_json
+from joulebench.cli.meter_options import (
+    CpuIdleOpt,
+    CpuTdpOpt,
+    FakePowerOpt,
+    MeterOpt,
+    RamOpt,
+    ScopeOpt,
+    open_cli_meter,
+)
+from joulebench.cli.profile import cpu_peak_from_flags
+
+
+def _cell_label(c: Any) -> str:
+    extra = " compile" if c.compile else ""
+    return f"{c.model} {c.precision} b={c.batch_size} {c.prompts} {c.bucketing}{extra}"
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("sweep")
+    @handle_errors
+    def sweep(
+        file: Annotated[Path, typer.Argument(help="sweep YAML file")],
+        dry_run: Annotated[
+            bool, typer.Option("--dry-run", help="list the cells and an estimated time")
+        ] = False,
+        store: Annotated[Path | None, typer.Option("--store", help="DuckDB results file")] = None,
+        json_out: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
+        cpu_peak_gflops: Annotated[float | None, typer.Option("--cpu-peak-gflops")] = None,
+        cpu_bandwidth_gbs: Annotated[float | None, typer.Option("--cpu-bandwidth-gbs")] = None,
+        meter: MeterOpt = "auto",
+        idle_s: Annotated[
+            float | None,
+            typer.Option(
+                "--idle-s",
+                min=0.0,
+                help="idle baseline per model load (default: the file's idle_s)",
+            ),
+        ] = None,
+        cpu_tdp_w: CpuTdpOpt = None,
+        cpu_idle_w: CpuIdleOpt = None,
+        ram_w_per_gb: RamOpt = None,
+        estimate_scope: ScopeOpt = "process",
+        fake_power_w: FakePowerOpt = 100.0,
+    ) -> None:
+        """Run (or resume) a sweep: models × precisions × batch sizes × bucketing × compile × prompts."""
+        import warnings
+
+        from joulebench.errors import JoulebenchWarning
+        from joulebench.profile.sweep import dry_run as plan
+        from joulebench.profile.sweep import load_sweep, run_sweep
+        from joulebench.results.store import DEFAULT_STORE, ResultStore, check_writable
+
+        cfg = load_sweep(file)
+        if dry_run:
+            p = plan(cfg)
+            if json_out:
+                print_json(
+                    {
+                        "name": cfg.name,
+                        "cells": [
+                            c.model_dump(mode="json") | {"cell_key": c.cell_key()} for c in p.cells
+                        ],
+                        "model_loads": p.groups,
+                        "estimate_min_s": p.estimate_min_s,
+                        "estimate_max_s": p.estimate_max_s,
+                    }
+                )
+                return
+            table = Table(title=f"sweep {cfg.name}: {len(p.cells)} cells, {p.groups} model loads")
+            for col in ("#", "cell", "cell_key"):
+                table.add_column(col)
+            for i, c in enumerate(p.cells, 1):
+                table.add_row(str(i), _cell_label(c), c.cell_key())
+            console.print(table)
+            console.print(
+                f"estimated time: {p.estimate_min_s / 60:.1f}–{p.estimate_max_s / 60:.1f} min "
+                f"(min to max repeats, {cfg.min_window_s} s windows, model loads ~10 s each)"
+            )
+            return
+        path = store or DEFAULT_STORE
+        check_writable(path)
+        hardware = cpu_peak_from_flags(cpu_peak_gflops, cpu_bandwidth_gbs)
+        m = open_cli_meter(
+            meter,
+            cpu_tdp_w=cpu_tdp_w,
+            cpu_idle_w=cpu_idle_w,
+            ram_w_per_gb=ram_w_per_gb,
+            estimate_scope=estimate_scope,
+            fake_power_w=fake_power_w,
+        )
+        methods = sorted(set(str(v) for v in m.domains.values()))
+        if "estimated" in methods:
+            console.print("[bold yellow]ENERGY IS ESTIMATED[/] (no sensor on this machine)")
+        failures: list[str] = []
+        progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=console,
+            transient=False,
+        )
+        task = progress.add_task(f"sweep {cfg.name}", total=len(cfg.cells()))
+
+        def on_event(e: dict[str, Any]) -> None:
+            kind = e["event"]
+            if kind == "start" and e["resumed"]:
+                progress.console.print(f"resuming run {e['run_id']}")
+            elif kind == "skip":
+                progress.advance(task)
+                progress.console.print(f"skip (done) {_cell_label(e['cell'])} [{e['cell_key']}]")
+            elif kind == "cell_start":
+                progress.update(task, description=_cell_label(e["cell"]))
+            elif kind == "done":
+                progress.advance(task)
+                r = e["result"]
+                bad = [a["name"] for a in r["audit"] if not a["passed"]]
+                note = f" [red]audits failed: {', '.join(bad)}[/]" if bad else ""
+                progress.console.print(
+                    f"done {_cell_label(e['cell'])} [{e['cell_key']}] in {e['elapsed_s']:.1f} s{note}",
+                    highlight=False,
+                )
+            elif kind == "failed":
+                progress.advance(task)
+                failures.append(f"{_cell_label(e['cell'])}: {e['error']}")
+                progress.console.print(
+                    f"[bold red]FAILED[/] {_cell_label(e['cell'])}: {e['error']}"
+                )
+
+        try:
+            with ResultStore(path) as db, progress, warnings.catch_warnings():
+                warnings.simplefilter("ignore", JoulebenchWarning)  # stored per cell, printed above
+                summary = run_sweep(cfg, db, m, on_event=on_event, idle_s=idle_s, hardware=hardware)
+        finally:
+            m.close()
+        summary["store"] = str(path)
+        if json_out:
+            print_json(summary)
+        else:
+            console.print(
+                f"sweep {cfg.name}: {summary['done']} done, {summary['skipped']} skipped (already done), "
+                f"{summary['failed']} failed — run {summary['run_id']} in {path}"
+            )
+        if failures:
+            raise typer.Exit(1)

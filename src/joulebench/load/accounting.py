@@ -1,0 +1,235 @@
+"""The four energy accountings of a load test, each labelled with how it was computed.
+
+1. ``paper_whole_window`` — the study's method: energy of the whole window ÷ successful requests.
+   Idle gaps and failed requests' energy are charged to the successful ones.
+2. ``idle_subtracted`` — (whole window − idle power × duration) ÷ successful requests.
+3. ``steady_state`` — as ML.ENERGY does: only the window from the moment the number of requests
+   in flight first reaches its plateau (the concurrency cap, or the highest level observed)
+   until the last request is sent (after which the server drains). Energy per output token in that
+   window (tokens spread uniformly over each request's decode span) × mean output tokens of the
+   successful requests. A burst or a run too short to fill the server has no steady state: the
+   result says so instead of giving a number.
+4. ``attributed_mean`` — per-request attribution from the power timeline
+   (:func:`joulebench.analysis.attribution.attribute_energy`): slices shared among in-flight
+   requests by token work, idle gaps spread in proportion, so the per-request figures (failed
+   requests included) sum to the whole window; the mean is over successful requests.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from joulebench.analysis.attribution import METHOD as ATTRIBUTION_METHOD
+from joulebench.analysis.attribution import WorkSpan, attribute_energy
+from joulebench.analysis.audit import attribution_sum, energy_above_idle, window_long_enough
+from joulebench.load.metrics import RequestRecord, in_flight_steps
+
+J_PER_WH = 3600.0
+
+
+def _wh(j: float | None) -> float | None:
+    return None if j is None else j / J_PER_WH
+
+
+def _interp(series: Sequence[tuple[float, float]], t: float) -> float:
+    times = [p[0] for p in series]
+    i = bisect.bisect_right(times, t)
+    if i == 0:
+        return series[0][1]
+    if i >= len(series):
+        return series[-1][1]
+    (t0, e0), (t1, e1) = series[i - 1], series[i]
+    return e0 + (e1 - e0) * ((t - t0) / (t1 - t0) if t1 > t0 else 1.0)
+
+
+def request_spans(records: Sequence[RequestRecord]) -> list[WorkSpan]:
+    """Work spans per request: prefill (input tokens, from send + server queue time to the first
+    token) and decode (output tokens, first token to end). Unknown token counts weigh 1."""
+    spans: list[WorkSpan] = []
+    for r in records:
+        if r.actual_send_s is None or r.end_s is None:
+            continue
+        start = r.actual_send_s
+        if r.first_token_s is None:
+            spans.append(WorkSpan(r.idx, start, max(start, r.end_s), 0.0))
+            continue
+        if r.queue_ms:
+            start = min(start + r.queue_ms / 1e3, r.first_token_s)
+        first = max(start, r.first_token_s)
+        spans.append(WorkSpan(r.idx, start, first, float(r.input_tokens or 1)))
+        out = r.output_tokens if r.output_tokens is not None else len(r.chunk_times_s)
+        spans.append(WorkSpan(r.idx, first, max(first, r.end_s), float(max(out - 1, 0))))
+    return spans
+
+
+@dataclass(frozen=True, slots=True)
+class SteadyState:
+    start_s: float | None
+    end_s: float | None
+    plateau_in_flight: int
+    energy_j: float | None
+    output_tokens: float
+    per_request_j: float | None
+    note: str
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "start_s": self.start_s,
+            "end_s": self.end_s,
+            "duration_s": None
+            if self.start_s is None or self.end_s is None
+            else self.end_s - self.start_s,
+            "plateau_in_flight": self.plateau_in_flight,
+            "energy_j": self.energy_j,
+            "output_tokens": self.output_tokens,
+            "per_request_j": self.per_request_j,
+            "note": self.note,
+        }
+
+
+def steady_state(
+    records: Sequence[RequestRecord],
+    series: Sequence[tuple[float, float]],
+    *,
+    concurrency: int | None,
+    min_duration_s: float,
+) -> SteadyState:
+    """The steady-state window and its energy per request (see the module docstring)."""
+    steps = in_flight_steps(records)
+    ok = [r for r in records if r.ok and r.output_tokens]
+    if not steps or not ok:
+        return SteadyState(None, None, 0, None, 0.0, None, "no steady state: no completed request")
+    peak = max(level for _, level in steps)
+    plateau = min(concurrency, peak) if concurrency else peak
+    start = next(t for t, level in steps if level >= plateau)
+    sends = [r.actual_send_s for r in records if r.actual_send_s is not None]
+    end = max(sends)
+    source = "concurrency cap" if concurrency and plateau == concurrency else "peak in flight"
+    if plateau < 2 and concurrency != 1:
+        note = f"no steady state: at most {plateau} request in flight, the server never filled"
+        return SteadyState(None, None, plateau, None, 0.0, None, note)
+    if end - start < min_duration_s:
+        note = (
+            f"no steady state: the plateau of {plateau} in flight ({source}) was reached at "
+            f"the last send or lasted {max(end - start, 0) * 1e3:.1f} ms < "
+            f"{min_duration_s * 1e3:.0f} ms (a burst only fills and drains; sparse arrivals never fill)"
+        )
+        return SteadyState(None, None, plateau, None, 0.0, None, note)
+    tokens = 0.0
+    for r in ok:
+        assert r.output_tokens is not None and r.first_token_s is not None and r.end_s is not None
+        a, b = r.first_token_s, r.end_s
+        if b <= a:
+            tokens += r.output_tokens if start <= a <= end else 0.0
+            continue
+        overlap = max(0.0, min(b, end) - max(a, start))
+        tokens += r.output_tokens * overlap / (b - a)
+    energy = _interp(series, end) - _interp(series, start)
+    if tokens <= 0:
+        note = "no steady state: no output token was generated inside the plateau window"
+        return SteadyState(start, end, plateau, energy, 0.0, None, note)
+    mean_out = sum(r.output_tokens or 0 for r in ok) / len(ok)
+    per_request = energy / tokens * mean_out
+    note = (
+        f"window from reaching {plateau} in flight ({source}) to the last send; energy per "
+        f"output token × mean output tokens ({mean_out:.1f})"
+    )
+    return SteadyState(start, end, plateau, energy, tokens, per_request, note)
+
+
+def account(
+    records: Sequence[RequestRecord],
+    series: Sequence[tuple[float, float]] | None,
+    *,
+    idle_power_w: float | None,
+    meter_label: str | None,
+    concurrency: int | None,
+    min_window_s: float,
+    update_period_s: float = 0.0,
+) -> dict[str, object]:
+    """The ``energy`` block of a load result; fills ``energy_j``/``energy_net_j`` on records."""
+    ok = [r for r in records if r.ok]
+    server = [r.server_energy_j for r in ok if r.server_energy_j is not None]
+    server_block = None
+    if server:
+        methods = sorted(
+            {r.server_energy_method or "unlabelled" for r in ok if r.server_energy_j is not None}
+        )
+        server_block = {
+            "sum_j": sum(server),
+            "mean_wh": _wh(sum(server) / len(server)),
+            "n": len(server),
+            "methods": methods,
+        }
+    if series is None or len(series) < 2:
+        return {
+            "method": None,
+            "gross_j": None,
+            "net_j": None,
+            "idle_power_w": idle_power_w,
+            "per_request_wh": dict.fromkeys(
+                ("paper_whole_window", "idle_subtracted", "steady_state", "attributed_mean")
+            ),
+            "attribution_sum_rel_err": None,
+            "note": "no meter: energy was not measured",
+            "server_reported": server_block,
+        }
+    gross = series[-1][1] - series[0][1]
+    duration = series[-1][0] - series[0][0]
+    net = None if idle_power_w is None else gross - idle_power_w * duration
+    n_ok = len(ok)
+    attribution = attribute_energy(series, request_spans(records), idle_power_w=idle_power_w)
+    for r in records:
+        r.energy_j = attribution.per_key_j.get(r.idx)
+        if attribution.per_key_net_j is not None:
+            r.energy_net_j = attribution.per_key_net_j.get(r.idx)
+    attributed = [r.energy_j for r in ok if r.energy_j is not None]
+    steady = steady_state(records, series, concurrency=concurrency, min_duration_s=min_window_s)
+    label = meter_label or "unknown"
+    per_request_j = {
+        "paper_whole_window": gross / n_ok if n_ok else None,
+        "idle_subtracted": net / n_ok if n_ok and net is not None else None,
+        "steady_state": steady.per_request_j,
+        "attributed_mean": sum(attributed) / len(attributed) if attributed else None,
+    }
+    accountings = {
+        "paper_whole_window": f"{label}; whole window ÷ {n_ok} successful requests (the study's)",
+        "idle_subtracted": (
+            f"{label}; (window − {idle_power_w:.3g} W idle × {duration:.3g} s) ÷ {n_ok}"
+            if idle_power_w is not None
+            else "not computed: no idle baseline (pass --idle-s)"
+        ),
+        "steady_state": f"{label}; {steady.note}",
+        "attributed_mean": f"{label}; {ATTRIBUTION_METHOD}, mean over successful requests; "
+        "idle gaps spread over requests",
+    }
+    checks = [
+        energy_above_idle(
+            gross,
+            idle_power_w,
+            duration,
+            scope="load",
+            resolution_j=(idle_power_w or 0.0) * update_period_s,
+        ),
+        window_long_enough(duration, update_period_s, scope="load"),
+        attribution_sum(attribution.per_key_j.values(), gross, rel_tol=0.01, scope="load"),
+    ]
+    return {
+        "audits": [c.to_dict() for c in checks],
+        "method": label,
+        "gross_j": gross,
+        "net_j": net,
+        "idle_power_w": idle_power_w,
+        "window_s": duration,
+        "successful_requests": n_ok,
+        "per_request_j": per_request_j,
+        "per_request_wh": {k: _wh(v) for k, v in per_request_j.items()},
+        "accountings": accountings,
+        "steady_state": steady.to_dict(),
+        "attribution": attribution.to_dict(),
+        "attribution_sum_rel_err": attribution.sum_rel_err,
+        "server_reported": server_block,
+        "note": None if n_ok else "no successful request: per-request energy undefined",
+    }

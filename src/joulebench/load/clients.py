@@ -1,0 +1,281 @@
+"""Protocol clients: send one streaming request and fill a :class:`RequestRecord`.
+
+Three protocols, chosen by name: ``openai-chat`` (``/v1/chat/completions``),
+``openai-completions`` (``/v1/completions``) and ``tgi`` (``/generate_stream``). Requests always
+stream (SSE) so that TTFT and inter-token latency are measured; OpenAI requests ask for
+``stream_options.include_usage`` so token counts come from the server's ``usage``. Without it
+the counts come from a tokenizer when one is given, else from the number of streamed chunks
+(labelled in ``token_source``).
+
+Server-reported energy is captured when present: an ``x-energy-j`` response header (with
+``x-energy-method``) or a ``usage.energy`` extension (a number or ``{"energy_j", "method"}``).
+Queue time is read from an ``x-queue-time`` (TGI, ms) or ``x-queue-ms`` header.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import httpx
+
+from joulebench.errors import UnknownName
+from joulebench.load.metrics import FAILED, OK, RequestRecord
+
+Tokenizer = Callable[[str], int]  # text → token count
+PromptInput = str | list[dict[str, str]]  # plain text, or chat messages
+
+
+def prompt_as_text(prompt: PromptInput) -> str:
+    """Text for protocols without chat turns (and for token counting): contents joined."""
+    if isinstance(prompt, str):
+        return prompt
+    return "\n\n".join(m["content"] for m in prompt)
+_ERROR_CHARS = 300
+
+
+class ProtocolClient(ABC):
+    """One wire protocol. Subclasses build the payload and read one SSE event."""
+
+    name: ClassVar[str]
+    path: ClassVar[str]
+
+    def __init__(self, model: str | None = None, tokenizer: Tokenizer | None = None) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self._url: tuple[httpx.AsyncClient, httpx.URL] | None = None
+
+    @abstractmethod
+    def payload(self, prompt: PromptInput, max_tokens: int) -> dict[str, Any]: ...
+
+    @abstractmethod
+    def on_event(self, event: dict[str, Any], rec: RequestRecord, now_s: float) -> bool:
+        """Update ``rec`` from one decoded event; return True when the stream is complete."""
+
+    # -- shared --------------------------------------------------------------------------------
+    @staticmethod
+    def _text(rec: RequestRecord, text: str | None, now_s: float) -> None:
+        if not text:
+            return
+        if rec.first_token_s is None:
+            rec.first_token_s = now_s
+        rec.chunk_times_s.append(now_s)
+        rec.text_parts.append(text)
+
+    @staticmethod
+    def _energy(rec: RequestRecord, value: Any) -> None:
+        if isinstance(value, dict):
+            j = value.get("energy_j", value.get("j"))
+            method = value.get("method")
+        else:
+            j, method = value, None
+        try:
+            rec.server_energy_j = float(j) if j is not None else rec.server_energy_j
+        except (TypeError, ValueError):
+            return
+        if method:
+            rec.server_energy_method = str(method)
+
+    def _headers(self, rec: RequestRecord, headers: httpx.Headers) -> None:
+        energy = headers.get("x-energy-j")
+        if energy is not None:
+            try:
+                rec.server_energy_j = float(energy)
+                rec.server_energy_method = headers.get("x-energy-method")
+            except ValueError:
+                pass
+        queue = headers.get("x-queue-time") or headers.get("x-queue-ms")
+        if queue is not None:
+            with contextlib.suppress(ValueError):
+                rec.queue_ms = float(queue)
+
+    def _finish_tokens(self, rec: RequestRecord, prompt: PromptInput) -> None:
+        if rec.output_tokens is None:
+            text = "".join(rec.text_parts)
+            if self.tokenizer is not None:
+                rec.output_tokens = self.tokenizer(text)
+                rec.token_source = "tokenizer"
+            else:
+                rec.output_tokens = len(rec.chunk_times_s)
+                rec.token_source = "chunks"
+        if rec.input_tokens is None and self.tokenizer is not None:
+            rec.input_tokens = self.tokenizer(prompt_as_text(prompt))
+
+    async def send(
+        self,
+        http: httpx.AsyncClient,
+        rec: RequestRecord,
+        prompt: PromptInput,
+        max_tokens: int,
+        clock: Callable[[], float],
+    ) -> RequestRecord:
+        """Send ``prompt`` now, stream the answer into ``rec``; never raises for HTTP trouble."""
+        body = self.payload(prompt, max_tokens)
+        rec.actual_send_s = clock()
+        try:
+            cached = self._url
+            if cached is None or cached[0] is not http:  # URL merging costs tens of µs: once
+                cached = self._url = (http, http.base_url.join(self.path.lstrip("/")))
+            url = cached[1]
+            async with http.stream("POST", url, json=body) as resp:
+                rec.http_status = resp.status_code
+                self._headers(rec, resp.headers)
+                if resp.status_code != 200:
+                    raw = await resp.aread()
+                    rec.error = (
+                        f"HTTP {resp.status_code}: {raw[:_ERROR_CHARS].decode('utf-8', 'replace')}"
+                    )
+                    rec.end_s = clock()
+                    return rec
+                done = await self._read_stream(resp, rec, clock)
+        except httpx.HTTPError as exc:
+            rec.end_s = clock()
+            rec.error = f"{type(exc).__name__}: {exc}"[:_ERROR_CHARS]
+            return rec
+        rec.end_s = clock()
+        if rec.error is None and not done:
+            rec.error = "stream ended before the server said it was complete"
+        if rec.error is None:
+            rec.status = OK
+            self._finish_tokens(rec, prompt)
+        else:
+            rec.status = FAILED
+        return rec
+
+    async def _read_stream(
+        self, resp: httpx.Response, rec: RequestRecord, clock: Callable[[], float]
+    ) -> bool:
+        buf = b""
+        done = False
+        async for chunk in resp.aiter_bytes():
+            now = clock()
+            buf += chunk
+            while True:
+                nl = buf.find(b"\n")
+                if nl < 0:
+                    break
+                line, buf = buf[:nl].rstrip(b"\r"), buf[nl + 1 :]
+                if not line.startswith(b"data:"):
+                    continue  # blank separators, comments, event:/id: fields
+                data = line[5:].strip()
+                if data == b"[DONE]":
+                    done = True
+                    continue
+                try:
+                    event = json.loads(data)
+                except ValueError:
+                    rec.error = f"malformed SSE data: {data[:80]!r}"
+                    return done
+                if isinstance(event, dict) and "error" in event:
+                    err = event["error"]
+                    msg = err.get("message", err) if isinstance(err, dict) else err
+                    rec.error = f"server error in stream: {msg}"[:_ERROR_CHARS]
+                    return done
+                if isinstance(event, dict) and self.on_event(event, rec, now):
+                    done = True
+        return done
+
+
+def _usage(rec: RequestRecord, usage: Any) -> None:
+    if not isinstance(usage, dict):
+        return
+    if usage.get("completion_tokens") is not None:
+        rec.output_tokens = int(usage["completion_tokens"])
+        rec.token_source = "usage"
+    if usage.get("prompt_tokens") is not None:
+        rec.input_tokens = int(usage["prompt_tokens"])
+    if "energy" in usage:
+        ProtocolClient._energy(rec, usage["energy"])
+
+
+class _OpenAI(ProtocolClient):
+    def _common(self, max_tokens: int) -> dict[str, Any]:
+        return {
+            "model": self.model or "default",
+            "max_tokens": max_tokens,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+
+    def on_event(self, event: dict[str, Any], rec: RequestRecord, now_s: float) -> bool:
+        finished = False
+        for choice in event.get("choices") or ():
+            self._text(rec, self._choice_text(choice), now_s)
+            finished = finished or choice.get("finish_reason") is not None
+        if event.get("usage"):
+            _usage(rec, event["usage"])
+        return finished  # complete once a finish_reason (or [DONE]) arrives
+
+    @staticmethod
+    @abstractmethod
+    def _choice_text(choice: dict[str, Any]) -> str | None: ...
+
+
+class OpenAIChat(_OpenAI):
+    name = "openai-chat"
+    path = "/v1/chat/completions"
+
+    def payload(self, prompt: PromptInput, max_tokens: int) -> dict[str, Any]:
+        messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
+        return {**self._common(max_tokens), "messages": messages}
+
+    @staticmethod
+    def _choice_text(choice: dict[str, Any]) -> str | None:
+        delta = choice.get("delta") or {}
+        return delta.get("content") or delta.get("reasoning_content")
+
+
+class OpenAICompletions(_OpenAI):
+    name = "openai-completions"
+    path = "/v1/completions"
+
+    def payload(self, prompt: PromptInput, max_tokens: int) -> dict[str, Any]:
+        return {**self._common(max_tokens), "prompt": prompt_as_text(prompt)}
+
+    @staticmethod
+    def _choice_text(choice: dict[str, Any]) -> str | None:
+        return choice.get("text")
+
+
+class TGI(ProtocolClient):
+    name = "tgi"
+    path = "/generate_stream"
+
+    def payload(self, prompt: PromptInput, max_tokens: int) -> dict[str, Any]:
+        return {"inputs": prompt_as_text(prompt), "parameters": {"max_new_tokens": max_tokens, "details": True}}
+
+    def on_event(self, event: dict[str, Any], rec: RequestRecord, now_s: float) -> bool:
+        token = event.get("token") or {}
+        if not token.get("special"):
+            self._text(rec, token.get("text"), now_s)
+        details = event.get("details")
+        if isinstance(details, dict):
+            if details.get("generated_tokens") is not None:
+                rec.output_tokens = int(details["generated_tokens"])
+                rec.token_source = "usage"
+            prefill = details.get("prefill")
+            if isinstance(prefill, list) and prefill:
+                rec.input_tokens = len(prefill)
+        if event.get("usage"):
+            _usage(rec, event["usage"])
+        if "energy" in event:
+            self._energy(rec, event["energy"])
+        return event.get("generated_text") is not None
+
+
+PROTOCOLS: dict[str, type[ProtocolClient]] = {
+    c.name: c for c in (OpenAIChat, OpenAICompletions, TGI)
+}
+
+
+def make_client(
+    protocol: str, *, model: str | None = None, tokenizer: Tokenizer | None = None
+) -> ProtocolClient:
+    """The client for ``protocol``; an unknown name lists the known ones."""
+    cls = PROTOCOLS.get(protocol)
+    if cls is None:
+        raise UnknownName("protocol", protocol, list(PROTOCOLS))
+    return cls(model=model, tokenizer=tokenizer)

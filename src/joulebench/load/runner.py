@@ -1,0 +1,330 @@
+"""Run a load test: send prompts on a precomputed schedule, stream answers, account energy.
+
+The intended send times come from the arrival process before the first request leaves; a
+dispatcher sends every request whose time has come (so lag, actual − intended, is measured, not
+hidden), optionally bounded by a concurrency cap (a request waiting for a free slot is late, and
+its lag says so). ``sequential`` is a closed loop. Failed and timed-out requests are kept, counted
+and reported apart; latency percentiles cover successful requests only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from joulebench.errors import ConfigError
+from joulebench.load.accounting import account
+from joulebench.load.arrivals import ArrivalProcess, parse_arrival
+from joulebench.load.clients import PromptInput, ProtocolClient, Tokenizer, make_client
+from joulebench.load.metrics import TIMEOUT, RequestRecord, summarize
+from joulebench.load.pool import LanePool
+from joulebench.meters.base import Meter, MeterInfo
+from joulebench.meters.timeline import PowerTimeline
+
+log = logging.getLogger(__name__)
+
+START_DELAY_S = 0.02  # schedule starts this long after setup, so request 0 is not born late
+
+
+@dataclass(slots=True)
+class LoadResult:
+    """Everything a load test measured; :meth:`to_json` is the machine-readable summary."""
+
+    config: dict[str, Any]
+    records: list[RequestRecord]
+    start_s: float
+    end_s: float
+    target_rate_rps: float | None
+    energy: dict[str, Any]
+    meter: MeterInfo | None = None
+    timeline: list[tuple[float, dict[str, float]]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> list[RequestRecord]:
+        return [r for r in self.records if r.ok]
+
+    @property
+    def duration_s(self) -> float:
+        return self.end_s - self.start_s
+
+    @property
+    def achieved_rate_rps(self) -> float | None:
+        """Sends per second over the send span (what the generator achieved, not the server)."""
+        sends = sorted(r.actual_send_s for r in self.records if r.actual_send_s is not None)
+        if len(sends) < 2 or sends[-1] <= sends[0]:
+            return None
+        return (len(sends) - 1) / (sends[-1] - sends[0])
+
+    @property
+    def throughput_rps(self) -> float | None:
+        """Successful completions per second over the whole test."""
+        return len(self.ok) / self.duration_s if self.duration_s > 0 else None
+
+    def to_json(self) -> dict[str, Any]:
+        ok = self.ok
+        failed = [r for r in self.records if not r.ok]
+        errors: dict[str, int] = {}
+        for r in failed:
+            key = (r.error or r.status)[:120]
+            errors[key] = errors.get(key, 0) + 1
+        target, achieved = self.target_rate_rps, self.achieved_rate_rps
+        itl = [x for r in ok for x in r.itl_ms]
+        out_tokens = [r.output_tokens for r in ok if r.output_tokens is not None]
+        return {
+            "config": self.config,
+            "requests": {
+                "total": len(self.records),
+                "ok": len(ok),
+                "failed": len(failed),
+                "timed_out": sum(r.status == TIMEOUT for r in failed),
+                "errors": errors,
+            },
+            "duration_s": self.duration_s,
+            "target_rate_rps": target,
+            "achieved_rate_rps": achieved,
+            "achieved_over_target": achieved / target if target and achieved else None,
+            "throughput_rps": self.throughput_rps,
+            "schedule_lag_ms": summarize(r.lag_ms for r in self.records),
+            "ttft_ms": summarize(r.ttft_ms for r in ok),
+            "tpot_ms": summarize(r.tpot_ms for r in ok),
+            "itl_ms": summarize(itl),
+            "e2e_ms": summarize(r.e2e_ms for r in ok),
+            "queue_ms": summarize(r.queue_ms for r in ok),
+            "tokens": {
+                "input": sum(r.input_tokens or 0 for r in ok),
+                "output": sum(out_tokens),
+                "sources": sorted({r.token_source for r in ok if r.token_source}),
+            },
+            "energy": self.energy,
+            "meter_methods": dict(self.meter.methods) if self.meter else {},
+            "meter": self.meter.to_dict() if self.meter else None,
+            "estimated": bool(self.meter and self.meter.is_estimated),
+        }
+
+    def request_rows(self) -> list[dict[str, Any]]:
+        label = self.energy.get("method")
+        rows = []
+        for r in self.records:
+            row = r.to_row()
+            if r.energy_j is not None:
+                row["energy_method"] = f"{label}/timeline-token-share"
+            rows.append(row)
+        return rows
+
+
+def _prompt_input(p: Any) -> PromptInput:
+    """Text, or a chat (list of ``{"role", "content"}``), from a str, a dict or a prompt object
+    (``joulebench.workloads.prompts.Prompt`` carries ``messages``)."""
+    if isinstance(p, str):
+        return p
+    get = p.get if isinstance(p, dict) else lambda k: getattr(p, k, None)
+    messages = get("messages")
+    if isinstance(messages, list) and messages and all(
+        isinstance(m, dict) and isinstance(m.get("content"), str) for m in messages
+    ):
+        return [{"role": str(m.get("role", "user")), "content": m["content"]} for m in messages]
+    for key in ("text", "prompt", "content"):
+        value = get(key)
+        if isinstance(value, str):
+            return value
+    raise ConfigError(
+        f"cannot read a prompt from {type(p).__name__}: expected text or chat messages"
+    )
+
+
+def _lengths(output_length: int | Sequence[int], n: int) -> list[int]:
+    if isinstance(output_length, int):
+        lengths = [output_length] * n
+    else:
+        lengths = [int(x) for x in output_length]
+        if not lengths:
+            raise ConfigError("output lengths are empty")
+        lengths = [lengths[i % len(lengths)] for i in range(n)]
+    bad = [x for x in lengths if x < 1]
+    if bad:
+        raise ConfigError(f"output length must be ≥ 1 token, got {bad[0]}")
+    return lengths
+
+
+async def _with_timeout(coro: Coroutine[Any, Any, Any], timeout_s: float) -> None:
+    """``asyncio.timeout`` where it exists (no extra task per request), else ``wait_for``."""
+    timeout = getattr(asyncio, "timeout", None)
+    if timeout is None:  # Python 3.10
+        await asyncio.wait_for(coro, timeout_s)
+        return
+    async with timeout(timeout_s):
+        await coro
+
+
+async def _discover_model(http: httpx.AsyncClient) -> str | None:
+    try:
+        resp = await http.get("/v1/models", timeout=5.0)
+        data = resp.json().get("data") or []
+        return str(data[0]["id"]) if resp.status_code == 200 and data else None
+    except (httpx.HTTPError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+async def _drive(
+    url: str,
+    client: ProtocolClient,
+    arrival: ArrivalProcess,
+    texts: list[PromptInput],
+    lengths: list[int],
+    *,
+    concurrency: int | None,
+    timeout_s: float,
+    clock: Callable[[], float],
+    on_start: Callable[[], None],
+) -> tuple[list[RequestRecord], float, float]:
+    n = len(lengths)
+    offsets = arrival.schedule(n)
+    cap = 1 if arrival.closed_loop else concurrency
+    async with httpx.AsyncClient(
+        # No per-operation httpx timeouts: the whole request is bounded by _with_timeout, and
+        # httpx's per-read cancel scopes cost more than the rest of a request's client work.
+        base_url=url, timeout=None, transport=LanePool(), trust_env=False
+    ) as http:
+        if client.name.startswith("openai") and client.model is None:
+            client.model = await _discover_model(http)
+        records = [RequestRecord(i, 0.0) for i in range(n)]
+        slots = asyncio.Semaphore(cap) if cap and not arrival.closed_loop else None
+
+        async def one(rec: RequestRecord) -> None:
+            i = rec.idx
+            try:
+                await _with_timeout(
+                    client.send(http, rec, texts[i % len(texts)], lengths[i], clock), timeout_s
+                )
+            except asyncio.TimeoutError:
+                rec.status, rec.end_s = TIMEOUT, clock()
+                rec.error = f"timed out after {timeout_s:g} s"
+            except Exception as exc:  # a client bug must not lose the other requests
+                log.exception("request %d crashed", i)
+                rec.end_s = clock()
+                rec.error = f"{type(exc).__name__}: {exc}"
+            finally:
+                if slots is not None:
+                    slots.release()
+
+        on_start()
+        t0 = clock() + START_DELAY_S
+        tasks: list[asyncio.Task[None]] = []
+        if arrival.closed_loop:
+            slots = None  # one at a time by construction: each request awaited in turn
+            for rec in records:
+                rec.intended_send_s = clock()
+                await one(rec)
+        else:
+            for rec, off in zip(records, offsets, strict=True):
+                rec.intended_send_s = t0 + off
+                delay = rec.intended_send_s - clock()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                if slots is not None:
+                    await slots.acquire()
+                tasks.append(asyncio.create_task(one(rec)))
+            await asyncio.gather(*tasks)
+        end = clock()
+    return records, t0, end
+
+
+def run_load(
+    url: str,
+    protocol: str,
+    arrival: str | ArrivalProcess,
+    prompts: Sequence[Any],
+    *,
+    n: int,
+    output_length: int | Sequence[int],
+    concurrency: int | None = None,
+    timeout_s: float = 60.0,
+    meter: Meter | None = None,
+    idle_power_w: float | None = None,
+    seed: int = 0,
+    model: str | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    tokenizer: Tokenizer | None = None,
+    timeline_hz: float = 10.0,
+) -> LoadResult:
+    """Send ``n`` requests to ``url`` and measure them (see the module docstring).
+
+    ``clock`` must be the meter's clock when a meter is given (both default to
+    ``time.monotonic``), so request spans and the power timeline line up.
+    """
+    if n < 1:
+        raise ConfigError(f"--n must be ≥ 1, got {n}")
+    if concurrency is not None and concurrency < 1:
+        raise ConfigError(f"--concurrency must be ≥ 1, got {concurrency}")
+    if timeout_s <= 0:
+        raise ConfigError(f"--timeout-s must be positive, got {timeout_s}")
+    texts = [_prompt_input(p) for p in prompts]
+    if not texts:
+        raise ConfigError("no prompts to send")
+    proc = parse_arrival(arrival, seed=seed) if isinstance(arrival, str) else arrival
+    client = make_client(protocol, model=model, tokenizer=tokenizer)
+    lengths = _lengths(output_length, n)
+    timeline = PowerTimeline(meter, hz=timeline_hz) if meter is not None else None
+    info = MeterInfo.of(meter) if meter is not None else None
+    started = False
+
+    def on_start() -> None:
+        nonlocal started
+        if timeline is not None:
+            timeline.start()
+        started = True
+
+    try:
+        records, t0, end = asyncio.run(
+            _drive(
+                url,
+                client,
+                proc,
+                texts,
+                lengths,
+                concurrency=concurrency,
+                timeout_s=timeout_s,
+                clock=clock,
+                on_start=on_start,
+            )
+        )
+    finally:
+        if timeline is not None and started:
+            timeline.stop()
+    series = timeline.series() if timeline is not None else None
+    labels = sorted(set(info.methods.values())) if info else []
+    cap = 1 if proc.closed_loop else concurrency
+    min_window = max(info.update_period_s if info else 0.0, 2.0 / timeline_hz)
+    energy = account(
+        records,
+        series,
+        idle_power_w=idle_power_w,
+        meter_label="+".join(labels) or None,
+        concurrency=cap,
+        min_window_s=min_window,
+        update_period_s=info.update_period_s if info else 0.0,
+    )
+    target = proc.target_rate_rps
+    offsets = proc.schedule(n)
+    if not proc.closed_loop and n > 1 and offsets[-1] > 0:
+        target = (n - 1) / offsets[-1]  # the rate this schedule actually offers
+    config = {
+        "url": url,
+        "protocol": protocol,
+        "arrival": proc.describe(),
+        "n": n,
+        "output_length": output_length if isinstance(output_length, int) else "per-prompt",
+        "concurrency": concurrency,
+        "timeout_s": timeout_s,
+        "seed": seed,
+        "model": client.model,
+        "idle_power_w": idle_power_w,
+    }
+    samples = [(s.t_s, dict(s.energy_j)) for s in timeline.samples] if timeline else []
+    return LoadResult(config, records, t0, end, target, energy, info, samples)

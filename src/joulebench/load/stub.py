@@ -1,0 +1,424 @@
+"""A minimal but real loopback LLM server for load-generator tests and capacity benchmarks.
+
+It speaks HTTP/1.1 (keep-alive, chunked SSE) over raw asyncio streams, fast enough that the load
+generator, not the server, is what a capacity benchmark measures. Endpoints: OpenAI
+``/v1/chat/completions`` and ``/v1/completions`` (streaming with ``stream_options.include_usage``,
+or plain JSON), TGI ``/generate_stream`` and ``/generate``, ``/v1/models`` and ``/health``.
+
+It generates ``min(max_tokens, tokens)`` words, ``token_delay_s`` apart, fails a seeded fraction
+``failure_rate`` of generation requests with HTTP 500, and, when ``energy_per_token_j`` is set,
+reports a *fake* per-response energy in an ``x-energy-j`` header and a ``usage.energy`` field.
+``max_concurrency`` bounds requests in generation; the others wait and their queue time is sent
+in an ``x-queue-time`` header (ms, as TGI does).
+
+>>> with stub_server(StubConfig(tokens=8)) as url:
+...     ...  # http://127.0.0.1:PORT
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import random
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+log = logging.getLogger(__name__)
+
+_REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    404: "Not Found",
+    422: "Unprocessable Entity",
+    500: "Internal Server Error",
+}
+
+
+@dataclass(slots=True)
+class StubConfig:
+    tokens: int = 16  # tokens generated when max_tokens allows
+    token_delay_s: float = 0.0
+    first_token_delay_s: float = 0.0
+    failure_rate: float = 0.0
+    energy_per_token_j: float | None = None
+    max_concurrency: int | None = None
+    model: str = "stub"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.tokens < 0:
+            raise ValueError(f"tokens must be ≥ 0, got {self.tokens}")
+        if not 0.0 <= self.failure_rate <= 1.0:
+            raise ValueError(f"failure_rate must be in [0, 1], got {self.failure_rate}")
+        if self.token_delay_s < 0 or self.first_token_delay_s < 0:
+            raise ValueError("delays must be ≥ 0")
+        if self.max_concurrency is not None and self.max_concurrency < 1:
+            raise ValueError(f"max_concurrency must be ≥ 1, got {self.max_concurrency}")
+
+
+@dataclass(slots=True)
+class StubStats:
+    requests: int = 0
+    failed: int = 0
+    tokens: int = 0
+    paths: dict[str, int] = field(default_factory=dict)
+
+
+def _response(status: int, body: bytes, headers: dict[str, str] | None = None) -> bytes:
+    lines = [
+        f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}",
+        "content-type: application/json",
+        f"content-length: {len(body)}",
+    ]
+    lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+def _chunk(data: bytes) -> bytes:
+    return f"{len(data):x}\r\n".encode() + data + b"\r\n"
+
+
+def _sse(obj: object) -> bytes:
+    return _chunk(b"data: " + json.dumps(obj, separators=(",", ":")).encode() + b"\n\n")
+
+
+class StubServer:
+    """The server itself; run it with :func:`stub_server` or :meth:`serve`."""
+
+    def __init__(self, config: StubConfig | None = None) -> None:
+        self.config = config or StubConfig()
+        self.stats = StubStats()
+        self._rng = random.Random(self.config.seed)
+        self._slots: asyncio.Semaphore | None = None
+        self.port = 0
+        self._conns: set[asyncio.Task[None]] = set()
+
+    # -- HTTP plumbing -------------------------------------------------------------------------
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._slots is None and self.config.max_concurrency:
+            self._slots = asyncio.Semaphore(self.config.max_concurrency)
+        task = asyncio.current_task()
+        if task is not None:
+            self._conns.add(task)
+        try:
+            while True:
+                try:
+                    head = await reader.readuntil(b"\r\n\r\n")
+                except (asyncio.IncompleteReadError, ConnectionError):
+                    return
+                lines = head.decode("latin-1").split("\r\n")
+                try:
+                    method, path, _ = lines[0].split(" ", 2)
+                except ValueError:
+                    writer.write(_response(400, b'{"error":"bad request line"}'))
+                    return
+                headers = {}
+                for line in lines[1:]:
+                    k, _, v = line.partition(":")
+                    if k:
+                        headers[k.strip().lower()] = v.strip()
+                body = b""
+                length = int(headers.get("content-length", "0") or 0)
+                if length:
+                    body = await reader.readexactly(length)
+                await self.route(method, path.split("?", 1)[0], body, writer)
+                await writer.drain()
+                if headers.get("connection", "").lower() == "close":
+                    return
+        except (ConnectionError, asyncio.IncompleteReadError):
+            return
+        finally:
+            self._conns.discard(task)  # type: ignore[arg-type]
+            with contextlib.suppress(Exception):
+                writer.close()
+
+    async def route(self, method: str, path: str, body: bytes, w: asyncio.StreamWriter) -> None:
+        self.stats.paths[path] = self.stats.paths.get(path, 0) + 1
+        if method == "GET" and path == "/health":
+            w.write(_response(200, b'{"status":"ok"}'))
+        elif method == "GET" and path == "/v1/models":
+            data = {"object": "list", "data": [{"id": self.config.model, "object": "model"}]}
+            w.write(_response(200, json.dumps(data).encode()))
+        elif method == "POST" and path in (
+            "/v1/chat/completions",
+            "/v1/completions",
+            "/generate",
+            "/generate_stream",
+        ):
+            try:
+                payload = json.loads(body or b"{}")
+                if not isinstance(payload, dict):
+                    raise ValueError("body must be a JSON object")
+            except ValueError as exc:
+                w.write(_response(422, json.dumps({"error": f"malformed JSON: {exc}"}).encode()))
+                return
+            await self.generate(path, payload, w)
+        else:
+            w.write(_response(404, json.dumps({"error": f"no route {method} {path}"}).encode()))
+
+    # -- generation ----------------------------------------------------------------------------
+    def _max_tokens(self, path: str, p: dict) -> int:
+        if path.startswith("/generate"):
+            value = (p.get("parameters") or {}).get("max_new_tokens", self.config.tokens)
+        else:
+            value = p.get("max_completion_tokens", p.get("max_tokens", self.config.tokens))
+        return max(0, min(int(value), self.config.tokens))
+
+    async def generate(self, path: str, p: dict, w: asyncio.StreamWriter) -> None:
+        cfg = self.config
+        self.stats.requests += 1
+        if cfg.failure_rate and self._rng.random() < cfg.failure_rate:
+            self.stats.failed += 1
+            w.write(_response(500, b'{"error":"injected failure","error_type":"stub"}'))
+            return
+        try:
+            n = self._max_tokens(path, p)
+        except (TypeError, ValueError):
+            w.write(_response(400, b'{"error":"max_tokens must be an integer"}'))
+            return
+        prompt = p.get("prompt") or p.get("inputs") or json.dumps(p.get("messages", ""))
+        prompt_tokens = max(1, len(str(prompt).split()))
+        t_arrive = time.monotonic()
+        slots = self._slots
+        if slots is not None:
+            await slots.acquire()
+        try:
+            queue_ms = (time.monotonic() - t_arrive) * 1e3
+            headers = {"x-queue-time": f"{queue_ms:.3f}"}
+            energy = None
+            if cfg.energy_per_token_j is not None:
+                energy = cfg.energy_per_token_j * (n + prompt_tokens)
+                headers["x-energy-j"] = f"{energy:.6f}"
+                headers["x-energy-method"] = "fake"
+            stream = bool(p.get("stream")) or path == "/generate_stream"
+            self.stats.tokens += n
+            if stream:
+                await self._stream(path, p, n, prompt_tokens, energy, headers, w)
+            else:
+                await self._plain(path, n, prompt_tokens, energy, headers, w)
+        finally:
+            if slots is not None:
+                slots.release()
+
+    def _usage(self, n: int, prompt_tokens: int, energy: float | None) -> dict:
+        usage: dict = {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": n,
+            "total_tokens": prompt_tokens + n,
+        }
+        if energy is not None:
+            usage["energy"] = {"energy_j": energy, "method": "fake"}
+        return usage
+
+    async def _stream(
+        self,
+        path: str,
+        p: dict,
+        n: int,
+        prompt_tokens: int,
+        energy: float | None,
+        headers: dict[str, str],
+        w: asyncio.StreamWriter,
+    ) -> None:
+        cfg = self.config
+        head = [
+            "HTTP/1.1 200 OK",
+            "content-type: text/event-stream",
+            "cache-control: no-cache",
+            "transfer-encoding: chunked",
+        ] + [f"{k}: {v}" for k, v in headers.items()]
+        w.write(("\r\n".join(head) + "\r\n\r\n").encode())
+        chat = path == "/v1/chat/completions"
+        tgi = path.startswith("/generate")
+        base = {
+            "id": "stub",
+            "model": cfg.model,
+            "created": 0,
+            "object": "chat.completion.chunk" if chat else "text_completion",
+        }
+        if cfg.first_token_delay_s:
+            await w.drain()
+            await asyncio.sleep(cfg.first_token_delay_s)
+        for i in range(n):
+            if i and cfg.token_delay_s:
+                await w.drain()
+                await asyncio.sleep(cfg.token_delay_s)
+            word = f" tok{i}"
+            last = i == n - 1
+            if tgi:
+                event: dict = {
+                    "index": i,
+                    "token": {"id": i, "text": word, "logprob": 0.0, "special": False},
+                    "generated_text": None,
+                    "details": None,
+                }
+                if last:
+                    event["generated_text"] = "".join(f" tok{j}" for j in range(n))
+                    event["details"] = {"finish_reason": "length", "generated_tokens": n}
+            elif chat:
+                event = {
+                    **base,
+                    "choices": [
+                        {
+                            "index": 0,
+                            "delta": {"content": word},
+                            "finish_reason": "length" if last else None,
+                        }
+                    ],
+                }
+            else:
+                event = {
+                    **base,
+                    "choices": [
+                        {"index": 0, "text": word, "finish_reason": "length" if last else None}
+                    ],
+                }
+            w.write(_sse(event))
+        if not tgi:
+            opts = p.get("stream_options") or {}
+            if opts.get("include_usage"):
+                w.write(
+                    _sse({**base, "choices": [], "usage": self._usage(n, prompt_tokens, energy)})
+                )
+            w.write(_chunk(b"data: [DONE]\n\n"))
+        w.write(b"0\r\n\r\n")
+
+    async def _plain(
+        self,
+        path: str,
+        n: int,
+        prompt_tokens: int,
+        energy: float | None,
+        headers: dict[str, str],
+        w: asyncio.StreamWriter,
+    ) -> None:
+        cfg = self.config
+        delay = cfg.first_token_delay_s + cfg.token_delay_s * max(0, n - 1)
+        if delay:
+            await asyncio.sleep(delay)
+        text = "".join(f" tok{i}" for i in range(n))
+        if path == "/generate":
+            obj: dict = {
+                "generated_text": text,
+                "details": {"finish_reason": "length", "generated_tokens": n},
+            }
+        elif path == "/v1/chat/completions":
+            obj = {
+                "id": "stub",
+                "object": "chat.completion",
+                "model": cfg.model,
+                "choices": [
+                    {
+                        "index": 0,
+                        "finish_reason": "length",
+                        "message": {"role": "assistant", "content": text},
+                    }
+                ],
+                "usage": self._usage(n, prompt_tokens, energy),
+            }
+        else:
+            obj = {
+                "id": "stub",
+                "object": "text_completion",
+                "model": cfg.model,
+                "choices": [{"index": 0, "text": text, "finish_reason": "length"}],
+                "usage": self._usage(n, prompt_tokens, energy),
+            }
+        w.write(_response(200, json.dumps(obj).encode(), headers))
+
+    async def serve(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        ready: threading.Event | None = None,
+        stop: asyncio.Event | None = None,
+    ) -> None:
+        server = await asyncio.start_server(self.handle, host, port, backlog=4096)
+        self.port = server.sockets[0].getsockname()[1]
+        if ready is not None:
+            ready.set()
+        async with server:
+            try:
+                if stop is None:
+                    await server.serve_forever()
+                else:
+                    await stop.wait()
+            finally:
+                server.close()
+                conns = list(self._conns)
+                for task in conns:
+                    task.cancel()
+                await asyncio.gather(*conns, return_exceptions=True)
+
+
+@contextlib.contextmanager
+def stub_server(config: StubConfig | None = None, *, host: str = "127.0.0.1") -> Iterator[str]:
+    """Start a :class:`StubServer` on a free port in a background thread; yield its base URL."""
+    server = StubServer(config)
+    ready = threading.Event()
+    holder: dict[str, object] = {}
+
+    def run() -> None:
+        loop = asyncio.new_event_loop()
+        holder["loop"] = loop
+        stop = asyncio.Event()
+        holder["stop"] = stop
+        try:
+            loop.run_until_complete(server.serve(host, 0, ready, stop))
+        except Exception as exc:  # surfaced to the caller below
+            holder["error"] = exc
+            ready.set()
+        finally:
+            loop.close()
+
+    thread = threading.Thread(target=run, name="joulebench-stub", daemon=True)
+    thread.start()
+    if not ready.wait(10) or "error" in holder:
+        raise RuntimeError(f"stub server failed to start: {holder.get('error')}")
+    try:
+        yield f"http://{host}:{server.port}"
+    finally:
+        loop = holder["loop"]
+        stop = holder["stop"]
+        loop.call_soon_threadsafe(stop.set)  # type: ignore[attr-defined]
+        thread.join(10)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m joulebench.load.stub --port 0``: serve in the foreground, print the URL."""
+    ap = argparse.ArgumentParser(description="joulebench loopback stub LLM server")
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, default=0)
+    ap.add_argument("--tokens", type=int, default=16)
+    ap.add_argument("--token-delay-s", type=float, default=0.0)
+    ap.add_argument("--failure-rate", type=float, default=0.0)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    server = StubServer(
+        StubConfig(
+            tokens=args.tokens,
+            token_delay_s=args.token_delay_s,
+            failure_rate=args.failure_rate,
+            seed=args.seed,
+        )
+    )
+
+    async def run() -> None:
+        ready = threading.Event()
+        task = asyncio.create_task(server.serve(args.host, args.port, ready))
+        while not ready.is_set():
+            await asyncio.sleep(0.01)
+        print(f"http://{args.host}:{server.port}", flush=True)
+        await task
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,291 @@
+"""Choose and open meters by name: ``open_meter("auto" | NAME | "a+b", **options)``.
+
+Known meters: ``nvml``, ``rapl``, ``prometheus``, ``codecarbon``, ``estimate``, ``fake``,
+``replay``. ``auto`` picks, in this order:
+
+1. GPU: ``nvml`` when NVML sees a GPU; else ``prometheus`` when a ``prometheus_url`` is given.
+2. CPU: ``rapl`` when the powercap counters are readable.
+3. The GPU and CPU meters found are combined (e.g. ``nvml+rapl``). If none was found, the
+   sensorless ``estimate`` meter is used, and a warning says that every number is an estimate
+   (``EstimateMeter.selection_note`` keeps why, and it is stored with the results).
+
+``codecarbon``, ``fake`` and ``replay`` are never chosen automatically.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from joulebench.errors import (
+    ConfigError,
+    JoulebenchError,
+    MeterUnavailable,
+    MissingExtra,
+    UnknownName,
+)
+from joulebench.meters.base import Availability, Meter
+
+log = logging.getLogger(__name__)
+
+
+class MeterOptions(BaseModel):
+    """Options shared by the meter backends (each backend uses the ones it needs)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    cpu_tdp_w: float | None = Field(None, ge=0, description="estimate: CPU package TDP (W)")
+    cpu_idle_w: float | None = Field(None, ge=0, description="estimate: idle package power (W)")
+    ram_w_per_gb: float | None = Field(None, ge=0, description="estimate: RAM power per GB (W/GB)")
+    estimate_scope: str = Field("process", pattern="^(process|system)$")
+    prometheus_url: str | None = None
+    prometheus_selector: str = ""
+    scrape_interval_s: float = Field(15.0, gt=0)
+    codecarbon_country: str = "FRA"
+    replay_path: Path | None = None
+    fake_power_w: float = Field(100.0, ge=0)
+    nvml_mode: str = Field("auto", pattern="^(auto|counter|polled)$")
+    poll_hz: float = Field(20.0, ge=10)
+    rapl_root: Path | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MeterSpec:
+    """A registered backend: how to probe it and how to open it."""
+
+    name: str
+    summary: str
+    probe: Callable[[MeterOptions], Availability]
+    open: Callable[[MeterOptions], Meter]
+    automatic: bool
+
+
+def _nvml_probe(o: MeterOptions) -> Availability:
+    from joulebench.meters import nvml
+
+    return nvml.probe()
+
+
+def _nvml_open(o: MeterOptions) -> Meter:
+    from joulebench.meters.nvml import NvmlMeter
+
+    return NvmlMeter(mode=o.nvml_mode, poll_hz=o.poll_hz)
+
+
+def _rapl_probe(o: MeterOptions) -> Availability:
+    from joulebench.meters import rapl
+
+    return rapl.probe(o.rapl_root or rapl.DEFAULT_ROOT)
+
+
+def _rapl_open(o: MeterOptions) -> Meter:
+    from joulebench.meters import rapl
+
+    return rapl.RaplMeter(o.rapl_root or rapl.DEFAULT_ROOT)
+
+
+def _prom_probe(o: MeterOptions) -> Availability:
+    from joulebench.meters import prometheus
+
+    return prometheus.probe(o.prometheus_url)
+
+
+def _prom_open(o: MeterOptions) -> Meter:
+    from joulebench.meters.prometheus import PrometheusMeter
+
+    if not o.prometheus_url:
+        raise MeterUnavailable(
+            "the prometheus meter needs a URL: pass --prometheus-url http://host:9090"
+        )
+    return PrometheusMeter(
+        o.prometheus_url, selector=o.prometheus_selector, scrape_interval_s=o.scrape_interval_s
+    )
+
+
+def _cc_probe(o: MeterOptions) -> Availability:
+    from joulebench.meters import codecarbon
+
+    return codecarbon.probe()
+
+
+def _cc_open(o: MeterOptions) -> Meter:
+    from joulebench.meters.codecarbon import CodeCarbonMeter
+
+    return CodeCarbonMeter(o.codecarbon_country)
+
+
+def _est_probe(o: MeterOptions) -> Availability:
+    from joulebench.meters import estimate
+
+    return estimate.probe()
+
+
+def _est_open(o: MeterOptions) -> Meter:
+    from joulebench.meters.estimate import EstimateMeter
+
+    return EstimateMeter(
+        scope=o.estimate_scope,
+        cpu_tdp_w=o.cpu_tdp_w,
+        cpu_idle_w=o.cpu_idle_w,
+        ram_w_per_gb=o.ram_w_per_gb,
+    )
+
+
+def _fake_open(o: MeterOptions) -> Meter:
+    from joulebench.meters.fake import FakeMeter
+
+    return FakeMeter(o.fake_power_w)
+
+
+def _replay_probe(o: MeterOptions) -> Availability:
+    if o.replay_path is None:
+        return Availability(False, "no replay file given", "pass --replay-path trace.csv")
+    if not Path(o.replay_path).is_file():
+        return Availability(False, f"{o.replay_path} does not exist", "pass an existing CSV file")
+    return Availability(True, str(o.replay_path))
+
+
+def _replay_open(o: MeterOptions) -> Meter:
+    from joulebench.meters.replay import ReplayMeter
+
+    if o.replay_path is None:
+        raise MeterUnavailable("the replay meter needs a CSV file: pass --replay-path trace.csv")
+    return ReplayMeter(o.replay_path)
+
+
+KNOWN_METERS: dict[str, MeterSpec] = {
+    s.name: s
+    for s in (
+        MeterSpec("nvml", "NVIDIA GPUs via NVML (counter / polled)", _nvml_probe, _nvml_open, True),
+        MeterSpec("rapl", "CPU package + DRAM via Linux powercap", _rapl_probe, _rapl_open, True),
+        MeterSpec("prometheus", "DCGM exporter via Prometheus", _prom_probe, _prom_open, True),
+        MeterSpec("codecarbon", "CodeCarbon offline tracker", _cc_probe, _cc_open, False),
+        MeterSpec("estimate", "sensorless CPU/RAM estimate", _est_probe, _est_open, True),
+        MeterSpec(
+            "fake",
+            "scripted constant power (tests, demos)",
+            lambda o: Availability(True, "test double"),
+            _fake_open,
+            False,
+        ),
+        MeterSpec("replay", "replay a recorded CSV trace", _replay_probe, _replay_open, False),
+    )
+}
+
+
+def meter_options(**options: Any) -> MeterOptions:
+    """Validate keyword options into :class:`MeterOptions` with a message that says what to fix."""
+    try:
+        return MeterOptions(**{k: v for k, v in options.items() if v is not None})
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'options'}: {e['msg']}" for e in exc.errors()
+        )
+        raise ConfigError(f"invalid meter options: {problems}") from None
+
+
+def probe_all(**options: Any) -> dict[str, Availability]:
+    """Availability of every known backend, with the reason and a hint when unavailable."""
+    opts = meter_options(**options)
+    out = {}
+    for name, spec in KNOWN_METERS.items():
+        try:
+            out[name] = spec.probe(opts)
+        except JoulebenchError as exc:
+            out[name] = Availability(False, str(exc))
+        except Exception as exc:  # a probe must never break `joulebench env`
+            log.debug("probe %s crashed", name, exc_info=True)
+            out[name] = Availability(False, f"probe failed: {exc.__class__.__name__}: {exc}")
+    return out
+
+
+def _open_one(name: str, opts: MeterOptions) -> Meter:
+    spec = KNOWN_METERS.get(name)
+    if spec is None:
+        raise UnknownName("meter", name, [*KNOWN_METERS, "auto"])
+    try:
+        return spec.open(opts)
+    except MissingExtra as exc:
+        raise MeterUnavailable(f"meter {name!r} is unavailable: {exc}") from exc
+    except JoulebenchError:
+        raise
+    except (OSError, RuntimeError, ValueError) as exc:
+        raise MeterUnavailable(f"meter {name!r} cannot start: {exc}") from exc
+
+
+def _auto(opts: MeterOptions) -> Meter:
+    from joulebench.meters.combined import CombinedMeter
+    from joulebench.meters.estimate import EstimateMeter
+
+    parts: list[Meter] = []
+    why_not: list[str] = []
+    gpu_names = ["nvml", "prometheus"] if opts.prometheus_url else ["nvml"]
+    for name in gpu_names:
+        availability = KNOWN_METERS[name].probe(opts)
+        if availability.available:
+            try:
+                parts.append(_open_one(name, opts))
+                break
+            except JoulebenchError as exc:
+                why_not.append(f"{name}: {exc}")
+        else:
+            why_not.append(f"{name}: {availability.reason}")
+    rapl = KNOWN_METERS["rapl"].probe(opts)
+    if rapl.available:
+        try:
+            parts.append(_open_one("rapl", opts))
+        except JoulebenchError as exc:
+            why_not.append(f"rapl: {exc}")
+    else:
+        why_not.append(f"rapl: {rapl.reason}")
+    if len(parts) == 1:
+        log.info("auto meter: %s (no other sensor: %s)", parts[0].name, "; ".join(why_not))
+        return parts[0]
+    if parts:
+        return CombinedMeter(parts)
+    meter = _open_one("estimate", opts)
+    note = "auto fell back to the sensorless estimator: " + "; ".join(why_not)
+    if isinstance(meter, EstimateMeter):
+        meter.selection_note = note
+    log.warning(
+        "no energy sensor found (%s): using the sensorless estimator — every number is an ESTIMATE",
+        "; ".join(why_not),
+    )
+    return meter
+
+
+def open_meter(spec: str = "auto", **options: Any) -> Meter:
+    """Open ``auto``, one meter by name, or several joined with ``+`` (``nvml+rapl``).
+
+    Unknown names raise :class:`UnknownName` listing the known ones; a backend that cannot
+    measure here raises :class:`MeterUnavailable` saying why and how to enable it.
+    """
+    from joulebench.meters.combined import CombinedMeter
+
+    opts = meter_options(**options)
+    names = [n.strip().lower() for n in spec.split("+")]
+    if any(not n for n in names):
+        raise ConfigError(f"invalid meter spec {spec!r}: use a name or names joined by '+'")
+    if names == ["auto"]:
+        return _auto(opts)
+    if "auto" in names:
+        raise ConfigError("'auto' cannot be combined with other meters; name them instead")
+    for n in names:
+        if n not in KNOWN_METERS:
+            raise UnknownName("meter", n, [*KNOWN_METERS, "auto"])
+    if len(set(names)) != len(names):
+        raise ConfigError(f"meter spec {spec!r} names a meter twice")
+    opened: list[Meter] = []
+    try:
+        for n in names:
+            opened.append(_open_one(n, opts))
+        return opened[0] if len(opened) == 1 else CombinedMeter(opened)
+    except BaseException:
+        for m in opened:
+            m.close()
+        raise

@@ -1,0 +1,262 @@
+"""Named phases and the repeated, synchronized measurement window around them.
+
+``measure_repeated`` is the one loop every profiler measurement goes through:
+
+1. warm-ups, each timed alone and reported apart (``warmup=True``, no energy);
+2. repeats: one energy window per repeat, device-synchronized at both edges, in which the
+   operation runs as many times as needed for the window to last at least
+   ``max(min_window_s, meter.update_period_s)`` — a shorter window is never reported;
+3. the stopping rule (95 % CI half-width of the per-op energy ≤ target, or the cap).
+
+Every repeat is kept. ``measure_prefill`` and ``measure_decode`` are the direct-method phases.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from joulebench.analysis.stats import StoppingRule, Summary, summarize
+from joulebench.meters.base import Meter, MeterInfo
+from joulebench.meters.sync import SyncFn, default_sync
+from joulebench.meters.window import IdleBaseline, window_between
+
+log = logging.getLogger(__name__)
+
+
+class Phase(str, Enum):
+    """What a window measured."""
+
+    PREFILL = "prefill"  # forward over the prompt, producing the first token
+    DECODE = "decode"  # token steps from a prepared KV cache
+    GENERATE = "generate"  # a full generate (subtraction method, consistency check)
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass(slots=True)
+class RepeatRecord:
+    """One warm-up or one measured window (per-op figures = window figures / ``n_ops``)."""
+
+    phase: str
+    method: str
+    idx: int
+    warmup: bool
+    n_ops: int
+    duration_s: float
+    latency_s: float  # device-timed seconds per op
+    energy_j: float | None = None  # per op; None for warm-ups and too-short windows
+    net_energy_j: float | None = None
+    domains: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_row(self, tokens: dict[str, int] | None = None) -> dict[str, Any]:
+        return {
+            "phase": self.phase,
+            "method": self.method,
+            "idx": self.idx,
+            "warmup": self.warmup,
+            "n_ops": self.n_ops,
+            "duration_s": self.duration_s,
+            "energy_j": self.energy_j,
+            "net_energy_j": self.net_energy_j,
+            "tokens": tokens,
+            "domains": {"latency_s": self.latency_s, "per_domain": self.domains},
+        }
+
+
+@dataclass(slots=True)
+class PhaseMeasurement:
+    phase: str
+    method: str
+    warmups: list[RepeatRecord]
+    repeats: list[RepeatRecord]
+    converged: bool
+    min_window_s: float
+
+    def _values(self, attr: str) -> list[float]:
+        return [getattr(r, attr) for r in self.repeats if getattr(r, attr) is not None]
+
+    @property
+    def energy(self) -> Summary | None:
+        vals = self._values("energy_j")
+        return summarize(vals) if vals else None
+
+    @property
+    def net_energy(self) -> Summary | None:
+        vals = self._values("net_energy_j")
+        return summarize(vals) if vals else None
+
+    @property
+    def latency(self) -> Summary:
+        return summarize([r.latency_s for r in self.repeats])
+
+    @property
+    def shortest_window_s(self) -> float:
+        return min(r.duration_s for r in self.repeats)
+
+    def per_domain_mean(self) -> list[dict[str, Any]]:
+        """Mean per-op energy per domain, each with its method label."""
+        acc: dict[str, dict[str, Any]] = {}
+        for r in self.repeats:
+            for d in r.domains:
+                slot = acc.setdefault(
+                    d["name"], {"name": d["name"], "method": d["method"], "e": [], "n": []}
+                )
+                if d["energy_j"] is not None:
+                    slot["e"].append(d["energy_j"])
+                if d["net_energy_j"] is not None:
+                    slot["n"].append(d["net_energy_j"])
+        return [
+            {
+                "name": s["name"],
+                "method": s["method"],
+                "energy_j": math.fsum(s["e"]) / len(s["e"]) if s["e"] else None,
+                "net_energy_j": math.fsum(s["n"]) / len(s["n"]) if s["n"] else None,
+            }
+            for s in acc.values()
+        ]
+
+
+class DeviceTimer:
+    """Seconds between ``start`` and ``stop``: CUDA events on a GPU, synced perf_counter otherwise."""
+
+    def __init__(self, device: Any = None, sync: SyncFn = default_sync) -> None:
+        self.sync = sync
+        self._cuda = getattr(device, "type", str(device)) == "cuda"
+        self._t0 = 0.0
+        self._events: tuple[Any, Any] | None = None
+
+    def start(self) -> None:
+        if self._cuda:
+            import torch
+
+            self._events = (
+                torch.cuda.Event(enable_timing=True),
+                torch.cuda.Event(enable_timing=True),
+            )
+            self._events[0].record()
+        self._t0 = time.perf_counter()
+
+    def stop(self) -> float:
+        if self._cuda and self._events is not None:
+            self._events[1].record()
+            self._events[1].synchronize()
+            return float(self._events[0].elapsed_time(self._events[1])) / 1e3
+        self.sync()
+        return time.perf_counter() - self._t0
+
+
+def measure_repeated(
+    op: Callable[[], object],
+    meter: Meter,
+    *,
+    phase: Phase,
+    method: str,
+    rule: StoppingRule,
+    min_window_s: float,
+    warmup: int = 5,
+    idle: IdleBaseline | None = None,
+    sync: SyncFn = default_sync,
+    device: Any = None,
+    clock: Callable[[], float] = time.perf_counter,
+) -> PhaseMeasurement:
+    """Warm up, then measure ``op`` in windows of ≥ ``min_window_s`` until ``rule`` says stop."""
+    if warmup < 0:
+        raise ValueError(f"warmup must be ≥ 0, got {warmup}")
+    target_s = max(float(min_window_s), float(meter.update_period_s))
+    info = MeterInfo.of(meter)
+    timer = DeviceTimer(device, sync)
+    warmups: list[RepeatRecord] = []
+    op_s: float | None = None
+    for i in range(warmup):
+        sync()
+        timer.start()
+        op()
+        op_s = timer.stop()
+        warmups.append(RepeatRecord(str(phase), method, i, True, 1, op_s, op_s))
+    repeats: list[RepeatRecord] = []
+    per_op: list[float] = []
+    while True:
+        k = 1 if not op_s else max(1, math.ceil(target_s / op_s * 1.05))
+        sync()
+        r0 = meter.read()
+        timer.start()
+        t0 = clock()
+        n = 0
+        while True:
+            for _ in range(k):
+                op()
+            n += k
+            sync()
+            elapsed = clock() - t0
+            if elapsed >= target_s:
+                break
+            per = elapsed / n
+            k = max(1, math.ceil((target_s - elapsed) / per * 1.05)) if per > 0 else n
+        device_s = timer.stop()
+        r1 = meter.read()
+        w = window_between(r0, r1, info, idle)
+        op_s = device_s / n
+        domains = [
+            {
+                "name": d["name"],
+                "method": d["method"],
+                "energy_j": None if d["energy_j"] is None else d["energy_j"] / n,
+                "net_energy_j": None if d["net_energy_j"] is None else d["net_energy_j"] / n,
+            }
+            for d in w.to_dict()["domains"]  # type: ignore[union-attr]
+        ]
+        rec = RepeatRecord(
+            str(phase),
+            method,
+            len(repeats),
+            False,
+            n,
+            w.duration_s,
+            op_s,
+            None if w.energy_j is None else w.energy_j / n,
+            None if w.net_energy_j is None else w.net_energy_j / n,
+            domains,
+        )
+        if w.too_short:
+            log.warning(
+                "%s window of %.4f s is shorter than the meter update period", phase, w.duration_s
+            )
+        repeats.append(rec)
+        if rec.energy_j is not None:
+            per_op.append(rec.energy_j)
+        if rule.done(per_op) or len(repeats) >= rule.max_repeats:
+            break
+    return PhaseMeasurement(str(phase), method, warmups, repeats, rule.converged(per_op), target_s)
+
+
+def _run_all(fn: Callable[[Any], object], items: Sequence[Any]) -> Callable[[], None]:
+    def op() -> None:
+        for item in items:
+            fn(item)
+
+    return op
+
+
+def measure_prefill(
+    ops: Any, batches: Sequence[Any], meter: Meter, **kwargs: Any
+) -> PhaseMeasurement:
+    """Direct prefill: one op = a forward over every batch of the prompt set (cache discarded)."""
+    return measure_repeated(
+        _run_all(ops.prefill, batches), meter, phase=Phase.PREFILL, method="direct", **kwargs
+    )
+
+
+def measure_decode(
+    ops: Any, states: Sequence[Any], meter: Meter, **kwargs: Any
+) -> PhaseMeasurement:
+    """Direct decode: one op = the decode steps of every batch from its prepared cache."""
+    return measure_repeated(
+        _run_all(ops.decode, states), meter, phase=Phase.DECODE, method="direct", **kwargs
+    )

@@ -1,0 +1,296 @@
+"""Resumable sweeps: a YAML grid of profile cells, one model load per model × precision.
+
+The grid is models × precisions × prompt sets × batch sizes × bucketing × compile. Each cell is a
+:class:`ProfileConfig`; its ``cell_key`` (a stable hash of that config) identifies it in the
+store, and the sweep's run is found again by its name, so re-running a killed sweep skips
+``done`` cells and redoes the one that was cut (``start_cell`` discards its partial rows). A cell
+that fails (OOM, unsupported precision) is recorded as failed with its error; the sweep goes on.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from joulebench.errors import ConfigError, JoulebenchError
+from joulebench.meters.base import Meter, MeterInfo
+from joulebench.meters.window import measure_idle
+from joulebench.profile.batching import parse_bucketing
+from joulebench.profile.config import Method, ProfileConfig
+
+log = logging.getLogger(__name__)
+
+#: Seconds assumed for loading one model in the dry-run estimate.
+LOAD_ESTIMATE_S = 10.0
+
+
+class SweepConfig(BaseModel):
+    """A sweep file. Unknown keys are errors (a typo must not silently shrink the grid)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, description="the sweep's name: resuming finds its run by it")
+    study: str = "profile"
+    models: list[str] = Field(min_length=1)
+    precisions: list[str] = Field(default_factory=lambda: ["fp32"], min_length=1)
+    batch_sizes: list[int] = Field(default_factory=lambda: [1], min_length=1)
+    bucketing: list[str] = Field(default_factory=lambda: ["none"], min_length=1)
+    compile: list[bool] = Field(default_factory=lambda: [False], min_length=1)
+    prompts: list[str] = Field(default_factory=lambda: ["quick"], min_length=1)
+    n: int | None = Field(None, ge=1)
+    method: Method = "both"
+    output_length: str = "reference"
+    warmup: int = Field(5, ge=0)
+    min_window_s: float = Field(1.0, gt=0)
+    ci_target: float = Field(0.02, gt=0, lt=1)
+    min_repeats: int = Field(3, ge=2)
+    max_repeats: int = Field(10, ge=2)
+    device: str = "cpu"
+    seed: int = 0
+    idle_s: float = Field(2.0, ge=0)
+
+    @field_validator("batch_sizes")
+    @classmethod
+    def _batches(cls, v: list[int]) -> list[int]:
+        bad = [b for b in v if b < 1]
+        if bad:
+            raise ValueError(f"batch sizes must be ≥ 1, got {bad}")
+        return v
+
+    @field_validator("bucketing")
+    @classmethod
+    def _bucketing(cls, v: list[str]) -> list[str]:
+        for b in v:
+            parse_bucketing(b)
+        return v
+
+    def cells(self) -> list[ProfileConfig]:
+        """The grid, grouped by model × precision (the load order)."""
+        out = []
+        for model, precision in itertools.product(self.models, self.precisions):
+            for prompts, bs, bucket, comp in itertools.product(
+                self.prompts, self.batch_sizes, self.bucketing, self.compile
+            ):
+                out.append(
+                    ProfileConfig(
+                        model=model,
+                        precision=precision,
+                        batch_size=bs,
+                        prompts=prompts,
+                        n=self.n,
+                        method=self.method,
+                        output_length=self.output_length,
+                        bucketing=bucket,
+                        compile=comp,
+                        warmup=self.warmup,
+                        min_window_s=self.min_window_s,
+                        ci_target=self.ci_target,
+                        min_repeats=self.min_repeats,
+                        max_repeats=self.max_repeats,
+                        device=self.device,
+                        seed=self.seed,
+                    )
+                )
+        return out
+
+
+def _format_errors(source: str, exc: ValidationError) -> str:
+    lines = [f"{source}: invalid sweep file"]
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            known = ", ".join(SweepConfig.model_fields)
+            msg = f"unknown key; known keys: {known}"
+        lines.append(f"  key '{loc}': {msg}")
+    return "\n".join(lines)
+
+
+def parse_sweep(data: Any, source: str = "<sweep>") -> SweepConfig:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: a sweep file must be a mapping of keys (name:, models:, …)")
+    try:
+        return SweepConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(source, exc)) from None
+    except ConfigError as exc:  # raised inside a validator (bucketing)
+        raise ConfigError(f"{source}: {exc}") from None
+
+
+def load_sweep(path: str | Path) -> SweepConfig:
+    """Read and validate a sweep YAML file; errors name the file and the bad key."""
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read sweep file {p}: {exc.strerror}") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{p}: not valid YAML: {exc}") from exc
+    return parse_sweep(data, str(p))
+
+
+@dataclass(frozen=True, slots=True)
+class DryRun:
+    cells: list[ProfileConfig]
+    groups: int
+    estimate_min_s: float
+    estimate_max_s: float
+
+
+def dry_run(sweep: SweepConfig) -> DryRun:
+    """The cells and a time estimate (min: every phase converges at min_repeats; max: the cap)."""
+    cells = sweep.cells()
+    windows = {"direct": 2, "subtraction": 2, "both": 4}[sweep.method]
+    groups = len(sweep.models) * len(sweep.precisions)
+    fixed = groups * (LOAD_ESTIMATE_S + sweep.idle_s)
+    per_window = sweep.min_window_s * 1.1
+    lo = fixed + len(cells) * windows * sweep.min_repeats * per_window
+    hi = fixed + len(cells) * windows * sweep.max_repeats * per_window
+    return DryRun(cells, groups, lo, hi)
+
+
+Event = dict[str, Any]
+
+
+def run_sweep(
+    sweep: SweepConfig,
+    store: Any,
+    meter: Meter,
+    *,
+    loader: Callable[..., Any] | None = None,
+    prompt_loader: Callable[..., Any] | None = None,
+    on_event: Callable[[Event], None] | None = None,
+    idle_s: float | None = None,
+    hardware: Any = None,
+) -> dict[str, Any]:
+    """Run (or resume) a sweep into ``store``; returns counts and the run id.
+
+    ``on_event`` receives ``{"event": "start"|"skip"|"cell_start"|"done"|"failed", ...}`` (the
+    CLI draws its progress bar from them). ``loader``/``prompt_loader`` default to
+    :func:`joulebench.workloads.models.load_model` / :func:`joulebench.workloads.prompts.load_prompts`.
+    """
+    from joulebench.profile.runner import environment, profile_cell
+
+    if loader is None:
+        from joulebench.workloads.models import load_model as loader
+    if prompt_loader is None:
+        from joulebench.workloads.prompts import load_prompts as prompt_loader
+    emit = on_event or (lambda e: None)
+    cells = sweep.cells()
+    run_id = store.find_run("sweep", sweep.name)
+    resumed = run_id is not None
+    if run_id is None:
+        run_id = store.start_run(
+            "sweep",
+            config=sweep.model_dump(mode="json"),
+            environment=environment(),
+            meter=MeterInfo.of(meter).to_dict(),
+            name=sweep.name,
+        )
+    counts = {"total": len(cells), "done": 0, "skipped": 0, "failed": 0}
+    emit({"event": "start", "run_id": run_id, "total": len(cells), "resumed": resumed})
+    idle_span = sweep.idle_s if idle_s is None else idle_s
+    groups: dict[tuple[str, str], list[ProfileConfig]] = {}
+    for c in cells:
+        groups.setdefault((c.model, c.precision), []).append(c)
+    for (model, precision), group in groups.items():
+        todo = []
+        for c in group:
+            if store.cell_status(run_id, c.cell_key()) == "done":
+                counts["skipped"] += 1
+                emit({"event": "skip", "cell": c, "cell_key": c.cell_key()})
+            else:
+                todo.append(c)
+        if not todo:
+            continue
+        try:
+            loaded = loader(model, precision, sweep.device, seed=sweep.seed)
+            idle = measure_idle(meter, idle_span) if idle_span > 0 else None
+        except (JoulebenchError, RuntimeError, ValueError, OSError, ImportError) as exc:
+            error = f"loading {model} at {precision}: {type(exc).__name__}: {exc}"
+            log.warning("%s", error)
+            for c in todo:
+                store.start_cell(run_id, c.cell_key(), c.model_dump(mode="json"), study=sweep.study)
+                store.finish_cell(run_id, c.cell_key(), error=error)
+                counts["failed"] += 1
+                emit({"event": "failed", "cell": c, "cell_key": c.cell_key(), "error": error})
+            continue
+        prompt_cache: dict[str, Any] = {}
+        for c in todo:
+            key = c.cell_key()
+            emit({"event": "cell_start", "cell": c, "cell_key": key})
+            t0 = time.monotonic()
+            try:
+                if c.prompts not in prompt_cache:
+                    prompt_cache[c.prompts] = prompt_loader(
+                        c.prompts, n=c.n, seed=c.seed, tokenizer=loaded.tokenizer
+                    )
+                result = profile_cell(
+                    loaded,
+                    prompt_cache[c.prompts],
+                    c,
+                    meter,
+                    store=store,
+                    run_id=run_id,
+                    cell_key=key,
+                    idle=idle,
+                    hardware=hardware,
+                )
+            except (
+                JoulebenchError,
+                RuntimeError,
+                ValueError,
+                NotImplementedError,
+                MemoryError,
+            ) as exc:
+                # profile_cell already recorded the failure when it got as far as start_cell.
+                if store.cell_status(run_id, key) != "failed":
+                    store.start_cell(run_id, key, c.model_dump(mode="json"), study=sweep.study)
+                    store.finish_cell(run_id, key, error=f"{type(exc).__name__}: {exc}")
+                counts["failed"] += 1
+                log.warning("cell %s failed: %s", key, exc)
+                emit(
+                    {
+                        "event": "failed",
+                        "cell": c,
+                        "cell_key": key,
+                        "error": f"{type(exc).__name__}: {exc}",
+                    }
+                )
+                _free_cuda()
+                continue
+            counts["done"] += 1
+            emit(
+                {
+                    "event": "done",
+                    "cell": c,
+                    "cell_key": key,
+                    "result": result,
+                    "elapsed_s": time.monotonic() - t0,
+                }
+            )
+        del loaded
+        _free_cuda()
+    status = "done" if counts["failed"] == 0 else "done_with_failures"
+    store.finish_run(run_id, status=status, summary=counts)
+    return {"run_id": run_id, "resumed": resumed, **counts}
+
+
+def _free_cuda() -> None:
+    import gc
+    import sys
+
+    gc.collect()
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()

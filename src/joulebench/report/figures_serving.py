@@ -1,0 +1,188 @@
+"""Figures from load runs: energy per request by arrival pattern, latency, shaping Pareto."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from joulebench.analysis.records import ACCOUNTINGS, LoadRun, StoreContents, num
+from joulebench.report.plotting import (
+    FigureFile,
+    MissingFigure,
+    grouped_bars,
+    method_caption,
+    pyplot,
+    save,
+    split_methods,
+)
+
+FigureFn = Callable[[StoreContents, Path], "FigureFile | MissingFigure"]
+
+ACCOUNTING_LABELS = {
+    "paper_whole_window": "whole window ÷ successful requests (the study's)",
+    "idle_subtracted": "idle-subtracted",
+    "steady_state": "steady-state window",
+    "attributed_mean": "per-request attribution (mean)",
+}
+_LATENCIES = (("ttft_ms", "TTFT (ms)"), ("tpot_ms", "TPOT (ms/token)"), ("e2e_ms", "E2E (ms)"))
+_T_975_LARGE = 1.96
+
+
+def _done_loads(contents: StoreContents) -> list[LoadRun]:
+    return [lr for lr in contents.load_runs if lr.run.status == "done" and lr.run.summary]
+
+
+def _attributed_ci_wh(contents: StoreContents, lr: LoadRun) -> float | None:
+    """95 % CI half-width of the mean attributed energy per request, from the requests table."""
+    stats = contents.request_energy_j.get(lr.run.run_id)
+    if not stats or stats[0] < 2:
+        return None
+    n, _, std = stats
+    return _T_975_LARGE * std / math.sqrt(n) / 3600.0
+
+
+def energy_per_request_arrival(contents: StoreContents, out: Path) -> FigureFile | MissingFigure:
+    key, title = "energy_per_request_arrival", "Energy per request vs arrival pattern"
+    loads = [lr for lr in _done_loads(contents) if not lr.shaped]
+    if not loads:
+        return MissingFigure(key, title, "no completed load run (unshaped)")
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(max(7.0, 1.4 * len(loads) + 3), 4.6))
+    series: dict[str, list[tuple[float | None, float | None]]] = {}
+    for acc in ACCOUNTINGS:
+        row = []
+        for lr in loads:
+            wh = lr.per_request_wh(acc)
+            err = _attributed_ci_wh(contents, lr) if acc == "attributed_mean" else None
+            row.append((wh if wh is None or wh > 0 else None, err))
+        series[ACCOUNTING_LABELS[acc]] = row
+    drawn = grouped_bars(
+        ax, [lr.label for lr in loads], series, ylabel="energy per request (Wh)", log=True
+    )
+    if not drawn:
+        plt.close(fig)
+        return MissingFigure(key, title, "load runs hold no per-request energy")
+    ax.set_title(title)
+    methods = split_methods(lr.run.method for lr in loads)
+    png, svg = save(fig, out, key)
+    caption = (
+        "One group per load run (arrival pattern · scheduler), one bar per energy accounting — "
+        "they answer different questions and are never mixed: the study's whole window ÷ "
+        "successful requests (idle gaps included), idle-subtracted, steady-state window, and "
+        "the mean of per-request attributions (error bar: 95 % CI over requests). Log scale. "
+        + method_caption(methods)
+    )
+    return FigureFile(key, title, caption, png, svg, methods)
+
+
+def latency_arrival(contents: StoreContents, out: Path) -> FigureFile | MissingFigure:
+    key, title = "latency_arrival", "Latency vs arrival pattern (TTFT, TPOT, E2E)"
+    loads = _done_loads(contents)
+    loads = [lr for lr in loads if any(lr.latency_ms(m, "p50") is not None for m, _ in _LATENCIES)]
+    if not loads:
+        return MissingFigure(key, title, "no load run holds latency percentiles")
+    plt = pyplot()
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4.4))
+    labels = [lr.label for lr in loads]
+    for ax, (metric, ylabel) in zip(axes, _LATENCIES, strict=True):
+        series = {
+            pct: [(lr.latency_ms(metric, pct), None) for lr in loads]
+            for pct in ("p50", "p90", "p99")
+        }
+        grouped_bars(ax, labels, series, ylabel=ylabel)
+        ax.set_title(metric.removesuffix("_ms").upper())
+    methods = split_methods(lr.run.method for lr in loads)
+    fig.suptitle(title)
+    png, svg = save(fig, out, key)
+    caption = (
+        "Client-side percentiles (p50, p90, p99) of successful requests: time to first token, "
+        "time per output token after the first, end-to-end. Energy meter of these runs: "
+        + method_caption(methods)
+    )
+    return FigureFile(key, title, caption, png, svg, methods)
+
+
+def _point(summary: dict[str, Any], label: str, shaped: bool) -> dict[str, Any] | None:
+    wh = num(summary, "energy", "per_request_wh", "attributed_mean")
+    if wh is None:
+        wh = num(summary, "energy", "per_request_wh", "paper_whole_window")
+    p99 = num(summary, "e2e_ms", "p99")
+    if wh is None or p99 is None:
+        return None
+    return {"label": label, "wh": wh, "p99_ms": p99, "shaped": shaped}
+
+
+def pareto_front(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Points no other point beats on both energy and p99 latency, sorted by latency."""
+    front = [
+        p
+        for p in points
+        if not any(
+            q is not p and q["wh"] <= p["wh"] and q["p99_ms"] <= p["p99_ms"]
+            and (q["wh"] < p["wh"] or q["p99_ms"] < p["p99_ms"])
+            for q in points
+        )
+    ]  # fmt: skip
+    return sorted(front, key=lambda p: p["p99_ms"])
+
+
+def shaping_pareto(contents: StoreContents, out: Path) -> FigureFile | MissingFigure:
+    key, title = "shaping_pareto", "Arrival shaping: energy per request vs p99 latency"
+    points: list[dict[str, Any]] = []
+    methods_src: list[str] = []
+    loads = _done_loads(contents)
+    if any(lr.shaped for lr in loads):
+        for lr in loads:
+            p = _point(lr.run.summary, lr.label, lr.shaped)
+            if p:
+                points.append(p)
+                methods_src.append(lr.run.method)
+    for run in contents.shape_runs:
+        for i, item in enumerate(run.summary.get("points") or []):
+            if isinstance(item, dict):
+                label = str(item.get("policy") or item.get("label") or f"{run.run_id}#{i}")
+                p = _point(item, label, item.get("policy") not in (None, "passthrough"))
+                if p:
+                    points.append(p)
+                    methods_src.append(run.method)
+    if not any(p["shaped"] for p in points):
+        return MissingFigure(key, title, "no shaped load run or shape-sweep in this store")
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    for shaped, marker, name in ((False, "o", "unshaped"), (True, "s", "shaped")):
+        sel = [p for p in points if p["shaped"] == shaped]
+        if sel:
+            ax.scatter(
+                [p["p99_ms"] for p in sel], [p["wh"] for p in sel], marker=marker, label=name
+            )
+            for p in sel:
+                ax.annotate(p["label"], (p["p99_ms"], p["wh"]), fontsize=7, alpha=0.8)
+    front = pareto_front(points)
+    ax.plot(
+        [p["p99_ms"] for p in front], [p["wh"] for p in front], "k--", lw=1, label="Pareto front"
+    )
+    ax.set_xlabel("p99 end-to-end latency (ms)")
+    ax.set_ylabel("energy per request (Wh)")
+    if all(p["wh"] > 0 for p in points):
+        ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(title)
+    methods = split_methods(methods_src)
+    png, svg = save(fig, out, key)
+    caption = (
+        "Each point is one load test at the same offered load, shaped (gateway pacing or "
+        "batching arrivals) or not; energy per request is the mean per-request attribution "
+        "(whole-window ÷ requests when absent). Points on the dashed line are not beaten on both "
+        "axes. " + method_caption(methods)
+    )
+    return FigureFile(key, title, caption, png, svg, methods)
+
+
+SERVING_FIGURES: tuple[FigureFn, ...] = (
+    energy_per_request_arrival,
+    latency_arrival,
+    shaping_pareto,
+)

@@ -1,0 +1,180 @@
+"""Per-response energy: each scheduler step's energy, shared among its requests by token work.
+
+Schedulers report every forward step as ``(start_s, end_s, {request: tokens computed})``. While
+the worker stays busy, consecutive steps abut (a step starts where the previous one ended, so the
+Python overhead between forwards is part of the work); after the worker waits for requests, the
+next step starts at its own start and the wait is *idle*, attributed to nobody. A step's energy
+comes from the power timeline (``energy_between``), and a request receives
+``step_energy × its_tokens / step_tokens`` for every step it took part in. Hence the sum over all
+responses equals the timeline's energy over the busy spans, exactly up to float rounding.
+
+Token work counts the tokens the request made the model compute in that step: its prompt
+(including left padding for static batches) in prefill, one token per decode step. Rows of a
+static batch that already finished still compute; their cost is shared among the rows still
+running, which is what those requests really cost the machine.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Hashable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from joulebench.meters.base import MeterInfo
+from joulebench.meters.timeline import PowerTimeline
+
+log = logging.getLogger(__name__)
+
+#: How per-response energy is obtained; stated in every response.
+ATTRIBUTION_METHOD = "timeline-token-work"
+
+
+@dataclass(slots=True)
+class _Step:
+    start_s: float
+    end_s: float
+    work: dict[Hashable, int]
+    total_work: int
+    energy_j: float | None = None
+
+
+@dataclass(slots=True)
+class _Account:
+    steps: list[_Step] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseEnergy:
+    """Energy attributed to one response."""
+
+    energy_j: float
+    net_energy_j: float | None
+    active_s: float
+    steps: int
+    tokens_computed: int
+    meter: MeterInfo
+    idle_power_w: float | None
+
+    @property
+    def meter_method(self) -> str:
+        methods = sorted(set(self.meter.methods.values()))
+        return "+".join(methods) if methods else "unknown"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "energy_j": self.energy_j,
+            "net_energy_j": self.net_energy_j,
+            "energy_wh": self.energy_j / 3600.0,
+            "method": ATTRIBUTION_METHOD,
+            "meter": self.meter.name,
+            "meter_method": self.meter_method,
+            "meter_methods": dict(self.meter.methods),
+            "idle_power_w": self.idle_power_w,
+            "active_s": self.active_s,
+            "steps": self.steps,
+            "tokens_computed": self.tokens_computed,
+        }
+
+
+class EnergyLedger:
+    """Thread-safe record of scheduler steps and the energy attributed to each request."""
+
+    def __init__(
+        self,
+        timeline: PowerTimeline,
+        meter: MeterInfo,
+        *,
+        idle_power_w: float | None = None,
+    ) -> None:
+        self.timeline = timeline
+        self.meter = meter
+        self.idle_power_w = idle_power_w
+        self._lock = threading.Lock()
+        self._accounts: dict[Hashable, _Account] = {}
+        self._last_end_s: float | None = None
+        self._idle = True
+        self._busy: list[list[float]] = []  # merged busy spans [start_s, end_s]
+        self.attributed_j = 0.0  # sum over finished requests
+        self.responses = 0
+
+    def open(self, key: Hashable) -> None:
+        """Start an account; steps only count work of keys with an open account."""
+        with self._lock:
+            self._accounts.setdefault(key, _Account())
+
+    # -- worker side -------------------------------------------------------------------------
+    def mark_idle(self) -> None:
+        """The worker is about to wait for requests: the next step does not abut the last one."""
+        with self._lock:
+            self._idle = True
+
+    def record_step(self, start_s: float, end_s: float, work: Mapping[Hashable, int]) -> float:
+        """Record one forward step; returns the start it was booked from (abutting when busy)."""
+        with self._lock:
+            work = {k: int(w) for k, w in work.items() if w > 0 and k in self._accounts}
+            if self._last_end_s is not None:
+                # busy: abut the previous step; idle: never overlap it
+                start_s = self._last_end_s if not self._idle else max(start_s, self._last_end_s)
+            end_s = max(end_s, start_s)
+            if self._busy and not self._idle and self._busy[-1][1] == start_s:
+                self._busy[-1][1] = end_s
+            else:
+                self._busy.append([start_s, end_s])
+            self._last_end_s = end_s
+            self._idle = False
+            if work:
+                step = _Step(start_s, end_s, work, sum(work.values()))
+                for key in work:
+                    self._accounts[key].steps.append(step)
+        return start_s
+
+    # -- response side -----------------------------------------------------------------------
+    def finish(self, key: Hashable) -> ResponseEnergy:
+        """Close ``key``'s account and return its energy (zero if it never ran a step)."""
+        self.timeline.sample_now()  # the timeline must cover the request's last step
+        with self._lock:
+            account = self._accounts.pop(key, None)
+            steps = account.steps if account else []
+            gross = net_idle = active = 0.0
+            tokens = 0
+            for step in steps:
+                if step.energy_j is None:
+                    step.energy_j = self.timeline.energy_between(step.start_s, step.end_s)
+                share = step.work[key] / step.total_work
+                gross += step.energy_j * share
+                active += (step.end_s - step.start_s) * share
+                tokens += step.work[key]
+            if self.idle_power_w is not None:
+                net_idle = self.idle_power_w * active
+            self.attributed_j += gross
+            self.responses += 1
+        net = gross - net_idle if self.idle_power_w is not None else None
+        return ResponseEnergy(
+            energy_j=gross,
+            net_energy_j=net,
+            active_s=active,
+            steps=len(steps),
+            tokens_computed=tokens,
+            meter=self.meter,
+            idle_power_w=self.idle_power_w,
+        )
+
+    # -- totals ------------------------------------------------------------------------------
+    @property
+    def open_accounts(self) -> int:
+        with self._lock:
+            return len(self._accounts)
+
+    def busy_spans(self) -> list[tuple[float, float]]:
+        with self._lock:
+            return [(a, b) for a, b in self._busy]
+
+    def busy_energy_j(self) -> float:
+        """Timeline energy over all busy spans (the total that responses share)."""
+        self.timeline.sample_now()
+        return float(sum(self.timeline.energy_between(a, b) for a, b in self.busy_spans()))
+
+    def busy_duration_s(self) -> float:
+        return float(sum(b - a for a, b in self.busy_spans()))

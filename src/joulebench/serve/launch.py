@@ -1,0 +1,141 @@
+"""Start the embedded server: in a background thread for tests and the load generator
+(:func:`embedded_server`), or in the foreground for ``joulebench serve`` (:func:`serve_forever`)."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+
+from joulebench.errors import ConfigError
+from joulebench.extras import require
+from joulebench.meters.base import Meter
+from joulebench.serve.engine import EngineConfig, ServingEngine
+
+log = logging.getLogger(__name__)
+
+_ENGINE_KEYS = {f.name for f in dataclasses.fields(EngineConfig)}
+
+
+def build_engine(
+    model: Any = "tiny",
+    precision: str = "fp32",
+    scheduler: str = "continuous",
+    *,
+    meter: Meter | None = None,
+    device: str = "cpu",
+    seed: int = 0,
+    **kwargs: Any,
+) -> ServingEngine:
+    """Load ``model`` (a source for ``load_model`` or an already loaded model) and build the engine.
+
+    ``kwargs`` are :class:`EngineConfig` fields (``max_queue``, ``max_batch_size``,
+    ``default_max_tokens``, ``max_tokens_limit``, ``idle_s``, ``timeline_hz``) and, for the rest,
+    scheduler options (``window_s``, ``num_blocks``, ``max_batch_tokens``, ``page_size``…).
+    """
+    if isinstance(model, str):
+        from joulebench.workloads.models import load_model
+
+        loaded = load_model(model, precision, device, seed=seed)
+    else:
+        loaded = model
+    if meter is None:
+        from joulebench.meters.registry import open_meter
+
+        meter = open_meter("auto")
+    engine_kwargs = {k: v for k, v in kwargs.items() if k in _ENGINE_KEYS}
+    scheduler_options = {k: v for k, v in kwargs.items() if k not in _ENGINE_KEYS}
+    if scheduler in ("dynamic", "continuous"):
+        scheduler_options.setdefault("seed", seed)
+    return ServingEngine(
+        loaded.model,
+        loaded.tokenizer,
+        model_name=loaded.name,
+        context_length=loaded.context_length,
+        scheduler=scheduler,
+        meter=meter,
+        config=EngineConfig(**engine_kwargs),
+        scheduler_options=scheduler_options,
+    )
+
+
+def _uvicorn_server(engine: ServingEngine, host: str, port: int, api_key: str | None) -> Any:
+    uvicorn = require("uvicorn", "serve", "the embedded server")
+    from joulebench.serve.app import create_app
+
+    app = create_app(engine, api_key=api_key)
+    config = uvicorn.Config(
+        app, host=host, port=port, log_level="warning", lifespan="off", timeout_graceful_shutdown=5
+    )
+    return uvicorn.Server(config)
+
+
+@contextlib.contextmanager
+def embedded_server(
+    model: Any = "tiny",
+    precision: str = "fp32",
+    scheduler: str = "continuous",
+    *,
+    meter: Meter | None = None,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    api_key: str | None = None,
+    startup_timeout_s: float = 120.0,
+    **kwargs: Any,
+) -> Iterator[str]:
+    """Run the server on a background thread and yield its base URL (``http://host:port``).
+
+    ``port=0`` picks a free port. Waits until ``/health`` answers; shuts down cleanly on exit.
+    ``kwargs`` go to :func:`build_engine`. The engine is reachable as ``embedded_server.last``
+    only for introspection in tests; do not rely on it elsewhere.
+    """
+    engine = build_engine(model, precision, scheduler, meter=meter, **kwargs)
+    engine.start()
+    server = _uvicorn_server(engine, host, port, api_key)
+    thread = threading.Thread(target=server.run, name="joulebench-serve", daemon=True)
+    try:
+        thread.start()
+        deadline = time.monotonic() + startup_timeout_s
+        while not server.started:
+            if not thread.is_alive():
+                raise ConfigError(f"the server could not start on {host}:{port} (port in use?)")
+            if time.monotonic() > deadline:
+                raise ConfigError(f"the server did not start within {startup_timeout_s:.0f} s")
+            time.sleep(0.01)
+        bound = server.servers[0].sockets[0].getsockname()[1]
+        url = f"http://{host}:{bound}"
+        headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
+        r = httpx.get(f"{url}/health", headers=headers, timeout=10.0)
+        r.raise_for_status()
+        embedded_server.last = engine  # type: ignore[attr-defined]
+        yield url
+    finally:
+        server.should_exit = True
+        thread.join(15.0)
+        engine.stop()
+
+
+def serve_forever(
+    model: Any = "tiny",
+    precision: str = "fp32",
+    scheduler: str = "continuous",
+    *,
+    meter: Meter | None = None,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    api_key: str | None = None,
+    **kwargs: Any,
+) -> None:
+    """Run the server in the foreground until interrupted (``joulebench serve``)."""
+    engine = build_engine(model, precision, scheduler, meter=meter, **kwargs)
+    engine.start()
+    try:
+        _uvicorn_server(engine, host, port, api_key).run()
+    finally:
+        engine.stop()

@@ -1,0 +1,231 @@
+"""``continuous``: transformers' continuous batching (``ContinuousBatchingManager``, paged KV cache).
+
+Requests join and leave the running batch at every step. The cache is always sized explicitly
+(``num_blocks`` × ``page_size`` tokens, ``max_batch_tokens`` per forward): left to itself,
+transformers sizes it to 90 % of free memory, which on a CPU host means 90 % of RAM.
+
+Steps are observed by wrapping the manager's ``_generation_step`` (the requests of the prepared
+batch and how many query tokens each computes) and its wake-up event (the generation loop waits on
+it only when it has nothing to do, which marks the worker idle). Both are private transformers
+attributes; they are checked at start so a transformers release that moves them fails loudly
+instead of serving without energy attribution. Decoding is greedy: the engine rejects sampling
+parameters for this scheduler (transformers applies sampling to the whole batch, not per request).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from typing import Any
+
+from joulebench.errors import ConfigError
+from joulebench.extras import require
+from joulebench.serve.request import FinishReason, GenRequest
+from joulebench.serve.schedulers.base import Scheduler, StepSink, register_scheduler
+
+log = logging.getLogger(__name__)
+
+
+class _IdleEvent(threading.Event):
+    """The manager's wake-up event: waiting on it means the loop has no request to run."""
+
+    def __init__(self, sink: StepSink) -> None:
+        super().__init__()
+        self._sink = sink
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self._sink.on_idle()
+        return super().wait(timeout)
+
+
+@register_scheduler
+class ContinuousScheduler(Scheduler):
+    name = "continuous"
+    supports_sampling = False
+
+    def __init__(
+        self,
+        *args: Any,
+        context_length: int = 2048,
+        page_size: int = 64,
+        num_blocks: int | None = None,
+        max_batch_tokens: int | None = None,
+        seed: int = 0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        if page_size < 4:
+            raise ConfigError(f"page_size must be ≥ 4 tokens, got {page_size}")
+        capacity_tokens = self.max_batch_size * context_length
+        self.page_size = page_size
+        self.num_blocks = num_blocks or max(4, math.ceil(capacity_tokens / page_size))
+        self.max_batch_tokens = max_batch_tokens or max(256, min(4096, context_length))
+        self.seed = seed
+        self.options.update(
+            page_size=self.page_size,
+            num_blocks=self.num_blocks,
+            max_batch_tokens=self.max_batch_tokens,
+        )
+        self._live: dict[str, GenRequest] = {}
+        self._lock = threading.Lock()
+        self._manager: Any = None
+        self._reader: threading.Thread | None = None
+        self._stopping = threading.Event()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def start(self) -> None:
+        transformers = require("transformers", "hf", "continuous batching")
+        gen = self.model.generation_config
+        eos = gen.eos_token_id if gen.eos_token_id is not None else self.tokenizer.eos_token_id
+        config = transformers.GenerationConfig(
+            do_sample=False,
+            max_new_tokens=16,
+            eos_token_id=eos if eos is not None else -1,
+            pad_token_id=self.tokenizer.pad_token_id,
+        )
+        on_cuda = getattr(self.model.device, "type", "cpu") == "cuda"
+        cb_config = transformers.ContinuousBatchingConfig(
+            page_size=self.page_size,
+            num_blocks=self.num_blocks,
+            max_batch_tokens=self.max_batch_tokens,
+            max_requests_per_batch=self.max_batch_size,
+            allow_block_sharing=False,
+            use_async_batching=False,
+            use_cuda_graph=None if on_cuda else False,
+            auto_switch_to_flash=on_cuda,
+            seed=self.seed,
+        )
+        manager = self.model.init_continuous_batching(
+            generation_config=config, continuous_batching_config=cb_config
+        )
+        for attr in ("_generation_step", "_wake_up_loop", "batch_processor", "output_router"):
+            if not hasattr(manager, attr):
+                raise ConfigError(
+                    f"this transformers version ({transformers.__version__}) has no "
+                    f"ContinuousBatchingManager.{attr}; joulebench cannot attribute energy per "
+                    "step with it: use --scheduler dynamic or a transformers release from 5.17 on"
+                )
+        manager._wake_up_loop = _IdleEvent(self.sink)
+        original_step = manager._generation_step
+        manager._generation_step = lambda: self._timed_step(manager, original_step)
+        self._manager = manager
+        manager.start()
+        self._reader = threading.Thread(
+            target=self._read_outputs, name="joulebench-cb-out", daemon=True
+        )
+        self._reader.start()
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        self._stopping.set()
+        if self._manager is not None:
+            try:
+                self._manager.stop(block=True, timeout=timeout_s, hard_stop=True)
+            except Exception:
+                log.exception("continuous batching manager did not stop cleanly")
+        if self._reader is not None:
+            self._reader.join(timeout_s)
+        with self._lock:
+            left = list(self._live.values())
+            self._live.clear()
+        for req in left:
+            self.sink.on_finish(req, FinishReason.ERROR, "server is shutting down")
+
+    # -- requests ----------------------------------------------------------------------------
+    def submit(self, req: GenRequest) -> None:
+        if self._manager is None or self._stopping.is_set():
+            self.sink.on_finish(req, FinishReason.ERROR, "server is shutting down")
+            return
+        with self._lock:
+            self._live[req.id] = req
+        added = self._manager.add_request(
+            input_ids=list(req.prompt_ids),
+            request_id=req.id,
+            max_new_tokens=req.max_new_tokens,
+            streaming=True,
+            eos_token_id=sorted(req.eos_token_ids) or -1,
+        )
+        if added is None:
+            with self._lock:
+                self._live.pop(req.id, None)
+            self.sink.on_finish(req, FinishReason.ERROR, "continuous batching manager refused it")
+
+    def cancel(self, req: GenRequest) -> None:
+        """Free the request's slot and cache blocks now (the client went away or a stop matched)."""
+        with self._lock:
+            live = self._live.pop(req.id, None)
+        if live is None:
+            return
+        self._manager.cancel_request(req.id)
+        self.sink.on_finish(req, req.cancel_reason)
+
+    def waiting(self) -> int:
+        with self._lock:
+            return sum(1 for r in self._live.values() if r.scheduled_s is None)
+
+    # -- worker-thread hooks -----------------------------------------------------------------
+    def _timed_step(self, manager: Any, original_step: Any) -> None:
+        futures = list(manager.batch_processor.inputs_and_outputs.requests_in_batch)
+        start = self.clock()
+        original_step()
+        end = self.clock()
+        work: dict[GenRequest, int] = {}
+        prefill = decode = 0
+        with self._lock:
+            for fs in futures:
+                req = self._live.get(fs.state.request_id)
+                if req is None:
+                    continue
+                if req.scheduled_s is None:
+                    req.scheduled_s = start
+                work[req] = int(fs.query_length)
+                if fs.state.generated_tokens:
+                    decode += int(fs.query_length)
+                else:
+                    prefill += int(fs.query_length)
+        self.sink.on_step(
+            start, end, work, prefill_tokens=prefill, decode_tokens=decode, batch_size=len(futures)
+        )
+
+    def _read_outputs(self) -> None:
+        manager = self._manager
+        while not self._stopping.is_set():
+            try:
+                out = manager.output_router.output_queue.get(timeout=0.1)
+            except Exception:  # queue.Empty
+                if not manager.is_running() and not self._stopping.is_set():
+                    self._fail_all(manager.background_thread_status.fatal_error)
+                    return
+                continue
+            try:
+                self._deliver(out)
+            except Exception:
+                log.exception("delivering continuous batching output %s failed", out.request_id)
+
+    def _deliver(self, out: Any) -> None:
+        with self._lock:
+            req = self._live.get(out.request_id)
+        if req is None:  # cancelled meanwhile
+            return
+        tokens = [int(t) for t in out.generated_tokens]
+        new = tokens[len(req.generated) :]
+        if new:
+            req.generated.extend(new)
+            self.sink.on_tokens(req, new)
+        if not out.is_finished():
+            return
+        with self._lock:
+            self._live.pop(out.request_id, None)
+        if out.error is not None:
+            self.sink.on_finish(req, FinishReason.ERROR, str(out.error))
+        elif req.generated and req.generated[-1] in req.eos_token_ids:
+            self.sink.on_finish(req, FinishReason.STOP)
+        else:
+            self.sink.on_finish(req, FinishReason.LENGTH)
+
+    def _fail_all(self, error: object) -> None:
+        with self._lock:
+            left = list(self._live.values())
+            self._live.clear()
+        for req in left:
+            self.sink.on_finish(req, FinishReason.ERROR, f"generation loop stopped: {error}")

@@ -1,0 +1,167 @@
+"""``dynamic``: collect requests for a short window, then run static left-padded batches.
+
+Collected requests are sorted by prompt length and cut into length buckets (at most
+``max_batch_size`` rows, longest prompt at most ``bucket_ratio`` × the shortest + 8 tokens), so
+little padding is computed. Each bucket runs as one static batch: one prefill forward over the
+left-padded prompts, then one decode forward per step until every row is done; new arrivals wait
+for the next window (that is what separates it from continuous batching). Tokens stream per step.
+Sampling parameters are honoured per row, each row with its own seeded generator.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from typing import Any
+
+from joulebench.extras import require
+from joulebench.serve.request import GenRequest
+from joulebench.serve.schedulers.base import ThreadedScheduler, register_scheduler
+
+
+def length_buckets(
+    requests: list[GenRequest], max_batch_size: int, bucket_ratio: float = 1.5
+) -> list[list[GenRequest]]:
+    """Sort by prompt length and cut into buckets of similar length (see module docstring)."""
+    ordered = sorted(requests, key=lambda r: r.prompt_len)
+    buckets: list[list[GenRequest]] = []
+    for req in ordered:
+        cur = buckets[-1] if buckets else None
+        if (
+            cur is not None
+            and len(cur) < max_batch_size
+            and req.prompt_len <= cur[0].prompt_len * bucket_ratio + 8
+        ):
+            cur.append(req)
+        else:
+            buckets.append([req])
+    return buckets
+
+
+@register_scheduler
+class DynamicScheduler(ThreadedScheduler):
+    name = "dynamic"
+
+    def __init__(
+        self,
+        *args: Any,
+        window_s: float = 0.02,
+        bucket_ratio: float = 1.5,
+        seed: int = 0,
+        **kwargs: Any,
+    ) -> None:
+        if window_s < 0:
+            raise ValueError(f"window_s must be ≥ 0, got {window_s}")
+        if bucket_ratio < 1:
+            raise ValueError(f"bucket_ratio must be ≥ 1, got {bucket_ratio}")
+        super().__init__(*args, window_s=window_s, bucket_ratio=bucket_ratio, **kwargs)
+        self.window_s = window_s
+        self.bucket_ratio = bucket_ratio
+        self._rng = random.Random(seed)
+
+    def _collect(self, first: GenRequest) -> list[GenRequest]:
+        more: list[GenRequest] = []
+        limit = self.max_batch_size * 4 - 1
+        deadline = time.monotonic() + self.window_s
+        while len(more) < limit:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            req = self._next(timeout_s=left)
+            if req is None:
+                break
+            more.append(req)
+        return more
+
+    def _run_batch(self, batch: list[GenRequest]) -> None:
+        for bucket in length_buckets(batch, self.max_batch_size, self.bucket_ratio):
+            bucket = [r for r in bucket if not self._drop_cancelled(r)]
+            if bucket:
+                self._run_static(bucket)
+
+    # -- one static batch --------------------------------------------------------------------
+    def _run_static(self, rows: list[GenRequest]) -> None:
+        torch = require("torch", "hf", "serving")
+        transformers = require("transformers", "hf", "serving")
+        device = getattr(self.model, "device", "cpu")
+        pad_id = self.tokenizer.pad_token_id
+        if pad_id is None:
+            pad_id = next(iter(rows[0].eos_token_ids), 0)
+        width = max(r.prompt_len for r in rows)
+        ids = [[pad_id] * (width - r.prompt_len) + r.prompt_ids for r in rows]
+        mask = [[0] * (width - r.prompt_len) + [1] * r.prompt_len for r in rows]
+        input_ids = torch.tensor(ids, dtype=torch.long, device=device)
+        attention = torch.tensor(mask, dtype=torch.long, device=device)
+        positions = (attention.cumsum(-1) - 1).clamp(min=0)
+        cache = transformers.DynamicCache(config=self.model.config)
+        gens = [self._generator(r, torch, device) for r in rows]
+        done = [False] * len(rows)
+
+        start = self.clock()
+        for r in rows:
+            r.scheduled_s = start
+        prefill = True
+        with torch.inference_mode():
+            while True:
+                out = self.model(
+                    input_ids=input_ids,
+                    attention_mask=attention,
+                    position_ids=positions,
+                    past_key_values=cache,
+                    use_cache=True,
+                )
+                logits = out.logits[:, -1, :].float()
+                next_ids = [
+                    self._pick(logits[i], rows[i], gens[i], torch) if not done[i] else pad_id
+                    for i in range(len(rows))
+                ]
+                end = self.clock()
+                active = [i for i in range(len(rows)) if not done[i]]
+                work = {rows[i]: (width if prefill else 1) for i in active}
+                self.sink.on_step(
+                    start,
+                    end,
+                    work,
+                    prefill_tokens=sum(rows[i].prompt_len for i in active) if prefill else 0,
+                    decode_tokens=0 if prefill else len(active),
+                    batch_size=len(rows),
+                )
+                start, prefill = end, False
+                for i in active:
+                    self._advance(rows[i], next_ids[i])
+                    done[i] = rows[i].finished
+                if all(done):
+                    return
+                input_ids = torch.tensor([[t] for t in next_ids], dtype=torch.long, device=device)
+                attention = torch.cat([attention, torch.ones_like(input_ids)], dim=-1)
+                positions = positions[:, -1:] + 1
+
+    def _advance(self, req: GenRequest, token_id: int) -> None:
+        if req.cancelled:
+            self.sink.on_finish(req, req.cancel_reason)
+            return
+        req.generated.append(token_id)
+        self.sink.on_tokens(req, [token_id])
+        reason = req.finish_reason_for(token_id)
+        if reason is not None:
+            self.sink.on_finish(req, reason)
+
+    def _generator(self, req: GenRequest, torch: Any, device: Any) -> Any:
+        if req.sampling.greedy:
+            return None
+        seed = req.sampling.seed if req.sampling.seed is not None else self._rng.randrange(2**62)
+        return torch.Generator(device=device).manual_seed(seed)
+
+    @staticmethod
+    def _pick(logits: Any, req: GenRequest, gen: Any, torch: Any) -> int:
+        sp = req.sampling
+        if sp.greedy:
+            return int(torch.argmax(logits).item())
+        probs = torch.softmax(logits / sp.temperature, dim=-1)
+        if sp.top_p < 1.0:
+            sorted_p, order = torch.sort(probs, descending=True)
+            keep = torch.cumsum(sorted_p, dim=-1) - sorted_p < sp.top_p
+            keep[0] = True
+            probs = torch.zeros_like(probs).scatter(0, order[keep], sorted_p[keep])
+            probs = probs / probs.sum()
+        return int(torch.multinomial(probs, 1, generator=gen).item())

@@ -1,0 +1,345 @@
+"""The measured experiment: the same seeded arrival trace sent directly and through the gateway.
+
+:func:`compare` starts the gateway in-process in front of the *same* server, measures with the
+*same* meter and the *same* idle baseline, warms the server up first (unmeasured), then runs the
+load directly and through the gateway, and returns a side-by-side :class:`Comparison`: energy per
+request under every accounting of the load generator (gross and net), TTFT/E2E p50 and p99, the
+delay the gateway added, and the server's batch sizes read from its ``/metrics`` before and
+after each run. Shaping's value is measured, never assumed: the shaped run's latencies include
+the gateway's hold, and its energy includes the gateway's own work when the meter sees it.
+
+Policy sweeps (several T and N) and their energy-vs-latency Pareto front live in
+:mod:`joulebench.shape.sweep`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from joulebench.errors import ConfigError
+from joulebench.meters.base import Meter
+from joulebench.meters.window import measure_idle
+from joulebench.shape.policies import Policy, parse_policy
+from joulebench.shape.runner import run_gateway
+
+log = logging.getLogger(__name__)
+
+#: Accountings of the load generator's ``energy.per_request_j`` block, in display order.
+ACCOUNTINGS = ("paper_whole_window", "idle_subtracted", "steady_state", "attributed_mean")
+GROSS_NET = {
+    "paper_whole_window": "gross",
+    "idle_subtracted": "net",
+    "steady_state": "gross",
+    "attributed_mean": "gross",
+    "attributed_net_mean": "net",
+}
+
+LoadFn = Callable[..., Any]  # joulebench.load.runner.run_load's signature
+
+_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)")
+
+
+# -- server metrics ---------------------------------------------------------------------------
+def parse_prometheus(text: str) -> dict[str, float]:
+    """``name{labels}`` → value (labels kept verbatim); comments and bad lines skipped."""
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        m = _SAMPLE.match(line)
+        if not m:
+            continue
+        try:
+            out[m.group(1) + (m.group(2) or "")] = float(m.group(3))
+        except ValueError:
+            continue
+    return out
+
+
+def _total(samples: dict[str, float], name: str, must_contain: str = "") -> float | None:
+    vals = [
+        v
+        for k, v in samples.items()
+        if (k == name or k.startswith(name + "{")) and must_contain in k
+    ]
+    return sum(vals) if vals else None
+
+
+def scrape(url: str, timeout_s: float = 5.0) -> dict[str, float] | None:
+    """The server's ``/metrics`` samples, or ``None`` if it has none (not every server does)."""
+    try:
+        resp = httpx.get(url.rstrip("/") + "/metrics", timeout=timeout_s, trust_env=False)
+    except httpx.HTTPError as exc:
+        log.info("no /metrics at %s: %s", url, exc)
+        return None
+    if resp.status_code != 200:
+        return None
+    return parse_prometheus(resp.text)
+
+
+def server_batching(
+    before: dict[str, float] | None, after: dict[str, float] | None
+) -> dict[str, Any]:
+    """Mean batch size over a run from counter deltas, stating which counters it used.
+
+    A ``*_batch_size`` histogram (``_sum``/``_count``) is preferred; otherwise joulebench's
+    server counters give decode tokens per forward step (the mean number of sequences decoding
+    together). Servers without either get ``None`` and a note.
+    """
+    if before is None or after is None:
+        return {"mean_batch_size": None, "note": "server exposes no /metrics"}
+    for prefix in ("joulebench_batch_size", "vllm:batch_size"):
+        s0, s1 = _total(before, prefix + "_sum"), _total(after, prefix + "_sum")
+        c0, c1 = _total(before, prefix + "_count"), _total(after, prefix + "_count")
+        if None not in (s0, s1, c0, c1) and c1 > c0:  # type: ignore[operator]
+            return {
+                "mean_batch_size": (s1 - s0) / (c1 - c0),  # type: ignore[operator]
+                "note": f"{prefix} histogram",
+            }
+    d0 = _total(before, "joulebench_tokens_total", 'phase="decode"')
+    d1 = _total(after, "joulebench_tokens_total", 'phase="decode"')
+    st0, st1 = _total(before, "joulebench_steps_total"), _total(after, "joulebench_steps_total")
+    if None in (d0, d1, st0, st1) or st1 <= st0:  # type: ignore[operator]
+        return {"mean_batch_size": None, "note": "no batch-size counters in the server's /metrics"}
+    out: dict[str, Any] = {
+        "mean_batch_size": (d1 - d0) / (st1 - st0),  # type: ignore[operator]
+        "steps": st1 - st0,  # type: ignore[operator]
+        "note": "decode tokens per forward step (joulebench_tokens_total / joulebench_steps_total)",
+    }
+    bmax = _total(after, "joulebench_batch_size_max")
+    if bmax is not None:
+        out["batch_size_max_since_start"] = bmax
+    return out
+
+
+# -- results ----------------------------------------------------------------------------------
+@dataclass(slots=True)
+class RunSummary:
+    """One measured run (direct or through one policy), reduced to what the tables need."""
+
+    label: str
+    load: dict[str, Any]  # LoadResult.to_json()
+    attributed_net_mean_j: float | None
+    server: dict[str, Any]
+    gateway: dict[str, Any] | None = None
+
+    def per_request_j(self) -> dict[str, float | None]:
+        energy = self.load.get("energy") or {}
+        per = dict(energy.get("per_request_j") or dict.fromkeys(ACCOUNTINGS))
+        per["attributed_net_mean"] = self.attributed_net_mean_j
+        return per
+
+    def latency_ms(self, metric: str, q: str) -> float | None:
+        block = self.load.get(metric) or {}
+        v = block.get(q)
+        return None if v is None else float(v)
+
+    @property
+    def added_delay_ms(self) -> dict[str, Any]:
+        if self.gateway is None:
+            return {"p50": 0.0, "p99": 0.0, "mean": 0.0, "max": 0.0}
+        return dict(self.gateway["added_delay_ms"])
+
+    def headline(self) -> dict[str, Any]:
+        req = self.load.get("requests") or {}
+        return {
+            "label": self.label,
+            "ok": req.get("ok"),
+            "failed": req.get("failed"),
+            "energy_per_request_j": self.per_request_j(),
+            "ttft_ms": {q: self.latency_ms("ttft_ms", q) for q in ("p50", "p99")},
+            "e2e_ms": {q: self.latency_ms("e2e_ms", q) for q in ("p50", "p99")},
+            "added_delay_ms": self.added_delay_ms,
+            "mean_batch_size": self.server.get("mean_batch_size"),
+            "mean_group_size": None if self.gateway is None else self.gateway["mean_group_size"],
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **self.headline(),
+            "server": self.server,
+            "gateway": self.gateway,
+            "load": self.load,
+        }
+
+
+def _rel(a: float | None, b: float | None) -> float | None:
+    if a is None or b is None or a == 0:
+        return None
+    return (b - a) / abs(a)
+
+
+@dataclass(slots=True)
+class Comparison:
+    """Direct vs shaped, same trace, server and meter."""
+
+    direct: RunSummary
+    shaped: RunSummary
+    policy: dict[str, Any]
+    config: dict[str, Any] = field(default_factory=dict)
+    method: str | None = None
+
+    def rows(self) -> list[tuple[str, float | None, float | None, float | None]]:
+        """(metric, direct, shaped, relative change) rows, energy in J/request."""
+        rows: list[tuple[str, float | None, float | None, float | None]] = []
+        d_e, s_e = self.direct.per_request_j(), self.shaped.per_request_j()
+        for key, kind in GROSS_NET.items():
+            rows.append((f"energy/request J · {key} ({kind})", d_e.get(key), s_e.get(key), None))
+        for metric in ("ttft_ms", "e2e_ms"):
+            for q in ("p50", "p99"):
+                a, b = self.direct.latency_ms(metric, q), self.shaped.latency_ms(metric, q)
+                rows.append((f"{metric} {q}", a, b, None))
+        for q in ("p50", "p99"):
+            rows.append((f"added delay ms {q}", 0.0, self.shaped.added_delay_ms.get(q), None))
+        rows.append(
+            (
+                "server mean batch size",
+                self.direct.server.get("mean_batch_size"),
+                self.shaped.server.get("mean_batch_size"),
+                None,
+            )
+        )
+        return [(name, a, b, _rel(a, b)) for name, a, b, _ in rows]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "policy": self.policy,
+            "config": self.config,
+            "energy_method": self.method,
+            "estimated": bool(self.method and "estimated" in self.method),
+            "table": [
+                {"metric": m, "direct": a, "shaped": b, "change": c} for m, a, b, c in self.rows()
+            ],
+            "direct": self.direct.to_dict(),
+            "shaped": self.shaped.to_dict(),
+        }
+
+
+# -- running ----------------------------------------------------------------------------------
+@contextlib.contextmanager
+def _target(url: str | None, embedded: dict[str, Any] | None, meter: Meter | None) -> Iterator[str]:
+    if url is not None:
+        yield url
+        return
+    try:
+        from joulebench.serve.launch import embedded_server
+    except ImportError as exc:
+        raise ConfigError(
+            "no --url given and the embedded server is not available here "
+            f"({exc}); pass --url of a running server"
+        ) from None
+    with embedded_server(meter=meter, **(embedded or {})) as base:
+        yield base
+
+
+def _attributed_net_mean(result: Any) -> float | None:
+    vals = [r.energy_net_j for r in getattr(result, "ok", []) if r.energy_net_j is not None]
+    return sum(vals) / len(vals) if vals else None
+
+
+def measure_run(
+    label: str,
+    send_url: str,
+    server_url: str,
+    *,
+    load_fn: LoadFn,
+    load_kwargs: dict[str, Any],
+    gateway: Any = None,
+) -> RunSummary:
+    """Run one load against ``send_url``, scraping ``server_url``'s metrics around it."""
+    before = scrape(server_url)
+    result = load_fn(send_url, **load_kwargs)
+    after = scrape(server_url)
+    return RunSummary(
+        label=label,
+        load=result.to_json(),
+        attributed_net_mean_j=_attributed_net_mean(result),
+        server=server_batching(before, after),
+        gateway=None if gateway is None else gateway.metrics.snapshot(),
+    )
+
+
+def compare(
+    url: str | None,
+    policy: str | Policy,
+    arrival: str,
+    prompts: Sequence[Any],
+    *,
+    n: int,
+    protocol: str = "openai-chat",
+    output_length: int | Sequence[int] = 32,
+    max_delay_ms: float | None = None,
+    max_queue: int = 4096,
+    seed: int = 0,
+    meter: Meter | None = None,
+    idle_power_w: float | None = None,
+    idle_s: float = 2.0,
+    concurrency: int | None = None,
+    timeout_s: float = 120.0,
+    warmup_n: int = 4,
+    embedded: dict[str, Any] | None = None,
+    load_fn: LoadFn | None = None,
+) -> Comparison:
+    """Same seeded trace, directly then through the gateway (``policy``), same server and meter.
+
+    ``url=None`` starts the embedded server (``embedded`` = its options: model, precision,
+    scheduler). Without ``idle_power_w`` and with a meter, the idle baseline is measured once,
+    with the server loaded and quiet, for ``idle_s`` seconds and used for both runs.
+    """
+    pol = parse_policy(policy, max_delay_ms=max_delay_ms) if isinstance(policy, str) else policy
+    if load_fn is None:
+        from joulebench.load.runner import run_load
+
+        load_fn = run_load
+    if warmup_n < 0:
+        raise ConfigError(f"warm-up requests must be ≥ 0, got {warmup_n}")
+    with _target(url, embedded, meter) as server_url:
+        base_kwargs: dict[str, Any] = {
+            "protocol": protocol,
+            "prompts": prompts,
+            "output_length": output_length,
+            "concurrency": concurrency,
+            "timeout_s": timeout_s,
+            "seed": seed,
+        }
+        if warmup_n:
+            load_fn(server_url, arrival="burst", n=warmup_n, **base_kwargs)  # unmeasured
+        if meter is not None and idle_power_w is None and idle_s > 0:
+            idle_power_w = measure_idle(meter, idle_s).total_power_w
+        kwargs = {
+            **base_kwargs,
+            "arrival": arrival,
+            "n": n,
+            "meter": meter,
+            "idle_power_w": idle_power_w,
+        }
+        direct = measure_run("direct", server_url, server_url, load_fn=load_fn, load_kwargs=kwargs)
+        with run_gateway(server_url, pol, max_queue=max_queue, upstream_timeout_s=timeout_s) as gw:
+            shaped = measure_run(
+                pol.describe(),
+                gw.url,
+                server_url,
+                load_fn=load_fn,
+                load_kwargs=kwargs,
+                gateway=gw.gateway,
+            )
+    config = {
+        "url": url or "embedded",
+        "embedded": embedded if url is None else None,
+        "arrival": arrival,
+        "n": n,
+        "protocol": protocol,
+        "seed": seed,
+        "idle_power_w": idle_power_w,
+        "warmup_n": warmup_n,
+        "order": "warm-up, direct, shaped",
+    }
+    method = (direct.load.get("energy") or {}).get("method")
+    return Comparison(direct, shaped, pol.to_dict(), config, method)

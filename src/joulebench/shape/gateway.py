@@ -1,0 +1,348 @@
+"""The shaping gateway: a reverse proxy (plain ASGI + httpx) that holds requests per a policy.
+
+Routes mirror the servers it fronts (joulebench serve, vLLM, TGI, ``transformers serve``,
+llama.cpp): OpenAI ``POST /v1/completions`` and ``/v1/chat/completions`` (SSE or not), TGI
+``POST /generate`` and ``/generate_stream`` go through the :class:`Shaper`; ``GET /v1/models``
+passes straight through; ``/health`` and ``/metrics`` are the gateway's own.
+
+The proxy is transparent: request bodies are forwarded byte for byte (the upstream validates
+them and its status codes and error bodies come back unchanged), responses stream back chunk by
+chunk with the upstream's headers (``x-energy-j`` and friends included) plus ``x-gateway-*``
+headers saying how long the gateway held the request and in which release group. A client that
+leaves while queued is dropped from the queue; one that leaves later has its upstream request
+cancelled (the connection is closed, which servers treat as a disconnect). The gateway's own
+failures use 429 (queue full, with Retry-After), 502 (upstream unreachable or broken) and 504
+(upstream timed out before answering).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+import httpx
+
+from joulebench.shape.metrics import GatewayMetrics
+from joulebench.shape.policies import Policy
+from joulebench.shape.shaper import QueueFull, Release, Shaper
+
+log = logging.getLogger(__name__)
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+SHAPED_ROUTES = frozenset(
+    {"/v1/completions", "/v1/chat/completions", "/generate", "/generate_stream"}
+)
+PASSTHROUGH_PREFIXES = ("/v1/models",)
+TGI_ROUTES = frozenset({"/generate", "/generate_stream"})
+
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "trailers",
+        "transfer-encoding",
+        "upgrade",
+        "host",
+        "content-length",
+    }
+)
+
+
+def _error_body(path: str, status: int, kind: str, message: str) -> bytes:
+    """Errors in the dialect of the route: TGI's flat form or OpenAI's nested one."""
+    if path in TGI_ROUTES:
+        body: dict[str, Any] = {"error": message, "error_type": kind}
+    else:
+        body = {"error": {"message": message, "type": kind, "code": status}}
+    return json.dumps(body).encode()
+
+
+async def _send_simple(
+    send: Send,
+    status: int,
+    body: bytes,
+    *,
+    content_type: str,
+    headers: dict[str, str] | None = None,
+) -> None:
+    raw = [(b"content-type", content_type.encode()), (b"content-length", str(len(body)).encode())]
+    raw += [(k.encode(), v.encode()) for k, v in (headers or {}).items()]
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+async def _read_body(receive: Receive) -> bytes | None:
+    """The whole request body, or ``None`` if the client left before sending it."""
+    chunks: list[bytes] = []
+    while True:
+        msg = await receive()
+        if msg["type"] == "http.disconnect":
+            return None
+        chunks.append(msg.get("body", b""))
+        if not msg.get("more_body", False):
+            return b"".join(chunks)
+
+
+async def _wait_disconnect(receive: Receive) -> None:
+    while True:
+        msg = await receive()
+        if msg["type"] == "http.disconnect":
+            return
+
+
+async def _race(work: asyncio.Task[Any], disconnect: asyncio.Task[None]) -> bool:
+    """Wait for ``work``; if the client disconnects first, cancel it and return False."""
+    await asyncio.wait({work, disconnect}, return_when=asyncio.FIRST_COMPLETED)
+    if work.done():
+        return True
+    work.cancel()
+    # wait for the cancellation to land; its outcome does not matter, the client is gone
+    await asyncio.gather(work, return_exceptions=True)
+    return False
+
+
+class Gateway:
+    """ASGI application. ``upstream`` is the base URL of the server (``http://host:port``)."""
+
+    def __init__(
+        self,
+        upstream: str,
+        policy: Policy,
+        *,
+        max_queue: int = 1024,
+        upstream_timeout_s: float = 600.0,
+        connect_timeout_s: float = 5.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        if not upstream.startswith(("http://", "https://")):
+            raise ValueError(f"upstream must be an http(s) URL, got {upstream!r}")
+        self.upstream = upstream.rstrip("/")
+        self.policy = policy
+        self.metrics = GatewayMetrics(policy=policy.describe(), upstream=self.upstream)
+        self.shaper = Shaper(policy, max_queue=max_queue, metrics=self.metrics)
+        self._timeout = httpx.Timeout(upstream_timeout_s, connect=connect_timeout_s, pool=None)
+        self._transport = transport
+        self._client: httpx.AsyncClient | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    @property
+    def client(self) -> httpx.AsyncClient:
+        if self._client is None:
+            self._client = httpx.AsyncClient(
+                timeout=self._timeout,
+                limits=httpx.Limits(max_connections=None, max_keepalive_connections=256),
+                transport=self._transport,
+                trust_env=False,
+            )
+        return self._client
+
+    async def startup(self) -> None:
+        self.shaper.start()
+        _ = self.client
+
+    async def shutdown(self) -> None:
+        self.shaper.close()
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        path, method = scope["path"], scope["method"]
+        if path == "/health" and method == "GET":
+            await self._health(send)
+        elif path == "/metrics" and method == "GET":
+            await _send_simple(
+                send, 200, self.metrics.render().encode(), content_type="text/plain; version=0.0.4"
+            )
+        elif path in SHAPED_ROUTES:
+            if method != "POST":
+                await self._fail(send, path, 405, "method_not_allowed", f"use POST for {path}")
+            else:
+                await self._proxy(scope, receive, send, shaped=True)
+        elif path.startswith(PASSTHROUGH_PREFIXES) and method == "GET":
+            await self._proxy(scope, receive, send, shaped=False)
+        else:
+            await self._fail(send, path, 404, "not_found", f"no route {method} {path}")
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            msg = await receive()
+            if msg["type"] == "lifespan.startup":
+                await self.startup()
+                await send({"type": "lifespan.startup.complete"})
+            elif msg["type"] == "lifespan.shutdown":
+                await self.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _health(self, send: Send) -> None:
+        body = {
+            "status": "ok",
+            "policy": self.policy.to_dict(),
+            "upstream": self.upstream,
+            "queue_length": self.shaper.queue_length,
+            "max_queue": self.shaper.max_queue,
+        }
+        await _send_simple(send, 200, json.dumps(body).encode(), content_type="application/json")
+
+    async def _fail(
+        self, send: Send, path: str, status: int, kind: str, message: str, **headers: str
+    ) -> None:
+        self.metrics.responses_by_status[status] += 1
+        await _send_simple(
+            send,
+            status,
+            _error_body(path, status, kind, message),
+            content_type="application/json",
+            headers={k.replace("_", "-"): v for k, v in headers.items()},
+        )
+
+    # -- the proxy ---------------------------------------------------------------------------
+    def _upstream_request(
+        self, scope: Scope, body: bytes, release: Release | None
+    ) -> httpx.Request:
+        url = self.upstream + scope["path"]
+        if scope.get("query_string"):
+            url += "?" + scope["query_string"].decode("latin-1")
+        headers = [
+            (k.decode("latin-1"), v.decode("latin-1"))
+            for k, v in scope["headers"]
+            if k.decode("latin-1").lower() not in HOP_BY_HOP
+        ]
+        if release is not None:
+            headers += list(release.headers().items())
+        return self.client.build_request(scope["method"], url, headers=headers, content=body)
+
+    async def _proxy(self, scope: Scope, receive: Receive, send: Send, *, shaped: bool) -> None:
+        path = scope["path"]
+        body = await _read_body(receive)
+        if body is None:
+            return
+        disconnect = asyncio.create_task(_wait_disconnect(receive))
+        try:
+            release: Release | None = None
+            if shaped:
+                try:
+                    admit = asyncio.create_task(self.shaper.admit())
+                    if not await _race(admit, disconnect):
+                        return  # left while queued: removed from the queue, nothing sent upstream
+                    release = admit.result()
+                except QueueFull as exc:
+                    await self._fail(
+                        send, path, 429, "queue_full", str(exc), retry_after=exc.retry_after_header
+                    )
+                    return
+            self.metrics.in_flight += 1
+            try:
+                await self._exchange(scope, body, release, send, disconnect)
+            finally:
+                self.metrics.in_flight -= 1
+        finally:
+            disconnect.cancel()
+
+    async def _exchange(
+        self,
+        scope: Scope,
+        body: bytes,
+        release: Release | None,
+        send: Send,
+        disconnect: asyncio.Task[None],
+    ) -> None:
+        path = scope["path"]
+        request = self._upstream_request(scope, body, release)
+        opening = asyncio.create_task(self.client.send(request, stream=True))
+        try:
+            if not await _race(opening, disconnect):
+                self.metrics.client_disconnects += 1
+                return
+            response = opening.result()
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            self.metrics.upstream_errors["unreachable"] += 1
+            reason = str(exc) or type(exc).__name__
+            await self._fail(
+                send,
+                path,
+                502,
+                "upstream_unreachable",
+                f"upstream {self.upstream} unreachable: {reason}",
+            )
+            return
+        except httpx.TimeoutException as exc:
+            self.metrics.upstream_errors["timeout"] += 1
+            await self._fail(
+                send,
+                path,
+                504,
+                "upstream_timeout",
+                f"upstream {self.upstream} timed out: {type(exc).__name__}",
+            )
+            return
+        except httpx.HTTPError as exc:
+            self.metrics.upstream_errors["protocol"] += 1
+            await self._fail(
+                send, path, 502, "upstream_error", f"upstream {self.upstream} failed: {exc!r}"
+            )
+            return
+        try:
+            await self._relay(response, release, send, disconnect)
+        finally:
+            await response.aclose()
+
+    async def _relay(
+        self,
+        response: httpx.Response,
+        release: Release | None,
+        send: Send,
+        disconnect: asyncio.Task[None],
+    ) -> None:
+        """Pass status, headers and every body chunk on as they come."""
+        headers = [
+            (k.encode("latin-1"), v.encode("latin-1"))
+            for k, v in response.headers.multi_items()
+            if k.lower() not in HOP_BY_HOP or k.lower() == "content-length"
+        ]
+        if release is not None:
+            headers += [(k.encode(), v.encode()) for k, v in release.headers().items()]
+        self.metrics.responses_by_status[response.status_code] += 1
+
+        async def pump() -> None:
+            await send(
+                {"type": "http.response.start", "status": response.status_code, "headers": headers}
+            )
+            async for chunk in response.aiter_raw():
+                if chunk:
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+        relay = asyncio.create_task(pump())
+        if not await _race(relay, disconnect):
+            self.metrics.client_disconnects += 1
+            log.debug("client left mid-response; upstream request cancelled")
+            return
+        try:
+            relay.result()
+        except httpx.HTTPError as exc:
+            # headers are already sent: the only honest signal left is an incomplete body
+            kind = "timeout" if isinstance(exc, httpx.TimeoutException) else "broken_stream"
+            self.metrics.upstream_errors[kind] += 1
+            log.warning("upstream %s broke mid-response: %r", self.upstream, exc)
+            raise
+        except OSError:  # the client vanished while we were writing
+            self.metrics.client_disconnects += 1

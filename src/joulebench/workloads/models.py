@@ -1,0 +1,287 @@
+"""Load a model for measurement: a hub id, a local directory, a bundled shape or a tiny model.
+
+Every source goes through the same steps: resolve the config, check the precision against it and
+the device (an impossible combination fails here, before any weight is read), load the tokenizer
+(left padding, a pad token), then the weights, and record what was loaded so each result carries
+it. ``shape:<Name>`` builds the study's architectures with random weights (see ``materialize``) and
+pairs them with the bundled offline tokenizer; ``tiny[:<arch>[:<size>]]`` builds a cached tiny
+model once and then loads it by path like any local model.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from joulebench.errors import ConfigError
+from joulebench.extras import require
+from joulebench.meters.sync import torch_sync
+from joulebench.workloads.materialize import (
+    build_shape_model,
+    logical_param_count,
+    model_memory_bytes,
+)
+from joulebench.workloads.precision import PrecisionSpec, check_supported, parse_precision
+from joulebench.workloads.shapes import resolve_shape, shape_config, shape_info
+from joulebench.workloads.tiny import (
+    TINY_ARCHS,
+    TINY_SIZES,
+    bundled_tokenizer_path,
+    tiny_model_path,
+)
+
+log = logging.getLogger(__name__)
+
+MODEL_KINDS = ("hub", "local", "shape", "tiny")
+_LIBRARIES = ("torch", "transformers", "accelerate", "tokenizers", "bitsandbytes", "torchao")
+
+
+@dataclass(slots=True)
+class LoadedModel:
+    """A model ready to measure, with everything that must be stored alongside its results."""
+
+    model: Any
+    tokenizer: Any
+    source: str
+    name: str
+    kind: str
+    precision: PrecisionSpec
+    device: str
+    shape_only: bool
+    n_params: int
+    load_time_s: float
+    memory_bytes: int
+    context_length: int
+    seed: int = 0
+    tokenizer_source: str = ""
+
+    def record(self) -> dict[str, Any]:
+        """Model facts stored with each result (name, source, every precision knob, versions)."""
+        rec: dict[str, Any] = {
+            "name": self.name,
+            "source": self.source,
+            "kind": self.kind,
+            "model_type": getattr(getattr(self.model, "config", None), "model_type", None),
+            "precision": self.precision.to_dict(),
+            "non_quantized_dtype": self.precision.dtype,
+            "device": self.device,
+            "shape_only": self.shape_only,
+            "n_params": self.n_params,
+            "load_time_s": self.load_time_s,
+            "memory_bytes": self.memory_bytes,
+            "context_length": self.context_length,
+            "tokenizer": self.tokenizer_source or self.source,
+            "vocab_size_tokenizer": len(self.tokenizer),
+            "libraries": library_versions(),
+        }
+        if self.shape_only:
+            rec["seed"] = self.seed
+            rec["weights"] = "random (shape-only)"
+            rec["note"] = (
+                "random weights with the bundled offline tokenizer (ids < model vocab): token "
+                "counts come from that tokenizer and output lengths must be forced"
+            )
+        return rec
+
+
+def library_versions() -> dict[str, str | None]:
+    versions: dict[str, str | None] = {}
+    for lib in _LIBRARIES:
+        try:
+            versions[lib] = metadata.version(lib)
+        except metadata.PackageNotFoundError:
+            versions[lib] = None
+    return versions
+
+
+def _parse_tiny(source: str) -> tuple[str, str]:
+    parts = source.split(":")
+    if len(parts) > 3:
+        raise ConfigError(f"'{source}': use tiny, tiny:<arch> or tiny:<arch>:<size>")
+    arch = parts[1] if len(parts) > 1 and parts[1] else "llama"
+    size = parts[2] if len(parts) > 2 and parts[2] else "tiny"
+    if arch.lower() not in TINY_ARCHS or size.lower() not in TINY_SIZES:
+        raise ConfigError(
+            f"'{source}': architecture must be one of {', '.join(TINY_ARCHS)} and size one of "
+            f"{', '.join(TINY_SIZES)}"
+        )
+    return arch.lower(), size.lower()
+
+
+def classify_source(source: str) -> str:
+    """ "shape", "tiny", "local" or "hub" for a model source string."""
+    text = source.strip()
+    if not text:
+        raise ConfigError("model source is empty; give a hub id, a directory, shape:<Name> or tiny")
+    lowered = text.lower()
+    if lowered.startswith("shape:"):
+        return "shape"
+    if lowered == "tiny" or lowered.startswith("tiny:"):
+        return "tiny"
+    path = Path(text).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise ConfigError(
+                f"model path {path} is a file; pass the directory holding config.json"
+            )
+        return "local"
+    if text.startswith(("/", "./", "../", "~")) or text.count("/") > 1:
+        raise ConfigError(f"model directory {path} does not exist")
+    return "hub"
+
+
+def _hub_error(source: str, exc: Exception) -> ConfigError:
+    return ConfigError(
+        f"model '{source}' cannot be fetched from the Hugging Face hub ({type(exc).__name__}: "
+        f"{str(exc).splitlines()[0] if str(exc) else 'no details'}). Without network access, "
+        "download it on a connected machine (huggingface-cli download ID --local-dir DIR), copy "
+        "DIR here and pass the local path instead; or use shape:<Name> for random weights"
+    )
+
+
+def _load_config(source: str, kind: str) -> Any:
+    transformers = require("transformers", "hf", "model loading")
+    try:
+        return transformers.AutoConfig.from_pretrained(source)
+    except (OSError, ValueError) as exc:
+        if kind == "hub":
+            raise _hub_error(source, exc) from exc
+        raise ConfigError(f"{source} is not a transformers model directory: {exc}") from exc
+
+
+def _load_tokenizer(source: str, kind: str) -> Any:
+    transformers = require("transformers", "hf", "model loading")
+    try:
+        return transformers.AutoTokenizer.from_pretrained(source)
+    except (OSError, ValueError, TypeError) as exc:
+        if kind == "hub":
+            raise _hub_error(source, exc) from exc
+        raise ConfigError(
+            f"model directory {source} has no usable tokenizer ({exc}); save one next to the "
+            "weights with tokenizer.save_pretrained(DIR)"
+        ) from exc
+
+
+def _prepare_tokenizer(tokenizer: Any, model: Any) -> None:
+    tokenizer.padding_side = "left"  # decoder-only batches are always left-padded
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise ConfigError("the tokenizer has neither a pad nor an eos token; set one")
+        tokenizer.pad_token = tokenizer.eos_token
+    generation_config = getattr(model, "generation_config", None)
+    if generation_config is not None and generation_config.pad_token_id is None:
+        generation_config.pad_token_id = tokenizer.pad_token_id
+
+
+def _load_weights(source: str, kind: str, spec: PrecisionSpec, device: str) -> Any:
+    transformers = require("transformers", "hf", "model loading")
+    kwargs: dict[str, Any] = {"dtype": spec.torch_dtype, "device_map": {"": device}}
+    quantization_config = spec.hf_quantization_config()
+    if quantization_config is not None:
+        kwargs["quantization_config"] = quantization_config
+    try:
+        return transformers.AutoModelForCausalLM.from_pretrained(source, **kwargs)
+    except OSError as exc:
+        if kind == "hub":
+            raise _hub_error(source, exc) from exc
+        raise ConfigError(f"cannot load weights from {source}: {exc}") from exc
+
+
+def load_tokenizer(source: str) -> Any:
+    """Only the tokenizer a model source would use (left padding, pad token): no weights."""
+    kind = classify_source(source)
+    if kind == "shape":
+        resolve_shape(source.split(":", 1)[1])
+        tokenizer = _load_tokenizer(str(bundled_tokenizer_path()), "local")
+    elif kind == "tiny":
+        tokenizer = _load_tokenizer(str(tiny_model_path(*_parse_tiny(source))), "local")
+    else:
+        path = str(Path(source).expanduser()) if kind == "local" else source.strip()
+        tokenizer = _load_tokenizer(path, kind)
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None and tokenizer.eos_token is not None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_model(
+    source: str,
+    precision: str | PrecisionSpec = "fp32",
+    device: str = "cpu",
+    *,
+    seed: int = 0,
+    clock: Callable[[], float] = time.perf_counter,
+    **precision_overrides: Any,
+) -> LoadedModel:
+    """Load ``source`` in ``precision`` on ``device``; see the module docstring for the forms."""
+    spec = parse_precision(precision, **precision_overrides)
+    kind = classify_source(source)
+    torch = require("torch", "hf", "model loading")
+    start = clock()
+    if kind == "shape":
+        name = resolve_shape(source.split(":", 1)[1])
+        config = shape_config(name)
+        check_supported(spec, device, config)
+        tokenizer_dir = bundled_tokenizer_path()
+        tokenizer = _load_tokenizer(str(tokenizer_dir), "local")
+        model = build_shape_model(config, spec, device, seed)
+        tokenizer_source = "joulebench bundled tokenizer"
+        context_length = shape_info(name).context_length
+        n_params = shape_info(name).n_params
+    else:
+        if kind == "tiny":
+            arch, size = _parse_tiny(source)
+            path = str(tiny_model_path(arch, size))
+            name = f"tiny-{arch}-{size}"
+        else:
+            path = str(Path(source).expanduser()) if kind == "local" else source.strip()
+            name = Path(path).name if kind == "local" else path
+        config = _load_config(path, kind)
+        check_supported(spec, device, config)
+        tokenizer = _load_tokenizer(path, kind)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = _load_weights(path, kind, spec, device)
+        tokenizer_source = path
+        context_length = int(
+            getattr(config, "max_position_embeddings", None) or tokenizer.model_max_length
+        )
+        n_params = logical_param_count(model)
+    model.eval()
+    _prepare_tokenizer(tokenizer, model)
+    torch_sync()
+    load_time_s = clock() - start
+    vocab = int(getattr(model.config, "vocab_size", 0) or 0)
+    if vocab and len(tokenizer) > vocab:
+        log.warning("tokenizer has %d tokens but the model only %d", len(tokenizer), vocab)
+    loaded = LoadedModel(
+        model=model,
+        tokenizer=tokenizer,
+        source=source,
+        name=name,
+        kind=kind,
+        precision=spec,
+        device=device,
+        shape_only=kind == "shape",
+        n_params=int(n_params),
+        load_time_s=float(load_time_s),
+        memory_bytes=model_memory_bytes(model),
+        context_length=context_length,
+        seed=seed,
+        tokenizer_source=tokenizer_source,
+    )
+    log.info(
+        "loaded %s (%s) in %s on %s: %.2f s, %d bytes",
+        name,
+        kind,
+        spec.name,
+        device,
+        load_time_s,
+        loaded.memory_bytes,
+    )
+    return loaded

@@ -1,0 +1,37 @@
+from __future__ import annotations
+
+from joulebench.analysis import audit
+
+
+def test_energy_above_idle_fails_on_impossible_energy():
+    bad = audit.energy_above_idle(4.0, 60.0, 0.5)  # the study's 1.1e-3 Wh at 500 ms on an H100
+    assert not bad.passed and "<" in bad.detail
+    assert audit.energy_above_idle(40.0, 60.0, 0.5).passed
+    assert audit.energy_above_idle(29.5, 60.0, 0.5, resolution_j=1.0).passed
+    assert not audit.energy_above_idle(None, 60.0, 0.5).passed
+    assert audit.energy_above_idle(1.0, None, 0.5).passed  # no baseline: not applicable
+
+
+def test_floor_window_and_consistency_checks():
+    assert not audit.energy_above_floor(0.1, 50.0, 0.01).passed
+    assert audit.energy_above_floor(1.0, 50.0, 0.01).passed
+    assert not audit.window_long_enough(0.05, 0.1).passed
+    assert (
+        audit.window_long_enough(0.2, 0.1, scope="decode").name == "decode:window_ge_update_period"
+    )
+    ok, rel = audit.phase_consistency(1.0, 9.0, 10.2)
+    assert ok.passed and rel is not None and abs(rel - 0.2 / 10.2) < 1e-12
+    bad, rel = audit.phase_consistency(1.0, 7.0, 10.0)
+    assert not bad.passed and rel is not None and abs(rel - 0.2) < 1e-12
+    missing, rel = audit.phase_consistency(None, 7.0, 10.0)
+    assert not missing.passed and rel is None
+
+
+def test_attribution_sum_and_failing_filter():
+    good = audit.attribution_sum([1.0, 2.0, 3.0], 6.0)
+    assert good.passed
+    assert not audit.attribution_sum([1.0, 2.0], 6.0).passed
+    assert not audit.attribution_sum([7.0, -1.0], 6.0).passed  # negative parts never pass
+    assert audit.failing([good, audit.AuditCheck("x", False, "d")]) == [
+        {"name": "x", "passed": False, "detail": "d"}
+    ]

@@ -1,0 +1,80 @@
+from __future__ import annotations
+
+import pytest
+
+from joulebench.analysis.roofline import (
+    GPU_TABLE,
+    BatchShape,
+    ModelShape,
+    compute_dtype,
+    given_peak,
+    gpu_peak,
+    normalize_precision,
+    roofline,
+)
+from joulebench.errors import ConfigError
+
+LLAMA8B = dict(
+    num_hidden_layers=32,
+    hidden_size=4096,
+    num_attention_heads=32,
+    num_key_value_heads=8,
+    intermediate_size=14336,
+    vocab_size=128256,
+)
+
+
+def test_llama_8b_parameter_count_from_config():
+    s = ModelShape.from_config(LLAMA8B)
+    # 8.03 B total = layers + lm_head + input embeddings (0.525 B, not counted: a lookup).
+    assert s.n_layers * s.layer_params + s.head_params == pytest.approx(7.50e9, rel=0.01)
+    with pytest.raises(ConfigError, match="hidden_size"):
+        ModelShape.from_config({"num_hidden_layers": 2})
+
+
+def test_decode_is_memory_bound_prefill_compute_bound_on_h100():
+    s = ModelShape.from_config(LLAMA8B)
+    r = roofline(
+        s,
+        [BatchShape(1, 1200, 100)],
+        "bf16",
+        GPU_TABLE["H100 SXM"],
+        measured_s={"prefill": 0.1, "decode": 2.0},
+    )
+    assert r["prefill"]["bound"] == "compute" and r["decode"]["bound"] == "memory"
+    # decode floor ≈ 100 steps × 15 GB of bf16 weights / 3.35 TB/s ≈ 0.45 s
+    assert r["decode"]["time_floor_s"] == pytest.approx(100 * 15.0e9 / 3.35e12, rel=0.05)
+    assert r["decode"]["efficiency"] == pytest.approx(r["decode"]["time_floor_s"] / 2.0)
+    # halving bytes/param (fp32 → bf16) halves the memory-bound floor
+    r32 = roofline(s, [BatchShape(1, 1200, 100)], "fp32", GPU_TABLE["H100 SXM"])
+    assert r32["decode"]["time_floor_s"] > 1.9 * r["decode"]["time_floor_s"]
+
+
+def test_batching_amortises_weights_in_decode():
+    s = ModelShape.from_config(LLAMA8B)
+    one = roofline(s, [BatchShape(1, 500, 50)], "bf16", GPU_TABLE["H100 SXM"])["decode"][
+        "time_floor_s"
+    ]
+    eight = roofline(s, [BatchShape(8, 500, 50)], "bf16", GPU_TABLE["H100 SXM"])["decode"][
+        "time_floor_s"
+    ]
+    assert eight < 2 * one
+
+
+def test_precision_names_and_gpu_matching():
+    assert normalize_precision("bfloat16") == "bf16"
+    assert normalize_precision("int4-nf4") == "int4"
+    assert compute_dtype("int8-bnb") == "int8"
+    assert compute_dtype("int4-fp4", "float32") == "fp32"
+    assert compute_dtype("int4-nf4", "bfloat16") == "bf16"
+    with pytest.raises(ConfigError, match="known"):
+        normalize_precision("int3")
+    assert gpu_peak("NVIDIA H100 80GB HBM3").name == "H100 SXM"
+    assert gpu_peak("NVIDIA H100 PCIe").name == "H100 PCIe"
+    assert gpu_peak("NVIDIA A100-SXM4-80GB").name == "A100 80GB"
+    assert gpu_peak("NVIDIA L4").name == "L4"
+    assert gpu_peak("NVIDIA L40S").name == "L40S"
+    assert gpu_peak("Some Unknown Card") is None
+    assert all(p.source for p in GPU_TABLE.values())
+    with pytest.raises(ConfigError):
+        given_peak(0, 10)

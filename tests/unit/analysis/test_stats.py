@@ -1,0 +1,43 @@
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from joulebench.analysis.stats import StoppingRule, summarize, t_quantile_975
+
+
+def test_summary_matches_hand_computation():
+    s = summarize([10.0, 12.0, 14.0])
+    assert s.mean == pytest.approx(12.0)
+    assert s.std == pytest.approx(2.0)
+    assert s.ci_halfwidth == pytest.approx(4.3027 * 2.0 / math.sqrt(3))
+    assert s.ci_halfwidth_rel == pytest.approx(s.ci_halfwidth / 12.0)
+
+
+def test_single_value_has_no_ci_and_empty_is_an_error():
+    assert summarize([3.0]).ci_halfwidth is None
+    with pytest.raises(ValueError):
+        summarize([])
+    with pytest.raises(ValueError):
+        summarize([1.0, float("nan")])
+
+
+def test_t_quantile_large_df_approaches_normal():
+    assert t_quantile_975(30) == pytest.approx(2.0423)
+    assert t_quantile_975(1000) == pytest.approx(1.962, abs=2e-3)
+    with pytest.raises(ValueError):
+        t_quantile_975(0)
+
+
+def test_stopping_rule_stops_on_ci_or_cap():
+    rule = StoppingRule(ci_target=0.02, min_repeats=3, max_repeats=6)
+    assert not rule.done([1.0, 1.0])  # below min repeats
+    assert rule.done([1.0, 1.001, 0.999])  # tight
+    assert not rule.done([1.0, 2.0, 3.0])  # wide
+    assert rule.done([1.0, 2.0, 3.0, 1.0, 2.0, 3.0])  # cap
+    assert not rule.converged([1.0, 2.0, 3.0, 1.0, 2.0, 3.0])
+    with pytest.raises(ValueError):
+        StoppingRule(min_repeats=1)
+    with pytest.raises(ValueError):
+        StoppingRule(min_repeats=5, max_repeats=3)

@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from joulebench.analysis.stats import StoppingRule
+from joulebench.meters.fake import FakeMeter
+from joulebench.profile.phases import Phase, measure_repeated
+
+
+def test_windows_reach_min_length_and_warmups_are_apart():
+    calls = []
+
+    def op():
+        calls.append(1)
+        time.sleep(0.002)
+
+    m = measure_repeated(
+        op,
+        FakeMeter(50.0, update_period_s=0.02),
+        phase=Phase.PREFILL,
+        method="direct",
+        rule=StoppingRule(ci_target=0.5, min_repeats=2, max_repeats=4),
+        min_window_s=0.05,
+        warmup=3,
+    )
+    assert len(m.warmups) == 3 and all(w.warmup and w.energy_j is None for w in m.warmups)
+    assert 2 <= len(m.repeats) <= 4
+    assert all(r.duration_s >= 0.05 and r.n_ops > 1 for r in m.repeats)
+    assert len(calls) == 3 + sum(r.n_ops for r in m.repeats)
+    # constant 50 W: per-op energy ≈ 50 W × op time (within the 20 ms counter quantum per window)
+    for r in m.repeats:
+        assert r.energy_j == pytest.approx(
+            50.0 * r.duration_s / r.n_ops, abs=50.0 * 0.02 / r.n_ops + 1e-9
+        )
+    assert m.repeats[0].domains[0]["method"] == "fake"
+
+
+def test_window_never_shorter_than_update_period():
+    m = measure_repeated(
+        lambda: None,
+        FakeMeter(10.0, update_period_s=0.05),
+        phase=Phase.DECODE,
+        method="direct",
+        rule=StoppingRule(min_repeats=2, max_repeats=2),
+        min_window_s=0.001,
+        warmup=0,
+    )
+    assert m.min_window_s == 0.05
+    assert all(r.duration_s >= 0.05 and r.energy_j is not None for r in m.repeats)
+
+
+def test_negative_warmup_is_rejected():
+    with pytest.raises(ValueError):
+        measure_repeated(
+            lambda: None,
+            FakeMeter(),
+            phase=Phase.PREFILL,
+            method="direct",
+            rule=StoppingRule(),
+            min_window_s=0.1,
+            warmup=-1,
+        )

@@ -1,0 +1,191 @@
+from __future__ import annotations
+
+import warnings
+
+import pytest
+
+from joulebench.analysis.roofline import given_peak
+from joulebench.errors import JoulebenchWarning
+from joulebench.meters.base import Method, Reading
+from joulebench.meters.fake import FakeMeter
+from joulebench.meters.window import IdleBaseline
+from joulebench.profile.config import ProfileConfig
+from joulebench.profile.runner import profile_cell
+from joulebench.results.store import ResultStore
+
+PEAK = given_peak(100.0, 20.0)  # no calibration in unit tests
+
+
+def _config(**kw):
+    base = dict(
+        model="test",
+        batch_size=2,
+        warmup=1,
+        min_window_s=0.1,
+        min_repeats=2,
+        max_repeats=3,
+        ci_target=0.5,
+    )
+    base.update(kw)
+    return ProfileConfig(**base)
+
+
+def test_both_methods_tokens_sections_and_store(tiny_loaded, prompts, forced, tmp_path):
+    meter = FakeMeter(80.0, update_period_s=0.02)
+    idle = IdleBaseline({"gpu:0": 30.0}, 1.0)
+    with ResultStore(tmp_path / "r.duckdb") as store, warnings.catch_warnings():
+        warnings.simplefilter(
+            "ignore", JoulebenchWarning
+        )  # consistency is not what this test checks
+        r = profile_cell(
+            tiny_loaded,
+            prompts,
+            _config(method="both"),
+            meter,
+            store=store,
+            idle=idle,
+            hardware=PEAK,
+            output_length=forced(),
+        )
+        repeats = store.query(
+            "SELECT phase, method, warmup, count(*) AS n FROM repeats GROUP BY ALL"
+        )
+        cells = store.query("SELECT status FROM cells")
+        audits = store.query("SELECT count(*) AS n FROM audits")[0]["n"]
+    # prompts of 4, 7, 10, 13 tokens in batches of 2 → padded to 7 and 13
+    assert r["tokens"]["input_effective"] == 34 and r["tokens"]["input_computed"] == 40
+    assert r["padding_ratio"] == pytest.approx(6 / 40)
+    # forced lengths: batch maxima 4 and 6 → 2×4 + 2×6 output tokens, 4 of them from prefill
+    assert r["tokens"]["output"] == 20 and r["tokens"]["decode_output"] == 16
+    for phase in ("prefill", "decode"):
+        s = r[phase]
+        for key in (
+            "energy_j",
+            "net_energy_j",
+            "latency_s",
+            "energy_per_token_j",
+            "ci_halfwidth_rel",
+            "repeats",
+        ):
+            assert key in s
+        assert s["energy_j"] > 0 and s["net_energy_j"] == pytest.approx(
+            s["energy_j"] * 50 / 80, rel=0.35
+        )
+    assert r["decode"]["energy_per_token_j"] == pytest.approx(r["decode"]["energy_j"] / 16)
+    assert (
+        r["prefill"]["energy_per_computed_input_token_j"]
+        < r["prefill"]["energy_per_effective_input_token_j"]
+    )
+    assert r["subtraction"]["decode"]["method"] == "subtraction"
+    assert r["consistency_rel_err"] is not None
+    assert r["meter_methods"] == {"gpu:0": "fake"}
+    assert r["roofline"]["prefill"]["time_floor_s"] > 0
+    names = {a["name"] for a in r["audit"]}
+    assert {
+        "prefill/direct:energy_ge_idle_x_duration",
+        "decode/direct:window_ge_update_period",
+        "phase_consistency",
+    } <= names
+    assert len(cells) == 1 and cells[0]["status"] == "done"
+    by = {(x["phase"], x["method"], x["warmup"]): x["n"] for x in repeats}
+    assert by[("prefill", "direct", True)] == 1 and by[("decode", "direct", False)] >= 2
+    assert by[("generate", "subtraction", False)] >= 2
+    assert audits == len(r["audit"])
+
+
+class TooLowMeter:
+    """Reports 1 W while the idle baseline says 50 W: physically impossible energy."""
+
+    name = "too-low"
+    update_period_s = 0.01
+
+    def __init__(self):
+        import time
+
+        self._clock = time.monotonic
+        self._t0 = self._clock()
+
+    @property
+    def domains(self):
+        return {"gpu:0": Method.FAKE}
+
+    def read(self):
+        t = self._clock()
+        return Reading(t, {"gpu:0": 1.0 * (t - self._t0)})
+
+    def close(self):
+        pass
+
+
+def test_audits_fire_on_impossible_energy(tiny_loaded, prompts, forced):
+    r = profile_cell(
+        tiny_loaded,
+        prompts[:2],
+        _config(method="direct"),
+        TooLowMeter(),
+        idle=IdleBaseline({"gpu:0": 50.0}, 1.0),
+        hardware=PEAK,
+        output_length=forced(),
+    )
+    failed = {a["name"] for a in r["audit"] if not a["passed"]}
+    assert "prefill/direct:energy_ge_idle_x_duration" in failed
+    assert "decode/direct:energy_ge_idle_x_duration" in failed
+    assert not r["audit_passed"]
+    assert r["prefill"]["net_energy_j"] < 0
+
+
+def test_subtraction_only_and_inconsistency_warning(tiny_loaded, prompts, forced):
+    r = profile_cell(
+        tiny_loaded,
+        prompts[:2],
+        _config(method="subtraction", batch_size=1),
+        FakeMeter(20.0, update_period_s=0.02),
+        idle=IdleBaseline({"gpu:0": 5.0}, 1.0),
+        hardware=PEAK,
+        output_length=forced(),
+    )
+    assert r["prefill"]["method"] == r["decode"]["method"] == "subtraction"
+    assert (
+        "consistency_rel_err" not in r
+        and r["tokens"]["input_computed"] == r["tokens"]["input_effective"]
+    )
+    # a meter whose power jumps when the full generate runs makes the phases disagree
+    state = {"p": 10.0}
+    meter = FakeMeter(lambda t: {"gpu:0": state["p"]}, update_period_s=0.01)
+    with pytest.warns(JoulebenchWarning, match="phase consistency"):
+        import joulebench.profile.runner as runner
+
+        orig = runner.measure_repeated
+
+        def spiky(op, m, **kw):
+            state["p"] = 1000.0 if str(kw["phase"]) == "generate" else 10.0
+            return orig(op, m, **kw)
+
+        runner.measure_repeated = spiky
+        try:
+            r = profile_cell(
+                tiny_loaded,
+                prompts[:2],
+                _config(method="both"),
+                meter,
+                idle=IdleBaseline({"gpu:0": 5.0}, 1.0),
+                hardware=PEAK,
+                output_length=forced(),
+            )
+        finally:
+            runner.measure_repeated = orig
+    assert r["consistency_rel_err"] > 0.05 and r["warnings"]
+
+
+def test_natural_lengths_count_only_real_tokens(tiny_loaded, prompts, forced):
+    r = profile_cell(
+        tiny_loaded,
+        prompts,
+        _config(method="direct", batch_size=4),
+        FakeMeter(10.0, update_period_s=0.02),
+        idle=IdleBaseline({"gpu:0": 5.0}, 1.0),
+        hardware=PEAK,
+        output_length=forced(natural=True, cap=6),
+    )
+    assert 4 <= r["tokens"]["output"] <= 24
+    assert r["tokens"]["decode_output"] == r["tokens"]["output"] - 4
