@@ -23,9 +23,8 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 demo: setup
-	$(BIN)/joulebench env
-	$(BIN)/joulebench measure --idle-s 1 --store joulebench-results/results.duckdb -- \
-		$(BIN)/python -c 'import torch; a = torch.randn(512, 512); [a @ a for _ in range(400)]'
+	$(BIN)/joulebench reproduce --quick --out joulebench-report
+	@echo "report: $(CURDIR)/joulebench-report/index.html (store: joulebench-report/results.duckdb)"
 
 # pytest exits 5 when it collected nothing: that must fail, never pass silently.
 test: setup

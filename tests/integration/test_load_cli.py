@@ -13,8 +13,9 @@ pytestmark = pytest.mark.integration
 
 
 def jb(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "joulebench", *args], capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "joulebench", *args], capture_output=True, text=True, timeout=timeout
+    )
 
 
 @pytest.fixture()
@@ -27,10 +28,32 @@ def prompts(tmp_path):
 def test_cli_json_store_and_failures(tmp_path, prompts):
     db = tmp_path / "r.duckdb"
     with stub_server(StubConfig(tokens=5, failure_rate=0.25, seed=2)) as url:
-        proc = jb("load", "--url", url, "--protocol", "openai-completions", "--arrival",
-                  "poisson:200", "--n", "30", "--prompts", prompts, "--output-length", "5",
-                  "--meter", "fake", "--fake-power-w", "40", "--idle-s", "0.1", "--hz", "50",
-                  "--json", "--store", str(db))
+        proc = jb(
+            "load",
+            "--url",
+            url,
+            "--protocol",
+            "openai-completions",
+            "--arrival",
+            "poisson:200",
+            "--n",
+            "30",
+            "--prompts",
+            prompts,
+            "--output-length",
+            "5",
+            "--meter",
+            "fake",
+            "--fake-power-w",
+            "40",
+            "--idle-s",
+            "0.1",
+            "--hz",
+            "50",
+            "--json",
+            "--store",
+            str(db),
+        )
     assert proc.returncode == 0, proc.stderr
     j = json.loads(proc.stdout)
     assert j["requests"]["ok"] + j["requests"]["failed"] == 30
@@ -40,7 +63,8 @@ def test_cli_json_store_and_failures(tmp_path, prompts):
     assert j["energy"]["attribution_sum_rel_err"] < 0.01
     con = duckdb.connect(str(db), read_only=True)
     n_rows, n_ok = con.execute(
-        "SELECT count(*), count(*) FILTER (WHERE status = 'ok') FROM requests").fetchone()
+        "SELECT count(*), count(*) FILTER (WHERE status = 'ok') FROM requests"
+    ).fetchone()
     assert n_rows == 30 and n_ok == j["requests"]["ok"]
     assert con.execute("SELECT count(*) FROM timelines").fetchone()[0] > 2
     kind, summary = con.execute("SELECT kind, summary FROM runs").fetchone()
@@ -49,8 +73,21 @@ def test_cli_json_store_and_failures(tmp_path, prompts):
 
 def test_cli_table_says_estimated_with_the_estimator(prompts):
     with stub_server(StubConfig(tokens=3)) as url:
-        proc = jb("load", "--url", url, "--arrival", "fixed:5ms", "--n", "10", "--prompts",
-                  prompts, "--output-length", "3", "--meter", "estimate")
+        proc = jb(
+            "load",
+            "--url",
+            url,
+            "--arrival",
+            "fixed:5ms",
+            "--n",
+            "10",
+            "--prompts",
+            prompts,
+            "--output-length",
+            "3",
+            "--meter",
+            "estimate",
+        )
     assert proc.returncode == 0, proc.stderr
     assert "ESTIMATED" in proc.stdout
     assert "whole window" in proc.stdout and "idle-subtracted" in proc.stdout
@@ -66,8 +103,18 @@ def test_cli_table_says_estimated_with_the_estimator(prompts):
     ],
 )
 def test_cli_bad_input_exits_2_with_a_reason(prompts, args, message):
-    proc = jb("load", "--url", "http://127.0.0.1:9", "--n", "2", "--prompts", prompts,
-              "--meter", "fake", *args)
+    proc = jb(
+        "load",
+        "--url",
+        "http://127.0.0.1:9",
+        "--n",
+        "2",
+        "--prompts",
+        prompts,
+        "--meter",
+        "fake",
+        *args,
+    )
     assert proc.returncode == 2
     assert message in " ".join(proc.stderr.split())
 
@@ -76,8 +123,22 @@ def test_cli_trace_replay(tmp_path, prompts):
     trace = tmp_path / "arrivals.csv"
     trace.write_text("t_s\n0\n0.01\n0.02\n0.05\n")
     with stub_server(StubConfig(tokens=2)) as url:
-        proc = jb("load", "--url", url, "--arrival", f"trace:{trace}", "--n", "4", "--prompts",
-                  prompts, "--output-length", "2", "--meter", "fake", "--json")
+        proc = jb(
+            "load",
+            "--url",
+            url,
+            "--arrival",
+            f"trace:{trace}",
+            "--n",
+            "4",
+            "--prompts",
+            prompts,
+            "--output-length",
+            "2",
+            "--meter",
+            "fake",
+            "--json",
+        )
     assert proc.returncode == 0, proc.stderr
     j = json.loads(proc.stdout)
     assert j["requests"]["ok"] == 4

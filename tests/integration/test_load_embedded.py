@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
@@ -20,8 +21,9 @@ PROMPTS = ["what is a joule?", "how do batteries work?", "say something kind"]
 def embedded():
     launch = pytest.importorskip("joulebench.serve.launch")
     meter = FakeMeter(60.0, update_period_s=0.01)
-    with launch.embedded_server(model="tiny", precision="fp32", scheduler="continuous",
-                                meter=meter) as url:
+    with launch.embedded_server(
+        model="tiny", precision="fp32", scheduler="continuous", meter=meter
+    ) as url:
         yield url, meter
 
 
@@ -36,8 +38,18 @@ def test_every_arrival_process_against_the_embedded_server(embedded, arrival, tm
         trace.write_text("0\n0.005\n0.04\n0.041\n")
         arrival = f"trace:{trace}"
     protocol = {"burst": "tgi", "sequential": "openai-completions"}.get(arrival, "openai-chat")
-    result = run_load(url, protocol, arrival, PROMPTS, n=4, output_length=4, meter=meter,
-                      idle_power_w=20.0, timeline_hz=100.0, timeout_s=120.0)
+    result = run_load(
+        url,
+        protocol,
+        arrival,
+        PROMPTS,
+        n=4,
+        output_length=4,
+        meter=meter,
+        idle_power_w=20.0,
+        timeline_hz=100.0,
+        timeout_s=120.0,
+    )
     j = result.to_json()
     assert j["requests"]["ok"] == 4, j["requests"]
     assert all(1 <= r.output_tokens <= 4 for r in result.records)
@@ -45,18 +57,34 @@ def test_every_arrival_process_against_the_embedded_server(embedded, arrival, tm
     assert j["energy"]["per_request_wh"]["paper_whole_window"] > 0
     if arrival == "sequential":
         recs = result.records
-        assert all(b.actual_send_s >= a.end_s for a, b in zip(recs, recs[1:], strict=False))
+        assert all(b.actual_send_s >= a.end_s for a, b in itertools.pairwise(recs))
 
 
 def test_cli_starts_the_embedded_server_without_url():
     proc = subprocess.run(
-        [sys.executable, "-m", "joulebench", "load", "--n", "3", "--arrival", "burst",
-         "--prompts", "quick", "--output-length", "4", "--json"],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "joulebench",
+            "load",
+            "--n",
+            "3",
+            "--arrival",
+            "burst",
+            "--prompts",
+            "quick",
+            "--output-length",
+            "4",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     j = json.loads(proc.stdout)
     assert j["requests"]["ok"] == 3 and j["config"]["target"] == "embedded"
-    assert j["estimated"] is True  # no sensor here: the estimator ran and says so
-    assert set(j["meter_methods"].values()) == {"estimated"}
+    methods = set(j["meter_methods"].values())
+    assert methods  # every energy number carries its label
+    assert j["estimated"] is (methods == {"estimated"})  # sensorless: the output says ESTIMATED
     assert j["energy"]["server_reported"]["n"] == 3

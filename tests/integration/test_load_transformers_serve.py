@@ -48,17 +48,30 @@ def transformers_server(model_dir, tmp_path_factory):
     log = (tmp_path / "serve.log").open("w")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     proc = subprocess.Popen(
-        [str(exe if exe.exists() else "transformers"), "serve", str(model_dir), "--host",
-         "127.0.0.1", "--port", str(port), "--device", "cpu"],
-        stdout=log, stderr=subprocess.STDOUT, env=env,
+        [
+            str(exe if exe.exists() else "transformers"),
+            "serve",
+            str(model_dir),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--device",
+            "cpu",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + STARTUP_S
     try:
         while True:
             if proc.poll() is not None:
-                pytest.skip(f"transformers serve exited ({proc.returncode}): "
-                            f"{(tmp_path / 'serve.log').read_text()[-500:]}")
+                pytest.skip(
+                    f"transformers serve exited ({proc.returncode}): "
+                    f"{(tmp_path / 'serve.log').read_text()[-500:]}"
+                )
             try:
                 if httpx.get(f"{url}/health", timeout=1.0).status_code == 200:
                     break
@@ -80,9 +93,17 @@ def transformers_server(model_dir, tmp_path_factory):
 @pytest.mark.parametrize("protocol", ["openai-chat", "openai-completions"])
 def test_load_against_transformers_serve(transformers_server, model_dir, protocol):
     result = run_load(
-        transformers_server, protocol, "fixed:50ms", ["hello there", "what is energy"],
-        n=4, output_length=6, model=str(model_dir), timeout_s=60.0,
-        meter=FakeMeter(25.0, update_period_s=0.01), idle_power_w=5.0, timeline_hz=50.0,
+        transformers_server,
+        protocol,
+        "fixed:50ms",
+        ["hello there", "what is energy"],
+        n=4,
+        output_length=6,
+        model=str(model_dir),
+        timeout_s=60.0,
+        meter=FakeMeter(25.0, update_period_s=0.01),
+        idle_power_w=5.0,
+        timeline_hz=50.0,
     )
     j = result.to_json()
     assert j["requests"]["ok"] == 4, j["requests"]

@@ -31,6 +31,7 @@ COMMAND_MODULES = (
     "joulebench.cli.shape",
     "joulebench.cli.models",
     "joulebench.cli.prompts",
+    "joulebench.cli.reproduce",
 )
 
 

@@ -286,7 +286,7 @@ def load(
 
         check_writable(store)  # fail before the load, not after
     scope = estimate_scope if estimate_scope != "auto" else ("system" if url else "process")
-    options = {
+    options: dict[str, Any] = {
         "cpu_tdp_w": cpu_tdp_w,
         "cpu_idle_w": cpu_idle_w,
         "ram_w_per_gb": ram_w_per_gb,

@@ -7,6 +7,7 @@ import typer
 from joulebench.cli.common import err_console, handle_errors
 from joulebench.cli.meter_options import CpuTdpOpt, MeterOpt, open_cli_meter
 from joulebench.errors import ConfigError
+from joulebench.extras import require
 
 
 @handle_errors
@@ -38,6 +39,8 @@ def serve(
         raise ConfigError(f"--port must be 0…65535, got {port}")
     if max_queue < 1 or max_batch_size < 1:
         raise ConfigError("--max-queue and --max-batch-size must be ≥ 1")
+    for module in ("fastapi", "uvicorn"):  # fail before a model is loaded
+        require(module, "serve", "the embedded server")
     from joulebench.serve.launch import serve_forever
 
     options = {"cpu_tdp_w": cpu_tdp_w} if cpu_tdp_w is not None else {}

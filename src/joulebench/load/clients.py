@@ -34,6 +34,8 @@ def prompt_as_text(prompt: PromptInput) -> str:
     if isinstance(prompt, str):
         return prompt
     return "\n\n".join(m["content"] for m in prompt)
+
+
 _ERROR_CHARS = 300
 
 
@@ -245,7 +247,10 @@ class TGI(ProtocolClient):
     path = "/generate_stream"
 
     def payload(self, prompt: PromptInput, max_tokens: int) -> dict[str, Any]:
-        return {"inputs": prompt_as_text(prompt), "parameters": {"max_new_tokens": max_tokens, "details": True}}
+        return {
+            "inputs": prompt_as_text(prompt),
+            "parameters": {"max_new_tokens": max_tokens, "details": True},
+        }
 
     def on_event(self, event: dict[str, Any], rec: RequestRecord, now_s: float) -> bool:
         token = event.get("token") or {}

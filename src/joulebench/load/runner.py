@@ -125,8 +125,10 @@ def _prompt_input(p: Any) -> PromptInput:
         return p
     get = p.get if isinstance(p, dict) else lambda k: getattr(p, k, None)
     messages = get("messages")
-    if isinstance(messages, list) and messages and all(
-        isinstance(m, dict) and isinstance(m.get("content"), str) for m in messages
+    if (
+        isinstance(messages, list)
+        and messages
+        and all(isinstance(m, dict) and isinstance(m.get("content"), str) for m in messages)
     ):
         return [{"role": str(m.get("role", "user")), "content": m["content"]} for m in messages]
     for key in ("text", "prompt", "content"):
@@ -189,7 +191,10 @@ async def _drive(
     async with httpx.AsyncClient(
         # No per-operation httpx timeouts: the whole request is bounded by _with_timeout, and
         # httpx's per-read cancel scopes cost more than the rest of a request's client work.
-        base_url=url, timeout=None, transport=LanePool(), trust_env=False
+        base_url=url,
+        timeout=None,
+        transport=LanePool(),
+        trust_env=False,
     ) as http:
         if client.name.startswith("openai") and client.model is None:
             client.model = await _discover_model(http)
@@ -235,7 +240,7 @@ async def _drive(
     return records, t0, end
 
 
-def run_load(
+async def run_load_async(
     url: str,
     protocol: str,
     arrival: str | ArrivalProcess,
@@ -281,18 +286,16 @@ def run_load(
         started = True
 
     try:
-        records, t0, end = asyncio.run(
-            _drive(
-                url,
-                client,
-                proc,
-                texts,
-                lengths,
-                concurrency=concurrency,
-                timeout_s=timeout_s,
-                clock=clock,
-                on_start=on_start,
-            )
+        records, t0, end = await _drive(
+            url,
+            client,
+            proc,
+            texts,
+            lengths,
+            concurrency=concurrency,
+            timeout_s=timeout_s,
+            clock=clock,
+            on_start=on_start,
         )
     finally:
         if timeline is not None and started:
@@ -328,3 +331,44 @@ def run_load(
     }
     samples = [(s.t_s, dict(s.energy_j)) for s in timeline.samples] if timeline else []
     return LoadResult(config, records, t0, end, target, energy, info, samples)
+
+
+def run_load(
+    url: str,
+    protocol: str,
+    arrival: str | ArrivalProcess,
+    prompts: Sequence[Any],
+    *,
+    n: int,
+    output_length: int | Sequence[int],
+    concurrency: int | None = None,
+    timeout_s: float = 60.0,
+    meter: Meter | None = None,
+    idle_power_w: float | None = None,
+    seed: int = 0,
+    model: str | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    tokenizer: Tokenizer | None = None,
+    timeline_hz: float = 10.0,
+) -> LoadResult:
+    """Synchronous :func:`run_load_async` (runs its own event loop; call the async one from
+    inside a running loop)."""
+    return asyncio.run(
+        run_load_async(
+            url,
+            protocol,
+            arrival,
+            prompts,
+            n=n,
+            output_length=output_length,
+            concurrency=concurrency,
+            timeout_s=timeout_s,
+            meter=meter,
+            idle_power_w=idle_power_w,
+            seed=seed,
+            model=model,
+            clock=clock,
+            tokenizer=tokenizer,
+            timeline_hz=timeline_hz,
+        )
+    )

@@ -3,12 +3,29 @@
 - ``prefill(batch)``: one forward over the left-padded prompts producing the first token; the KV
   cache is discarded.
 - ``prepare_decode(batch)``: a prefill *outside* any window that leaves a KV cache and the first
-  token; ``decode(state)`` then runs the decode steps from it and restores the cache (a cheap
-  crop for the dynamic cache; the static cache is simply overwritten), so it can be repeated.
+  token; ``decode(state)`` then runs the decode steps from it and restores the cache (a crop for
+  the dynamic cache, a rewind of the write position for the static one), so it can be repeated.
 - ``generate(batch, n)``: ``model.generate`` with greedy decoding, as the study did.
+
+Direct decode does the per-token work of a real greedy decode, the same as ``generate``'s loop:
+forward one token per row with a growing attention mask (and growing ``DynamicCache``), copy the
+last logits to fp32, suppress EOS while ``min_new_tokens`` is not reached (``generate``'s
+``MinNewTokensLengthLogitsProcessor``; forced lengths), take the argmax, emit the pad token for
+rows that already finished, store the token, update the finished rows (EOS check) and stop when
+every row has finished (a host read of that flag every step, as ``generate`` does), then feed the
+token back. What it does *not* do is ``generate()``'s own Python work: per call, validating the
+generation config and building the logits processors, stopping criteria and cache; per step,
+``prepare_inputs_for_generation`` / ``_update_model_kwargs_for_generation`` bookkeeping, the
+logits-processor dispatch (which inspects signatures every step) and the concatenation onto the
+whole prompt. On a tiny CPU model that overhead is a large share of a ``generate`` (a forward is
+~1 ms); on a real model on a GPU it is small. The ``consistency`` section of a result measures it.
 
 With ``compile=True`` decode uses a static KV cache, a fixed-shape attention mask and a
 ``torch.compile``d step (CUDA graphs on GPU via ``reduce-overhead``): the launch-gap experiment.
+transformers' ``StaticLayer`` keeps its own write position (``cumulative_length``) and ignores
+``cache_position``, so repeating a decode on the same cache must rewind that position to the
+prompt length — otherwise the second run writes past ``max_cache_len`` (the inductor
+"index out of bounds" on CPU).
 """
 
 from __future__ import annotations
@@ -18,6 +35,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from joulebench.errors import ConfigError
 from joulebench.profile.batching import Batch, count_output_tokens
 
 log = logging.getLogger(__name__)
@@ -33,6 +51,31 @@ class DecodeState:
     steps: int  # decode steps (output tokens per row minus the prefill's first token)
     output_counts: tuple[int, ...]  # decode-phase output tokens per row (pads excluded)
     mask: Any  # [B, L] (dynamic) or [B, L + steps] (static, zero beyond L)
+    cache_position: Any = None  # static cache: a [1] tensor advanced in place (static address)
+
+
+def rewind_static_cache(cache: Any, length: int) -> None:
+    """Set every static layer's write position back to ``length`` (the prompt), in place.
+
+    In place (``fill_``) so the tensors keep the static addresses compiled graphs rely on. A
+    sliding-window layer that has already rolled over cannot be rewound: that is a ConfigError.
+    """
+    for layer in getattr(cache, "layers", ()):
+        if not getattr(layer, "is_initialized", False):
+            continue
+        if hasattr(layer, "cumulative_length_int"):
+            window = int(getattr(layer, "max_cache_len", length))
+            if layer.cumulative_length_int > window:
+                raise ConfigError(
+                    f"the static sliding-window cache rolled over ({layer.cumulative_length_int} "
+                    f"> {window} tokens); use shorter prompts/outputs or no --compile"
+                )
+            layer.cumulative_length_int = int(length)
+        cum = getattr(layer, "cumulative_length", None)
+        if hasattr(cum, "fill_"):
+            cum.fill_(int(length))
+        elif cum is not None:
+            layer.cumulative_length = int(length)
 
 
 class ModelOps:
@@ -51,13 +94,34 @@ class ModelOps:
         self.torch = torch
         self.model = model
         self.pad_token_id = int(pad_token_id)
-        self.eos_token_ids = eos_token_ids
+        if isinstance(eos_token_ids, int):
+            eos_token_ids = [eos_token_ids]
+        self.eos_token_ids = list(eos_token_ids) if eos_token_ids else None
         self.compile = compile
         self.device = next(model.parameters()).device
+        self._eos = (
+            None
+            if self.eos_token_ids is None
+            else torch.tensor(self.eos_token_ids, dtype=torch.long, device=self.device)
+        )
+        self._pad = torch.tensor(self.pad_token_id, dtype=torch.long, device=self.device)
         self._step = model.forward
         if compile:
             mode = "reduce-overhead" if self.device.type == "cuda" else "default"
             self._step = torch.compile(model.forward, mode=mode, fullgraph=False, dynamic=False)
+
+    # -- the per-token work shared by prefill and decode ---------------------------------------
+    def _next_tokens(self, logits: Any, new_so_far: int, min_new_tokens: int) -> Any:
+        """Greedy token ``[B]`` from the last logits, as generate's greedy loop picks it."""
+        scores = logits[:, -1].to(copy=True, dtype=self.torch.float32)
+        if self._eos is not None and new_so_far < min_new_tokens:
+            scores[:, self._eos] = -float("inf")  # min_new_tokens: EOS not allowed yet
+        return scores.argmax(-1)
+
+    def _finished(self, tokens: Any) -> Any:
+        if self._eos is None:
+            return self.torch.zeros_like(tokens, dtype=self.torch.bool)
+        return self.torch.isin(tokens, self._eos)
 
     # -- prefill --------------------------------------------------------------------------------
     def prefill(self, batch: Batch) -> Any:
@@ -70,7 +134,7 @@ class ModelOps:
                 use_cache=True,
                 logits_to_keep=1,
             )
-            return out.logits[:, -1].argmax(-1, keepdim=True)
+            return self._next_tokens(out.logits, 0, batch.min_new_tokens)[:, None]
 
     # -- decode ---------------------------------------------------------------------------------
     def natural_counts(self, batch: Batch) -> list[int]:
@@ -87,6 +151,7 @@ class ModelOps:
         steps = max(counts) - 1
         config = self.model.config
         L = batch.padded_length
+        position = None
         with torch.inference_mode():
             if self.compile:
                 cache = StaticCache(config=config, max_cache_len=L + max(steps, 1))
@@ -96,6 +161,7 @@ class ModelOps:
                 mask[:, :L] = batch.attention_mask
                 kwargs = {"cache_position": torch.arange(L, device=self.device)}
                 prompt_mask = batch.attention_mask
+                position = torch.full((1,), L, dtype=torch.long, device=self.device)
             else:
                 cache = DynamicCache(config=config)
                 mask = batch.attention_mask
@@ -110,37 +176,41 @@ class ModelOps:
                 logits_to_keep=1,
                 **kwargs,
             )
-            first = out.logits[:, -1].argmax(-1, keepdim=True)
-        return DecodeState(batch, cache, first, steps, tuple(c - 1 for c in counts), mask)
+            first = self._next_tokens(out.logits, 0, batch.min_new_tokens)[:, None]
+        return DecodeState(batch, cache, first, steps, tuple(c - 1 for c in counts), mask, position)
 
     def decode(self, state: DecodeState) -> Any:
-        """Run the decode steps from the prepared cache, then restore it; returns the last tokens."""
+        """Run the decode steps from the prepared cache, then restore it.
+
+        Returns the new tokens ``[B, 1 + steps]`` (the prefill's first token, then one per step;
+        finished rows hold the pad token), exactly what greedy ``generate`` returns.
+        """
         torch = self.torch
         batch = state.batch
         L = batch.padded_length
+        min_new = batch.min_new_tokens
         tok = state.first_tokens
         pos = batch.position_ids[:, -1:]
+        tokens = torch.full(
+            (batch.size, 1 + state.steps), self.pad_token_id, dtype=torch.long, device=self.device
+        )
+        tokens[:, 0] = tok[:, 0]
+        unfinished = ~self._finished(tok[:, 0])
         with torch.inference_mode():
+            mask = state.mask
+            ones = None if self.compile else torch.ones_like(mask[:, :1])
             if self.compile:
-                mask = state.mask
+                state.cache_position.fill_(L)
+            try:
                 for s in range(state.steps):
-                    mask[:, L + s] = 1
-                    pos = pos + 1
-                    out = self._step(
-                        input_ids=tok,
-                        attention_mask=mask,
-                        position_ids=pos,
-                        past_key_values=state.cache,
-                        cache_position=torch.tensor([L + s], device=self.device),
-                        use_cache=True,
-                    )
-                    tok = out.logits[:, -1].argmax(-1, keepdim=True).clone()
-                mask[:, L:] = 0
-            else:
-                mask = state.mask
-                ones = torch.ones((batch.size, 1), dtype=mask.dtype, device=self.device)
-                for _ in range(state.steps):
-                    mask = torch.cat([mask, ones], dim=1)
+                    if not bool(unfinished.any()):  # generate's stop check (a host read)
+                        break
+                    if self.compile:
+                        mask[:, L + s] = 1
+                        extra = {"cache_position": state.cache_position}
+                    else:
+                        mask = torch.cat([mask, ones], dim=1)
+                        extra = {}
                     pos = pos + 1
                     out = self._step(
                         input_ids=tok,
@@ -148,12 +218,24 @@ class ModelOps:
                         position_ids=pos,
                         past_key_values=state.cache,
                         use_cache=True,
+                        **extra,
                     )
-                    tok = out.logits[:, -1].argmax(-1, keepdim=True)
-                grown = state.cache.get_seq_length() - L
-                if grown > 0:
-                    state.cache.crop(-grown)
-        return tok
+                    nxt = self._next_tokens(out.logits, 1 + s, min_new)
+                    nxt = torch.where(unfinished, nxt, self._pad)
+                    tokens[:, 1 + s] = nxt
+                    unfinished &= ~self._finished(nxt)
+                    tok = nxt[:, None]
+                    if self.compile:
+                        state.cache_position.add_(1)
+            finally:
+                if self.compile:
+                    state.mask[:, L:] = 0
+                    rewind_static_cache(state.cache, L)
+                else:
+                    grown = state.cache.get_seq_length() - L
+                    if grown > 0:
+                        state.cache.crop(-grown)
+        return tokens
 
     # -- generate -------------------------------------------------------------------------------
     def generate(self, batch: Batch, max_new_tokens: int, min_new_tokens: int = 0) -> Any:

@@ -164,6 +164,10 @@ class ResultStore:
             [status, _json(result), error, _now(), run_id, cell_key],
         )
 
+    def set_cells_study(self, run_id: str, study: str) -> None:
+        """Label every cell of ``run_id`` with ``study`` (a sweep's cells belong to its study)."""
+        self.con.execute("UPDATE cells SET study = ? WHERE run_id = ?", [study, run_id])
+
     # -- rows ----------------------------------------------------------------------------------
     def add_repeats(self, run_id: str, cell_key: str, rows: Iterable[Mapping[str, Any]]) -> None:
         for r in rows:

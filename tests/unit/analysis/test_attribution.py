@@ -100,8 +100,11 @@ def test_no_spans_reports_everything_as_idle():
 
 @pytest.mark.parametrize(
     ("series", "match"),
-    [([(0.0, 0.0)], "at least 2"), ([(1.0, 0.0), (0.5, 1.0)], "must not decrease"),
-     ([(1.0, 0.0), (1.0, 1.0)], "covers no time")],
+    [
+        ([(0.0, 0.0)], "at least 2"),
+        ([(1.0, 0.0), (0.5, 1.0)], "must not decrease"),
+        ([(1.0, 0.0), (1.0, 1.0)], "covers no time"),
+    ],
 )
 def test_bad_series(series, match):
     with pytest.raises(ValueError, match=match):

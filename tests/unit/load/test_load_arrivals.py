@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import itertools
 import statistics
 
 import pytest
@@ -17,7 +18,7 @@ from joulebench.load.arrivals import (
 
 
 def gaps(offsets: list[float]) -> list[float]:
-    return [b - a for a, b in zip(offsets, offsets[1:], strict=False)]
+    return [b - a for a, b in itertools.pairwise(offsets)]
 
 
 def test_registry_lists_known_names_on_unknown():

@@ -43,9 +43,16 @@ def chat_chunk(text, finish=None):
 
 def test_openai_chat_payload_usage_and_energy_extension():
     body = sse(
-        chat_chunk("Hel"), chat_chunk("lo", "stop"),
-        {"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 2,
-                                  "energy": {"energy_j": 1.5, "method": "counter"}}},
+        chat_chunk("Hel"),
+        chat_chunk("lo", "stop"),
+        {
+            "choices": [],
+            "usage": {
+                "prompt_tokens": 3,
+                "completion_tokens": 2,
+                "energy": {"energy_j": 1.5, "method": "counter"},
+            },
+        },
     )
     rec, seen = run("openai-chat", body)
     assert seen["path"] == "/v1/chat/completions"
@@ -61,9 +68,11 @@ def test_openai_chat_payload_usage_and_energy_extension():
 
 def test_energy_and_queue_headers_are_captured():
     body = sse({"choices": [{"index": 0, "text": "x", "finish_reason": "length"}]})
-    rec, seen = run("openai-completions", body,
-                    headers={"x-energy-j": "0.25", "x-energy-method": "estimated",
-                             "x-queue-time": "12.5"})
+    rec, seen = run(
+        "openai-completions",
+        body,
+        headers={"x-energy-j": "0.25", "x-energy-method": "estimated", "x-queue-time": "12.5"},
+    )
     assert seen["json"]["prompt"] == "a b c"
     assert rec.server_energy_j == 0.25 and rec.server_energy_method == "estimated"
     assert rec.queue_ms == 12.5
@@ -82,8 +91,11 @@ def test_tokenizer_fallback_then_chunk_count():
 def test_tgi_stream_with_details():
     events = [
         {"token": {"id": 1, "text": " a", "special": False}, "generated_text": None},
-        {"token": {"id": 2, "text": "</s>", "special": True}, "generated_text": " a",
-         "details": {"finish_reason": "eos_token", "generated_tokens": 2}},
+        {
+            "token": {"id": 2, "text": "</s>", "special": True},
+            "generated_text": " a",
+            "details": {"finish_reason": "eos_token", "generated_tokens": 2},
+        },
     ]
     rec, seen = run("tgi", sse(*events, done=False))
     assert seen["path"] == "/generate_stream"
@@ -97,8 +109,11 @@ def test_tgi_stream_with_details():
         ("openai-chat", sse(chat_chunk("a"), {"error": {"message": "boom"}}), "boom"),
         ("openai-chat", b"data: {not json\n\n", "malformed SSE"),
         ("openai-chat", sse(chat_chunk("a"), done=False), "before the server said"),
-        ("tgi", sse({"token": {"text": "a"}, "generated_text": None}, done=False),
-         "before the server said"),
+        (
+            "tgi",
+            sse({"token": {"text": "a"}, "generated_text": None}, done=False),
+            "before the server said",
+        ),
     ],
 )
 def test_broken_streams_fail(protocol, body, match):

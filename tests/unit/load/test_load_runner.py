@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from joulebench.errors import ConfigError, UnknownName
@@ -63,7 +65,7 @@ def test_sequential_is_a_closed_loop():
     with stub_server(StubConfig(tokens=3, token_delay_s=0.003)) as url:
         result = run_load(url, "openai-chat", "sequential", PROMPTS, n=5, output_length=3)
     recs = result.records
-    for prev, nxt in zip(recs, recs[1:], strict=False):
+    for prev, nxt in itertools.pairwise(recs):
         assert nxt.actual_send_s >= prev.end_s
     assert result.to_json()["target_rate_rps"] is None
 
@@ -79,11 +81,20 @@ def test_timeouts_are_reported_as_such():
 
 def test_energy_accountings_with_a_fake_meter():
     meter = FakeMeter(50.0, update_period_s=0.01)
-    cfg = StubConfig(tokens=4, token_delay_s=0.005, energy_per_token_j=0.5, failure_rate=0.2, seed=3)
+    cfg = StubConfig(
+        tokens=4, token_delay_s=0.005, energy_per_token_j=0.5, failure_rate=0.2, seed=3
+    )
     with stub_server(cfg) as url:
         result = run_load(
-            url, "openai-chat", "poisson:100", PROMPTS, n=40, output_length=4,
-            meter=meter, idle_power_w=20.0, timeline_hz=100.0,
+            url,
+            "openai-chat",
+            "poisson:100",
+            PROMPTS,
+            n=40,
+            output_length=4,
+            meter=meter,
+            idle_power_w=20.0,
+            timeline_hz=100.0,
         )
     j = result.to_json()
     e = j["energy"]
@@ -107,11 +118,27 @@ def test_energy_accountings_with_a_fake_meter():
 
 def test_burst_has_no_steady_state_but_capped_burst_does():
     with stub_server(StubConfig(tokens=4, token_delay_s=0.01)) as url:
-        burst = run_load(url, "openai-chat", "burst", PROMPTS, n=10, output_length=4,
-                         meter=FakeMeter(10.0, update_period_s=0.01), timeline_hz=100.0)
-        capped = run_load(url, "openai-chat", "burst", PROMPTS, n=20, output_length=4,
-                          concurrency=2, meter=FakeMeter(10.0, update_period_s=0.01),
-                          timeline_hz=100.0)
+        burst = run_load(
+            url,
+            "openai-chat",
+            "burst",
+            PROMPTS,
+            n=10,
+            output_length=4,
+            meter=FakeMeter(10.0, update_period_s=0.01),
+            timeline_hz=100.0,
+        )
+        capped = run_load(
+            url,
+            "openai-chat",
+            "burst",
+            PROMPTS,
+            n=20,
+            output_length=4,
+            concurrency=2,
+            meter=FakeMeter(10.0, update_period_s=0.01),
+            timeline_hz=100.0,
+        )
     b = burst.to_json()["energy"]
     assert b["per_request_wh"]["steady_state"] is None
     assert b["steady_state"]["note"].startswith("no steady state")
@@ -120,7 +147,8 @@ def test_burst_has_no_steady_state_but_capped_burst_does():
     assert c["per_request_wh"]["steady_state"] is not None
     # constant power: per-request energy in steady state ≈ window energy / requests in it
     assert c["per_request_wh"]["steady_state"] == pytest.approx(
-        c["per_request_wh"]["paper_whole_window"], rel=0.35)
+        c["per_request_wh"]["paper_whole_window"], rel=0.35
+    )
 
 
 def test_queue_time_is_read_from_the_server():
@@ -134,14 +162,26 @@ def test_queue_time_is_read_from_the_server():
 def test_json_has_the_documented_keys_without_a_meter():
     with stub_server(StubConfig(tokens=2)) as url:
         j = run_load(url, "openai-chat", "burst", PROMPTS, n=3, output_length=2).to_json()
-    for key in ("requests", "achieved_rate_rps", "schedule_lag_ms", "ttft_ms", "tpot_ms",
-                "e2e_ms", "energy", "meter_methods"):
+    for key in (
+        "requests",
+        "achieved_rate_rps",
+        "schedule_lag_ms",
+        "ttft_ms",
+        "tpot_ms",
+        "e2e_ms",
+        "energy",
+        "meter_methods",
+    ):
         assert key in j
     for key in ("p50", "p90", "p99"):
         assert key in j["e2e_ms"] and key in j["ttft_ms"] and key in j["tpot_ms"]
     assert set(j["schedule_lag_ms"]) >= {"p50", "p99"}
     assert set(j["energy"]["per_request_wh"]) == {
-        "paper_whole_window", "idle_subtracted", "steady_state", "attributed_mean"}
+        "paper_whole_window",
+        "idle_subtracted",
+        "steady_state",
+        "attributed_mean",
+    }
     assert j["energy"]["gross_j"] is None and "no meter" in j["energy"]["note"]
 
 
@@ -159,8 +199,9 @@ def test_bad_arguments():
 
 
 def test_unreachable_server_fails_every_request_cleanly():
-    result = run_load("http://127.0.0.1:9", "tgi", "burst", PROMPTS, n=3, output_length=1,
-                      timeout_s=2.0)
+    result = run_load(
+        "http://127.0.0.1:9", "tgi", "burst", PROMPTS, n=3, output_length=1, timeout_s=2.0
+    )
     j = result.to_json()
     assert j["requests"]["failed"] == 3
     assert all("ConnectError" in r.error for r in result.records)
@@ -168,17 +209,46 @@ def test_unreachable_server_fails_every_request_cleanly():
 
 def test_audits_are_attached_to_the_energy_block():
     with stub_server(StubConfig(tokens=3)) as url:
-        j = run_load(url, "openai-chat", "fixed:10ms", PROMPTS, n=10, output_length=3,
-                     meter=FakeMeter(30.0, update_period_s=0.01), idle_power_w=10.0,
-                     timeline_hz=100.0).to_json()
+        j = run_load(
+            url,
+            "openai-chat",
+            "fixed:10ms",
+            PROMPTS,
+            n=10,
+            output_length=3,
+            meter=FakeMeter(30.0, update_period_s=0.01),
+            idle_power_w=10.0,
+            timeline_hz=100.0,
+        ).to_json()
     audits = {a["name"]: a for a in j["energy"]["audits"]}
     assert audits["load:attribution_sum"]["passed"]
     assert audits["load:energy_ge_idle_x_duration"]["passed"]
     assert audits["load:window_ge_update_period"]["passed"]
     # 30 W with a claimed 1000 W idle: the audit must fail, not be dropped
     with stub_server(StubConfig(tokens=3)) as url:
-        j = run_load(url, "openai-chat", "fixed:10ms", PROMPTS, n=10, output_length=3,
-                     meter=FakeMeter(30.0, update_period_s=0.01), idle_power_w=1000.0,
-                     timeline_hz=100.0).to_json()
+        j = run_load(
+            url,
+            "openai-chat",
+            "fixed:10ms",
+            PROMPTS,
+            n=10,
+            output_length=3,
+            meter=FakeMeter(30.0, update_period_s=0.01),
+            idle_power_w=1000.0,
+            timeline_hz=100.0,
+        ).to_json()
     audits = {a["name"]: a for a in j["energy"]["audits"]}
     assert not audits["load:energy_ge_idle_x_duration"]["passed"]
+
+
+def test_async_entry_point_runs_inside_a_running_loop():
+    import asyncio
+
+    from joulebench.load import run_load_async
+
+    async def main(url):
+        return await run_load_async(url, "tgi", "fixed:5ms", PROMPTS, n=4, output_length=2)
+
+    with stub_server(StubConfig(tokens=2)) as url:
+        result = asyncio.run(main(url))
+    assert result.to_json()["requests"]["ok"] == 4

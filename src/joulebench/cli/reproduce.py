@@ -1,0 +1,180 @@
+"""``joulebench reproduce``: the study's three studies on this machine, then the HTML report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+from rich.text import Text
+
+from joulebench.cli.common import console, err_console, handle_errors, print_json
+from joulebench.cli.meter_options import (
+    CpuIdleOpt,
+    CpuTdpOpt,
+    FakePowerOpt,
+    MeterOpt,
+    RamOpt,
+    ScopeOpt,
+    open_cli_meter,
+)
+from joulebench.errors import ConfigError
+
+
+def _split(text: str | None) -> list[str]:
+    return [] if not text else [p.strip() for p in text.split(",") if p.strip()]
+
+
+def _fmt(x: float | None) -> str:
+    return "—" if x is None else f"{x:.3g}"
+
+
+def _progress(e: dict[str, Any]) -> None:
+    kind, study = e["event"], e.get("study", "")
+    if kind == "study_start":
+        console.print(f"[bold]{study}[/] study: {e['total']} runs")
+    elif kind == "study_failed":
+        console.print(f"[bold red]{study} study stopped[/]: {escape(e['error'])}")
+    elif kind == "report_start":
+        console.print("[bold]report[/]: drawing figures")
+    elif kind in ("skip", "done", "failed"):
+        cell = e.get("cell")
+        label = e.get("label") or (
+            f"{cell.model} {cell.precision} b={cell.batch_size} {cell.bucketing}" if cell else "?"
+        )
+        if kind == "skip":
+            console.print(f"  skip (already done) {escape(label)}", emoji=False)
+        elif kind == "failed":
+            console.print(
+                f"  [bold red]FAILED[/] {escape(label)}: {escape(str(e.get('error')))}", emoji=False
+            )
+        else:
+            took = f" in {e['elapsed_s']:.1f} s" if "elapsed_s" in e else ""
+            console.print(f"  done {escape(label)}{took}", emoji=False)
+
+
+def _print_result(r: Any) -> None:
+    table = Table(title="Headline numbers (this machine)")
+    for col in ("study", "what", "value", "method", "note"):
+        table.add_column(col)
+    for h in r.headlines:
+        method = h.method.upper() if h.estimated else h.method
+        value = "" if h.value is None else f"{_fmt(h.value)} {h.unit}"
+        table.add_row(*(Text(x) for x in (h.study, h.label, value, method, h.note)))
+    console.print(table)
+    if r.estimated:
+        console.print(
+            "[bold yellow]ESTIMATED:[/] no energy sensor was read; energy comes from the "
+            "sensorless estimator (CPU time × power model + idle share), not a measurement."
+        )
+    checks = ", ".join(f"{k} ×{v}" for k, v in r.audit_failed_checks.items())
+    colour = "bold red" if r.audit_failures else "green"
+    console.print(
+        f"[{colour}]audit failures: {r.audit_failures}[/]" + (f" ({checks})" if checks else "")
+    )
+    for study in r.failed_studies:
+        console.print(f"[bold red]study with failures:[/] {study}: {r.studies[study]}")
+    console.print(f"store: {r.store}")
+    console.print(f"[bold]report: {r.index_html}[/] (finished in {r.duration_s / 60:.1f} min)")
+
+
+@handle_errors
+def reproduce(
+    quick: Annotated[
+        bool, typer.Option("--quick", help="Tiny models on the CPU (≤ 10 min on 2 cores).")
+    ] = False,
+    full: Annotated[
+        bool, typer.Option("--full", help="The study's model shapes and grid on a CUDA GPU.")
+    ] = False,
+    plan_file: Annotated[
+        Path | None,
+        typer.Option("--plan", help="A plan YAML instead of the bundled --quick/--full plan."),
+    ] = None,
+    models: Annotated[
+        str | None,
+        typer.Option(
+            "--models",
+            help="Comma-separated model sources: the precision study runs all, batch and "
+            "serving the first.",
+        ),
+    ] = None,
+    skip: Annotated[
+        str | None,
+        typer.Option("--skip", help="Studies to leave out: precision,batch,serving,shaping."),
+    ] = None,
+    out: Annotated[
+        Path, typer.Option("--out", help="Report directory (index.html, figures/).")
+    ] = Path("joulebench-report"),
+    store: Annotated[
+        Path | None,
+        typer.Option("--store", help="DuckDB results file (default: <out>/results.duckdb)."),
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Run a GPU plan on the CPU when no GPU is visible.")
+    ] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Validate and print the plan, run nothing.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    meter: MeterOpt = "auto",
+    cpu_tdp_w: CpuTdpOpt = None,
+    cpu_idle_w: CpuIdleOpt = None,
+    ram_w_per_gb: RamOpt = None,
+    estimate_scope: ScopeOpt = "process",
+    fake_power_w: FakePowerOpt = 100.0,
+) -> None:
+    """Rerun the study: precision × model, batch size, serving under arrival patterns; then report."""
+    import warnings
+
+    from joulebench.errors import JoulebenchWarning
+    from joulebench.reproduce.plan import bundled_plan, load_plan
+    from joulebench.reproduce.run import check_device, run_reproduce
+
+    if quick and full:
+        raise ConfigError("choose one of --quick and --full")
+    if plan_file is not None and (quick or full):
+        raise ConfigError("--plan replaces the bundled plans: drop --quick/--full")
+    plan = load_plan(plan_file) if plan_file else bundled_plan("full" if full else "quick")
+    if models:
+        plan = plan.with_models(_split(models))
+    if skip:
+        plan = plan.without(_split(skip))
+    plan = check_device(plan, force=force)
+    if dry_run:
+        print_json(plan.model_dump(mode="json"))
+        return
+    m = open_cli_meter(
+        meter,
+        cpu_tdp_w=cpu_tdp_w,
+        cpu_idle_w=cpu_idle_w,
+        ram_w_per_gb=ram_w_per_gb,
+        estimate_scope=estimate_scope,
+        fake_power_w=fake_power_w,
+    )
+    if "estimated" in {str(v) for v in m.domains.values()} and not as_json:
+        console.print("[bold yellow]ENERGY IS ESTIMATED[/] (no sensor on this machine)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", JoulebenchWarning)  # stored as audits, counted below
+            result = run_reproduce(
+                plan,
+                store_path=store or out / "results.duckdb",
+                out_dir=out,
+                meter=m,
+                on_event=None if as_json else _progress,
+            )
+    finally:
+        m.close()
+    if as_json:
+        print_json(result.to_dict())
+    else:
+        _print_result(result)
+    if result.failed_studies:
+        err_console.print("some studies had failures (see above); the report shows what ran")
+        raise typer.Exit(1)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("reproduce")(reproduce)

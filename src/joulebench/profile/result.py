@@ -1,0 +1,341 @@
+"""Assemble a profile cell's result from its measured phases.
+
+Turns :class:`PhaseMeasurement` objects into the object ``joulebench profile --json`` prints (and
+the store keeps as the cell's ``result``; ``analysis/records.py`` reads it): per-phase sections,
+the subtraction method, normalizations (per request, per effective / computed input token, per
+output token), latency, roofline, audits, the phase-consistency check and the repeat rows.
+
+Phase consistency. The direct phases time the model's work: a prefill forward, and decode steps
+doing the per-token work of a real greedy decode (see :mod:`joulebench.profile.ops`). A full
+``generate`` also runs its own Python machinery (config validation, logits-processor and
+stopping-criteria set-up per call; input preparation and kwargs bookkeeping per step). The
+``consistency`` section measures that overhead from the latencies (per call: generate(1) −
+prefill; per step: (generate(N) − generate(1) − decode) / steps) and says whether it explains the
+energy gap. The check still fails above the tolerance: the phases then do not add up to a
+``generate`` and the user must know, whatever the cause.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from joulebench.analysis import audit
+from joulebench.analysis.stats import Summary
+from joulebench.profile.phases import PhaseMeasurement
+
+#: The per-token work direct decode does, as ``generate``'s greedy loop does it.
+DIRECT_DECODE_DOES = (
+    "forward of one token per row with a growing attention mask and KV cache",
+    "copy of the last logits to fp32",
+    "EOS suppression while min_new_tokens is not reached (forced lengths)",
+    "greedy argmax",
+    "pad token for rows that already finished",
+    "store of the token and EOS check per row",
+    "stop check when every row has finished (a host read per step)",
+    "the token fed back as the next input",
+)
+#: What only ``generate`` does; excluded from the direct windows by design.
+GENERATE_ONLY = (
+    "per call: generation-config validation, logits-processor / stopping-criteria / cache set-up",
+    "per step: prepare_inputs_for_generation and _update_model_kwargs_for_generation",
+    "per step: logits-processor dispatch (signature inspection) and cat onto the whole sequence",
+)
+
+
+def div(a: float | None, b: float) -> float | None:
+    return None if a is None or not b else a / b
+
+
+@dataclass(frozen=True, slots=True)
+class Tokens:
+    """Token counts of one pass over the prompt set."""
+
+    n_requests: int
+    n_batches: int
+    input_effective: int
+    input_computed: int
+    decode_output: int
+    decode_steps: int
+
+    @property
+    def output(self) -> int:
+        return self.decode_output + self.n_requests  # the prefill produces one token per row
+
+    def to_dict(self) -> dict[str, int]:
+        return {
+            "input_effective": self.input_effective,
+            "input_computed": self.input_computed,
+            "output": self.output,
+            "decode_output": self.decode_output,
+        }
+
+
+def phase_section(m: PhaseMeasurement, tokens: int, kind: str) -> dict[str, Any]:
+    """One phase's summary over its repeats; per-token figures on the ``kind`` token basis."""
+    e, net, lat = m.energy, m.net_energy, m.latency
+    return {
+        "method": m.method,
+        "energy_j": None if e is None else e.mean,
+        "energy_std_j": None if e is None else e.std,
+        "energy_ci95_j": None if e is None else e.ci_halfwidth,
+        "ci_halfwidth_rel": None if e is None else e.ci_halfwidth_rel,
+        "net_energy_j": None if net is None else net.mean,
+        "latency_s": lat.mean,
+        "latency_std_s": lat.std,
+        "energy_per_token_j": div(None if e is None else e.mean, tokens),
+        "net_energy_per_token_j": div(None if net is None else net.mean, tokens),
+        "per_token_basis": kind,
+        "repeats": len(m.repeats),
+        "converged": m.converged,
+        "ops_per_window": [r.n_ops for r in m.repeats],
+        "min_window_s": m.min_window_s,
+        "warmups": {"n": len(m.warmups), "latency_s": [w.latency_s for w in m.warmups]},
+        "domains": m.per_domain_mean(),
+    }
+
+
+def subtracted_section(
+    gen1: PhaseMeasurement, genn: PhaseMeasurement, tokens: int
+) -> dict[str, Any]:
+    """decode = generate(N) − generate(1); CI half-widths combined in quadrature."""
+    e1, en = gen1.energy, genn.energy
+    n1, nn = gen1.net_energy, genn.net_energy
+    energy = None if e1 is None or en is None else en.mean - e1.mean
+    net = None if n1 is None or nn is None else nn.mean - n1.mean
+    half = None
+    if e1 and en and e1.ci_halfwidth is not None and en.ci_halfwidth is not None:
+        half = math.hypot(e1.ci_halfwidth, en.ci_halfwidth)
+    return {
+        "method": "subtraction",
+        "energy_j": energy,
+        "energy_ci95_j": half,
+        "ci_halfwidth_rel": None if half is None or not energy else half / abs(energy),
+        "net_energy_j": net,
+        "latency_s": genn.latency.mean - gen1.latency.mean,
+        "energy_per_token_j": div(energy, tokens),
+        "net_energy_per_token_j": div(net, tokens),
+        "per_token_basis": "decode_output_token",
+        "repeats": len(genn.repeats),
+        "converged": gen1.converged and genn.converged,
+    }
+
+
+def phase_audits(
+    m: PhaseMeasurement, idle_w: float | None, floor_s: float | None, update_period_s: float
+) -> list[audit.AuditCheck]:
+    """Energy ≥ idle × duration, ≥ idle × roofline floor, window ≥ update period, domains sum."""
+    scope = f"{m.phase}/{m.method}"
+    e: Summary | None = m.energy
+    op_window_s = sum(r.duration_s / r.n_ops for r in m.repeats) / len(m.repeats)
+    ops = sum(r.n_ops for r in m.repeats) / len(m.repeats)
+    resolution_j = (idle_w or 0.0) * update_period_s / ops  # one counter tick per window, per op
+    checks = [
+        audit.energy_above_idle(
+            None if e is None else e.mean,
+            idle_w,
+            op_window_s,
+            scope=scope,
+            resolution_j=resolution_j,
+        ),
+        audit.energy_above_floor(None if e is None else e.mean, idle_w, floor_s, scope=scope),
+        audit.window_long_enough(m.shortest_window_s, update_period_s, scope=scope),
+    ]
+    per_domain = [d["energy_j"] for d in m.per_domain_mean() if d["energy_j"] is not None]
+    if e is not None and per_domain:
+        checks.append(
+            audit.attribution_sum(per_domain, e.mean, rel_tol=1e-6, scope=f"{scope}:domains")
+        )
+    return checks
+
+
+def normalizations(out: Mapping[str, Any], t: Tokens) -> dict[str, float | None]:
+    pre_e, dec_e = out["prefill"]["energy_j"], out["decode"]["energy_j"]
+    total = None if pre_e is None or dec_e is None else pre_e + dec_e
+    return {
+        "per_request_j": div(total, t.n_requests),
+        "per_effective_input_token_j": div(pre_e, t.input_effective),
+        "per_computed_input_token_j": div(pre_e, t.input_computed),
+        "per_output_token_j": div(total, t.output),
+    }
+
+
+def latency_section(out: Mapping[str, Any], t: Tokens, device: Any) -> dict[str, Any]:
+    pre_lat, dec_lat = out["prefill"]["latency_s"], out["decode"]["latency_s"]
+    return {
+        "ttft_s": pre_lat / t.n_batches,
+        "decode_s_per_token": div(dec_lat, t.decode_steps) if t.decode_steps else None,
+        "total_s": pre_lat + dec_lat,
+        "timer": "cuda_events" if getattr(device, "type", "") == "cuda" else "perf_counter+sync",
+    }
+
+
+def consistency_section(
+    measured: Mapping[str, PhaseMeasurement], t: Tokens, tolerance: float
+) -> tuple[dict[str, Any], audit.AuditCheck]:
+    """Direct prefill + decode vs a full generate, in energy and in time, with the cause."""
+    pre, dec = measured["prefill"], measured["decode"]
+    gen1, genn = measured["generate_1"], measured["generate_n"]
+    pre_e, dec_e, gen_e = pre.energy, dec.energy, genn.energy
+    chk, rel = audit.phase_consistency(
+        None if pre_e is None else pre_e.mean,
+        None if dec_e is None else dec_e.mean,
+        None if gen_e is None else gen_e.mean,
+        tolerance=tolerance,
+    )
+    direct_s = pre.latency.mean + dec.latency.mean
+    gen_s = genn.latency.mean
+    overhead_s = gen_s - direct_s
+    latency_rel = div(direct_s - gen_s, gen_s)
+    signed = None
+    if pre_e is not None and dec_e is not None and gen_e is not None and gen_e.mean:
+        signed = (pre_e.mean + dec_e.mean - gen_e.mean) / gen_e.mean
+    # The energy gap is generate()'s overhead when the direct phases are cheaper in energy and in
+    # time by about the same share (same power; within the tolerance).
+    explained = (
+        signed is not None
+        and latency_rel is not None
+        and signed < 0
+        and latency_rel < 0
+        and abs(signed - latency_rel) <= tolerance
+    )
+    per_call_s = (gen1.latency.mean - pre.latency.mean) / t.n_batches
+    per_step_s = div(genn.latency.mean - gen1.latency.mean - dec.latency.mean, t.decode_steps)
+    section: dict[str, Any] = {
+        "rel_err": rel,
+        "signed_rel_err": signed,
+        "tolerance": tolerance,
+        "passed": chk.passed,
+        "direct_energy_j": None if signed is None else pre_e.mean + dec_e.mean,  # type: ignore[union-attr]
+        "generate_energy_j": None if gen_e is None else gen_e.mean,
+        "direct_latency_s": direct_s,
+        "generate_latency_s": gen_s,
+        "latency_rel_err": latency_rel,
+        "generate_overhead_s": overhead_s,
+        "generate_overhead_share": div(overhead_s, gen_s),
+        "generate_overhead_per_call_s": per_call_s,
+        "generate_overhead_per_step_s": per_step_s,
+        "explained_by_generate_overhead": explained,
+        "direct_decode_does": list(DIRECT_DECODE_DOES),
+        "generate_only": list(GENERATE_ONLY),
+    }
+    if not chk.passed and signed is not None:
+        if explained:
+            note = (
+                f"direct phases are {-signed:.1%} below generate in energy and "
+                f"{-(latency_rel or 0.0):.1%} in time: generate()'s own Python overhead "
+                f"({per_call_s * 1e3:.3g} ms per call, "
+                f"{(per_step_s or 0.0) * 1e3:.3g} ms per decode step), excluded from direct "
+                "windows by design; compare phases within one method"
+            )
+        else:
+            note = (
+                f"energy gap {signed:+.1%} vs time gap {(latency_rel or 0.0):+.1%}: not explained "
+                "by generate()'s overhead; check the meter and the window lengths"
+            )
+        section["note"] = note
+        chk = audit.AuditCheck(chk.name, chk.passed, f"{chk.detail}; {note}")
+    return section, chk
+
+
+def repeat_rows(measured: Mapping[str, PhaseMeasurement], t: Tokens) -> list[dict[str, Any]]:
+    """Every warm-up and repeat as a store row, with the tokens one op covers."""
+    tokens = {
+        "prefill": {"input_effective": t.input_effective, "input_computed": t.input_computed},
+        "decode": {"decode_output": t.decode_output},
+        "generate_1": {"input_effective": t.input_effective, "output": t.n_requests},
+        "generate_n": {"input_effective": t.input_effective, "output": t.output},
+    }
+    rows = []
+    for key, m in measured.items():
+        rows.extend(r.to_row(tokens[key]) for r in [*m.warmups, *m.repeats])
+    return rows
+
+
+def phase_floors(roof: Mapping[str, Any]) -> dict[str, float | None]:
+    """Roofline time floor per measured key (generate(N) = prefill + decode floors)."""
+    pre = roof["prefill"]["time_floor_s"] if "prefill" in roof else None
+    dec = roof["decode"]["time_floor_s"] if "decode" in roof else None
+    return {
+        "prefill": pre,
+        "decode": dec,
+        "generate_1": pre,
+        "generate_n": None if pre is None or dec is None else pre + dec,
+    }
+
+
+def assemble(
+    measured: Mapping[str, PhaseMeasurement],
+    t: Tokens,
+    *,
+    method: str,
+    consistency_tolerance: float,
+    device: Any,
+    roofline_for: Callable[[dict[str, float]], dict[str, Any]],
+    idle_w: float | None,
+    update_period_s: float,
+    header: dict[str, Any],
+) -> tuple[dict[str, Any], list[audit.AuditCheck]]:
+    """The result object (``header`` first) and its audit checks; no ``_repeats`` yet.
+
+    ``roofline_for(measured_s)`` returns the roofline section given the measured seconds per
+    phase (``{"prefill": s, "decode": s}``), or ``{"available": False, "reason": …}``.
+    """
+    direct = "prefill" in measured
+    subtraction = "generate_n" in measured
+    out: dict[str, Any] = {
+        **header,
+        "method": method,
+        "n_requests": t.n_requests,
+        "n_batches": t.n_batches,
+        "tokens": t.to_dict(),
+        "warnings": [],
+    }
+    if direct:
+        out["prefill"] = phase_section(measured["prefill"], t.input_effective, "effective_input_token")
+        out["decode"] = phase_section(measured["decode"], t.decode_output, "decode_output_token")
+    if subtraction:
+        sub_prefill = phase_section(measured["generate_1"], t.input_effective, "effective_input_token")
+        sub_prefill["method"] = "subtraction"
+        sub_decode = subtracted_section(
+            measured["generate_1"], measured["generate_n"], t.decode_output
+        )
+        out["generate"] = phase_section(measured["generate_n"], t.output, "output_token")
+        if direct:
+            out["subtraction"] = {"prefill": sub_prefill, "decode": sub_decode}
+        else:
+            out["prefill"], out["decode"] = sub_prefill, sub_decode
+    for name in ("prefill", "decode"):
+        out[name]["per_request_j"] = div(out[name]["energy_j"], t.n_requests)
+    pre_e = out["prefill"]["energy_j"]
+    out["prefill"]["energy_per_effective_input_token_j"] = div(pre_e, t.input_effective)
+    out["prefill"]["energy_per_computed_input_token_j"] = div(pre_e, t.input_computed)
+    out["decode"]["energy_per_output_token_j"] = div(out["decode"]["energy_j"], t.decode_output)
+    out["normalized"] = normalizations(out, t)
+    out["latency"] = latency_section(out, t, device)
+    roof = roofline_for(
+        {"prefill": out["prefill"]["latency_s"], "decode": out["decode"]["latency_s"]}
+    )
+    out["roofline"] = roof
+    floors = phase_floors(roof) if roof.get("available", True) else {}
+    checks: list[audit.AuditCheck] = []
+    for key, m in measured.items():
+        checks.extend(phase_audits(m, idle_w, floors.get(key), update_period_s))
+    if direct and subtraction:
+        section, chk = consistency_section(measured, t, consistency_tolerance)
+        checks.append(chk)
+        out["consistency"] = section
+        out["consistency_rel_err"] = section["rel_err"]
+        if not chk.passed:
+            out["warnings"].append(f"phase consistency: {chk.detail}")
+    out["audit"] = [c.to_dict() for c in checks]
+    out["audit_passed"] = all(c.passed for c in checks)
+    return out, checks
+
+
+def batch_shapes(batches: Sequence[Any], steps: Sequence[int]) -> list[Any]:
+    from joulebench.analysis.roofline import BatchShape
+
+    return [BatchShape(b.size, b.padded_length, s) for b, s in zip(batches, steps, strict=True)]

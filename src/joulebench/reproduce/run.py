@@ -1,0 +1,202 @@
+"""``reproduce``: run a plan's studies into one store, then write the report.
+
+Order: precision sweep, batch sweep (both :func:`joulebench.profile.sweep.run_sweep`, resumable by
+their names ``reproduce-<plan>-<study>``), the serving grid, the optional shaping comparison
+(:mod:`joulebench.reproduce.serving`), then :func:`joulebench.report.build.build_report` and the
+headline numbers (:mod:`joulebench.reproduce.summary`). One meter measures everything; its
+method labels travel with every stored number. A study that fails as a whole (its server does not
+start, say) is recorded in the result and the next study still runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from joulebench.errors import ConfigError, JoulebenchError
+from joulebench.meters.base import Meter, MeterInfo
+from joulebench.reproduce.plan import ReproducePlan
+from joulebench.reproduce.summary import Headline, audit_failures, headlines
+
+log = logging.getLogger(__name__)
+
+Event = dict[str, Any]
+
+
+@dataclass(slots=True)
+class ReproduceResult:
+    """What a reproduce run did and wrote."""
+
+    plan: str
+    store: Path
+    index_html: Path | None
+    studies: dict[str, dict[str, Any]] = field(default_factory=dict)
+    headlines: list[Headline] = field(default_factory=list)
+    audit_failures: int = 0
+    audit_failed_checks: dict[str, int] = field(default_factory=dict)
+    meter_methods: dict[str, str] = field(default_factory=dict)
+    duration_s: float = 0.0
+    figures: list[str] = field(default_factory=list)
+    missing_figures: list[str] = field(default_factory=list)
+
+    @property
+    def estimated(self) -> bool:
+        return "estimated" in self.meter_methods.values()
+
+    @property
+    def failed_studies(self) -> list[str]:
+        return [k for k, v in self.studies.items() if v.get("error") or v.get("failed")]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "plan": self.plan,
+            "store": str(self.store),
+            "index_html": None if self.index_html is None else str(self.index_html),
+            "studies": self.studies,
+            "headlines": [h.to_dict() for h in self.headlines],
+            "audit_failures": self.audit_failures,
+            "audit_failed_checks": self.audit_failed_checks,
+            "meter_methods": self.meter_methods,
+            "estimated": self.estimated,
+            "duration_s": self.duration_s,
+            "figures": self.figures,
+            "missing_figures": self.missing_figures,
+        }
+
+
+def cuda_available() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
+
+
+def check_device(
+    plan: ReproducePlan, *, force: bool = False, gpu: Callable[[], bool] = cuda_available
+) -> ReproducePlan:
+    """Refuse a GPU plan without a GPU (``force``: run it on the CPU instead, and say so)."""
+    if not plan.needs_gpu or gpu():
+        return plan
+    if not force:
+        raise ConfigError(
+            f"plan '{plan.name}' runs the study's models on a CUDA GPU ({plan.device}) and none is "
+            "visible here (torch.cuda.is_available() is False). Use --quick on a CPU, or --force "
+            "to run this plan on the CPU anyway (hours to days, and large models may not fit)."
+        )
+    log.warning("plan %s is meant for a GPU; --force runs it on the CPU", plan.name)
+    return plan.model_copy(update={"device": "cpu"})
+
+
+def _run_sweeps(
+    plan: ReproducePlan, store: Any, meter: Meter, emit: Callable[[Event], None], hardware: Any
+) -> dict[str, dict[str, Any]]:
+    from joulebench.profile.sweep import run_sweep
+
+    out: dict[str, dict[str, Any]] = {}
+    for study, sweep in plan.sweeps().items():
+
+        def relay(e: Event, study: str = study) -> None:
+            emit({**e, "study": study})
+
+        emit({"event": "study_start", "study": study, "total": len(sweep.cells())})
+        out[study] = run_sweep(sweep, store, meter, on_event=relay, hardware=hardware)
+        # profile_cell labels its cells "profile"; the report groups by the sweep's study.
+        store.set_cells_study(out[study]["run_id"], study)
+    return out
+
+
+def run_reproduce(
+    plan: ReproducePlan,
+    *,
+    store_path: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    meter: Meter,
+    on_event: Callable[[Event], None] | None = None,
+    hardware: Any = None,
+    server_fn: Callable[..., Any] | None = None,
+) -> ReproduceResult:
+    """Run ``plan`` (already checked by :func:`check_device`) into ``store_path``, then report."""
+    from joulebench.analysis.records import read_store
+    from joulebench.report.build import build_report
+    from joulebench.reproduce.serving import run_serving, run_shaping
+    from joulebench.results.store import ResultStore, check_writable
+
+    emit = on_event or (lambda e: None)
+    store_file = check_writable(store_path)
+    t0 = time.monotonic()
+    studies: dict[str, dict[str, Any]] = {}
+    with ResultStore(store_file) as db:
+        studies.update(_run_sweeps(plan, db, meter, emit, hardware))
+        if plan.serving is not None:
+            n = len(plan.serving.schedulers) * len(plan.serving.arrivals)
+            emit({"event": "study_start", "study": "serving", "total": n})
+            studies["serving"] = _guarded(
+                "serving",
+                emit,
+                lambda: run_serving(
+                    plan.name,
+                    plan.serving,  # type: ignore[arg-type]
+                    db,
+                    meter,
+                    device=plan.device,
+                    server_fn=server_fn,
+                    on_event=emit,
+                ),
+            )
+        if plan.shaping is not None and plan.serving is not None:
+            emit({"event": "study_start", "study": "shaping", "total": len(plan.shaping.policies)})
+            studies["shaping"] = _guarded(
+                "shaping",
+                emit,
+                lambda: run_shaping(
+                    plan.name,
+                    plan.shaping,  # type: ignore[arg-type]
+                    plan.serving,  # type: ignore[arg-type]
+                    db,
+                    meter,
+                    device=plan.device,
+                    server_fn=server_fn,
+                    on_event=emit,
+                ),
+            )
+    emit({"event": "report_start"})
+    report = build_report(store_file, out_dir, title=f"joulebench reproduce — {plan.name}")
+    with ResultStore(store_file, read_only=True) as db:
+        contents = read_store(db)
+    failed = audit_failures(contents, plan.name)
+    checks: dict[str, int] = {}
+    for a in failed:
+        name = str(a.get("check_name") or a.get("name") or "?")
+        checks[name] = checks.get(name, 0) + 1
+    return ReproduceResult(
+        plan=plan.name,
+        store=store_file,
+        index_html=report.index_html,
+        studies=studies,
+        headlines=headlines(contents, plan.name),
+        audit_failures=len(failed),
+        audit_failed_checks=dict(sorted(checks.items())),
+        meter_methods=dict(MeterInfo.of(meter).methods),
+        duration_s=time.monotonic() - t0,
+        figures=[f.key for f in report.figures],
+        missing_figures=[f"{m.key}: {m.reason}" for m in report.missing],
+    )
+
+
+def _guarded(
+    study: str, emit: Callable[[Event], None], fn: Callable[[], dict[str, Any]]
+) -> dict[str, Any]:
+    """Run a whole study; a failure that stops it (server start, model load) is recorded."""
+    try:
+        return fn()
+    except (JoulebenchError, RuntimeError, OSError, ValueError, ImportError) as exc:
+        error = f"{type(exc).__name__}: {exc}"
+        log.warning("%s study stopped: %s", study, error)
+        emit({"event": "study_failed", "study": study, "error": error})
+        return {"error": error, "failed": 1}

@@ -1,0 +1,297 @@
+"""The serving study of ``reproduce``: each scheduler × each arrival pattern, one stored load run.
+
+For every scheduler the embedded server is started once (a fresh model load, so one scheduler
+cannot leave state behind for the next), warmed up with unmeasured requests, its idle power
+measured with the model loaded and quiet, then every arrival pattern of the plan is sent through
+:func:`joulebench.load.runner.run_load` with the same meter. Each load is stored as a ``load``
+run whose config names the arrival, the scheduler, the model and the precision, so the report
+groups them; a run already ``done`` under the same name is skipped (resume). The optional shaping
+comparison sends one trace directly and through the gateway (:func:`joulebench.shape.experiment.compare`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from joulebench.meters.base import Meter
+from joulebench.meters.window import measure_idle
+from joulebench.reproduce.plan import ServingPlan, ShapingPlan
+
+log = logging.getLogger(__name__)
+
+Event = dict[str, Any]
+ServerFn = Callable[..., Any]  # joulebench.serve.launch.embedded_server's signature
+LoadFn = Callable[..., Any]  # joulebench.load.runner.run_load's signature
+
+
+def run_name(plan_name: str, study: str, scheduler: str, label: str) -> str:
+    return f"reproduce-{plan_name}/{study}/{scheduler}/{label}"
+
+
+def _done(store: Any, name: str) -> bool:
+    run_id = store.find_run("load", name)
+    if run_id is None:
+        return False
+    rows = store.query("SELECT status FROM runs WHERE run_id = ?", [run_id])
+    return bool(rows) and rows[0]["status"] == "done"
+
+
+def store_load(
+    store: Any,
+    summary: dict[str, Any],
+    *,
+    name: str,
+    extra_config: dict[str, Any],
+    meter_info: dict[str, Any] | None,
+    requests: list[dict[str, Any]] | None = None,
+    timeline: Any = None,
+    methods: dict[str, str] | None = None,
+) -> str:
+    """Store one load test (``LoadResult.to_json()``) as a ``load`` run; returns its id.
+
+    The run is ``done`` even when an audit fails: failures go to the audits table, where the CLI
+    and the report show them (a failing check must be visible, not drop the run from figures).
+    A run in which no request succeeded is ``failed`` (and redone on resume).
+    """
+    from joulebench.environment import collect_environment
+
+    config = {**(summary.get("config") or {}), **extra_config}
+    run_id = store.start_run(
+        "load", config=config, environment=collect_environment(), meter=meter_info, name=name
+    )
+    if requests:
+        store.add_requests(run_id, requests)
+    if timeline and methods:
+        store.add_timeline(run_id, timeline, methods)
+    audits = (summary.get("energy") or {}).get("audits") or []
+    store.add_audits(run_id, None, audits)
+    ok = (summary.get("requests") or {}).get("ok")
+    status = "done" if ok else "failed"
+    store.finish_run(run_id, status=status, summary={**summary, "config": config, "run_id": run_id})
+    return run_id
+
+
+def run_serving(
+    plan_name: str,
+    serving: ServingPlan,
+    store: Any,
+    meter: Meter,
+    *,
+    device: str = "cpu",
+    prompts: list[Any] | None = None,
+    server_fn: ServerFn | None = None,
+    load_fn: LoadFn | None = None,
+    on_event: Callable[[Event], None] | None = None,
+) -> dict[str, Any]:
+    """Run (or resume) the serving grid into ``store``; returns counts and the run ids."""
+    from joulebench.meters.base import MeterInfo
+
+    if server_fn is None:
+        from joulebench.serve.launch import embedded_server
+
+        server_fn = embedded_server
+    if load_fn is None:
+        from joulebench.load.runner import run_load
+
+        load_fn = run_load
+    emit = on_event or (lambda e: None)
+    counts: dict[str, Any] = {"total": 0, "done": 0, "skipped": 0, "failed": 0, "run_ids": []}
+    info = MeterInfo.of(meter)
+    items = prompts if prompts is not None else _load_prompts(serving)
+    for scheduler in serving.schedulers:
+        todo = []
+        for arrival in serving.arrivals:
+            counts["total"] += 1
+            name = run_name(plan_name, "serving", scheduler, arrival)
+            if _done(store, name):
+                counts["skipped"] += 1
+                emit({"event": "skip", "study": "serving", "label": f"{arrival} · {scheduler}"})
+            else:
+                todo.append((arrival, name))
+        if not todo:
+            continue
+        options = dict(serving.scheduler_options.get(scheduler, {}))
+        with server_fn(
+            serving.model,
+            serving.precision,
+            scheduler,
+            meter=meter,
+            device=device,
+            seed=serving.seed,
+            max_batch_size=serving.max_batch_size,
+            default_max_tokens=serving.output_length,
+            **options,
+        ) as url:
+            common: dict[str, Any] = {
+                "prompts": items,
+                "output_length": serving.output_length,
+                "concurrency": serving.concurrency,
+                "timeout_s": serving.timeout_s,
+                "seed": serving.seed,
+            }
+            if serving.warmup_n:
+                load_fn(url, serving.protocol, "burst", n=serving.warmup_n, **common)
+            idle_w = measure_idle(meter, serving.idle_s).total_power_w if serving.idle_s else None
+            for arrival, name in todo:
+                label = f"{arrival} · {scheduler}"
+                emit({"event": "cell_start", "study": "serving", "label": label})
+                result = load_fn(
+                    url,
+                    serving.protocol,
+                    arrival,
+                    n=serving.n,
+                    meter=meter,
+                    idle_power_w=idle_w,
+                    **common,
+                )
+                summary = result.to_json()
+                run_id = store_load(
+                    store,
+                    summary,
+                    name=name,
+                    extra_config=_config(plan_name, serving, scheduler, "serving"),
+                    meter_info=info.to_dict(),
+                    requests=result.request_rows(),
+                    timeline=result.timeline,
+                    methods=dict(info.methods),
+                )
+                counts["run_ids"].append(run_id)
+                ok = summary["requests"]["ok"]
+                counts["done" if ok else "failed"] += 1
+                emit(
+                    {
+                        "event": "done" if ok else "failed",
+                        "study": "serving",
+                        "label": label,
+                        "run_id": run_id,
+                        "summary": summary,
+                        "error": None if ok else "no request succeeded",
+                    }
+                )
+    return counts
+
+
+def _config(plan_name: str, serving: ServingPlan, scheduler: str, study: str) -> dict[str, Any]:
+    return {
+        "study": study,
+        "plan": plan_name,
+        "scheduler": scheduler,
+        "model": serving.model,
+        "precision": serving.precision,
+        "prompts": serving.prompts,
+        "target": "embedded",
+    }
+
+
+def _load_prompts(serving: ServingPlan) -> list[Any]:
+    from joulebench.workloads.models import load_tokenizer
+    from joulebench.workloads.prompts import load_prompts
+
+    tok = load_tokenizer(serving.model)
+    return list(load_prompts(serving.prompts, n=serving.n, seed=serving.seed, tokenizer=tok))
+
+
+def run_shaping(
+    plan_name: str,
+    shaping: ShapingPlan,
+    serving: ServingPlan,
+    store: Any,
+    meter: Meter,
+    *,
+    device: str = "cpu",
+    prompts: list[Any] | None = None,
+    server_fn: ServerFn | None = None,
+    compare_fn: Callable[..., Any] | None = None,
+    on_event: Callable[[Event], None] | None = None,
+) -> dict[str, Any]:
+    """One trace directly and through each policy, against the ``shaping.scheduler`` server.
+
+    Both runs of a comparison are stored as ``load`` runs (the shaped one with ``via_shape``), so
+    the report's arrival and Pareto figures show them side by side.
+    """
+    from joulebench.meters.base import MeterInfo
+
+    if server_fn is None:
+        from joulebench.serve.launch import embedded_server
+
+        server_fn = embedded_server
+    if compare_fn is None:
+        from joulebench.shape.experiment import compare
+
+        compare_fn = compare
+    emit = on_event or (lambda e: None)
+    counts: dict[str, Any] = {"total": 0, "done": 0, "skipped": 0, "failed": 0, "run_ids": []}
+    todo = []
+    for policy in shaping.policies:
+        counts["total"] += 1
+        name = run_name(plan_name, "shaping", shaping.scheduler, f"{shaping.arrival} via {policy}")
+        if _done(store, name):
+            counts["skipped"] += 1
+            emit({"event": "skip", "study": "shaping", "label": f"{shaping.arrival} via {policy}"})
+        else:
+            todo.append((policy, name))
+    if not todo:
+        return counts
+    info = MeterInfo.of(meter)
+    items = prompts if prompts is not None else _load_prompts(serving)
+    with server_fn(
+        serving.model,
+        serving.precision,
+        shaping.scheduler,
+        meter=meter,
+        device=device,
+        seed=serving.seed,
+        max_batch_size=serving.max_batch_size,
+        default_max_tokens=serving.output_length,
+    ) as url:
+        idle_w = measure_idle(meter, serving.idle_s).total_power_w if serving.idle_s else None
+        for policy, name in todo:
+            label = f"{shaping.arrival} via {policy}"
+            emit({"event": "cell_start", "study": "shaping", "label": label})
+            comp = compare_fn(
+                url,
+                policy,
+                shaping.arrival,
+                items,
+                n=shaping.n,
+                protocol=serving.protocol,
+                output_length=serving.output_length,
+                max_delay_ms=shaping.max_delay_ms,
+                seed=serving.seed,
+                meter=meter,
+                idle_power_w=idle_w,
+                concurrency=serving.concurrency,
+                timeout_s=serving.timeout_s,
+                warmup_n=serving.warmup_n,
+            )
+            base = _config(plan_name, serving, shaping.scheduler, "shaping")
+            ids = []
+            for run, via, suffix in (
+                (comp.direct, None, "direct"),
+                (comp.shaped, policy, "shaped"),
+            ):
+                ids.append(
+                    store_load(
+                        store,
+                        run.load,
+                        name=f"{name}/{suffix}" if suffix == "direct" else name,
+                        extra_config={**base, "via_shape": via, "shape_policy": comp.policy},
+                        meter_info=info.to_dict(),
+                    )
+                )
+            counts["run_ids"] += ids
+            ok = all((r.load.get("requests") or {}).get("ok") for r in (comp.direct, comp.shaped))
+            counts["done" if ok else "failed"] += 1
+            emit(
+                {
+                    "event": "done" if ok else "failed",
+                    "study": "shaping",
+                    "label": label,
+                    "run_id": ids[-1],
+                    "summary": comp.shaped.load,
+                    "error": None if ok else "no request succeeded in one of the runs",
+                }
+            )
+    return counts

@@ -1,0 +1,113 @@
+"""The serving study's loop with a fake server and load generator: grouping, storage, resume."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from joulebench.analysis.records import read_store
+from joulebench.load.metrics import OK, RequestRecord
+from joulebench.load.runner import LoadResult
+from joulebench.meters.fake import FakeMeter
+from joulebench.reproduce.plan import ServingPlan
+from joulebench.reproduce.serving import run_serving
+from joulebench.results.store import ResultStore
+
+
+class Recorder:
+    def __init__(self, fail_arrival: str | None = None) -> None:
+        self.servers: list[tuple[str, str, str]] = []
+        self.loads: list[dict[str, Any]] = []
+        self.fail_arrival = fail_arrival
+
+    @contextlib.contextmanager
+    def server(self, model: str, precision: str, scheduler: str, **kw: Any) -> Iterator[str]:
+        self.servers.append((model, precision, scheduler))
+        yield f"http://fake/{scheduler}"
+
+    def load(self, url: str, protocol: str, arrival: str, **kw: Any) -> LoadResult:
+        self.loads.append({"url": url, "arrival": arrival, **kw})
+        ok = arrival != self.fail_arrival
+        recs = []
+        for i in range(kw["n"]):
+            r = RequestRecord(i, float(i), actual_send_s=float(i), end_s=i + 0.5)
+            r.status = OK if ok else "failed"
+            r.output_tokens = 4
+            recs.append(r)
+        energy = {
+            "per_request_wh": {"paper_whole_window": 1e-4 * (1 + len(self.loads))},
+            "method": "fake",
+            "audits": [{"name": "load:window", "passed": False, "detail": "short"}],
+        }
+        cfg = {"arrival": {"kind": arrival.partition(":")[0], "spec": arrival}, "n": kw["n"]}
+        return LoadResult(cfg, recs, 0.0, float(kw["n"]), None, energy)
+
+
+def _plan() -> ServingPlan:
+    return ServingPlan(
+        model="tiny",
+        schedulers=["sequential", "continuous"],
+        arrivals=["sequential", "burst", "fixed:500ms"],
+        n=3,
+        idle_s=0.0,
+        warmup_n=2,
+    )
+
+
+def test_grid_is_stored_grouped_and_resumes(tmp_path: Path) -> None:
+    rec = Recorder(fail_arrival="burst")
+    db_path = tmp_path / "r.duckdb"
+    with ResultStore(db_path) as db:
+        counts = run_serving(
+            "p", _plan(), db, FakeMeter(), prompts=["hi"], server_fn=rec.server, load_fn=rec.load
+        )
+    assert counts["total"] == 6 and counts["done"] == 4 and counts["failed"] == 2
+    assert [s[2] for s in rec.servers] == ["sequential", "continuous"]  # one server per scheduler
+    warmups = [x for x in rec.loads if x.get("meter") is None]
+    assert len(warmups) == 2 and all(x["n"] == 2 and x["arrival"] == "burst" for x in warmups)
+    measured = [x for x in rec.loads if x.get("meter") is not None]
+    assert len(measured) == 6
+    with ResultStore(db_path, read_only=True) as db:
+        contents = read_store(db)
+    loads = contents.load_runs
+    assert sorted(lr.label for lr in loads) == sorted(
+        f"{a} · {s}"
+        for s in ("sequential", "continuous")
+        for a in ("sequential", "burst", "fixed:500ms")
+    )
+    cfg = loads[0].run.config
+    assert cfg["model"] == "tiny" and cfg["precision"] == "fp32" and cfg["plan"] == "p"
+    assert cfg["study"] == "serving"
+    assert sorted(lr.run.status for lr in loads) == ["done"] * 4 + ["failed"] * 2
+    assert sum(1 for a in contents.audits if not a["passed"]) == 6  # failures kept, not dropped
+    assert contents.request_counts[loads[0].run.run_id]
+
+    # resume: done runs are skipped; the failed ones are redone on their scheduler's server
+    again = Recorder()
+    with ResultStore(db_path) as db:
+        counts = run_serving(
+            "p",
+            _plan(),
+            db,
+            FakeMeter(),
+            prompts=["hi"],
+            server_fn=again.server,
+            load_fn=again.load,
+        )
+    assert counts["skipped"] == 4 and counts["done"] == 2
+    assert [s[2] for s in again.servers] == ["sequential", "continuous"]
+    assert [x["arrival"] for x in again.loads if x.get("meter")] == ["burst", "burst"]
+    third = Recorder()
+    with ResultStore(db_path) as db:
+        counts = run_serving(
+            "p",
+            _plan(),
+            db,
+            FakeMeter(),
+            prompts=["hi"],
+            server_fn=third.server,
+            load_fn=third.load,
+        )
+    assert counts["skipped"] == 6 and third.servers == [] and third.loads == []
