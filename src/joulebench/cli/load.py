@@ -2,13 +2,29 @@
 
 Without ``--url`` (or with ``--embedded``) it starts joulebench's own server with the default
 tiny model, in this process, so the same meter sees the server's work.
+
+Per-request energy appears twice in ``--json`` and the two are not the same quantity:
+
+- ``energy.per_request_j.attributed_mean`` is the load generator's own attribution
+  (``energy.attribution_method`` = ``timeline-token-share``): the power timeline of the whole
+  window shared among in-flight requests by token work, idle gaps spread over the requests, so
+  the per-request figures sum to ``energy.gross_j``;
+- ``energy.server_reported`` (``sum_j``, ``mean_j``, ``n``, ``methods``) sums what the server put in
+  its responses. joulebench serve charges busy forward steps only (``timeline-token-work``; idle
+  waits go to no one), so its sum is at most ``energy.busy_j``, the timeline's energy while a
+  request was in flight, itself at most ``gross_j``. ``over_busy`` and ``over_gross`` give the
+  ratios; on the embedded server the gap to ``busy_j`` is the server's work outside forward steps
+  (HTTP, tokenization, streaming) while requests were in flight.
+
+``--via-shape POLICY`` runs the same seeded trace directly and through the shaping gateway, same
+server and meter, and prints them side by side (:mod:`joulebench.shape.experiment`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -31,6 +47,13 @@ from joulebench.cli.meter_options import (
     ReplayOpt,
     open_cli_meter,
 )
+from joulebench.cli.workload_options import (
+    OutputLengthOpt,
+    PromptsOpt,
+    describe_output_length,
+    output_lengths,
+    read_prompts,
+)
 from joulebench.errors import ConfigError
 from joulebench.load.arrivals import parse_arrival
 from joulebench.load.clients import PROTOCOLS, Tokenizer
@@ -45,50 +68,6 @@ ACCOUNTING_TITLES = {
     "steady_state": "steady-state window",
     "attributed_mean": "per-request attribution (mean)",
 }
-
-
-def read_prompts(
-    spec: str, *, n: int, seed: int = 0, tokenizer: Any = None
-) -> tuple[list[Any], list[int] | None]:
-    """Prompts and, when the set has them, reference output lengths.
-
-    A ``.txt`` file is read as one prompt per line; anything else (``quick``, ``paper``, a
-    ``.jsonl``/``.parquet``/``.csv`` file, ``hf:…``) goes to
-    :func:`joulebench.workloads.prompts.load_prompts`, with lengths measured in ``tokenizer``.
-    """
-    path = Path(spec).expanduser()
-    if path.suffix == ".txt":
-        if not path.is_file():
-            raise ConfigError(f"prompt file {path} does not exist")
-        items: list[Any] = [
-            line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()
-        ]
-    else:
-        from joulebench.workloads.prompts import load_prompts
-
-        items = list(load_prompts(spec, n=n, seed=seed, tokenizer=tokenizer))
-    if not items:
-        raise ConfigError(f"prompt set {spec!r} is empty")
-    refs = [getattr(p, "reference_output_tokens", None) for p in items]
-    if all(isinstance(r, int) and r > 0 for r in refs):
-        return items, [int(r) for r in refs]  # type: ignore[arg-type]
-    return items, None
-
-
-def _output_length(text: str, refs: list[int] | None) -> int | Sequence[int]:
-    if text.strip().lower() == "reference":
-        if refs is None:
-            raise ConfigError("this prompt set has no reference answer lengths; pass a number")
-        return refs
-    try:
-        value = int(text)
-    except ValueError:
-        raise ConfigError(
-            f"--output-length must be a number of tokens or 'reference', got {text!r}"
-        ) from None
-    if value < 1:
-        raise ConfigError(f"--output-length must be ≥ 1, got {value}")
-    return value
 
 
 def _load_tokenizer(model: str | None) -> Any:
@@ -157,11 +136,17 @@ def print_table(j: dict[str, Any]) -> None:
         f"gross {e['gross_j']:.4g} J, net {_fmt(e['net_j'])} J over {e['window_s']:.3g} s "
         f"(method: {e['method']}); attribution sum error {e['attribution_sum_rel_err']:.2%}"
     )
+    console.print(
+        f"load attribution: {e['attribution_method']} (idle gaps spread, sums to gross); "
+        f"busy (≥1 request in flight): {_fmt(e.get('busy_j'))} J"
+    )
     if e.get("server_reported"):
         sr = e["server_reported"]
         console.print(
-            f"server-reported: {sr['sum_j']:.4g} J over {sr['n']} responses "
-            f"(method: {', '.join(sr['methods'])})"
+            f"server-reported: {sr['sum_j']:.4g} J over {sr['n']} responses, mean "
+            f"{sr['mean_j']:.4g} J (method: {', '.join(sr['methods'])}); "
+            f"{_pct(sr.get('over_busy'))} of busy, {_pct(sr.get('over_gross'))} of gross "
+            "(the server charges its busy steps only)"
         )
     for a in e.get("audits", []):
         if not a["passed"]:
@@ -175,6 +160,10 @@ def print_table(j: dict[str, Any]) -> None:
 
 def _fmt(x: float | None) -> str:
     return "—" if x is None else f"{x:.4g}"
+
+
+def _pct(x: float | None) -> str:
+    return "—" if x is None else f"{x:.1%}"
 
 
 def _store(path: Path, result: LoadResult, j: dict[str, Any], name: str | None) -> str:
@@ -202,6 +191,42 @@ def _store(path: Path, result: LoadResult, j: dict[str, Any], name: str | None) 
     return run_id
 
 
+def _compare(
+    base: str,
+    policy: str,
+    arrival: str,
+    items: list[Any],
+    lengths: int | list[int],
+    *,
+    meter: Any,
+    as_json: bool,
+    idle_s: float,
+    model: str | None,
+    tokenizer: Tokenizer | None,
+    hz: float,
+    config: dict[str, Any],
+    **load_kwargs: Any,
+) -> None:
+    """``--via-shape``: print the comparison; exit 1 if either run had no successful request."""
+    from joulebench.cli.shape import run_comparison
+
+    comparison = run_comparison(
+        base,
+        policy,
+        arrival,
+        items,
+        meter=meter,
+        idle_s=idle_s,
+        as_json=as_json,
+        output_length=lengths,
+        load_options={"model": model, "tokenizer": tokenizer, "timeline_hz": hz},
+        config=config,
+        **load_kwargs,
+    )
+    if not all(run.load["requests"]["ok"] for run in (comparison.direct, comparison.shaped)):
+        raise typer.Exit(1)
+
+
 @handle_errors
 def load(
     url: Annotated[
@@ -222,12 +247,8 @@ def load(
         ),
     ] = "burst",
     n: Annotated[int, typer.Option("--n", min=1, help="Number of requests.")] = 32,
-    prompts: Annotated[
-        str, typer.Option("--prompts", help="Prompt set: quick, paper, or a file.")
-    ] = "quick",
-    output_length: Annotated[
-        str, typer.Option("--output-length", help="Max new tokens, or 'reference'.")
-    ] = "64",
+    prompts: PromptsOpt = "quick",
+    output_length: OutputLengthOpt = "64",
     concurrency: Annotated[
         int | None, typer.Option("--concurrency", min=1, help="Cap on requests in flight.")
     ] = None,
@@ -278,9 +299,18 @@ def load(
 
         raise UnknownName("protocol", protocol, list(PROTOCOLS))
     process = parse_arrival(arrival, seed=seed)  # bad specs fail before anything starts
+    if via_shape:
+        from joulebench.shape.policies import parse_policy
+
+        parse_policy(via_shape)  # a typo fails before the server starts
+        if store is not None:
+            raise ConfigError(
+                "--store does not record a --via-shape comparison; drop --store, or use "
+                "joulebench shape-sweep --out DIR to keep the runs"
+            )
     tok = _load_tokenizer(model) if url else None  # embedded: the set's default (tiny) tokenizer
     items, refs = read_prompts(prompts, n=n, seed=seed, tokenizer=tok)
-    lengths = _output_length(output_length, refs)
+    lengths = output_lengths(output_length, refs)
     if store is not None:
         from joulebench.results.store import check_writable
 
@@ -301,9 +331,12 @@ def load(
     try:
         with _target(url, embedded, model, m) as base:
             if via_shape:  # direct vs shaped, same trace/server/meter (joulebench.shape.experiment)
-                from joulebench.cli.shape import run_comparison
-
-                run_comparison(base, via_shape, arrival, items, meter=m, idle_s=idle_s, as_json=as_json, n=n, protocol=protocol, output_length=lengths, concurrency=concurrency, timeout_s=timeout_s, seed=seed)  # fmt: skip
+                _compare(base, via_shape, arrival, items, lengths, meter=m, as_json=as_json,
+                         idle_s=idle_s, n=n, protocol=protocol, concurrency=concurrency,
+                         timeout_s=timeout_s, seed=seed, model=model if url else None,
+                         tokenizer=_counter(tok), hz=hz,
+                         config={"prompts": prompts,
+                                 "output_length": describe_output_length(output_length)})  # fmt: skip
                 return
             idle_w = measure_idle(m, idle_s).total_power_w if idle_s > 0 else None
             result = run_load(
@@ -327,6 +360,7 @@ def load(
     j = result.to_json()
     j["config"]["target"] = "url" if url else "embedded"
     j["config"]["prompts"] = prompts
+    j["config"]["output_length_policy"] = describe_output_length(output_length)
     if store is not None:
         j["run_id"] = _store(store, result, j, name)
     if as_json:

@@ -104,7 +104,13 @@ def print_profile(r: dict[str, Any]) -> None:
         f"idle {_fmt(r['idle']['total_power_w'], ' W')}"
     )
     if r.get("consistency_rel_err") is not None:
-        console.print(f"prefill + decode vs full generate: {r['consistency_rel_err']:.1%} apart")
+        c = r.get("consistency", {})
+        console.print(
+            f"prefill + decode vs full generate: {r['consistency_rel_err']:.1%} apart in energy, "
+            f"{abs(c.get('latency_rel_err') or 0.0):.1%} in time (generate() overhead "
+            f"{_fmt((c.get('generate_overhead_per_call_s') or 0.0) * 1e3, ' ms', 3)} per call, "
+            f"{_fmt((c.get('generate_overhead_per_step_s') or 0.0) * 1e3, ' ms', 3)} per step)"
+        )
     rf = r.get("roofline", {})
     if "prefill" in rf:
         console.print(

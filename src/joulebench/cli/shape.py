@@ -16,6 +16,13 @@ from rich.table import Table
 
 from joulebench.cli.common import console, err_console, handle_errors, print_json
 from joulebench.cli.meter_options import CpuTdpOpt, IdleOpt, MeterOpt, open_cli_meter
+from joulebench.cli.workload_options import (
+    OutputLengthOpt,
+    PromptsOpt,
+    describe_output_length,
+    output_lengths,
+    read_prompts,
+)
 from joulebench.errors import ConfigError
 from joulebench.meters.base import Meter
 
@@ -26,41 +33,6 @@ DEFAULT_SWEEP = (
     "window:4,200ms",
     "window:8,400ms",
 )
-#: Used when no --prompts file is given: short chat turns, so a CPU run stays quick.
-BUILTIN_PROMPTS = (
-    "Explain in two sentences why batching requests saves energy on a GPU.",
-    "Write a haiku about a data centre at night.",
-    "What is the capital of France, and what is it known for?",
-    "Summarise the idea of continuous batching for a new engineer.",
-    "Give three tips to reduce the latency of a web service.",
-    "Thank you for your help today!",
-)
-
-
-def read_prompts(path: Path | None) -> list[str]:
-    """Prompts from a file (one per line, or JSONL with ``prompt``/``text``); built-ins if None."""
-    if path is None:
-        return list(BUILTIN_PROMPTS)
-    if not path.is_file():
-        raise ConfigError(f"--prompts: no such file {path}")
-    out: list[str] = []
-    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        line = line.strip()
-        if not line:
-            continue
-        if path.suffix == ".jsonl":
-            try:
-                obj = json.loads(line)
-                out.append(str(obj.get("prompt") or obj["text"]))
-            except (ValueError, KeyError, AttributeError):
-                raise ConfigError(
-                    f"{path}:{i}: expected a JSON object with 'prompt' or 'text'"
-                ) from None
-        else:
-            out.append(line)
-    if not out:
-        raise ConfigError(f"--prompts: {path} holds no prompt")
-    return out
 
 
 def _fmt(x: float | None, change: bool = False) -> str:
@@ -98,12 +70,17 @@ def run_comparison(
     meter: Meter | None,
     idle_s: float,
     as_json: bool,
+    config: dict[str, Any] | None = None,
     **kwargs: Any,
 ) -> Any:
-    """Run :func:`joulebench.shape.experiment.compare` and print it (table or JSON)."""
+    """Run :func:`joulebench.shape.experiment.compare` and print it (table or JSON).
+
+    ``config`` is added to the comparison's config (the CLI's prompt and output-length specs).
+    """
     from joulebench.shape.experiment import compare
 
     result = compare(url, policy, arrival, prompts, meter=meter, idle_s=idle_s, **kwargs)
+    result.config.update(config or {})
     if as_json:
         print_json(result.to_json())
     else:
@@ -157,8 +134,8 @@ def shape_compare(
     protocol: str = typer.Option(
         "openai-chat", "--protocol", help="openai-chat, openai-completions, tgi."
     ),
-    prompts: Path = typer.Option(None, "--prompts", help="Prompt file (lines or JSONL)."),
-    output_length: int = typer.Option(16, "--output-length", help="max_tokens per request."),
+    prompts: PromptsOpt = "quick",
+    output_length: OutputLengthOpt = "16",
     max_delay_ms: float = typer.Option(
         None, "--max-delay-ms", help="Most delay any request may get."
     ),
@@ -171,17 +148,39 @@ def shape_compare(
     cpu_tdp_w: CpuTdpOpt = None,
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
-    """Same seeded trace directly and through the gateway: energy and latency side by side."""
+    """Same seeded trace directly and through the gateway: energy and latency side by side.
+
+    --prompts and --output-length mean what they mean for joulebench load.
+    """
+    from joulebench.shape.policies import parse_policy
+
+    parse_policy(policy, max_delay_ms=max_delay_ms)  # a typo fails before anything starts
+    items, lengths = _workload(prompts, output_length, n=n, seed=seed)
     m = open_cli_meter(meter, **({"cpu_tdp_w": cpu_tdp_w} if cpu_tdp_w is not None else {}))
     try:
-        run_comparison(
-            url, policy, arrival, read_prompts(prompts), meter=m, idle_s=idle_s, as_json=as_json,
-            n=n, protocol=protocol, output_length=output_length, max_delay_ms=max_delay_ms,
+        result = run_comparison(
+            url, policy, arrival, items, meter=m, idle_s=idle_s, as_json=as_json,
+            n=n, protocol=protocol, output_length=lengths, max_delay_ms=max_delay_ms,
             seed=seed, timeout_s=timeout_s,
             embedded={"model": model, "scheduler": scheduler} if url is None else None,
+            config=_workload_config(prompts, output_length),
         )  # fmt: skip
     finally:
         m.close()
+    if not all(run.load["requests"]["ok"] for run in (result.direct, result.shaped)):
+        raise typer.Exit(1)
+
+
+def _workload(
+    prompts: str, output_length: str, *, n: int, seed: int
+) -> tuple[list[Any], int | list[int]]:
+    """Prompts and max_tokens exactly as ``joulebench load`` reads them."""
+    items, refs = read_prompts(prompts, n=n, seed=seed)
+    return items, output_lengths(output_length, refs)
+
+
+def _workload_config(prompts: str, output_length: str) -> dict[str, Any]:
+    return {"prompts": prompts, "output_length": describe_output_length(output_length)}
 
 
 @handle_errors
@@ -195,8 +194,8 @@ def shape_sweep(
     ),
     n: int = typer.Option(40, "--n", help="Requests per run."),
     protocol: str = typer.Option("openai-chat", "--protocol"),
-    prompts: Path = typer.Option(None, "--prompts", help="Prompt file (lines or JSONL)."),
-    output_length: int = typer.Option(16, "--output-length"),
+    prompts: PromptsOpt = "quick",
+    output_length: OutputLengthOpt = "16",
     max_delay_ms: float = typer.Option(None, "--max-delay-ms"),
     seed: int = typer.Option(0, "--seed"),
     timeout_s: float = typer.Option(120.0, "--timeout-s"),
@@ -215,17 +214,19 @@ def shape_sweep(
     """Energy-vs-latency Pareto table over shaping policies (direct sending included)."""
     from joulebench.shape.sweep import sweep
 
+    items, lengths = _workload(prompts, output_length, n=n, seed=seed)
     m = open_cli_meter(meter, **({"cpu_tdp_w": cpu_tdp_w} if cpu_tdp_w is not None else {}))
     try:
         result = sweep(
-            url, policies, arrival, read_prompts(prompts), n=n, protocol=protocol,
-            output_length=output_length, max_delay_ms=max_delay_ms, seed=seed, meter=m,
+            url, policies, arrival, items, n=n, protocol=protocol,
+            output_length=lengths, max_delay_ms=max_delay_ms, seed=seed, meter=m,
             idle_s=idle_s, timeout_s=timeout_s,
             accounting=accounting, latency=latency,
             embedded={"model": model, "scheduler": scheduler} if url is None else None,
         )  # fmt: skip
     finally:
         m.close()
+    result.config.update(_workload_config(prompts, output_length))
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         (out / "sweep.json").write_text(json.dumps(result.to_json(), indent=2, default=str))

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -14,7 +15,7 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
-from rich.table import Table
+from rich.table import Column, Table
 
 from joulebench.cli.common import console, handle_errors, print_json
 from joulebench.cli.meter_options import (
@@ -31,7 +32,8 @@ from joulebench.cli.profile import cpu_peak_from_flags
 
 def _cell_label(c: Any) -> str:
     extra = " compile" if c.compile else ""
-    return f"{c.model} {c.precision} b={c.batch_size} {c.prompts} {c.bucketing}{extra}"
+    model = Path(c.model).name if "/" in c.model else c.model  # a path: its last part
+    return f"{model} {c.precision} b={c.batch_size} {c.prompts} {c.bucketing}{extra}"
 
 
 def register(app: typer.Typer) -> None:
@@ -112,7 +114,10 @@ def register(app: typer.Typer) -> None:
             console.print("[bold yellow]ENERGY IS ESTIMATED[/] (no sensor on this machine)")
         failures: list[str] = []
         progress = Progress(
-            TextColumn("{task.description}"),
+            TextColumn(
+                "{task.description}",
+                table_column=Column(max_width=36, no_wrap=True, overflow="ellipsis"),
+            ),
             BarColumn(),
             MofNCompleteColumn(),
             TimeElapsedColumn(),
@@ -129,7 +134,10 @@ def register(app: typer.Typer) -> None:
                 progress.console.print(f"resuming run {e['run_id']}")
             elif kind == "skip":
                 progress.advance(task)
-                progress.console.print(f"skip (done) {_cell_label(e['cell'])} [{e['cell_key']}]")
+                progress.console.print(
+                    escape(f"skip (done) {_cell_label(e['cell'])} [{e['cell_key']}]"),
+                    highlight=False,
+                )
             elif kind == "cell_start":
                 progress.update(task, description=_cell_label(e["cell"]))
             elif kind == "done":
@@ -138,14 +146,16 @@ def register(app: typer.Typer) -> None:
                 bad = [a["name"] for a in r["audit"] if not a["passed"]]
                 note = f" [red]audits failed: {', '.join(bad)}[/]" if bad else ""
                 progress.console.print(
-                    f"done {_cell_label(e['cell'])} [{e['cell_key']}] in {e['elapsed_s']:.1f} s{note}",
+                    escape(f"done {_cell_label(e['cell'])} [{e['cell_key']}]")
+                    + f" in {e['elapsed_s']:.1f} s{note}",
                     highlight=False,
                 )
             elif kind == "failed":
                 progress.advance(task)
                 failures.append(f"{_cell_label(e['cell'])}: {e['error']}")
                 progress.console.print(
-                    f"[bold red]FAILED[/] {_cell_label(e['cell'])}: {e['error']}"
+                    f"[bold red]FAILED[/] {escape(_cell_label(e['cell']))}: {escape(e['error'])}",
+                    highlight=False,
                 )
 
         try:

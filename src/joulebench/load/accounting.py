@@ -13,6 +13,18 @@
    (:func:`joulebench.analysis.attribution.attribute_energy`): slices shared among in-flight
    requests by token work, idle gaps spread in proportion, so the per-request figures (failed
    requests included) sum to the whole window; the mean is over successful requests.
+
+Two per-request figures, two scopes — each output says which it is:
+
+- the load generator's own (``attributed_mean``, method ``timeline-token-share``) covers the
+  whole window: idle gaps are spread over the requests, so the figures sum to ``gross_j``;
+- a server that reports energy per response (``server_reported``; joulebench serve's method is
+  ``timeline-token-work``) charges only its busy periods, the forward steps, and gives idle waits
+  to no one. Its sum is therefore at most the load's *busy* energy ``busy_j`` (the timeline's
+  energy while at least one request was in flight, ``attribution.active_j``), which is itself at
+  most ``gross_j``. On the embedded server, sharing the meter, ``server_reported.sum_j`` ≈
+  ``busy_j`` less what the server spent outside forward steps while requests were in flight
+  (HTTP, tokenization, streaming); ``server_reported.over_busy`` gives the ratio.
 """
 
 from __future__ import annotations
@@ -62,6 +74,49 @@ def request_spans(records: Sequence[RequestRecord]) -> list[WorkSpan]:
         out = r.output_tokens if r.output_tokens is not None else len(r.chunk_times_s)
         spans.append(WorkSpan(r.idx, first, max(first, r.end_s), float(max(out - 1, 0))))
     return spans
+
+
+BUSY_NOTE = (
+    "timeline energy while at least one request was in flight (server queue time excluded); "
+    "idle gaps are the rest of gross_j"
+)
+SERVER_SCOPE = (
+    "the server's own per-response figures, summed over successful responses; their scope is "
+    "the server's (joulebench serve: busy forward steps only, idle waits attributed to no one), "
+    "so sum_j ≤ busy_j ≤ gross_j"
+)
+
+
+def server_reported(ok: Sequence[RequestRecord]) -> dict[str, object] | None:
+    """Sum and mean of the energies the server put in its responses (None if it gave none)."""
+    values = [r.server_energy_j for r in ok if r.server_energy_j is not None]
+    if not values:
+        return None
+    methods = sorted(
+        {r.server_energy_method or "unlabelled" for r in ok if r.server_energy_j is not None}
+    )
+    mean = sum(values) / len(values)
+    return {
+        "sum_j": sum(values),
+        "mean_j": mean,
+        "mean_wh": _wh(mean),
+        "n": len(values),
+        "methods": methods,
+        "scope": SERVER_SCOPE,
+    }
+
+
+def _relate(
+    block: dict[str, object] | None, gross_j: float, busy_j: float
+) -> dict[str, object] | None:
+    if block is None:
+        return None
+    total = float(block["sum_j"])  # type: ignore[arg-type]
+    return {
+        **block,
+        "over_gross": total / gross_j if gross_j > 0 else None,
+        "over_busy": total / busy_j if busy_j > 0 else None,
+    }
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,18 +206,7 @@ def account(
 ) -> dict[str, object]:
     """The ``energy`` block of a load result; fills ``energy_j``/``energy_net_j`` on records."""
     ok = [r for r in records if r.ok]
-    server = [r.server_energy_j for r in ok if r.server_energy_j is not None]
-    server_block = None
-    if server:
-        methods = sorted(
-            {r.server_energy_method or "unlabelled" for r in ok if r.server_energy_j is not None}
-        )
-        server_block = {
-            "sum_j": sum(server),
-            "mean_wh": _wh(sum(server) / len(server)),
-            "n": len(server),
-            "methods": methods,
-        }
+    server_block = server_reported(ok)
     if series is None or len(series) < 2:
         return {
             "method": None,
@@ -173,6 +217,8 @@ def account(
                 ("paper_whole_window", "idle_subtracted", "steady_state", "attributed_mean")
             ),
             "attribution_sum_rel_err": None,
+            "attribution_method": ATTRIBUTION_METHOD,
+            "busy_j": None,
             "note": "no meter: energy was not measured",
             "server_reported": server_block,
         }
@@ -230,6 +276,9 @@ def account(
         "steady_state": steady.to_dict(),
         "attribution": attribution.to_dict(),
         "attribution_sum_rel_err": attribution.sum_rel_err,
-        "server_reported": server_block,
+        "attribution_method": ATTRIBUTION_METHOD,
+        "busy_j": attribution.active_j,
+        "busy_note": BUSY_NOTE,
+        "server_reported": _relate(server_block, gross, attribution.active_j),
         "note": None if n_ok else "no successful request: per-request energy undefined",
     }

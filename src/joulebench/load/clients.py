@@ -8,7 +8,9 @@ the counts come from a tokenizer when one is given, else from the number of stre
 (labelled in ``token_source``).
 
 Server-reported energy is captured when present: an ``x-energy-j`` response header (with
-``x-energy-method``) or a ``usage.energy`` extension (a number or ``{"energy_j", "method"}``).
+``x-energy-method``), a ``usage.energy`` extension (a number or ``{"energy_j", "method"}``), the
+finishing chunk's ``energy`` or TGI's ``details.energy``; its label is normalised by
+:func:`energy_label`, so streamed and non-streamed answers of one server read the same.
 Queue time is read from an ``x-queue-time`` (TGI, ms) or ``x-queue-ms`` header.
 """
 
@@ -37,6 +39,18 @@ def prompt_as_text(prompt: PromptInput) -> str:
 
 
 _ERROR_CHARS = 300
+
+
+def energy_label(energy: dict[str, Any]) -> str | None:
+    """The label of a server's energy block, the same string as its ``x-energy-method`` header:
+    ``label`` when given (joulebench serve), else ``method`` with ``;meter=<meter_method>``."""
+    if energy.get("label"):
+        return str(energy["label"])
+    method = energy.get("method")
+    if not method:
+        return None
+    meter = energy.get("meter_method")
+    return f"{method};meter={meter}" if meter else str(method)
 
 
 class ProtocolClient(ABC):
@@ -71,7 +85,7 @@ class ProtocolClient(ABC):
     def _energy(rec: RequestRecord, value: Any) -> None:
         if isinstance(value, dict):
             j = value.get("energy_j", value.get("j"))
-            method = value.get("method")
+            method = energy_label(value)
         else:
             j, method = value, None
         try:
@@ -79,16 +93,17 @@ class ProtocolClient(ABC):
         except (TypeError, ValueError):
             return
         if method:
-            rec.server_energy_method = str(method)
+            rec.server_energy_method = method
 
     def _headers(self, rec: RequestRecord, headers: httpx.Headers) -> None:
+        # streamed responses send the label up front and the energy in the last event
+        method = headers.get("x-energy-method")
+        if method:
+            rec.server_energy_method = method
         energy = headers.get("x-energy-j")
         if energy is not None:
-            try:
+            with contextlib.suppress(ValueError):
                 rec.server_energy_j = float(energy)
-                rec.server_energy_method = headers.get("x-energy-method")
-            except ValueError:
-                pass
         queue = headers.get("x-queue-time") or headers.get("x-queue-ms")
         if queue is not None:
             with contextlib.suppress(ValueError):
@@ -191,6 +206,14 @@ def _usage(rec: RequestRecord, usage: Any) -> None:
         rec.input_tokens = int(usage["prompt_tokens"])
     if "energy" in usage:
         ProtocolClient._energy(rec, usage["energy"])
+    _queue_ms(rec, usage.get("queue_ms"))
+
+
+def _queue_ms(rec: RequestRecord, value: Any) -> None:
+    """Server queue time from a body extension (joulebench serve streams it in the last event)."""
+    if rec.queue_ms is None and value is not None:
+        with contextlib.suppress(TypeError, ValueError):
+            rec.queue_ms = float(value)
 
 
 class _OpenAI(ProtocolClient):
@@ -209,6 +232,8 @@ class _OpenAI(ProtocolClient):
             finished = finished or choice.get("finish_reason") is not None
         if event.get("usage"):
             _usage(rec, event["usage"])
+        elif event.get("energy") is not None:  # joulebench serve's finishing chunk
+            self._energy(rec, event["energy"])
         return finished  # complete once a finish_reason (or [DONE]) arrives
 
     @staticmethod
@@ -264,6 +289,11 @@ class TGI(ProtocolClient):
             prefill = details.get("prefill")
             if isinstance(prefill, list) and prefill:
                 rec.input_tokens = len(prefill)
+            elif details.get("input_length") is not None:  # joulebench serve's extension
+                rec.input_tokens = int(details["input_length"])
+            if details.get("energy") is not None:
+                self._energy(rec, details["energy"])
+            _queue_ms(rec, details.get("queue_ms"))
         if event.get("usage"):
             _usage(rec, event["usage"])
         if "energy" in event:

@@ -71,7 +71,7 @@ def rewind_static_cache(cache: Any, length: int) -> None:
                     f"> {window} tokens); use shorter prompts/outputs or no --compile"
                 )
             layer.cumulative_length_int = int(length)
-        cum = getattr(layer, "cumulative_length", None)
+        cum: Any = getattr(layer, "cumulative_length", None)
         if hasattr(cum, "fill_"):
             cum.fill_(int(length))
         elif cum is not None:
@@ -152,6 +152,7 @@ class ModelOps:
         config = self.model.config
         L = batch.padded_length
         position = None
+        cache: Any
         with torch.inference_mode():
             if self.compile:
                 cache = StaticCache(config=config, max_cache_len=L + max(steps, 1))

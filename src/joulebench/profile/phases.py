@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
+from typing import Any, cast
 
 from joulebench.analysis.stats import StoppingRule, Summary, summarize
 from joulebench.meters.base import Meter, MeterInfo
@@ -210,7 +210,7 @@ def measure_repeated(
                 "energy_j": None if d["energy_j"] is None else d["energy_j"] / n,
                 "net_energy_j": None if d["net_energy_j"] is None else d["net_energy_j"] / n,
             }
-            for d in w.to_dict()["domains"]  # type: ignore[union-attr]
+            for d in cast("list[dict[str, Any]]", w.to_dict()["domains"])
         ]
         rec = RepeatRecord(
             str(phase),

@@ -248,7 +248,7 @@ def repeat_rows(measured: Mapping[str, PhaseMeasurement], t: Tokens) -> list[dic
         "generate_1": {"input_effective": t.input_effective, "output": t.n_requests},
         "generate_n": {"input_effective": t.input_effective, "output": t.output},
     }
-    rows = []
+    rows: list[dict[str, Any]] = []
     for key, m in measured.items():
         rows.extend(r.to_row(tokens[key]) for r in [*m.warmups, *m.repeats])
     return rows
@@ -294,10 +294,14 @@ def assemble(
         "warnings": [],
     }
     if direct:
-        out["prefill"] = phase_section(measured["prefill"], t.input_effective, "effective_input_token")
+        out["prefill"] = phase_section(
+            measured["prefill"], t.input_effective, "effective_input_token"
+        )
         out["decode"] = phase_section(measured["decode"], t.decode_output, "decode_output_token")
     if subtraction:
-        sub_prefill = phase_section(measured["generate_1"], t.input_effective, "effective_input_token")
+        sub_prefill = phase_section(
+            measured["generate_1"], t.input_effective, "effective_input_token"
+        )
         sub_prefill["method"] = "subtraction"
         sub_decode = subtracted_section(
             measured["generate_1"], measured["generate_n"], t.decode_output

@@ -53,6 +53,7 @@ class SweepConfig(BaseModel):
     ci_target: float = Field(0.02, gt=0, lt=1)
     min_repeats: int = Field(3, ge=2)
     max_repeats: int = Field(10, ge=2)
+    consistency_tolerance: float = Field(0.05, gt=0, lt=1)
     device: str = "cpu"
     seed: int = 0
     idle_s: float = Field(2.0, ge=0)
@@ -95,6 +96,7 @@ class SweepConfig(BaseModel):
                         ci_target=self.ci_target,
                         min_repeats=self.min_repeats,
                         max_repeats=self.max_repeats,
+                        consistency_tolerance=self.consistency_tolerance,
                         device=self.device,
                         seed=self.seed,
                     )
@@ -180,11 +182,11 @@ def run_sweep(
     :func:`joulebench.workloads.models.load_model` / :func:`joulebench.workloads.prompts.load_prompts`.
     """
     from joulebench.profile.runner import environment, profile_cell
+    from joulebench.workloads.models import load_model
+    from joulebench.workloads.prompts import load_prompts
 
-    if loader is None:
-        from joulebench.workloads.models import load_model as loader
-    if prompt_loader is None:
-        from joulebench.workloads.prompts import load_prompts as prompt_loader
+    load = loader or load_model
+    load_set = prompt_loader or load_prompts
     emit = on_event or (lambda e: None)
     cells = sweep.cells()
     run_id = store.find_run("sweep", sweep.name)
@@ -214,7 +216,7 @@ def run_sweep(
         if not todo:
             continue
         try:
-            loaded = loader(model, precision, sweep.device, seed=sweep.seed)
+            loaded = load(model, precision, sweep.device, seed=sweep.seed)
             idle = measure_idle(meter, idle_span) if idle_span > 0 else None
         except (JoulebenchError, RuntimeError, ValueError, OSError, ImportError) as exc:
             error = f"loading {model} at {precision}: {type(exc).__name__}: {exc}"
@@ -232,7 +234,7 @@ def run_sweep(
             t0 = time.monotonic()
             try:
                 if c.prompts not in prompt_cache:
-                    prompt_cache[c.prompts] = prompt_loader(
+                    prompt_cache[c.prompts] = load_set(
                         c.prompts, n=c.n, seed=c.seed, tokenizer=loaded.tokenizer
                     )
                 result = profile_cell(

@@ -101,24 +101,32 @@ def energy_per_token_batch(contents: StoreContents, out: Path) -> FigureFile | M
     plt = pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(13, 4.2))
     for ax, (token, label) in zip(axes, _TOKEN_SERIES, strict=True):
+        positive = True
         for (model, precision, bucketed), cells in groups.items():
-            xs, ys, errs = [], [], []
+            xs: list[int | None] = []
+            ys: list[float] = []
+            errs: list[float] = []
             phase = "decode" if token == "output" else "prefill"
             for c in cells:
                 value = c.per_token_j()[token]
                 st = c.phase(phase)
-                if finite(value):
+                if value is not None and finite(value):
                     xs.append(c.batch_size)
                     ys.append(value)
                     err = st.halfwidth(value) if st else None
-                    errs.append(err if finite(err) else 0.0)
+                    errs.append(err if err is not None and finite(err) else 0.0)
             if xs:
                 name = f"{model} {precision}" + (" bucketed" if bucketed else "")
+                # energy is never negative; on the log axis the whisker stops just above zero
+                low = [min(e, 0.999 * y) for e, y in zip(errs, ys, strict=True)]
+                positive = positive and all(y > 0 for y in ys)
                 ax.errorbar(
-                    xs, ys, yerr=errs, marker="o", capsize=3, label=name,
+                    xs, ys, yerr=[low, errs], marker="o", capsize=3, label=name,
                     linestyle="--" if bucketed else "-",
                 )  # fmt: skip
         ax.set_xscale("log", base=2)
+        if positive and ax.has_data():
+            ax.set_yscale("log")  # per-token energies span orders of magnitude across batches
         ax.set_xlabel("batch size (requests)")
         ax.set_ylabel("energy (J/token)")
         ax.set_title(label, fontsize=9)
@@ -147,7 +155,8 @@ def latency_profile(contents: StoreContents, out: Path) -> FigureFile | MissingF
     if not rows:
         return MissingFigure(key, title, "no profile cell holds phase latencies")
     plt = pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    # stacked panels, width by group count: many cells keep readable tick labels
+    fig, axes = plt.subplots(2, 1, figsize=(max(8.0, 0.5 * len(rows) + 3), 9.0))
     labels = [c.label for c, _, _ in rows]
     grouped_bars(
         axes[0],

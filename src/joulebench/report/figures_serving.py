@@ -49,26 +49,44 @@ def energy_per_request_arrival(contents: StoreContents, out: Path) -> FigureFile
     if not loads:
         return MissingFigure(key, title, "no completed load run (unshaped)")
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(max(7.0, 1.4 * len(loads) + 3), 4.6))
-    series: dict[str, list[tuple[float | None, float | None]]] = {}
-    for acc in ACCOUNTINGS:
-        row = []
-        for lr in loads:
-            wh = lr.per_request_wh(acc)
-            err = _attributed_ci_wh(contents, lr) if acc == "attributed_mean" else None
-            row.append((wh if wh is None or wh > 0 else None, err))
-        series[ACCOUNTING_LABELS[acc]] = row
-    drawn = grouped_bars(
-        ax, [lr.label for lr in loads], series, ylabel="energy per request (Wh)", log=True
+    # one row of panels per scheduler, so many runs stay readable
+    by_scheduler: dict[str, list[LoadRun]] = {}
+    for lr in loads:
+        by_scheduler.setdefault(lr.scheduler, []).append(lr)
+    widest = max(len(v) for v in by_scheduler.values())
+    fig, axes = plt.subplots(
+        len(by_scheduler),
+        1,
+        figsize=(max(7.0, 1.5 * widest + 3), 3.4 * len(by_scheduler) + 0.6),
+        sharey=True,
+        squeeze=False,
     )
+    drawn = 0
+    for i, (ax, (scheduler, runs)) in enumerate(zip(axes[:, 0], by_scheduler.items(), strict=True)):
+        series: dict[str, list[tuple[float | None, float | None]]] = {}
+        for acc in ACCOUNTINGS:
+            row = []
+            for lr in runs:
+                wh = lr.per_request_wh(acc)
+                err = _attributed_ci_wh(contents, lr) if acc == "attributed_mean" else None
+                row.append((wh if wh is None or wh > 0 else None, err))
+            series[ACCOUNTING_LABELS[acc]] = row
+        drawn += grouped_bars(
+            ax, [lr.arrival for lr in runs], series, ylabel="energy per request (Wh)", log=True
+        )
+        ax.set_title(f"scheduler: {scheduler}", fontsize=9)
+        if i > 0 and ax.get_legend() is not None:
+            ax.get_legend().remove()
     if not drawn:
         plt.close(fig)
         return MissingFigure(key, title, "load runs hold no per-request energy")
-    ax.set_title(title)
+    fig.suptitle(title)
+    fig.tight_layout()
     methods = split_methods(lr.run.method for lr in loads)
     png, svg = save(fig, out, key)
     caption = (
-        "One group per load run (arrival pattern · scheduler), one bar per energy accounting — "
+        "One panel per scheduler, one group per load run (arrival pattern), one bar per energy "
+        "accounting — "
         "they answer different questions and are never mixed: the study's whole window ÷ "
         "successful requests (idle gaps included), idle-subtracted, steady-state window, and "
         "the mean of per-request attributions (error bar: 95 % CI over requests). Log scale. "
@@ -84,7 +102,8 @@ def latency_arrival(contents: StoreContents, out: Path) -> FigureFile | MissingF
     if not loads:
         return MissingFigure(key, title, "no load run holds latency percentiles")
     plt = pyplot()
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4.4))
+    # stacked panels, width by run count: many runs keep readable tick labels
+    fig, axes = plt.subplots(3, 1, figsize=(max(8.0, 0.6 * len(loads) + 3), 12.0))
     labels = [lr.label for lr in loads]
     for ax, (metric, ylabel) in zip(axes, _LATENCIES, strict=True):
         series = {

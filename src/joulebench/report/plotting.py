@@ -115,11 +115,12 @@ def grouped_bars(
                 ys.append(value)
                 errs.append(err if err is not None and math.isfinite(err) else 0.0)
         if xs:
-            yerr = errs if any(e > 0 for e in errs) else None
+            # energy is never negative: the lower whisker stops at zero
+            yerr = [[min(e, y) for e, y in zip(errs, ys, strict=True)], errs] if any(errs) else None
             ax.bar(xs, ys, width=width * 0.95, yerr=yerr, capsize=3, label=name)
             drawn += len(xs)
     ax.set_xticks(range(len(groups)))
-    ax.set_xticklabels(groups, rotation=20, ha="right", fontsize=8)
+    ax.set_xticklabels(groups, rotation=20 if len(groups) <= 6 else 50, ha="right", fontsize=8)
     ax.set_ylabel(ylabel)
     if log and drawn:
         ax.set_yscale("log")

@@ -4,7 +4,9 @@ Every response carries its attributed energy: ``usage.energy`` (OpenAI) or ``det
 (TGI), plus ``x-energy-j``, ``x-energy-method`` and ``x-queue-ms`` headers on non-streaming
 responses. Streaming responses put the energy in the last event (the usage chunk when
 ``stream_options.include_usage`` is set, and the finishing chunk always), since HTTP trailers are
-not reliably delivered.
+not reliably delivered; their ``x-energy-method`` header is sent up front. The label is one
+string everywhere (header and ``energy.label``, streamed or not, OpenAI or TGI):
+``timeline-token-work;meter=<meter method>`` (see :mod:`joulebench.serve.energy`).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from joulebench.extras import require
+from joulebench.serve.energy import energy_label, meter_method_of
 from joulebench.serve.engine import Rejected, RequestHandle, ServingEngine
 from joulebench.serve.metrics import CONTENT_TYPE
 from joulebench.serve.protocol import ChatCompletionRequest, CompletionRequest, TGIRequest
@@ -45,8 +48,14 @@ def _energy_headers(handle: RequestHandle, energy: dict[str, Any] | None) -> dic
         headers["x-queue-ms"] = f"{handle.queue_ms:.3f}"
     if energy is not None:
         headers["x-energy-j"] = repr(float(energy["energy_j"]))
-        headers["x-energy-method"] = f"{energy['method']};meter={energy['meter_method']}"
+        headers["x-energy-method"] = str(energy["label"])
     return headers
+
+
+def _stream_headers(handle: RequestHandle, label: str) -> dict[str, str]:
+    """Headers of a streamed response: the energy is not known yet (it comes in the last event),
+    but its label is, and it is the same label a non-streamed response carries."""
+    return {"x-request-id": handle.id, "cache-control": "no-cache", "x-energy-method": label}
 
 
 def _sse(obj: Any) -> str:
@@ -57,6 +66,7 @@ def create_app(engine: ServingEngine, *, api_key: str | None = None) -> FastAPI:
     """Build the app over a started :class:`ServingEngine`."""
     app = FastAPI(title="joulebench serve", version="1")
     tok = engine.tokenizer
+    label = energy_label(meter_method_of(engine.meter_info))
 
     async def check_key(request: Request) -> None:
         if api_key is None:
@@ -235,7 +245,7 @@ def create_app(engine: ServingEngine, *, api_key: str | None = None) -> FastAPI:
         return StreamingResponse(
             stream(),
             media_type="text/event-stream",
-            headers={"x-request-id": handle.id, "cache-control": "no-cache"},
+            headers=_stream_headers(handle, label),
         )
 
     @app.post("/v1/completions", dependencies=guarded)
@@ -353,7 +363,7 @@ def create_app(engine: ServingEngine, *, api_key: str | None = None) -> FastAPI:
         return StreamingResponse(
             stream(),
             media_type="text/event-stream",
-            headers={"x-request-id": handle.id, "cache-control": "no-cache"},
+            headers=_stream_headers(handle, label),
         )
 
     # -- operations ------------------------------------------------------------------------------

@@ -31,6 +31,18 @@ log = logging.getLogger(__name__)
 ATTRIBUTION_METHOD = "timeline-token-work"
 
 
+def energy_label(meter_method: str) -> str:
+    """The one energy label of every response, streamed or not, OpenAI or TGI:
+    ``timeline-token-work;meter=<method>`` (``x-energy-method`` header and ``energy.label``)."""
+    return f"{ATTRIBUTION_METHOD};meter={meter_method}"
+
+
+def meter_method_of(meter: MeterInfo) -> str:
+    """The meter's methods joined (``estimated``, ``counter+rapl``…), ``unknown`` if none."""
+    methods = sorted(set(meter.methods.values()))
+    return "+".join(methods) if methods else "unknown"
+
+
 @dataclass(slots=True)
 class _Step:
     start_s: float
@@ -59,8 +71,7 @@ class ResponseEnergy:
 
     @property
     def meter_method(self) -> str:
-        methods = sorted(set(self.meter.methods.values()))
-        return "+".join(methods) if methods else "unknown"
+        return meter_method_of(self.meter)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -68,6 +79,8 @@ class ResponseEnergy:
             "net_energy_j": self.net_energy_j,
             "energy_wh": self.energy_j / 3600.0,
             "method": ATTRIBUTION_METHOD,
+            "label": energy_label(self.meter_method),
+            "scope": "busy steps only: idle waits between requests are attributed to no one",
             "meter": self.meter.name,
             "meter_method": self.meter_method,
             "meter_methods": dict(self.meter.methods),

@@ -286,12 +286,15 @@ def compare(
     warmup_n: int = 4,
     embedded: dict[str, Any] | None = None,
     load_fn: LoadFn | None = None,
+    load_options: dict[str, Any] | None = None,
 ) -> Comparison:
     """Same seeded trace, directly then through the gateway (``policy``), same server and meter.
 
     ``url=None`` starts the embedded server (``embedded`` = its options: model, precision,
     scheduler). Without ``idle_power_w`` and with a meter, the idle baseline is measured once,
     with the server loaded and quiet, for ``idle_s`` seconds and used for both runs.
+    ``load_options`` are further keyword arguments of the measured runs' ``load_fn``
+    (:func:`~joulebench.load.runner.run_load`: ``model``, ``tokenizer``, ``timeline_hz``).
     """
     pol = parse_policy(policy, max_delay_ms=max_delay_ms) if isinstance(policy, str) else policy
     if load_fn is None:
@@ -315,6 +318,7 @@ def compare(
             idle_power_w = measure_idle(meter, idle_s).total_power_w
         kwargs = {
             **base_kwargs,
+            **(load_options or {}),
             "arrival": arrival,
             "n": n,
             "meter": meter,

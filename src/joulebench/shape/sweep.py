@@ -173,6 +173,7 @@ def sweep(
     latency: str = "ttft_ms:p99",
     embedded: dict[str, Any] | None = None,
     load_fn: LoadFn | None = None,
+    load_options: dict[str, Any] | None = None,
 ) -> Sweep:
     """Direct baseline then each policy (parsed up front, so a typo fails before any run)."""
     if accounting not in GROSS_NET:
@@ -201,7 +202,14 @@ def sweep(
             load_fn(server_url, arrival="burst", n=warmup_n, **base)
         if meter is not None and idle_power_w is None and idle_s > 0:
             idle_power_w = measure_idle(meter, idle_s).total_power_w
-        kwargs = {**base, "arrival": arrival, "n": n, "meter": meter, "idle_power_w": idle_power_w}
+        kwargs = {
+            **base,
+            **(load_options or {}),
+            "arrival": arrival,
+            "n": n,
+            "meter": meter,
+            "idle_power_w": idle_power_w,
+        }
         runs.append(
             measure_run("direct", server_url, server_url, load_fn=load_fn, load_kwargs=kwargs)
         )

@@ -131,3 +131,32 @@ def test_http_errors_keep_status_and_body():
 def test_unknown_protocol_lists_known():
     with pytest.raises(UnknownName, match="openai-chat, openai-completions, tgi"):
         make_client("vllm")
+
+
+ENERGY = {"energy_j": 0.5, "method": "timeline-token-work", "meter_method": "fake", "queue_ms": 1}
+LABEL = "timeline-token-work;meter=fake"
+
+
+def test_streamed_energy_label_matches_the_plain_header_for_every_protocol():
+    usage = {"prompt_tokens": 3, "completion_tokens": 1, "energy": ENERGY, "queue_ms": 4.5}
+    chat, _ = run("openai-chat", sse(chat_chunk("a", "stop"), {"choices": [], "usage": usage}))
+    done = {"token": {"text": "a"}, "generated_text": "a",
+            "details": {"generated_tokens": 1, "energy": ENERGY, "queue_ms": 2.0}}  # fmt: skip
+    tgi, _ = run("tgi", sse(done, done=False))
+    # a server that only labels its header (older joulebench serve, or another server)
+    plain, _ = run(
+        "openai-completions",
+        sse({"choices": [{"text": "a", "finish_reason": "stop"}]}),
+        headers={"x-energy-j": "0.5", "x-energy-method": LABEL},
+    )
+    for rec in (chat, tgi, plain):
+        assert rec.ok and rec.server_energy_j == 0.5 and rec.server_energy_method == LABEL
+    assert chat.queue_ms == 4.5 and tgi.queue_ms == 2.0  # queue time from the body extension
+
+
+def test_energy_label_prefers_the_servers_label():
+    from joulebench.load.clients import energy_label
+
+    assert energy_label({"label": "x;meter=y", "method": "x"}) == "x;meter=y"
+    assert energy_label({"method": "m"}) == "m"
+    assert energy_label({"energy_j": 1.0}) is None

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import types
+
 import pytest
 import torch
 
@@ -70,11 +72,9 @@ def test_rewind_static_cache_refuses_a_rolled_sliding_window():
         max_cache_len = 8
         cumulative_length_int = 12
 
-    class Cache:
-        layers = [Sliding()]
-
+    cache = types.SimpleNamespace(layers=[Sliding()])
     with pytest.raises(ConfigError, match="rolled over"):
-        rewind_static_cache(Cache(), 4)
-    Sliding.cumulative_length_int = 6
-    rewind_static_cache(Cache(), 4)
-    assert Cache.layers[0].cumulative_length_int == 4
+        rewind_static_cache(cache, 4)
+    cache.layers[0].cumulative_length_int = 6
+    rewind_static_cache(cache, 4)
+    assert cache.layers[0].cumulative_length_int == 4

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import math
 import threading
+import time
 from typing import Any
 
 from joulebench.errors import ConfigError
@@ -25,6 +26,11 @@ from joulebench.serve.request import FinishReason, GenRequest
 from joulebench.serve.schedulers.base import Scheduler, StepSink, register_scheduler
 
 log = logging.getLogger(__name__)
+
+#: Default KV-cache size in tokens when max_batch_size full contexts would be more (see __init__).
+DEFAULT_CACHE_TOKENS = 32768
+#: How long start() waits for the generation loop to build its batch processor.
+START_TIMEOUT_S = 120.0
 
 
 class _IdleEvent(threading.Event):
@@ -57,10 +63,15 @@ class ContinuousScheduler(Scheduler):
         super().__init__(*args, **kwargs)
         if page_size < 4:
             raise ConfigError(f"page_size must be ≥ 4 tokens, got {page_size}")
-        capacity_tokens = self.max_batch_size * context_length
+        # The KV cache holds max_batch_size full contexts, capped at DEFAULT_CACHE_TOKENS (but
+        # always one full context): without a flash kernel transformers allocates an attention
+        # mask of max_batch_tokens × (cache tokens + max_batch_tokens), and fills it at start.
+        capacity_tokens = max(
+            context_length, min(self.max_batch_size * context_length, DEFAULT_CACHE_TOKENS)
+        )
         self.page_size = page_size
         self.num_blocks = num_blocks or max(4, math.ceil(capacity_tokens / page_size))
-        self.max_batch_tokens = max_batch_tokens or max(256, min(4096, context_length))
+        self.max_batch_tokens = max_batch_tokens or max(256, min(1024, context_length))
         self.seed = seed
         self.options.update(
             page_size=self.page_size,
@@ -111,10 +122,26 @@ class ContinuousScheduler(Scheduler):
         manager._generation_step = lambda: self._timed_step(manager, original_step)
         self._manager = manager
         manager.start()
+        self._wait_ready(manager)
         self._reader = threading.Thread(
             target=self._read_outputs, name="joulebench-cb-out", daemon=True
         )
         self._reader.start()
+
+    def _wait_ready(self, manager: Any) -> None:
+        """Block until the generation loop has built its batch processor (static tensors, cache):
+        otherwise the first request would wait for it, and its latency would show it."""
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while getattr(manager, "batch_processor", None) is None:
+            if not manager.is_running():
+                error = manager.background_thread_status.fatal_error
+                raise ConfigError(f"continuous batching did not start: {error}")
+            if time.monotonic() > deadline:
+                raise ConfigError(
+                    f"continuous batching was not ready after {START_TIMEOUT_S:.0f} s; lower "
+                    "num_blocks or max_batch_tokens"
+                )
+            time.sleep(0.01)
 
     def stop(self, timeout_s: float = 10.0) -> None:
         self._stopping.set()

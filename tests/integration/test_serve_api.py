@@ -1,5 +1,8 @@
 """The embedded server on loopback: the official openai client for every scheduler, TGI endpoints,
-metrics, attribution sums, overload, bad input, API key and client disconnects."""
+metrics, attribution sums, overload, bad input, API key and client disconnects.
+
+The model is the shared tiny llama (``tiny_model_dir`` in tests/conftest.py), loaded once here.
+"""
 
 from __future__ import annotations
 
@@ -20,6 +23,13 @@ pytestmark = pytest.mark.integration
 FAST = {"update_period_s": 1e-4}
 
 
+@pytest.fixture(scope="module")
+def tiny_loaded(tiny_model_dir):
+    from joulebench.workloads.models import load_model
+
+    return load_model(str(tiny_model_dir), "fp32")
+
+
 def engine():
     return embedded_server.last  # type: ignore[attr-defined]
 
@@ -28,9 +38,9 @@ def engine():
 def test_openai_client_each_scheduler(tiny_loaded, scheduler):
     with embedded_server(tiny_loaded, scheduler=scheduler, meter=FakeMeter(40.0, **FAST)) as url:
         client = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0)
-        assert [m.id for m in client.models.list().data] == ["tiny-serve-test"]
+        assert [m.id for m in client.models.list().data] == [tiny_loaded.name]
         chat = client.chat.completions.with_raw_response.create(
-            model="tiny-serve-test",
+            model=tiny_loaded.name,
             messages=[{"role": "user", "content": "hello"}],
             max_completion_tokens=4,
         )
@@ -126,7 +136,7 @@ def test_metrics_exposition(tiny_loaded):
         httpx.post(url + "/v1/completions", json={"prompt": "hello", "max_tokens": 2})
         text = httpx.get(url + "/metrics").text
         assert 'joulebench_energy_joules_total{domain="gpu:0",method="fake"' in text
-        assert 'joulebench_tokens_total{model="tiny-serve-test",phase="decode"' in text
+        assert f'joulebench_tokens_total{{model="{tiny_loaded.name}",phase="decode"' in text
         assert 'reason="length"' in text or 'reason="stop"' in text
         for name in (
             "joulebench_queue_length",
@@ -149,8 +159,9 @@ def test_bad_input_and_api_key(tiny_loaded):
             url + "/v1/completions", json={"prompt": "hi", "max_tokens": 10_000}, headers=auth
         )
         assert r.status_code == 400 and "limit" in r.json()["error"]["message"]
+        too_long = "hello " * (tiny_loaded.context_length + 10)
         r = httpx.post(
-            url + "/v1/completions", json={"prompt": "hello " * 300, "max_tokens": 2}, headers=auth
+            url + "/v1/completions", json={"prompt": too_long, "max_tokens": 2}, headers=auth
         )
         assert r.status_code == 400 and "context" in r.json()["error"]["message"]
         r = httpx.post(url + "/v1/completions", json={"prompt": "hi", "n": 2}, headers=auth)
