@@ -151,7 +151,7 @@ def run_joulebench(model: Path, tmp: Path, args: argparse.Namespace) -> tuple[fl
     return wall, summary
 
 
-def run_optimum(py: Path, model: Path, args: argparse.Namespace) -> tuple[float, list]:
+def run_optimum(py: Path, model: Path, tmp: Path, args: argparse.Namespace) -> tuple[float, list]:
     payload = {
         "model": str(model),
         "dtypes": list(PRECISIONS.values()),
@@ -164,8 +164,9 @@ def run_optimum(py: Path, model: Path, args: argparse.Namespace) -> tuple[float,
     }
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     t0 = time.perf_counter()
+    # its working dir: optimum-benchmark writes benchmark.log and *_codecarbon.json there
     r = subprocess.run([str(py), "-c", OB_RUNNER, json.dumps(payload)], capture_output=True,
-                       text=True, env=env)  # fmt: skip
+                       text=True, env=env, cwd=tmp)  # fmt: skip
     wall = time.perf_counter() - t0
     line = next((ln for ln in r.stdout.splitlines() if ln.startswith("OB_RESULT ")), None)
     if r.returncode != 0 or line is None:
@@ -199,7 +200,7 @@ def main() -> None:
         print(f"joulebench: {jb_wall:.1f} s for {jb['total']} cells ({jb['done']} done, "
               f"{jb['failed']} failed), {args.min_window_s} s windows, ≤ {args.max_repeats} "
               "repeats, direct + subtraction", flush=True)  # fmt: skip
-        ob_wall, ob = run_optimum(py, model, args)
+        ob_wall, ob = run_optimum(py, model, tmp, args)
         print(f"optimum-benchmark: {ob_wall:.1f} s for {len(ob)} cells (latency + energy, "
               f"{args.ob_duration_s} s / ≥ {args.ob_iterations} iterations per measurement, a "
               "process and a model load per cell)")  # fmt: skip

@@ -29,8 +29,7 @@ class MissingExtra(JoulebenchError):
         self.extra = extra
         what = f" for {purpose}" if purpose else ""
         super().__init__(
-            f"'{module}' is needed{what} but is not installed: "
-            f"pip install 'joulebench[{extra}]'"
+            f"'{module}' is needed{what} but is not installed: pip install 'joulebench[{extra}]'"
         )
 
 

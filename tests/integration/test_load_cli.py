@@ -67,8 +67,14 @@ def test_cli_json_store_and_failures(tmp_path, prompts):
     ).fetchone()
     assert n_rows == 30 and n_ok == j["requests"]["ok"]
     assert con.execute("SELECT count(*) FROM timelines").fetchone()[0] > 2
-    kind, summary = con.execute("SELECT kind, summary FROM runs").fetchone()
+    kind, status, summary = con.execute("SELECT kind, status, summary FROM runs").fetchone()
     assert kind == "load" and json.loads(summary)["requests"]["ok"] == n_ok
+    # status says the run finished; audit verdicts are in the summary and the audits table
+    assert status == "done"
+    stored = json.loads(summary)
+    assert stored["audits"] == j["audits"] and stored["config"]["scheduler"] == "external server"
+    n_audits = con.execute("SELECT count(*) FROM audits").fetchone()[0]
+    assert n_audits == j["audits"]["passed"] + len(j["audits"]["failed"]) > 0
 
 
 def test_cli_table_says_estimated_with_the_estimator(prompts):

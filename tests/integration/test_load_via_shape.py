@@ -20,11 +20,12 @@ ACCOUNTINGS = (
 )
 
 
-def test_load_via_shape_prints_direct_and_shaped_side_by_side() -> None:
+def test_load_via_shape_prints_direct_and_shaped_side_by_side(tmp_path) -> None:
+    db = tmp_path / "r.duckdb"
     cmd = [sys.executable, "-m", "joulebench", "load", "--via-shape", "cadence:150ms",
            "--arrival", "poisson:20", "--n", "6", "--seed", "4", "--prompts", "quick",
            "--output-length", "4", "--meter", "fake", "--fake-power-w", "30", "--idle-s", "0.3",
-           "--json"]  # fmt: skip
+           "--json", "--store", str(db), "--name", "via"]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout)
@@ -59,15 +60,23 @@ def test_load_via_shape_prints_direct_and_shaped_side_by_side() -> None:
                 "server mean batch size"):  # fmt: skip
         assert row in metrics
     assert out["config"]["prompts"] == "quick" and out["config"]["output_length"] == "4"
+    # --store keeps both runs as load runs, with per-request rows and the power timeline
+    from joulebench.analysis.records import read_store
+    from joulebench.results.store import ResultStore
+
+    with ResultStore(db, read_only=True) as store:
+        contents = read_store(store)
+        rows = store.query("SELECT run_id, count(*) AS n FROM requests GROUP BY run_id")
+        samples = store.query("SELECT DISTINCT run_id FROM timelines")
+    loads = {lr.run.name: lr for lr in contents.load_runs}
+    assert set(loads) == {"via/direct", "via/shaped"}
+    assert not loads["via/direct"].shaped and loads["via/shaped"].shaped
+    assert all(lr.run.status == "done" and lr.scheduler == "continuous" for lr in loads.values())
+    assert {r["n"] for r in rows} == {6} and len(rows) == len(samples) == 2
 
 
-def test_via_shape_refuses_store_and_bad_policy_before_starting(tmp_path) -> None:
+def test_via_shape_refuses_a_bad_policy_before_starting(tmp_path) -> None:
     base = [sys.executable, "-m", "joulebench", "load", "--n", "2", "--meter", "fake"]
-    proc = subprocess.run(
-        [*base, "--via-shape", "cadence:100ms", "--store", str(tmp_path / "r.duckdb")],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert proc.returncode == 2 and "--store" in proc.stderr
     proc = subprocess.run(
         [*base, "--via-shape", "cadense:100ms"], capture_output=True, text=True, timeout=120
     )

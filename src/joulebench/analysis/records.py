@@ -19,6 +19,8 @@ from joulebench.results.store import ResultStore
 #: The per-request accountings of a load run, in the order reports show them.
 ACCOUNTINGS = ("paper_whole_window", "idle_subtracted", "steady_state", "attributed_mean")
 PHASES = ("prefill", "decode")
+#: Run statuses that mean the run did not finish: reports list such runs, they draw no figure.
+UNFINISHED = ("running", "interrupted")
 
 
 def parse_json(value: Any) -> Any:
@@ -82,6 +84,24 @@ class RunRecord:
             meter=parse_json(row.get("meter")) or {},
             summary=parse_json(row.get("summary")) or {},
         )
+
+    @property
+    def finished(self) -> bool:
+        """The run ended by itself (``done`` or ``failed``; a failing audit changes neither)."""
+        return self.status not in UNFINISHED
+
+    @property
+    def failed_audits(self) -> list[str]:
+        """Names of the audit checks that failed, as the run's summary records them."""
+        names = dig(self.summary, "audits", "failed")
+        if isinstance(names, list):
+            return [str(x) for x in names]
+        checks = dig(self.summary, "energy", "audits")
+        if isinstance(checks, list):  # summaries written before the top-level verdicts
+            return [
+                str(a.get("name")) for a in checks if isinstance(a, Mapping) and not a.get("passed")
+            ]
+        return []
 
     @property
     def meter_methods(self) -> dict[str, str]:

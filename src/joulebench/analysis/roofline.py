@@ -68,7 +68,11 @@ class ModelShape:
 
     @classmethod
     def from_config(cls, config: Any) -> ModelShape:
-        get = config.get if isinstance(config, Mapping) else lambda k, d=None: getattr(config, k, d)
+        def get(key: str) -> Any:
+            if isinstance(config, Mapping):
+                return config.get(key)
+            return getattr(config, key, None)
+
         missing = [
             k
             for k in (

@@ -22,6 +22,11 @@ err_console = Console(stderr=True, highlight=False)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+#: Libraries whose import-time warnings (missing optional kernels, no triton) say nothing about
+#: the user's run; shown with --verbose only.
+NOISY_LIBRARIES = ("bitsandbytes", "torchao", "torch.utils._pytree")
+
+
 def setup_logging(verbose: bool = False) -> None:
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.WARNING,
@@ -29,6 +34,8 @@ def setup_logging(verbose: bool = False) -> None:
         handlers=[RichHandler(console=err_console, show_path=False, show_time=False)],
         force=True,
     )
+    for name in NOISY_LIBRARIES:
+        logging.getLogger(name).setLevel(logging.NOTSET if verbose else logging.ERROR)
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:

@@ -17,7 +17,12 @@ Per-request energy appears twice in ``--json`` and the two are not the same quan
   (HTTP, tokenization, streaming) while requests were in flight.
 
 ``--via-shape POLICY`` runs the same seeded trace directly and through the shaping gateway, same
-server and meter, and prints them side by side (:mod:`joulebench.shape.experiment`).
+server and meter, and prints them side by side (:mod:`joulebench.shape.experiment`); with
+``--store`` both runs are kept as ``load`` runs (the shaped one with ``via_shape``).
+
+A stored run's status says whether it finished: ``done`` (at least one request succeeded),
+``failed`` (none did) or ``interrupted`` (Ctrl-C). Audit verdicts never change it: they are in
+the audits table and in the summary's ``audits`` (``passed``, ``failed`` check names).
 """
 
 from __future__ import annotations
@@ -62,6 +67,9 @@ from joulebench.meters.window import measure_idle
 
 log = logging.getLogger(__name__)
 
+#: How ``load`` without ``--url`` starts joulebench's server (recorded in the run's config).
+EMBEDDED_SERVER: dict[str, Any] = {"precision": "fp32", "scheduler": "continuous"}
+
 ACCOUNTING_TITLES = {
     "paper_whole_window": "whole window ÷ successful (study)",
     "idle_subtracted": "idle-subtracted",
@@ -99,9 +107,7 @@ def _target(url: str | None, embedded: bool, model: str | None, meter: Any) -> I
         raise ConfigError("pass either --url or --embedded, not both")
     from joulebench.serve.launch import embedded_server
 
-    with embedded_server(
-        model=model or "tiny", precision="fp32", scheduler="continuous", meter=meter
-    ) as base:
+    with embedded_server(model=model or "tiny", meter=meter, **EMBEDDED_SERVER) as base:
         yield base
 
 
@@ -182,12 +188,29 @@ def _store(path: Path, result: LoadResult, j: dict[str, Any], name: str | None) 
         if result.meter is not None:
             db.add_timeline(run_id, result.timeline, result.meter.methods)
         db.add_audits(run_id, None, j["energy"].get("audits", []))
-        failed_audit = any(not a["passed"] for a in j["energy"].get("audits", []))
+        # status says whether the run finished (done/failed/interrupted); audit verdicts live in
+        # the audits table and the summary, so a failing check never hides a run from reports
         db.finish_run(
             run_id,
-            status="done" if not failed_audit else "done-audit-failed",
+            status=run_status(j),
             summary={**j, "run_id": run_id},
         )
+    return run_id
+
+
+def run_status(j: dict[str, Any]) -> str:
+    """``done`` when at least one request succeeded, else ``failed`` (audits do not count)."""
+    return "done" if (j.get("requests") or {}).get("ok") else "failed"
+
+
+def _store_interrupted(path: Path, config: dict[str, Any], name: str | None) -> str:
+    """Record a load stopped by Ctrl-C as an ``interrupted`` run (config only, no numbers)."""
+    from joulebench.environment import collect_environment
+    from joulebench.results.store import ResultStore
+
+    with ResultStore(path) as db:
+        run_id = db.start_run("load", config=config, environment=collect_environment(), name=name)
+        db.finish_run(run_id, status="interrupted", summary={"run_id": run_id, "config": config})
     return run_id
 
 
@@ -206,11 +229,11 @@ def _compare(
     hz: float,
     config: dict[str, Any],
     **load_kwargs: Any,
-) -> None:
-    """``--via-shape``: print the comparison; exit 1 if either run had no successful request."""
+) -> Any:
+    """``--via-shape``: run and print the comparison (``joulebench.shape.experiment``)."""
     from joulebench.cli.shape import run_comparison
 
-    comparison = run_comparison(
+    return run_comparison(
         base,
         policy,
         arrival,
@@ -223,8 +246,33 @@ def _compare(
         config=config,
         **load_kwargs,
     )
-    if not all(run.load["requests"]["ok"] for run in (comparison.direct, comparison.shaped)):
-        raise typer.Exit(1)
+
+
+def _store_comparison(
+    path: Path, comparison: Any, config: dict[str, Any], name: str | None
+) -> list[str]:
+    """Both runs of a ``--via-shape`` comparison as ``load`` runs, per-request rows and timeline
+    included; the shaped one carries ``via_shape`` (the report's Pareto figure pairs them)."""
+    from joulebench.reproduce.serving import store_load
+    from joulebench.results.store import ResultStore
+
+    ids = []
+    with ResultStore(path) as db:
+        for run, via in ((comparison.direct, None), (comparison.shaped, comparison.policy)):
+            label = "direct" if via is None else "shaped"
+            ids.append(
+                store_load(
+                    db,
+                    run.load,
+                    name=f"{name}/{label}" if name else None,
+                    extra_config={**config, "via_shape": via, "shape_policy": comparison.policy},
+                    meter_info=run.load.get("meter"),
+                    requests=run.requests,
+                    timeline=run.timeline,
+                    methods=run.load.get("meter_methods") or None,
+                )
+            )
+    return ids
 
 
 @handle_errors
@@ -303,11 +351,6 @@ def load(
         from joulebench.shape.policies import parse_policy
 
         parse_policy(via_shape)  # a typo fails before the server starts
-        if store is not None:
-            raise ConfigError(
-                "--store does not record a --via-shape comparison; drop --store, or use "
-                "joulebench shape-sweep --out DIR to keep the runs"
-            )
     tok = _load_tokenizer(model) if url else None  # embedded: the set's default (tiny) tokenizer
     items, refs = read_prompts(prompts, n=n, seed=seed, tokenizer=tok)
     lengths = output_lengths(output_length, refs)
@@ -327,40 +370,66 @@ def load(
         "fake_power_w": fake_power_w,
         "nvml_mode": nvml_mode,
     }
+    cli_config = {
+        "target": "url" if url else "embedded",
+        "prompts": prompts,
+        "output_length_policy": describe_output_length(output_length),
+        # the report groups load runs by scheduler; an external server's is unknown to us
+        **(
+            {"scheduler": "external server"}
+            if url
+            else {**EMBEDDED_SERVER, "server_model": model or "tiny"}
+        ),
+    }
     m = open_cli_meter(meter, require_isolated_gpu=require_isolated_gpu, **options)
+    comparison = None
     try:
         with _target(url, embedded, model, m) as base:
             if via_shape:  # direct vs shaped, same trace/server/meter (joulebench.shape.experiment)
-                _compare(base, via_shape, arrival, items, lengths, meter=m, as_json=as_json,
-                         idle_s=idle_s, n=n, protocol=protocol, concurrency=concurrency,
-                         timeout_s=timeout_s, seed=seed, model=model if url else None,
-                         tokenizer=_counter(tok), hz=hz,
-                         config={"prompts": prompts,
-                                 "output_length": describe_output_length(output_length)})  # fmt: skip
-                return
-            idle_w = measure_idle(m, idle_s).total_power_w if idle_s > 0 else None
-            result = run_load(
-                base,
-                protocol,
-                process,
-                items,
-                n=n,
-                output_length=lengths,
-                concurrency=concurrency,
-                timeout_s=timeout_s,
-                meter=m,
-                idle_power_w=idle_w,
-                seed=seed,
-                model=model if url else None,
-                tokenizer=_counter(tok),
-                timeline_hz=hz,
-            )
+                comparison = _compare(base, via_shape, arrival, items, lengths, meter=m,
+                                      as_json=as_json, idle_s=idle_s, n=n, protocol=protocol,
+                                      concurrency=concurrency, timeout_s=timeout_s, seed=seed,
+                                      model=model if url else None, tokenizer=_counter(tok),
+                                      hz=hz, config={"prompts": prompts,
+                                      "output_length": describe_output_length(output_length)})  # fmt: skip
+            else:
+                idle_w = measure_idle(m, idle_s).total_power_w if idle_s > 0 else None
+                try:
+                    result = run_load(
+                        base,
+                        protocol,
+                        process,
+                        items,
+                        n=n,
+                        output_length=lengths,
+                        concurrency=concurrency,
+                        timeout_s=timeout_s,
+                        meter=m,
+                        idle_power_w=idle_w,
+                        seed=seed,
+                        model=model if url else None,
+                        tokenizer=_counter(tok),
+                        timeline_hz=hz,
+                    )
+                except KeyboardInterrupt:
+                    if store is not None:
+                        cfg = {**cli_config, "url": base, "protocol": protocol, "n": n}
+                        cfg["arrival"] = process.describe()
+                        run_id = _store_interrupted(store, cfg, name)
+                        err_console.print(f"interrupted: recorded as run {run_id} in {store}")
+                    raise
     finally:
         m.close()
+    if comparison is not None:
+        runs = (comparison.direct, comparison.shaped)
+        if store is not None:
+            ids = _store_comparison(store, comparison, cli_config, name)
+            err_console.print(f"stored as runs {', '.join(ids)} (direct, shaped) in {store}")
+        if not all(run.load["requests"]["ok"] for run in runs):
+            raise typer.Exit(1)
+        return
     j = result.to_json()
-    j["config"]["target"] = "url" if url else "embedded"
-    j["config"]["prompts"] = prompts
-    j["config"]["output_length_policy"] = describe_output_length(output_length)
+    j["config"].update(cli_config)
     if store is not None:
         j["run_id"] = _store(store, result, j, name)
     if as_json:

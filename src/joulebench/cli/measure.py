@@ -20,6 +20,7 @@ from types import FrameType
 from typing import Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from joulebench.cli.common import err_console, fail, handle_errors, print_json
@@ -196,6 +197,23 @@ def _fmt(value: float | None, unit: str, digits: int = 3) -> str:
     return "—" if value is None else f"{value:.{digits}f} {unit}"
 
 
+def estimate_model_lines(parameters: dict[str, Any]) -> list[str]:
+    """The sensorless estimator's constants, one line per estimator (also inside a combination)."""
+    if parameters.get("estimate") is True:
+        p = parameters
+        return [
+            f"CPU {p['cpu_tdp_w']:g} W TDP / {p['cpu_threads_per_package']} threads "
+            f"({p['cpu_tdp_source']}), idle {p['cpu_idle_w']:.2f} W, RAM {p['ram_w_per_gb']:g} W/GB, "
+            f"scope {p['scope']} — override with --cpu-tdp-w, --cpu-idle-w, --ram-w-per-gb"
+        ]
+    return [
+        line
+        for part in parameters.values()
+        if isinstance(part, dict)
+        for line in estimate_model_lines(part)
+    ]
+
+
 def print_report(report: dict[str, Any]) -> None:
     c = err_console
     status = "interrupted" if report["interrupted"] else f"exit {report['exit_code']}"
@@ -203,8 +221,10 @@ def print_report(report: dict[str, Any]) -> None:
     if report["estimated"]:
         c.print(
             "[bold yellow]ESTIMATED: these numbers come from a model, not an energy sensor "
-            f"(meter {report['meter']['name']}); see its parameters with --json.[/]"
+            f"(meter {report['meter']['name']}); see every parameter with --json.[/]"
         )
+        for line in estimate_model_lines(report["meter"].get("parameters") or {}):
+            c.print(f"  model        {escape(line)}")
     c.print(f"  duration     {report['duration_s']:.3f} s")
     if report["too_short"]:
         c.print("  energy       [red]window too short for the meter: no energy reported[/]")
@@ -232,7 +252,11 @@ def print_report(report: dict[str, Any]) -> None:
 
 
 def _store(
-    path: Path, report: dict[str, Any], timeline: PowerTimeline, config: dict[str, Any]
+    path: Path,
+    report: dict[str, Any],
+    timeline: PowerTimeline,
+    config: dict[str, Any],
+    name: str | None = None,
 ) -> str:
     from joulebench.environment import collect_environment
     from joulebench.results.store import ResultStore
@@ -240,7 +264,7 @@ def _store(
     environment = collect_environment()
     with ResultStore(path) as db:
         run_id = db.start_run(
-            "measure", config=config, environment=environment, meter=report["meter"]
+            "measure", config=config, environment=environment, meter=report["meter"], name=name
         )
         db.add_timeline(
             run_id, [(s.t_s, s.energy_j) for s in timeline.samples], report["meter"]["methods"]
@@ -305,7 +329,7 @@ def measure(
         ResultStore(store).close()  # schema version and lock problems surface now, not after CMD
     if shutil.which(cmd[0]) is None:
         raise fail(f"command not found: {cmd[0]}", 127)
-    options = {
+    options: dict[str, Any] = {
         "cpu_tdp_w": cpu_tdp_w,
         "cpu_idle_w": cpu_idle_w,
         "ram_w_per_gb": ram_w_per_gb,
@@ -333,7 +357,7 @@ def measure(
             "name": name,
             **options,
         }
-        report["run_id"] = _store(store, report, timeline, config)
+        report["run_id"] = _store(store, report, timeline, config, name)
     if as_json:
         print_json(report)
     else:

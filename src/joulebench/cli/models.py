@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich import box
 from rich.table import Table
 
 from joulebench.cli.common import console, handle_errors, print_json
@@ -63,16 +64,22 @@ def list_models(
     if as_json:
         print_json(rows)
         return
-    table = Table("shape", "params", "layers", "hidden", "heads/kv", "vocab", f"runs on {device}")
-    table.columns[0].no_wrap = True
+    # Narrow terminals must still show every precision: compact, and only that column wraps.
+    table = Table(
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        title=f"bundled shapes (use as shape:<Name>) · device {device}",
+    )
+    for header in ("shape", "params", "layers", "hidden", "heads/kv"):
+        table.add_column(header, no_wrap=True)
+    table.add_column("precisions that run here", min_width=13, ratio=1)
     for r in rows:
         table.add_row(
-            r["source"],
+            r["name"],
             f"{r['n_params'] / 1e9:.2f}B",
             str(r["num_layers"]),
             str(r["hidden_size"]),
             f"{r['num_attention_heads']}/{r['num_kv_heads']}",
-            str(r["vocab_size"]),
             ", ".join(r["precisions"]) or "none",
         )
     console.print(table)

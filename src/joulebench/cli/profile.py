@@ -188,7 +188,7 @@ def register(app: typer.Typer) -> None:
                 batch_size=batch_size,
                 prompts=prompts,
                 n=n,
-                method=method,
+                method=method,  # type: ignore[arg-type]  # validated by pydantic
                 output_length=output_length,
                 bucketing=bucketing,
                 compile=compile,
@@ -197,6 +197,7 @@ def register(app: typer.Typer) -> None:
                 ci_target=ci_target,
                 min_repeats=min_repeats,
                 max_repeats=max_repeats,
+                consistency_tolerance=0.05,
                 device=device,
                 seed=seed,
             )

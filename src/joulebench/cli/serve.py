@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import typer
 
 from joulebench.cli.common import err_console, handle_errors
@@ -43,7 +45,7 @@ def serve(
         require(module, "serve", "the embedded server")
     from joulebench.serve.launch import serve_forever
 
-    options = {"cpu_tdp_w": cpu_tdp_w} if cpu_tdp_w is not None else {}
+    options: dict[str, Any] = {"cpu_tdp_w": cpu_tdp_w} if cpu_tdp_w is not None else {}
     m = open_cli_meter(meter, **options)
     if host not in ("127.0.0.1", "localhost", "::1"):
         err_console.print(f"[yellow]warning:[/] binding {host}: reachable from other machines")

@@ -156,7 +156,7 @@ def shape_compare(
 
     parse_policy(policy, max_delay_ms=max_delay_ms)  # a typo fails before anything starts
     items, lengths = _workload(prompts, output_length, n=n, seed=seed)
-    m = open_cli_meter(meter, **({"cpu_tdp_w": cpu_tdp_w} if cpu_tdp_w is not None else {}))
+    m = open_cli_meter(meter, **_meter_options(cpu_tdp_w))
     try:
         result = run_comparison(
             url, policy, arrival, items, meter=m, idle_s=idle_s, as_json=as_json,
@@ -169,6 +169,10 @@ def shape_compare(
         m.close()
     if not all(run.load["requests"]["ok"] for run in (result.direct, result.shaped)):
         raise typer.Exit(1)
+
+
+def _meter_options(cpu_tdp_w: float | None) -> dict[str, Any]:
+    return {"cpu_tdp_w": cpu_tdp_w} if cpu_tdp_w is not None else {}
 
 
 def _workload(
@@ -215,7 +219,7 @@ def shape_sweep(
     from joulebench.shape.sweep import sweep
 
     items, lengths = _workload(prompts, output_length, n=n, seed=seed)
-    m = open_cli_meter(meter, **({"cpu_tdp_w": cpu_tdp_w} if cpu_tdp_w is not None else {}))
+    m = open_cli_meter(meter, **_meter_options(cpu_tdp_w))
     try:
         result = sweep(
             url, policies, arrival, items, n=n, protocol=protocol,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -102,6 +102,7 @@ class LoadResult:
                 "sources": sorted({r.token_source for r in ok if r.token_source}),
             },
             "energy": self.energy,
+            "audits": audit_verdicts(self.energy.get("audits") or []),
             "meter_methods": dict(self.meter.methods) if self.meter else {},
             "meter": self.meter.to_dict() if self.meter else None,
             "estimated": bool(self.meter and self.meter.is_estimated),
@@ -116,6 +117,16 @@ class LoadResult:
                 row["energy_method"] = f"{label}/timeline-token-share"
             rows.append(row)
         return rows
+
+
+def audit_verdicts(audits: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """``{"passed": n, "failed": [check names]}``: the audit verdicts at the top of a summary.
+
+    A failing check never changes a run's status (done/failed/interrupted); it is shown here, in
+    the audits table of the store, and in the report.
+    """
+    failed = [str(a.get("name")) for a in audits if not a.get("passed")]
+    return {"passed": len(audits) - len(failed), "failed": failed}
 
 
 def _prompt_input(p: Any) -> PromptInput:

@@ -8,6 +8,7 @@ the embedded server use it for per-request attribution.
 from __future__ import annotations
 
 import bisect
+import itertools
 import logging
 import threading
 import time
@@ -138,6 +139,6 @@ class PowerTimeline:
         pts = self.series()
         return [
             ((t0 + t1) / 2, (e1 - e0) / (t1 - t0))
-            for (t0, e0), (t1, e1) in zip(pts, pts[1:])
+            for (t0, e0), (t1, e1) in itertools.pairwise(pts)
             if t1 > t0
         ]

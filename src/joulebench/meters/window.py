@@ -114,7 +114,11 @@ class WindowResult:
 
     @property
     def average_power_w(self) -> float | None:
-        return None if self.too_short or self.duration_s <= 0 else self.gross_energy_j / self.duration_s
+        return (
+            None
+            if self.too_short or self.duration_s <= 0
+            else self.gross_energy_j / self.duration_s
+        )
 
     def to_dict(self) -> dict[str, object]:
         return {

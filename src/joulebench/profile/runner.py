@@ -286,6 +286,7 @@ def _measure(
         tokens,
         method=config.method,
         consistency_tolerance=config.consistency_tolerance,
+        compiled=config.compile,
         device=device,
         roofline_for=roofline_for,
         idle_w=idle.total_power_w,

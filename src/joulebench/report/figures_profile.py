@@ -184,6 +184,10 @@ def latency_profile(contents: StoreContents, out: Path) -> FigureFile | MissingF
     return FigureFile(key, title, caption, png, svg, methods)
 
 
+def _percent(fraction: float | None) -> float | None:
+    return None if fraction is None else 100.0 * fraction
+
+
 def roofline_efficiency(contents: StoreContents, out: Path) -> FigureFile | MissingFigure:
     key, title = "roofline_efficiency", "Roofline efficiency (time floor ÷ measured time)"
     cells = [c for c in contents.cells if c.ok and isinstance(c.result.get("roofline"), dict)]
@@ -205,7 +209,7 @@ def roofline_efficiency(contents: StoreContents, out: Path) -> FigureFile | Miss
         return MissingFigure(key, title, "no profile cell holds a roofline efficiency" + why)
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(max(6.0, 0.6 * len(rows) + 3), 4.2))
-    series = {p: [(None if e[p] is None else 100.0 * e[p], None) for _, e in rows] for p in PHASES}
+    series = {p: [(_percent(e[p]), None) for _, e in rows] for p in PHASES}
     grouped_bars(
         ax, [c.label for c, _ in rows], series, ylabel="efficiency (% of roofline)", log=True
     )

@@ -21,17 +21,47 @@ from joulebench.report.plotting import (
 FigureFn = Callable[[StoreContents, Path], "FigureFile | MissingFigure"]
 
 ACCOUNTING_LABELS = {
-    "paper_whole_window": "whole window ÷ successful requests (the study's)",
-    "idle_subtracted": "idle-subtracted",
-    "steady_state": "steady-state window",
-    "attributed_mean": "per-request attribution (mean)",
+    "paper_whole_window": "whole window ÷ successful requests (the study's; gross)",
+    "idle_subtracted": "whole window − idle power × duration, ÷ successful (net)",
+    "steady_state": "steady-state window (gross)",
+    "attributed_mean": "per-request attribution, mean (gross)",
 }
 _LATENCIES = (("ttft_ms", "TTFT (ms)"), ("tpot_ms", "TPOT (ms/token)"), ("e2e_ms", "E2E (ms)"))
 _T_975_LARGE = 1.96
 
 
 def _done_loads(contents: StoreContents) -> list[LoadRun]:
-    return [lr for lr in contents.load_runs if lr.run.status == "done" and lr.run.summary]
+    """Every finished load run with a summary: ``done`` or ``failed``, audits passed or not.
+
+    A failing audit check marks the run (its group label) but never drops it from a figure.
+    """
+    return [lr for lr in contents.load_runs if lr.run.finished and lr.run.summary]
+
+
+def _group_label(lr: LoadRun) -> str:
+    label = lr.arrival
+    if lr.run.status != "done":
+        label += f" [{lr.run.status}]"
+    if lr.run.failed_audits:
+        label += " ⚠ audit"
+    return label
+
+
+def _missing_note(lr: LoadRun, accounting: str, wh: float | None) -> str | None:
+    """Why a bar is absent, written in its slot (``None`` when there is a bar)."""
+    if wh is not None and wh > 0:
+        return None
+    if wh is not None:
+        return "≤ 0 (below idle)"
+    if not lr.requests_ok:
+        return "no successful request"
+    if num(lr.run.summary, "energy", "gross_j") is None:
+        return "not measured"
+    if accounting == "steady_state":
+        return "no steady state"
+    if accounting == "idle_subtracted":
+        return "no idle baseline"
+    return "not computed"
 
 
 def _attributed_ci_wh(contents: StoreContents, lr: LoadRun) -> float | None:
@@ -64,15 +94,23 @@ def energy_per_request_arrival(contents: StoreContents, out: Path) -> FigureFile
     drawn = 0
     for i, (ax, (scheduler, runs)) in enumerate(zip(axes[:, 0], by_scheduler.items(), strict=True)):
         series: dict[str, list[tuple[float | None, float | None]]] = {}
+        notes: dict[str, list[str | None]] = {}
         for acc in ACCOUNTINGS:
-            row = []
+            row, why = [], []
             for lr in runs:
                 wh = lr.per_request_wh(acc)
                 err = _attributed_ci_wh(contents, lr) if acc == "attributed_mean" else None
                 row.append((wh if wh is None or wh > 0 else None, err))
+                why.append(_missing_note(lr, acc, wh))
             series[ACCOUNTING_LABELS[acc]] = row
+            notes[ACCOUNTING_LABELS[acc]] = why
         drawn += grouped_bars(
-            ax, [lr.arrival for lr in runs], series, ylabel="energy per request (Wh)", log=True
+            ax,
+            [_group_label(lr) for lr in runs],
+            series,
+            ylabel="energy per request (Wh)",
+            log=True,
+            notes=notes,
         )
         ax.set_title(f"scheduler: {scheduler}", fontsize=9)
         if i > 0 and ax.get_legend() is not None:
@@ -86,11 +124,15 @@ def energy_per_request_arrival(contents: StoreContents, out: Path) -> FigureFile
     png, svg = save(fig, out, key)
     caption = (
         "One panel per scheduler, one group per load run (arrival pattern), one bar per energy "
-        "accounting — "
-        "they answer different questions and are never mixed: the study's whole window ÷ "
-        "successful requests (idle gaps included), idle-subtracted, steady-state window, and "
-        "the mean of per-request attributions (error bar: 95 % CI over requests). Log scale. "
-        + method_caption(methods)
+        "accounting, in this order and colour in every panel — they answer different questions "
+        "and are never mixed: (1) the study's whole window ÷ successful requests, gross (idle "
+        "gaps and failed requests charged to the successful ones); (2) the same window less idle "
+        "power × duration, net; (3) the steady-state window from the moment the server is full "
+        "until the last send, gross; (4) the mean of the per-request attributions of the power "
+        "timeline, gross (error bar: 95 % CI over requests). An empty slot says why it is empty: "
+        "'no steady state' (a burst only fills and drains, sparse arrivals never fill the "
+        "server), 'no idle baseline', '≤ 0 (below idle)'. '⚠ audit' marks a run with a failing "
+        "audit check (see Audits); it is drawn, not dropped. Log scale. " + method_caption(methods)
     )
     return FigureFile(key, title, caption, png, svg, methods)
 

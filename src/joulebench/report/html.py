@@ -166,12 +166,15 @@ def _loads_table(c: StoreContents) -> str:
         cells += [_num(lr.per_request_wh(a)) for a in ACCOUNTINGS]
         cells += [_num(lr.latency_ms(m, p)) for m in ("ttft_ms", "e2e_ms") for p in ("p50", "p99")]
         cells.append(f'<span class="method">{esc(lr.run.method)}</span>')
-        rows.append((tuple(cells), "fail" if lr.run.status != "done" else ""))
+        bad = lr.run.failed_audits
+        cells.append(f"FAIL: {esc(', '.join(bad))}" if bad else "pass")
+        rows.append((tuple(cells), "fail" if lr.run.status != "done" or bad else ""))
     headers = [
         "run", "arrival", "scheduler", "shaped", "status", "ok", "failed", "rate (req/s)",
     ]  # fmt: skip
     headers += [f"Wh/request: {a}" for a in ACCOUNTINGS]
     headers += ["TTFT p50 (ms)", "TTFT p99 (ms)", "E2E p50 (ms)", "E2E p99 (ms)", "method"]
+    headers.append("audits")
     return _table(headers, rows)
 
 

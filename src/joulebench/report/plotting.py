@@ -97,9 +97,12 @@ def grouped_bars(
     *,
     ylabel: str,
     log: bool = False,
+    notes: Mapping[str, Sequence[str | None]] | None = None,
 ) -> int:
-    """Bars of each series per group, with error bars; ``None`` values leave a gap.
+    """Bars of each series per group, with error bars.
 
+    A ``None`` value leaves a gap, unless ``notes[series][group]`` names why: that text is then
+    written upright in the bar's slot (``no steady state``), so an absent number is explicit.
     Returns how many bars were drawn.
     """
     n = max(len(series), 1)
@@ -114,10 +117,15 @@ def grouped_bars(
                 xs.append(g - 0.4 + width * (i + 0.5))
                 ys.append(value)
                 errs.append(err if err is not None and math.isfinite(err) else 0.0)
+        slot_notes = list((notes or {}).get(name) or [])
+        for g, (value, _) in enumerate(values):
+            note = slot_notes[g] if g < len(slot_notes) else None
+            if note and (value is None or not math.isfinite(value)):
+                _slot_note(ax, g - 0.4 + width * (i + 0.5), note)
         if xs:
             # energy is never negative: the lower whisker stops at zero
             yerr = [[min(e, y) for e, y in zip(errs, ys, strict=True)], errs] if any(errs) else None
-            ax.bar(xs, ys, width=width * 0.95, yerr=yerr, capsize=3, label=name)
+            ax.bar(xs, ys, width=width * 0.95, yerr=yerr, capsize=3, label=name, color=f"C{i}")
             drawn += len(xs)
     ax.set_xticks(range(len(groups)))
     ax.set_xticklabels(groups, rotation=20 if len(groups) <= 6 else 50, ha="right", fontsize=8)
@@ -125,6 +133,28 @@ def grouped_bars(
     if log and drawn:
         ax.set_yscale("log")
     if len(series) > 1 and drawn:
-        ax.legend(fontsize=7)
+        # every series in the legend, bars or not; colours fixed by position across panels
+        from matplotlib.patches import Patch
+
+        handles = [Patch(color=f"C{i}", label=name) for i, name in enumerate(series)]
+        ax.legend(handles=handles, fontsize=7)
     ax.grid(axis="y", alpha=0.3)
     return drawn
+
+
+def _slot_note(ax: Any, x: float, text: str) -> None:
+    """Upright text at the foot of an empty bar slot (x in data, y in axes coordinates)."""
+    from matplotlib.transforms import blended_transform_factory
+
+    ax.text(
+        x,
+        0.02,
+        text,
+        transform=blended_transform_factory(ax.transData, ax.transAxes),
+        rotation=90,
+        ha="center",
+        va="bottom",
+        fontsize=6,
+        color="#6e7781",
+        style="italic",
+    )

@@ -42,7 +42,7 @@ def store_load(
     store: Any,
     summary: dict[str, Any],
     *,
-    name: str,
+    name: str | None,
     extra_config: dict[str, Any],
     meter_info: dict[str, Any] | None,
     requests: list[dict[str, Any]] | None = None,
@@ -279,6 +279,9 @@ def run_shaping(
                         name=f"{name}/{suffix}" if suffix == "direct" else name,
                         extra_config={**base, "via_shape": via, "shape_policy": comp.policy},
                         meter_info=info.to_dict(),
+                        requests=run.requests,
+                        timeline=run.timeline,
+                        methods=dict(info.methods),
                     )
                 )
             counts["run_ids"] += ids

@@ -38,7 +38,9 @@ def check_writable(path: str | os.PathLike[str]) -> Path:
         raise StoreError(f"cannot create the store directory {p.parent}: {exc.strerror}") from exc
     target = p if p.exists() else p.parent
     if not os.access(target, os.W_OK):
-        raise StoreError(f"the results store {p} is not writable (check permissions or pass --store)")
+        raise StoreError(
+            f"the results store {p} is not writable (check permissions or pass --store)"
+        )
     if p.exists() and p.is_dir():
         raise StoreError(f"the results store path {p} is a directory; pass a file path")
     return p
@@ -141,7 +143,9 @@ class ResultStore:
     ) -> None:
         """Mark a cell running, discarding what an interrupted earlier attempt left behind."""
         for table in ("repeats", "audits"):
-            self.con.execute(f"DELETE FROM {table} WHERE run_id = ? AND cell_key = ?", [run_id, cell_key])
+            self.con.execute(
+                f"DELETE FROM {table} WHERE run_id = ? AND cell_key = ?", [run_id, cell_key]
+            )
         self.con.execute("DELETE FROM cells WHERE run_id = ? AND cell_key = ?", [run_id, cell_key])
         self.con.execute(
             "INSERT INTO cells (run_id, cell_key, study, status, config, started_at)"
@@ -174,17 +178,39 @@ class ResultStore:
             self.con.execute(
                 "INSERT INTO repeats VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
-                    run_id, cell_key, r["phase"], r["method"], r["idx"], bool(r.get("warmup")),
-                    r.get("n_ops"), r.get("duration_s"), r.get("energy_j"), r.get("net_energy_j"),
-                    _json(r.get("tokens")), _json(r.get("domains")),
+                    run_id,
+                    cell_key,
+                    r["phase"],
+                    r["method"],
+                    r["idx"],
+                    bool(r.get("warmup")),
+                    r.get("n_ops"),
+                    r.get("duration_s"),
+                    r.get("energy_j"),
+                    r.get("net_energy_j"),
+                    _json(r.get("tokens")),
+                    _json(r.get("domains")),
                 ],
             )
 
     def add_requests(self, run_id: str, rows: Iterable[Mapping[str, Any]]) -> None:
         cols = [
-            "idx", "status", "http_status", "error", "intended_send_s", "actual_send_s",
-            "first_token_s", "end_s", "ttft_ms", "tpot_ms", "e2e_ms", "queue_ms", "input_tokens",
-            "output_tokens", "energy_j", "energy_method",
+            "idx",
+            "status",
+            "http_status",
+            "error",
+            "intended_send_s",
+            "actual_send_s",
+            "first_token_s",
+            "end_s",
+            "ttft_ms",
+            "tpot_ms",
+            "e2e_ms",
+            "queue_ms",
+            "input_tokens",
+            "output_tokens",
+            "energy_j",
+            "energy_method",
         ]
         sql = (
             f"INSERT INTO requests (run_id, {', '.join(cols)}, extra) VALUES "
@@ -195,10 +221,15 @@ class ResultStore:
             self.con.execute(sql, [run_id, *[r.get(c) for c in cols], _json(extra or None)])
 
     def add_timeline(
-        self, run_id: str, samples: Iterable[tuple[float, Mapping[str, float]]], methods: Mapping[str, str]
+        self,
+        run_id: str,
+        samples: Iterable[tuple[float, Mapping[str, float]]],
+        methods: Mapping[str, str],
     ) -> None:
         rows = [
-            (run_id, float(t), d, float(e), methods.get(d)) for t, energy in samples for d, e in energy.items()
+            (run_id, float(t), d, float(e), methods.get(d))
+            for t, energy in samples
+            for d, e in energy.items()
         ]
         if rows:
             self.con.executemany("INSERT INTO timelines VALUES (?, ?, ?, ?, ?)", rows)
@@ -216,12 +247,16 @@ class ResultStore:
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
         cur = self.con.execute(sql, list(params))
         names = [d[0] for d in cur.description]
-        return [dict(zip(names, row)) for row in cur.fetchall()]
+        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
 
     def export(self, out_dir: str | os.PathLike[str], fmt: str = "parquet") -> list[Path]:
         """Write every table to ``out_dir`` as Parquet, CSV or JSON (one file per table)."""
         fmt = fmt.lower()
-        options = {"parquet": "(FORMAT PARQUET)", "csv": "(FORMAT CSV, HEADER)", "json": "(FORMAT JSON, ARRAY true)"}
+        options = {
+            "parquet": "(FORMAT PARQUET)",
+            "csv": "(FORMAT CSV, HEADER)",
+            "json": "(FORMAT JSON, ARRAY true)",
+        }
         if fmt not in options:
             raise StoreError(f"unknown export format {fmt!r}; known: {', '.join(options)}")
         out = Path(out_dir)

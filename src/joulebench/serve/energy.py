@@ -20,7 +20,7 @@ import logging
 import threading
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from joulebench.meters.base import MeterInfo
 from joulebench.meters.timeline import PowerTimeline
@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 
 #: How per-response energy is obtained; stated in every response.
 ATTRIBUTION_METHOD = "timeline-token-work"
+
+K = TypeVar("K", bound=Hashable)
 
 
 def energy_label(meter_method: str) -> str:
@@ -123,10 +125,12 @@ class EnergyLedger:
         with self._lock:
             self._idle = True
 
-    def record_step(self, start_s: float, end_s: float, work: Mapping[Hashable, int]) -> float:
+    def record_step(self, start_s: float, end_s: float, work: Mapping[K, int]) -> float:
         """Record one forward step; returns the start it was booked from (abutting when busy)."""
         with self._lock:
-            work = {k: int(w) for k, w in work.items() if w > 0 and k in self._accounts}
+            counted: dict[Hashable, int] = {
+                k: int(w) for k, w in work.items() if w > 0 and k in self._accounts
+            }
             if self._last_end_s is not None:
                 # busy: abut the previous step; idle: never overlap it
                 start_s = self._last_end_s if not self._idle else max(start_s, self._last_end_s)
@@ -137,9 +141,9 @@ class EnergyLedger:
                 self._busy.append([start_s, end_s])
             self._last_end_s = end_s
             self._idle = False
-            if work:
-                step = _Step(start_s, end_s, work, sum(work.values()))
-                for key in work:
+            if counted:
+                step = _Step(start_s, end_s, counted, sum(counted.values()))
+                for key in counted:
                     self._accounts[key].steps.append(step)
         return start_s
 

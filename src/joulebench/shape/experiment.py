@@ -129,6 +129,10 @@ class RunSummary:
     attributed_net_mean_j: float | None
     server: dict[str, Any]
     gateway: dict[str, Any] | None = None
+    #: Per-request rows (``LoadResult.request_rows()``) and the power timeline samples, kept so
+    #: a store holds shaped runs as fully as direct ones; not part of ``to_dict`` (the JSON).
+    requests: list[dict[str, Any]] = field(default_factory=list, repr=False)
+    timeline: list[tuple[float, dict[str, float]]] = field(default_factory=list, repr=False)
 
     def per_request_j(self) -> dict[str, float | None]:
         energy = self.load.get("energy") or {}
@@ -257,12 +261,15 @@ def measure_run(
     before = scrape(server_url)
     result = load_fn(send_url, **load_kwargs)
     after = scrape(server_url)
+    rows = result.request_rows() if hasattr(result, "request_rows") else []
     return RunSummary(
         label=label,
         load=result.to_json(),
         attributed_net_mean_j=_attributed_net_mean(result),
         server=server_batching(before, after),
         gateway=None if gateway is None else gateway.metrics.snapshot(),
+        requests=list(rows),
+        timeline=list(getattr(result, "timeline", None) or []),
     )
 
 

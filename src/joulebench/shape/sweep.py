@@ -191,7 +191,7 @@ def sweep(
         load_fn = run_load
     runs: list[RunSummary] = []
     with _target(url, embedded, meter) as server_url:
-        base = {
+        base: dict[str, Any] = {
             "protocol": protocol,
             "prompts": prompts,
             "output_length": output_length,

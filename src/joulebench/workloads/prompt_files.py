@@ -45,8 +45,8 @@ def _resolve_columns(available: list[str], columns: Mapping[str, str] | None, wh
     if "messages" not in resolved and "prompt" not in resolved:
         raise ConfigError(
             f"{where}: no 'messages' or 'prompt' column; available columns: "
-            f"{', '.join(available) or 'none'}; map one with columns={{'messages': COL}} "
-            "or {'prompt': COL}"
+            f"{', '.join(available) or 'none'}; map one with columns={{'prompt': COL}} "
+            "or {'messages': COL} (on the command line: --column prompt=COL)"
         )
     return resolved
 

@@ -78,9 +78,21 @@ def test_measure_json_estimated_and_exit_code_propagated():
 
 
 def test_measure_human_output_says_estimated():
-    r = jb("measure", "--meter", "estimate", "--", PY, "-c", "import time; time.sleep(0.2)")
+    r = jb(
+        "measure",
+        "--meter",
+        "estimate",
+        "--cpu-tdp-w",
+        "64",
+        "--",
+        PY,
+        "-c",
+        "import time; time.sleep(0.2)",
+    )
     assert r.returncode == 0, r.stderr
     assert "ESTIMATED" in r.stderr and "cpu:0" in r.stderr and "duration" in r.stderr
+    text = " ".join(r.stderr.split())  # the model's constants are printed, with the override
+    assert "CPU 64 W TDP" in text and "user (--cpu-tdp-w)" in text and "W/GB" in text
 
 
 def test_fake_meter_idle_baseline_and_net_energy():

@@ -37,9 +37,18 @@ def test_models_list_json(app: typer.Typer) -> None:
 
 
 def test_models_list_table(app: typer.Typer) -> None:
-    result = CliRunner().invoke(app, ["models", "list", "--device", "cpu"])
+    from joulebench.cli.common import console
+
+    width = console.width
+    console.width = 80  # a common terminal: every precision must stay readable, none cut off
+    try:
+        result = CliRunner().invoke(app, ["models", "list", "--device", "cpu"])
+    finally:
+        console.width = width
     assert result.exit_code == 0, result.output
     assert "Qwen2.5-0.5B" in result.output and "0.49B" in result.output
+    assert "int8-torchao" in result.output and "int4-fp4" in result.output
+    assert "…" not in result.output
 
 
 def test_make_tiny_and_errors(app: typer.Typer, tmp_path: Path) -> None:
@@ -63,3 +72,23 @@ def test_prompts_stats(app: typer.Typer, tiny_model_dir: Path) -> None:
     assert stats["n"] == 10 and stats["input_tokens"]["max"] <= 160
     missing = CliRunner().invoke(app, ["prompts", "stats", "nope.jsonl"])
     assert missing.exit_code == 2 and "does not exist" in missing.output
+
+
+def test_prompts_stats_column_mapping(app: typer.Typer, tiny_model_dir: Path, tmp_path) -> None:
+    path = tmp_path / "p.jsonl"
+    rows = [{"text": "How do I boil an egg?", "n_out": 7}, {"text": "Thanks a lot!", "n_out": 3}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    runner = CliRunner()
+    unmapped = runner.invoke(app, ["prompts", "stats", str(path), "--model", str(tiny_model_dir)])
+    assert unmapped.exit_code == 2 and "--column prompt=COL" in " ".join(unmapped.output.split())
+    args = ["prompts", "stats", str(path), "--model", str(tiny_model_dir), "--json"]
+    result = runner.invoke(
+        app, [*args, "--column", "prompt=text", "--column", "reference_output_tokens=n_out"]
+    )
+    assert result.exit_code == 0, result.output
+    stats = json.loads(result.stdout)
+    assert stats["n"] == 2 and stats["reference_output_tokens"]["total"] == 10
+    assert stats["source"]["columns"]["prompt"] == "text"
+    for bad, why in (("prompt", "FIELD=COLUMN"), ("nope=text", "unknown column mapping")):
+        r = runner.invoke(app, [*args, "--column", bad])
+        assert r.exit_code == 2 and why in " ".join(r.output.split()), r.output

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from joulebench.meters.base import CounterAccumulator, Method, MeterInfo, Reading, check_domain
+from joulebench.meters.base import CounterAccumulator, MeterInfo, Method, Reading, check_domain
 from joulebench.meters.timeline import PowerTimeline
 from joulebench.meters.window import EnergyWindow, measure_idle
 
@@ -53,7 +53,9 @@ def test_domain_names_are_validated():
 
 def test_window_reports_energy_net_of_idle():
     meter = ScriptedMeter(power_w=200.0)
-    idle = measure_idle(meter, 1.0, sync=lambda: None, sleep=lambda s: setattr(meter, "now", meter.now + s))
+    idle = measure_idle(
+        meter, 1.0, sync=lambda: None, sleep=lambda s: setattr(meter, "now", meter.now + s)
+    )
     assert idle.total_power_w == pytest.approx(200.0)
     meter.power_w = 200.0
     with EnergyWindow(meter, sync=lambda: None, idle=idle) as w:

@@ -59,3 +59,11 @@ def test_within_tolerance_passes_without_note():
     )
     assert chk.passed and sec["passed"] and "note" not in sec
     assert sec["rel_err"] == pytest.approx(0.6 / 30.6)
+
+
+def test_compiled_decode_gap_is_not_blamed_on_generate():
+    sec, chk = consistency_section(
+        _measured((10, 0.1), (20, 0.2), (14, 0.14), (40, 0.4)), TOKENS, 0.05, compiled=True
+    )
+    assert not chk.passed and sec["explained_by_generate_overhead"] is False
+    assert sec["direct_decode_compiled"] and "compile effect" in chk.detail

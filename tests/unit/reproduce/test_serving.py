@@ -111,3 +111,36 @@ def test_grid_is_stored_grouped_and_resumes(tmp_path: Path) -> None:
             load_fn=third.load,
         )
     assert counts["skipped"] == 6 and third.servers == [] and third.loads == []
+
+
+def test_shaping_runs_are_stored_with_request_rows_and_timeline(tmp_path: Path) -> None:
+    from joulebench.reproduce.plan import ShapingPlan
+    from joulebench.reproduce.serving import run_shaping
+    from joulebench.shape.experiment import measure_run
+
+    rec = Recorder()
+    meter = FakeMeter()
+
+    def fake_compare(url: str, policy: str, arrival: str, items: Any, **kw: Any) -> Any:
+        from joulebench.shape.experiment import Comparison
+
+        def one(label: str) -> Any:
+            return measure_run(
+                label, url, url, load_fn=rec.load, load_kwargs={**kw, "arrival": arrival}
+            )
+
+        return Comparison(one("direct"), one(policy), {"kind": policy})
+
+    shaping = ShapingPlan(arrival="poisson:5", policies=["cadence:100ms"], n=3)
+    db_path = tmp_path / "r.duckdb"
+    with ResultStore(db_path) as db:
+        counts = run_shaping(
+            "p", shaping, _plan(), db, meter, prompts=["hi"], server_fn=rec.server,
+            compare_fn=fake_compare,
+        )  # fmt: skip
+    assert counts["done"] == 1 and len(counts["run_ids"]) == 2
+    with ResultStore(db_path, read_only=True) as db:
+        contents = read_store(db)
+        n_rows = db.query("SELECT run_id, count(*) AS n FROM requests GROUP BY run_id")
+    assert {r["run_id"]: r["n"] for r in n_rows} == dict.fromkeys(counts["run_ids"], 3)
+    assert sorted(lr.shaped for lr in contents.load_runs) == [False, True]

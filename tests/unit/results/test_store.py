@@ -14,7 +14,9 @@ from joulebench.results.store import ResultStore, check_writable
 def test_new_store_has_current_schema_and_every_table(tmp_path):
     with ResultStore(tmp_path / "r.duckdb") as db:
         assert db.schema_version == SCHEMA_VERSION
-        names = {r["table_name"] for r in db.query("SELECT table_name FROM information_schema.tables")}
+        names = {
+            r["table_name"] for r in db.query("SELECT table_name FROM information_schema.tables")
+        }
     assert set(TABLES) <= names
 
 
@@ -49,7 +51,9 @@ def test_restarted_cell_discards_partial_rows(tmp_path):
     with ResultStore(tmp_path / "r.duckdb") as db:
         run = db.start_run("sweep", name="s")
         db.start_cell(run, "k1", {"batch": 1})
-        db.add_repeats(run, "k1", [{"phase": "prefill", "method": "direct", "idx": 0, "energy_j": 1.0}])
+        db.add_repeats(
+            run, "k1", [{"phase": "prefill", "method": "direct", "idx": 0, "energy_j": 1.0}]
+        )
         db.add_audits(run, "k1", [{"name": "idle_floor", "passed": False, "detail": "x"}])
         assert db.cell_status(run, "k1") == "running"
         db.start_cell(run, "k1", {"batch": 1})  # resumed after a kill

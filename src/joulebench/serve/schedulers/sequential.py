@@ -60,8 +60,9 @@ class SequentialScheduler(ThreadedScheduler):
         torch = require("torch", "hf", "serving")
         transformers = require("transformers", "hf", "serving")
         req.scheduled_s = self.clock()
+        stopping_base: Any = transformers.StoppingCriteria
 
-        class _Cancelled(transformers.StoppingCriteria):
+        class _Cancelled(stopping_base):  # type: ignore[misc,valid-type]
             def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
                 return torch.full((input_ids.shape[0],), req.cancelled, dtype=torch.bool)
 
