@@ -70,7 +70,8 @@ def _check_sections(r: dict, method: str) -> None:
 
 def test_profile_both_methods_json_and_store(tiny_model_dir: Path, tmp_path: Path) -> None:
     db = tmp_path / "profile.duckdb"
-    both = _profile(tiny_model_dir, *FAST, "--batch-size", "2", "--json", "--store", str(db))
+    both = _profile(tiny_model_dir, *FAST, "--batch-size", "2", "--json", "--store", str(db),
+                    "--consistency-tolerance", "0.5")  # fmt: skip
     direct = _profile(tiny_model_dir, *FAST, "--method", "direct", "--batch-size", "3",
                       "--bucketing", "sorted", "--json")  # fmt: skip
     rc, out, err = _finish(both)
@@ -78,6 +79,8 @@ def test_profile_both_methods_json_and_store(tiny_model_dir: Path, tmp_path: Pat
     r = json.loads(out)
     _check_sections(r, "both")
     assert isinstance(r["consistency_rel_err"], float)
+    assert r["config"]["consistency_tolerance"] == 0.5 == r["consistency"]["tolerance"]
+    assert r["consistency"]["passed"] == (r["consistency_rel_err"] <= 0.5)
     assert r["subtraction"]["decode"]["method"] == "subtraction"
     assert r["consistency"]["direct_decode_does"]
     assert r["generate"]["energy_j"] > 0
@@ -122,6 +125,7 @@ def test_profile_both_methods_json_and_store(tiny_model_dir: Path, tmp_path: Pat
         (["--batch-size", "0"], "--batch-size"),
         (["--method", "fast"], "--method"),
         (["--output-length", "0"], "positive integer"),
+        (["--consistency-tolerance", "1.5"], "--consistency-tolerance"),
     ],
 )
 def test_bad_input_is_a_clear_error_with_exit_2(

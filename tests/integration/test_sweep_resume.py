@@ -152,3 +152,23 @@ def test_failing_cells_are_recorded_and_the_sweep_goes_on(
     bad = by[("fp32", missing.name)]
     assert bad["status"] == "failed" and "no-such-prompts" in bad["error"]
     assert run["status"] == "done_with_failures"
+
+
+def test_json_stdout_is_one_object_and_cells_carry_the_study(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    sweep = _sweep_file(
+        tmp_path, tiny_model_dir, name="json_study", study="batching", batch_sizes=[2], n=2
+    )
+    db = tmp_path / "json.duckdb"
+    out = subprocess.run(
+        [*_cmd(sweep, db), "--json"], capture_output=True, text=True, env=_env(), timeout=300
+    )
+    assert out.returncode == 0, out.stderr
+    summary = json.loads(out.stdout)  # the whole of stdout: one JSON object, nothing else
+    assert isinstance(summary, dict)
+    assert summary["done"] == 1 and summary["failed"] == 0 and summary["store"] == str(db)
+    assert "done " in out.stderr  # the progress lines went to stderr
+    with ResultStore(db) as store:
+        cells = store.query("SELECT study, status FROM cells")
+    assert [(c["study"], c["status"]) for c in cells] == [("batching", "done")]

@@ -152,6 +152,14 @@ def register(app: typer.Typer) -> None:
         ci_target: Annotated[float, typer.Option("--ci-target")] = 0.02,
         min_repeats: Annotated[int, typer.Option("--min-repeats")] = 3,
         max_repeats: Annotated[int, typer.Option("--max-repeats")] = 10,
+        consistency_tolerance: Annotated[
+            float,
+            typer.Option(
+                "--consistency-tolerance",
+                help="with --method both: largest relative gap between prefill + decode and a "
+                "full generate before the result carries a warning",
+            ),
+        ] = 0.05,
         device: Annotated[str, typer.Option("--device")] = "cpu",
         seed: Annotated[int, typer.Option("--seed")] = 0,
         cpu_peak_gflops: Annotated[
@@ -197,7 +205,7 @@ def register(app: typer.Typer) -> None:
                 ci_target=ci_target,
                 min_repeats=min_repeats,
                 max_repeats=max_repeats,
-                consistency_tolerance=0.05,
+                consistency_tolerance=consistency_tolerance,
                 device=device,
                 seed=seed,
             )

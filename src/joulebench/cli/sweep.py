@@ -17,7 +17,7 @@ from rich.progress import (
 )
 from rich.table import Column, Table
 
-from joulebench.cli.common import console, handle_errors, print_json
+from joulebench.cli.common import console, err_console, handle_errors, print_json
 from joulebench.cli.meter_options import (
     CpuIdleOpt,
     CpuTdpOpt,
@@ -68,11 +68,12 @@ def register(app: typer.Typer) -> None:
 
         from joulebench.errors import JoulebenchWarning
         from joulebench.profile.sweep import dry_run as plan
-        from joulebench.profile.sweep import load_sweep, run_sweep
+        from joulebench.profile.sweep import check_sources, load_sweep, run_sweep
         from joulebench.results.store import DEFAULT_STORE, ResultStore, check_writable
 
         cfg = load_sweep(file)
         if dry_run:
+            check_sources(cfg)  # a misspelt model, precision or prompt set fails here
             p = plan(cfg)
             if json_out:
                 print_json(
@@ -109,9 +110,11 @@ def register(app: typer.Typer) -> None:
             estimate_scope=estimate_scope,
             fake_power_w=fake_power_w,
         )
+        # With --json stdout holds the summary object alone: progress and notes go to stderr.
+        out = err_console if json_out else console
         methods = sorted(set(str(v) for v in m.domains.values()))
         if "estimated" in methods:
-            console.print("[bold yellow]ENERGY IS ESTIMATED[/] (no sensor on this machine)")
+            out.print("[bold yellow]ENERGY IS ESTIMATED[/] (no sensor on this machine)")
         failures: list[str] = []
         progress = Progress(
             TextColumn(
@@ -123,7 +126,7 @@ def register(app: typer.Typer) -> None:
             TimeElapsedColumn(),
             TextColumn("ETA"),
             TimeRemainingColumn(),
-            console=console,
+            console=out,
             transient=False,
         )
         task = progress.add_task(f"sweep {cfg.name}", total=len(cfg.cells()))

@@ -108,6 +108,7 @@ def profile_cell(
     hardware: HardwarePeak | None = None,
     sync: SyncFn = default_sync,
     output_length: Any = None,
+    study: str = "profile",
 ) -> dict[str, Any]:
     """Measure one cell and return the ``profile --json`` object.
 
@@ -117,6 +118,7 @@ def profile_cell(
     here; with ``run_id`` (a sweep) only the cell, its repeats and audits are written.
     ``output_length``: an object with ``max_new_tokens(ep)``, ``min_new_tokens(ep)`` and
     ``to_dict()``; by default ``OutputLength.parse(config.output_length)``.
+    ``study``: the label the cell is stored under (a sweep passes its file's ``study:``).
     """
     if output_length is None:
         from joulebench.workloads.output_length import OutputLength
@@ -152,7 +154,7 @@ def profile_cell(
             meter=info.to_dict(),
         )
     if store is not None:
-        store.start_cell(run_id, cell_key, config.model_dump(mode="json"), study="profile")
+        store.start_cell(run_id, cell_key, config.model_dump(mode="json"), study=study)
     try:
         result = _measure(
             loaded,

@@ -38,7 +38,9 @@ class SweepConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1, description="the sweep's name: resuming finds its run by it")
-    study: str = "profile"
+    study: str = Field(
+        "profile", min_length=1, description="the label the sweep's cells are stored under"
+    )
     models: list[str] = Field(min_length=1)
     precisions: list[str] = Field(default_factory=lambda: ["fp32"], min_length=1)
     batch_sizes: list[int] = Field(default_factory=lambda: [1], min_length=1)
@@ -141,6 +143,35 @@ def load_sweep(path: str | Path) -> SweepConfig:
     return parse_sweep(data, str(p))
 
 
+def check_sources(sweep: SweepConfig) -> dict[str, Any]:
+    """Resolve what the sweep names, without loading weights; returns {model: tokenizer}.
+
+    Every model source must resolve (``shape:<Name>`` to a bundled shape, ``tiny…``, a model
+    directory or a hub id with a tokenizer), every precision must parse and every prompt set must
+    be a known synthetic set, a ``hf:`` dataset or an existing file. Errors are ConfigErrors
+    naming the bad entry (unknown names list the known ones), so ``--dry-run`` catches a typo
+    before a GPU sweep starts.
+    """
+    from joulebench.workloads.models import load_tokenizer
+    from joulebench.workloads.precision import parse_precision
+    from joulebench.workloads.synthetic import PROFILES
+
+    for precision in sweep.precisions:
+        parse_precision(precision)
+    for spec in sweep.prompts:
+        key = spec.strip().lower()
+        if key in PROFILES or key.startswith("hf:"):
+            continue
+        if not key.endswith((".jsonl", ".parquet", ".csv")):
+            raise ConfigError(
+                f"prompt set '{spec}' is not understood; use {', '.join(PROFILES)}, a "
+                ".jsonl/.parquet/.csv file or hf:<dataset>[:<split>]"
+            )
+        if not Path(spec).expanduser().is_file():
+            raise ConfigError(f"prompt file {spec} does not exist")
+    return {model: load_tokenizer(model) for model in sweep.models}
+
+
 @dataclass(frozen=True, slots=True)
 class DryRun:
     cells: list[ProfileConfig]
@@ -217,7 +248,8 @@ def run_sweep(
             continue
         try:
             loaded = load(model, precision, sweep.device, seed=sweep.seed)
-            idle = measure_idle(meter, idle_span) if idle_span > 0 else None
+            # once per loaded model (never per cell); at least two meter update periods
+            idle = measure_idle(meter, idle_span)
         except (JoulebenchError, RuntimeError, ValueError, OSError, ImportError) as exc:
             error = f"loading {model} at {precision}: {type(exc).__name__}: {exc}"
             log.warning("%s", error)
@@ -247,6 +279,7 @@ def run_sweep(
                     cell_key=key,
                     idle=idle,
                     hardware=hardware,
+                    study=sweep.study,
                 )
             except (
                 JoulebenchError,

@@ -46,11 +46,12 @@ def test_both_methods_tokens_sections_and_store(tiny_loaded, prompts, forced, tm
             idle=idle,
             hardware=PEAK,
             output_length=forced(),
+            study="batching",
         )
         repeats = store.query(
             "SELECT phase, method, warmup, count(*) AS n FROM repeats GROUP BY ALL"
         )
-        cells = store.query("SELECT status FROM cells")
+        cells = store.query("SELECT status, study FROM cells")
         audits = store.query("SELECT count(*) AS n FROM audits")[0]["n"]
     # prompts of 4, 7, 10, 13 tokens in batches of 2 → padded to 7 and 13
     assert r["tokens"]["input_effective"] == 34 and r["tokens"]["input_computed"] == 40
@@ -87,6 +88,7 @@ def test_both_methods_tokens_sections_and_store(tiny_loaded, prompts, forced, tm
         "phase_consistency",
     } <= names
     assert len(cells) == 1 and cells[0]["status"] == "done"
+    assert cells[0]["study"] == "batching"  # the caller's study, not a fixed "profile"
     by = {(x["phase"], x["method"], x["warmup"]): x["n"] for x in repeats}
     assert by[("prefill", "direct", True)] == 1 and by[("decode", "direct", False)] >= 2
     assert by[("generate", "subtraction", False)] >= 2

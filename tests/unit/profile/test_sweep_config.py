@@ -4,17 +4,49 @@ from pathlib import Path
 
 import pytest
 
-from joulebench.errors import ConfigError
-from joulebench.profile.sweep import dry_run, load_sweep, parse_sweep
+from joulebench.errors import ConfigError, UnknownName
+from joulebench.profile.sweep import check_sources, dry_run, load_sweep, parse_sweep
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
+EXAMPLE_FILES = sorted(EXAMPLES.glob("*.yaml"))
 
 
-@pytest.mark.parametrize(
-    "name", ["quick_precision_sweep", "quick_batch_sweep", "precision_sweep", "batch_sweep"]
-)
-def test_examples_validate(name):
-    cfg = load_sweep(EXAMPLES / f"{name}.yaml")
+def test_the_example_list_is_not_empty():
+    # the parametrized tests below run once per file: an empty glob would test nothing
+    assert {p.stem for p in EXAMPLE_FILES} >= {
+        "quick_precision_sweep",
+        "quick_batch_sweep",
+        "precision_sweep",
+        "batch_sweep",
+    }
+
+
+@pytest.mark.parametrize("path", EXAMPLE_FILES, ids=lambda p: p.stem)
+def test_every_example_names_sources_that_resolve(path):
+    """Model sources resolve (tokenizer only, no weights); precisions and prompt sets parse."""
+    cfg = load_sweep(path)
+    resolved = check_sources(cfg)
+    assert set(resolved) == set(cfg.models)
+    for model, tokenizer in resolved.items():
+        assert tokenizer.pad_token_id is not None, model
+        assert tokenizer.padding_side == "left"
+
+
+def test_a_shape_without_its_suffix_is_rejected_with_the_known_names():
+    cfg = parse_sweep({"name": "x", "models": ["shape:Qwen2.5-0.5B"], "device": "cuda"})
+    with pytest.raises(UnknownName, match="Qwen2.5-0.5B-Instruct"):
+        check_sources(cfg)
+    bad_precision = parse_sweep({"name": "x", "models": ["tiny"], "precisions": ["fp7"]})
+    with pytest.raises(ConfigError, match="fp7"):
+        check_sources(bad_precision)
+    bad_prompts = parse_sweep({"name": "x", "models": ["tiny"], "prompts": ["no-such-set"]})
+    with pytest.raises(ConfigError, match="no-such-set"):
+        check_sources(bad_prompts)
+
+
+@pytest.mark.parametrize("path", EXAMPLE_FILES, ids=lambda p: p.stem)
+def test_examples_validate(path):
+    cfg = load_sweep(path)
     plan = dry_run(cfg)
     assert len(plan.cells) == len(cfg.models) * len(cfg.precisions) * len(cfg.batch_sizes) * len(
         cfg.bucketing
@@ -34,6 +66,13 @@ def test_errors_point_at_the_bad_key():
         parse_sweep({"name": "x", "models": ["tiny"], "bucketing": ["buckets:0"]})
     with pytest.raises(ConfigError, match="mapping"):
         parse_sweep([1, 2])
+
+
+def test_study_defaults_to_profile_and_must_not_be_empty():
+    assert parse_sweep({"name": "x", "models": ["tiny"]}).study == "profile"
+    assert parse_sweep({"name": "x", "models": ["tiny"], "study": "batching"}).study == "batching"
+    with pytest.raises(ConfigError, match="key 'study'"):
+        parse_sweep({"name": "x", "models": ["tiny"], "study": ""})
 
 
 def test_cell_key_is_stable_and_config_sensitive():
