@@ -75,6 +75,8 @@ def test_cli_starts_the_embedded_server_without_url():
             "quick",
             "--output-length",
             "4",
+            "--scheduler",
+            "sequential",
             "--json",
         ],
         capture_output=True,
@@ -88,3 +90,14 @@ def test_cli_starts_the_embedded_server_without_url():
     assert methods  # every energy number carries its label
     assert j["estimated"] is (methods == {"estimated"})  # sensorless: the output says ESTIMATED
     assert j["energy"]["server_reported"]["n"] == 3
+    assert j["config"]["scheduler"] == "sequential"  # the embedded server's options reach it
+
+
+def test_embedded_server_options_are_refused_with_url():
+    proc = subprocess.run(
+        [sys.executable, "-m", "joulebench", "load", "--url", "http://127.0.0.1:9", "--device",
+         "cuda", "--n", "1"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert "--device" in proc.stderr and "embedded server" in proc.stderr

@@ -99,7 +99,13 @@ def _counter(tok: Any) -> Tokenizer | None:
 
 
 @contextlib.contextmanager
-def _target(url: str | None, embedded: bool, model: str | None, meter: Any) -> Iterator[str]:
+def _target(
+    url: str | None,
+    embedded: bool,
+    model: str | None,
+    meter: Any,
+    server: dict[str, Any] | None = None,
+) -> Iterator[str]:
     if url and not embedded:
         yield url.rstrip("/")
         return
@@ -107,7 +113,7 @@ def _target(url: str | None, embedded: bool, model: str | None, meter: Any) -> I
         raise ConfigError("pass either --url or --embedded, not both")
     from joulebench.serve.launch import embedded_server
 
-    with embedded_server(model=model or "tiny", meter=meter, **EMBEDDED_SERVER) as base:
+    with embedded_server(model=model or "tiny", meter=meter, **(server or EMBEDDED_SERVER)) as base:
         yield base
 
 
@@ -308,6 +314,21 @@ def load(
             "--model", help="Model name sent to the server (and its tokenizer for counts)."
         ),
     ] = None,
+    scheduler: Annotated[
+        str | None,
+        typer.Option(
+            "--scheduler",
+            help="Embedded server only: continuous, dynamic or sequential [default: continuous].",
+        ),
+    ] = None,
+    precision: Annotated[
+        str | None,
+        typer.Option("--precision", help="Embedded server only: fp32, bf16, … [default: fp32]."),
+    ] = None,
+    device: Annotated[
+        str | None,
+        typer.Option("--device", help="Embedded server only: cpu, cuda, cuda:N [default: cpu]."),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     store: Annotated[
         Path | None, typer.Option("--store", help="DuckDB results file to add the run to.")
@@ -347,6 +368,11 @@ def load(
 
         raise UnknownName("protocol", protocol, list(PROTOCOLS))
     process = parse_arrival(arrival, seed=seed)  # bad specs fail before anything starts
+    server_opts = {"scheduler": scheduler, "precision": precision, "device": device}
+    given = [f"--{k}" for k, v in server_opts.items() if v is not None]
+    if url and not embedded and given:
+        raise ConfigError(f"{', '.join(given)} configure the embedded server: not with --url")
+    server = {**EMBEDDED_SERVER, **{k: v for k, v in server_opts.items() if v is not None}}
     if via_shape:
         from joulebench.shape.policies import parse_policy
 
@@ -376,15 +402,13 @@ def load(
         "output_length_policy": describe_output_length(output_length),
         # the report groups load runs by scheduler; an external server's is unknown to us
         **(
-            {"scheduler": "external server"}
-            if url
-            else {**EMBEDDED_SERVER, "server_model": model or "tiny"}
+            {"scheduler": "external server"} if url else {**server, "server_model": model or "tiny"}
         ),
     }
     m = open_cli_meter(meter, require_isolated_gpu=require_isolated_gpu, **options)
     comparison = None
     try:
-        with _target(url, embedded, model, m) as base:
+        with _target(url, embedded, model, m, server) as base:
             if via_shape:  # direct vs shaped, same trace/server/meter (joulebench.shape.experiment)
                 comparison = _compare(base, via_shape, arrival, items, lengths, meter=m,
                                       as_json=as_json, idle_s=idle_s, n=n, protocol=protocol,

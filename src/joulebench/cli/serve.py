@@ -7,7 +7,17 @@ from typing import Any
 import typer
 
 from joulebench.cli.common import err_console, handle_errors
-from joulebench.cli.meter_options import CpuTdpOpt, MeterOpt, open_cli_meter
+from joulebench.cli.meter_options import (
+    CpuIdleOpt,
+    CpuTdpOpt,
+    FakePowerOpt,
+    IsolatedOpt,
+    MeterOpt,
+    NvmlModeOpt,
+    PrometheusOpt,
+    RamOpt,
+    open_cli_meter,
+)
 from joulebench.errors import ConfigError
 from joulebench.extras import require
 
@@ -35,6 +45,12 @@ def serve(
     ),
     meter: MeterOpt = "auto",
     cpu_tdp_w: CpuTdpOpt = None,
+    cpu_idle_w: CpuIdleOpt = None,
+    ram_w_per_gb: RamOpt = None,
+    prometheus_url: PrometheusOpt = None,
+    fake_power_w: FakePowerOpt = 100.0,
+    nvml_mode: NvmlModeOpt = "auto",
+    require_isolated_gpu: IsolatedOpt = False,
 ) -> None:
     """Serve a model with per-response energy (usage.energy and x-energy-j headers)."""
     if not 0 <= port <= 65535:
@@ -45,8 +61,15 @@ def serve(
         require(module, "serve", "the embedded server")
     from joulebench.serve.launch import serve_forever
 
-    options: dict[str, Any] = {"cpu_tdp_w": cpu_tdp_w} if cpu_tdp_w is not None else {}
-    m = open_cli_meter(meter, **options)
+    options: dict[str, Any] = {
+        "cpu_tdp_w": cpu_tdp_w,
+        "cpu_idle_w": cpu_idle_w,
+        "ram_w_per_gb": ram_w_per_gb,
+        "prometheus_url": prometheus_url,
+        "fake_power_w": fake_power_w,
+        "nvml_mode": nvml_mode,
+    }
+    m = open_cli_meter(meter, require_isolated_gpu=require_isolated_gpu, **options)
     if host not in ("127.0.0.1", "localhost", "::1"):
         err_console.print(f"[yellow]warning:[/] binding {host}: reachable from other machines")
     err_console.print(

@@ -67,8 +67,8 @@ def register(app: typer.Typer) -> None:
         import warnings
 
         from joulebench.errors import JoulebenchWarning
-        from joulebench.profile.sweep import dry_run as plan
         from joulebench.profile.sweep import check_sources, load_sweep, run_sweep
+        from joulebench.profile.sweep import dry_run as plan
         from joulebench.results.store import DEFAULT_STORE, ResultStore, check_writable
 
         cfg = load_sweep(file)

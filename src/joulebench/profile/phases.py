@@ -5,7 +5,8 @@
 1. warm-ups, each timed alone and reported apart (``warmup=True``, no energy);
 2. repeats: one energy window per repeat, device-synchronized at both edges, in which the
    operation runs as many times as needed for the window to last at least
-   ``max(min_window_s, meter.update_period_s)`` — a shorter window is never reported;
+   ``max(min_window_s, meter.update_period_s)`` — a shorter window is never reported — in
+   shrinking chunks (:func:`window_chunk`) so it ends about one op past that target;
 3. the stopping rule (95 % CI half-width of the per-op energy ≤ target, or the cap).
 
 Every repeat is kept. ``measure_prefill`` and ``measure_decode`` are the direct-method phases.
@@ -152,6 +153,26 @@ class DeviceTimer:
         return time.perf_counter() - self._t0
 
 
+#: Share of the ops still needed that one chunk runs before the clock is checked again.
+CHUNK_SHARE = 0.6
+
+
+def window_chunk(remaining_s: float, op_s: float | None) -> int:
+    """How many ops to run before the next clock check, to end a window just past its target.
+
+    Committing to the whole window from one per-op estimate overshoots whenever the ops slow down
+    (a shared CPU, a warm-up faster than steady state): windows ran up to 2× their target. So a
+    chunk covers ``CHUNK_SHARE`` of the ops still needed, and the last one or two run alone: the
+    window ends within about one op of its target. A check is a device sync and a clock read.
+    """
+    if not op_s or op_s <= 0:
+        return 1
+    ops_left = remaining_s / op_s
+    if ops_left <= 2:
+        return max(1, math.ceil(ops_left))
+    return max(1, int(ops_left * CHUNK_SHARE))
+
+
 def measure_repeated(
     op: Callable[[], object],
     meter: Meter,
@@ -183,7 +204,7 @@ def measure_repeated(
     repeats: list[RepeatRecord] = []
     per_op: list[float] = []
     while True:
-        k = 1 if not op_s else max(1, math.ceil(target_s / op_s * 1.05))
+        k = window_chunk(target_s, op_s)
         sync()
         r0 = meter.read()
         timer.start()
@@ -197,8 +218,7 @@ def measure_repeated(
             elapsed = clock() - t0
             if elapsed >= target_s:
                 break
-            per = elapsed / n
-            k = max(1, math.ceil((target_s - elapsed) / per * 1.05)) if per > 0 else n
+            k = window_chunk(target_s - elapsed, elapsed / n)
         device_s = timer.stop()
         r1 = meter.read()
         w = window_between(r0, r1, info, idle)

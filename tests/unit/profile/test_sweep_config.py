@@ -34,7 +34,7 @@ def test_every_example_names_sources_that_resolve(path):
 
 def test_a_shape_without_its_suffix_is_rejected_with_the_known_names():
     cfg = parse_sweep({"name": "x", "models": ["shape:Qwen2.5-0.5B"], "device": "cuda"})
-    with pytest.raises(UnknownName, match="Qwen2.5-0.5B-Instruct"):
+    with pytest.raises(UnknownName, match=r"Qwen2\.5-0\.5B-Instruct"):
         check_sources(cfg)
     bad_precision = parse_sweep({"name": "x", "models": ["tiny"], "precisions": ["fp7"]})
     with pytest.raises(ConfigError, match="fp7"):
