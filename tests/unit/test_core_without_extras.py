@@ -21,7 +21,17 @@ from joulebench.cli.app import main
 main()
 """
 
-EXTRAS = ["torch", "transformers", "fastapi", "uvicorn", "matplotlib", "pynvml", "codecarbon", "bitsandbytes", "torchao"]
+EXTRAS = [
+    "torch",
+    "transformers",
+    "fastapi",
+    "uvicorn",
+    "matplotlib",
+    "pynvml",
+    "codecarbon",
+    "bitsandbytes",
+    "torchao",
+]
 
 
 def run_blocked(*args: str, blocked=EXTRAS) -> subprocess.CompletedProcess[str]:
@@ -37,7 +47,9 @@ def test_env_and_help_work_without_extras():
 
 
 def test_measure_works_without_extras(tmp_path):
-    proc = run_blocked("measure", "--meter", "estimate", "--json", "--", sys.executable, "-c", "pass")
+    proc = run_blocked(
+        "measure", "--meter", "estimate", "--json", "--", sys.executable, "-c", "pass"
+    )
     assert proc.returncode == 0, proc.stderr
     assert '"estimated"' in proc.stdout
 
