@@ -22,91 +22,52 @@ log = logging.getLogger(__name__)
 
 _PANEL = "Meter"
 
+
+def _option(*flags: str, **kwargs: Any) -> Any:
+    """A ``typer.Option`` shown in the help's "Meter" panel."""
+    return typer.Option(*flags, rich_help_panel=_PANEL, **kwargs)
+
+
 MeterOpt = Annotated[
     str,
-    typer.Option(
-        "--meter",
-        help=f"auto, one of {', '.join(KNOWN_METERS)}, or a '+' combination (nvml+rapl).",
-        rich_help_panel=_PANEL,
+    _option(
+        "--meter", help=f"auto, one of {', '.join(KNOWN_METERS)}, or a '+' combination (nvml+rapl)."
     ),
 ]
 IdleOpt = Annotated[
-    float,
-    typer.Option(
-        "--idle-s",
-        min=0.0,
-        help="Measure idle power this long first (0: no baseline).",
-        rich_help_panel=_PANEL,
-    ),
+    float, _option("--idle-s", min=0.0, help="Measure idle power this long first (0: no baseline).")
 ]
-HzOpt = Annotated[
-    float,
-    typer.Option(
-        "--hz", min=1.0, help="Power-timeline sampling rate (Hz).", rich_help_panel=_PANEL
-    ),
-]
+HzOpt = Annotated[float, _option("--hz", min=1.0, help="Power-timeline sampling rate (Hz).")]
 CpuTdpOpt = Annotated[
-    float | None,
-    typer.Option(
-        "--cpu-tdp-w", min=0.0, help="Estimator: CPU package TDP in W.", rich_help_panel=_PANEL
-    ),
+    float | None, _option("--cpu-tdp-w", min=0.0, help="Estimator: CPU package TDP in W.")
 ]
 CpuIdleOpt = Annotated[
-    float | None,
-    typer.Option(
-        "--cpu-idle-w", min=0.0, help="Estimator: idle package power in W.", rich_help_panel=_PANEL
-    ),
+    float | None, _option("--cpu-idle-w", min=0.0, help="Estimator: idle package power in W.")
 ]
 RamOpt = Annotated[
-    float | None,
-    typer.Option(
-        "--ram-w-per-gb", min=0.0, help="Estimator: RAM power per GB.", rich_help_panel=_PANEL
-    ),
+    float | None, _option("--ram-w-per-gb", min=0.0, help="Estimator: RAM power per GB.")
 ]
 ScopeOpt = Annotated[
-    str,
-    typer.Option(
-        "--estimate-scope",
-        help="Estimator: 'process' (this process tree) or 'system'.",
-        rich_help_panel=_PANEL,
-    ),
+    str, _option("--estimate-scope", help="Estimator: 'process' (this process tree) or 'system'.")
 ]
 PrometheusOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--prometheus-url", help="Prometheus with DCGM exporter metrics.", rich_help_panel=_PANEL
-    ),
+    str | None, _option("--prometheus-url", help="Prometheus with DCGM exporter metrics.")
 ]
 CountryOpt = Annotated[
-    str,
-    typer.Option(
-        "--codecarbon-country",
-        help="CodeCarbon meter: ISO alpha-3 country.",
-        rich_help_panel=_PANEL,
-    ),
+    str, _option("--codecarbon-country", help="CodeCarbon meter: ISO alpha-3 country.")
 ]
 ReplayOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--replay-path", help="Replay meter: CSV t_s,domain,energy_j.", rich_help_panel=_PANEL
-    ),
+    Path | None, _option("--replay-path", help="Replay meter: CSV t_s,domain,energy_j.")
 ]
 FakePowerOpt = Annotated[
-    float,
-    typer.Option(
-        "--fake-power-w", min=0.0, help="Fake meter: constant power in W.", rich_help_panel=_PANEL
-    ),
+    float, _option("--fake-power-w", min=0.0, help="Fake meter: constant power in W.")
 ]
-NvmlModeOpt = Annotated[
-    str,
-    typer.Option("--nvml-mode", help="NVML: auto, counter or polled.", rich_help_panel=_PANEL),
-]
+NvmlModeOpt = Annotated[str, _option("--nvml-mode", help="NVML: auto, counter or polled.")]
 IsolatedOpt = Annotated[
     bool,
-    typer.Option(
+    _option(
         "--require-isolated-gpu",
         help="Fail instead of warning when another process uses a measured GPU.",
-        rich_help_panel=_PANEL,
     ),
 ]
 

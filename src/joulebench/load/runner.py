@@ -10,11 +10,12 @@ and reported apart; latency percentiles cover successful requests only.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import httpx
 
@@ -28,6 +29,9 @@ from joulebench.meters.base import Meter, MeterInfo
 from joulebench.meters.timeline import PowerTimeline
 
 log = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 START_DELAY_S = 0.02  # schedule starts this long after setup, so request 0 is not born late
 
@@ -344,42 +348,19 @@ async def run_load_async(
     return LoadResult(config, records, t0, end, target, energy, info, samples)
 
 
-def run_load(
-    url: str,
-    protocol: str,
-    arrival: str | ArrivalProcess,
-    prompts: Sequence[Any],
-    *,
-    n: int,
-    output_length: int | Sequence[int],
-    concurrency: int | None = None,
-    timeout_s: float = 60.0,
-    meter: Meter | None = None,
-    idle_power_w: float | None = None,
-    seed: int = 0,
-    model: str | None = None,
-    clock: Callable[[], float] = time.monotonic,
-    tokenizer: Tokenizer | None = None,
-    timeline_hz: float = 10.0,
-) -> LoadResult:
-    """Synchronous :func:`run_load_async` (runs its own event loop; call the async one from
-    inside a running loop)."""
-    return asyncio.run(
-        run_load_async(
-            url,
-            protocol,
-            arrival,
-            prompts,
-            n=n,
-            output_length=output_length,
-            concurrency=concurrency,
-            timeout_s=timeout_s,
-            meter=meter,
-            idle_power_w=idle_power_w,
-            seed=seed,
-            model=model,
-            clock=clock,
-            tokenizer=tokenizer,
-            timeline_hz=timeline_hz,
-        )
+def _blocking(fn: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, T]:
+    """``fn_async`` as ``fn``: same signature, run to completion on its own event loop."""
+
+    @functools.wraps(fn)
+    def blocking(*args: P.args, **kwargs: P.kwargs) -> T:
+        return asyncio.run(fn(*args, **kwargs))
+
+    blocking.__name__ = blocking.__qualname__ = fn.__name__.removesuffix("_async")
+    blocking.__doc__ = (
+        f"Synchronous :func:`{fn.__name__}` (runs its own event loop; call the async one from "
+        "inside a running loop)."
     )
+    return blocking
+
+
+run_load = _blocking(run_load_async)

@@ -9,12 +9,10 @@ from joulebench.analysis.records import PHASES, ProfileCell, StoreContents, num
 from joulebench.report.plotting import (
     FigureFile,
     MissingFigure,
+    finish_figure,
     finite,
     grouped_bars,
-    method_caption,
     pyplot,
-    save,
-    split_methods,
 )
 
 FigureFn = Callable[[StoreContents, Path], "FigureFile | MissingFigure"]
@@ -75,15 +73,13 @@ def energy_model_precision(contents: StoreContents, out: Path) -> FigureFile | M
     if not drawn:
         plt.close(fig)
         return MissingFigure(key, title, "precision cells hold no prefill/decode energy")
-    methods = split_methods(c.method for c in cells)
     fig.suptitle(title)
-    png, svg = save(fig, out, key)
     caption = (
         "Gross energy per request of each phase (prefill = first token; decode = the rest), "
         "bars grouped by model, one colour per precision; error bars are the 95 % confidence "
-        "half-widths of the stored repeats. " + method_caption(methods)
+        "half-widths of the stored repeats. "
     )
-    return FigureFile(key, title, caption, png, svg, methods)
+    return finish_figure(fig, out, key, title, caption, (c.method for c in cells))
 
 
 _TOKEN_SERIES = (
@@ -133,15 +129,13 @@ def energy_per_token_batch(contents: StoreContents, out: Path) -> FigureFile | M
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     all_cells = [c for cs in groups.values() for c in cs]
-    methods = split_methods(c.method for c in all_cells)
     fig.suptitle(title + " (solid: no bucketing, dashed: length bucketing)")
-    png, svg = save(fig, out, key)
     caption = (
         "Prefill energy divided by effective input tokens (padding excluded) and by computed "
         "input tokens (padding included); decode energy divided by output tokens. Error bars: "
-        "95 % confidence half-widths of the stored repeats. " + method_caption(methods)
+        "95 % confidence half-widths of the stored repeats. "
     )
-    return FigureFile(key, title, caption, png, svg, methods)
+    return finish_figure(fig, out, key, title, caption, (c.method for c in all_cells))
 
 
 def latency_profile(contents: StoreContents, out: Path) -> FigureFile | MissingFigure:
@@ -172,16 +166,13 @@ def latency_profile(contents: StoreContents, out: Path) -> FigureFile | MissingF
         ylabel="decode time per token step (ms/token)",
     )
     axes[1].set_title("decode (time per output token, per request)")
-    methods = split_methods(c.method for c, _, _ in rows)
     fig.suptitle(title)
-    png, svg = save(fig, out, key)
     caption = (
         "Mean wall-clock latency of the measured windows, synchronized at both edges: prefill "
         "time per batch (the batch's time to first token) and decode time per token step (each "
         "step yields one token for every request of the batch). Energy meter of these cells: "
-        + method_caption(methods)
     )
-    return FigureFile(key, title, caption, png, svg, methods)
+    return finish_figure(fig, out, key, title, caption, (c.method for c, _, _ in rows))
 
 
 def _percent(fraction: float | None) -> float | None:
@@ -213,15 +204,13 @@ def roofline_efficiency(contents: StoreContents, out: Path) -> FigureFile | Miss
     grouped_bars(
         ax, [c.label for c, _ in rows], series, ylabel="efficiency (% of roofline)", log=True
     )
-    methods = split_methods(c.method for c, _ in rows)
     ax.set_title(title)
-    png, svg = save(fig, out, key)
     caption = (
         "Roofline time floor = max(FLOPs ÷ peak compute, bytes ÷ memory bandwidth) from the model "
         "config, dtype and lengths, divided by the measured phase time (log scale). Energy meter "
-        "of these cells: " + method_caption(methods)
+        "of these cells: "
     )
-    return FigureFile(key, title, caption, png, svg, methods)
+    return finish_figure(fig, out, key, title, caption, (c.method for c, _ in rows))
 
 
 PROFILE_FIGURES: tuple[FigureFn, ...] = (

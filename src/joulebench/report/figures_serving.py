@@ -11,11 +11,9 @@ from joulebench.analysis.records import ACCOUNTINGS, LoadRun, StoreContents, num
 from joulebench.report.plotting import (
     FigureFile,
     MissingFigure,
+    finish_figure,
     grouped_bars,
-    method_caption,
     pyplot,
-    save,
-    split_methods,
 )
 
 FigureFn = Callable[[StoreContents, Path], "FigureFile | MissingFigure"]
@@ -120,8 +118,6 @@ def energy_per_request_arrival(contents: StoreContents, out: Path) -> FigureFile
         return MissingFigure(key, title, "load runs hold no per-request energy")
     fig.suptitle(title)
     fig.tight_layout()
-    methods = split_methods(lr.run.method for lr in loads)
-    png, svg = save(fig, out, key)
     caption = (
         "One panel per scheduler, one group per load run (arrival pattern), one bar per energy "
         "accounting, in this order and colour in every panel — they answer different questions "
@@ -132,9 +128,9 @@ def energy_per_request_arrival(contents: StoreContents, out: Path) -> FigureFile
         "timeline, gross (error bar: 95 % CI over requests). An empty slot says why it is empty: "
         "'no steady state' (a burst only fills and drains, sparse arrivals never fill the "
         "server), 'no idle baseline', '≤ 0 (below idle)'. '⚠ audit' marks a run with a failing "
-        "audit check (see Audits); it is drawn, not dropped. Log scale. " + method_caption(methods)
+        "audit check (see Audits); it is drawn, not dropped. Log scale. "
     )
-    return FigureFile(key, title, caption, png, svg, methods)
+    return finish_figure(fig, out, key, title, caption, (lr.run.method for lr in loads))
 
 
 def latency_arrival(contents: StoreContents, out: Path) -> FigureFile | MissingFigure:
@@ -154,15 +150,12 @@ def latency_arrival(contents: StoreContents, out: Path) -> FigureFile | MissingF
         }
         grouped_bars(ax, labels, series, ylabel=ylabel)
         ax.set_title(metric.removesuffix("_ms").upper())
-    methods = split_methods(lr.run.method for lr in loads)
     fig.suptitle(title)
-    png, svg = save(fig, out, key)
     caption = (
         "Client-side percentiles (p50, p90, p99) of successful requests: time to first token, "
         "time per output token after the first, end-to-end. Energy meter of these runs: "
-        + method_caption(methods)
     )
-    return FigureFile(key, title, caption, png, svg, methods)
+    return finish_figure(fig, out, key, title, caption, (lr.run.method for lr in loads))
 
 
 def _point(summary: dict[str, Any], label: str, shaped: bool) -> dict[str, Any] | None:
@@ -231,15 +224,13 @@ def shaping_pareto(contents: StoreContents, out: Path) -> FigureFile | MissingFi
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     ax.set_title(title)
-    methods = split_methods(methods_src)
-    png, svg = save(fig, out, key)
     caption = (
         "Each point is one load test at the same offered load, shaped (gateway pacing or "
         "batching arrivals) or not; energy per request is the mean per-request attribution "
         "(whole-window ÷ requests when absent). Points on the dashed line are not beaten on both "
-        "axes. " + method_caption(methods)
+        "axes. "
     )
-    return FigureFile(key, title, caption, png, svg, methods)
+    return finish_figure(fig, out, key, title, caption, methods_src)
 
 
 SERVING_FIGURES: tuple[FigureFn, ...] = (

@@ -86,6 +86,15 @@ def save(fig: Any, out_dir: Path, key: str) -> tuple[Path, Path]:
     return png, svg
 
 
+def finish_figure(
+    fig: Any, out_dir: Path, key: str, title: str, caption: str, method_labels: Iterable[str]
+) -> FigureFile:
+    """Save ``fig`` (PNG + SVG) and describe it; the caption ends with its data's meter methods."""
+    methods = split_methods(method_labels)
+    png, svg = save(fig, out_dir, key)
+    return FigureFile(key, title, caption + method_caption(methods), png, svg, methods)
+
+
 def finite(v: float | None) -> bool:
     return v is not None and math.isfinite(v)
 

@@ -16,6 +16,7 @@ names the file and the key to fix.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,21 @@ def _known_schedulers() -> list[str]:
     return sorted(SCHEDULERS)
 
 
+def _check_scheduler(name: str) -> None:
+    known = _known_schedulers()
+    if name not in known:
+        raise ValueError(f"unknown scheduler '{name}'; known: {', '.join(known)}")
+
+
+def _check_specs(specs: list[str], parse: Callable[[str], Any], what: str) -> None:
+    """Parse every spec (arrival, policy) now, so a typo fails at load, naming the spec."""
+    for spec in specs:
+        try:
+            parse(spec)
+        except JoulebenchError as exc:
+            raise ValueError(f"{what} '{spec}': {exc}") from None
+
+
 class ServingPlan(BaseModel):
     """Serving study: ``schedulers`` × ``arrivals`` on one model behind the embedded server."""
 
@@ -74,10 +90,8 @@ class ServingPlan(BaseModel):
     @field_validator("schedulers")
     @classmethod
     def _schedulers(cls, v: list[str]) -> list[str]:
-        known = _known_schedulers()
         for s in v:
-            if s not in known:
-                raise ValueError(f"unknown scheduler '{s}'; known: {', '.join(known)}")
+            _check_scheduler(s)
         return v
 
     @field_validator("arrivals")
@@ -85,11 +99,7 @@ class ServingPlan(BaseModel):
     def _arrivals(cls, v: list[str]) -> list[str]:
         from joulebench.load.arrivals import parse_arrival
 
-        for spec in v:
-            try:
-                parse_arrival(spec)
-            except JoulebenchError as exc:
-                raise ValueError(f"arrival '{spec}': {exc}") from None
+        _check_specs(v, parse_arrival, "arrival")
         if len(set(v)) != len(v):
             raise ValueError("an arrival pattern is listed twice")
         return v
@@ -118,9 +128,7 @@ class ShapingPlan(BaseModel):
     @field_validator("scheduler")
     @classmethod
     def _scheduler(cls, v: str) -> str:
-        known = _known_schedulers()
-        if v not in known:
-            raise ValueError(f"unknown scheduler '{v}'; known: {', '.join(known)}")
+        _check_scheduler(v)
         return v
 
     @field_validator("arrival")
@@ -139,11 +147,7 @@ class ShapingPlan(BaseModel):
     def _policies(cls, v: list[str]) -> list[str]:
         from joulebench.shape.policies import parse_policy
 
-        for spec in v:
-            try:
-                parse_policy(spec)
-            except JoulebenchError as exc:
-                raise ValueError(f"policy '{spec}': {exc}") from None
+        _check_specs(v, parse_policy, "policy")
         return v
 
 

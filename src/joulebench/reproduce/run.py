@@ -133,37 +133,21 @@ def run_reproduce(
     studies: dict[str, dict[str, Any]] = {}
     with ResultStore(store_file) as db:
         studies.update(_run_sweeps(plan, db, meter, emit, hardware))
-        if plan.serving is not None:
-            n = len(plan.serving.schedulers) * len(plan.serving.arrivals)
-            emit({"event": "study_start", "study": "serving", "total": n})
+        options: dict[str, Any] = {"device": plan.device, "server_fn": server_fn, "on_event": emit}
+        serving, shaping = plan.serving, plan.shaping
+        if serving is not None:
             studies["serving"] = _guarded(
                 "serving",
                 emit,
-                lambda: run_serving(
-                    plan.name,
-                    plan.serving,  # type: ignore[arg-type]
-                    db,
-                    meter,
-                    device=plan.device,
-                    server_fn=server_fn,
-                    on_event=emit,
-                ),
+                len(serving.schedulers) * len(serving.arrivals),
+                lambda: run_serving(plan.name, serving, db, meter, **options),
             )
-        if plan.shaping is not None and plan.serving is not None:
-            emit({"event": "study_start", "study": "shaping", "total": len(plan.shaping.policies)})
+        if shaping is not None and serving is not None:
             studies["shaping"] = _guarded(
                 "shaping",
                 emit,
-                lambda: run_shaping(
-                    plan.name,
-                    plan.shaping,  # type: ignore[arg-type]
-                    plan.serving,  # type: ignore[arg-type]
-                    db,
-                    meter,
-                    device=plan.device,
-                    server_fn=server_fn,
-                    on_event=emit,
-                ),
+                len(shaping.policies),
+                lambda: run_shaping(plan.name, shaping, serving, db, meter, **options),
             )
     emit({"event": "report_start"})
     report = build_report(store_file, out_dir, title=f"joulebench reproduce — {plan.name}")
@@ -190,9 +174,11 @@ def run_reproduce(
 
 
 def _guarded(
-    study: str, emit: Callable[[Event], None], fn: Callable[[], dict[str, Any]]
+    study: str, emit: Callable[[Event], None], total: int, fn: Callable[[], dict[str, Any]]
 ) -> dict[str, Any]:
-    """Run a whole study; a failure that stops it (server start, model load) is recorded."""
+    """Run a whole study of ``total`` cells; a failure that stops it (server start, model load)
+    is recorded."""
+    emit({"event": "study_start", "study": study, "total": total})
     try:
         return fn()
     except (JoulebenchError, RuntimeError, OSError, ValueError, ImportError) as exc:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from joulebench.meters.base import Meter
@@ -36,6 +37,77 @@ def _done(store: Any, name: str) -> bool:
         return False
     rows = store.query("SELECT status FROM runs WHERE run_id = ?", [run_id])
     return bool(rows) and rows[0]["status"] == "done"
+
+
+def _new_counts() -> dict[str, Any]:
+    return {"total": 0, "done": 0, "skipped": 0, "failed": 0, "run_ids": []}
+
+
+@dataclass(slots=True)
+class _Progress:
+    """One study's counts and events: each cell skipped (already done), started, done or failed."""
+
+    study: str
+    emit: Callable[[Event], None]
+    counts: dict[str, Any] = field(default_factory=_new_counts)
+
+    def pending(self, store: Any, name: str, label: str) -> bool:
+        """Count the cell; False (and a ``skip`` event) when a ``done`` run has its name."""
+        self.counts["total"] += 1
+        if _done(store, name):
+            self.counts["skipped"] += 1
+            self.emit({"event": "skip", "study": self.study, "label": label})
+            return False
+        return True
+
+    def started(self, label: str) -> None:
+        self.emit({"event": "cell_start", "study": self.study, "label": label})
+
+    def finished(
+        self, label: str, run_ids: list[str], summary: dict[str, Any], *, ok: bool, error: str
+    ) -> None:
+        self.counts["run_ids"] += run_ids
+        self.counts["done" if ok else "failed"] += 1
+        self.emit(
+            {
+                "event": "done" if ok else "failed",
+                "study": self.study,
+                "label": label,
+                "run_id": run_ids[-1],
+                "summary": summary,
+                "error": None if ok else error,
+            }
+        )
+
+
+def _open_server(
+    server_fn: ServerFn | None,
+    serving: ServingPlan,
+    scheduler: str,
+    meter: Meter,
+    device: str,
+    options: dict[str, Any] | None = None,
+) -> Any:
+    """The plan's embedded server (or ``server_fn``'s) for ``scheduler``: a context manager → URL."""
+    if server_fn is None:
+        from joulebench.serve.launch import embedded_server
+
+        server_fn = embedded_server
+    return server_fn(
+        serving.model,
+        serving.precision,
+        scheduler,
+        meter=meter,
+        device=device,
+        seed=serving.seed,
+        max_batch_size=serving.max_batch_size,
+        default_max_tokens=serving.output_length,
+        **(options or {}),
+    )
+
+
+def _idle_power_w(meter: Meter, serving: ServingPlan) -> float | None:
+    return measure_idle(meter, serving.idle_s).total_power_w if serving.idle_s else None
 
 
 def store_load(
@@ -88,42 +160,23 @@ def run_serving(
     """Run (or resume) the serving grid into ``store``; returns counts and the run ids."""
     from joulebench.meters.base import MeterInfo
 
-    if server_fn is None:
-        from joulebench.serve.launch import embedded_server
-
-        server_fn = embedded_server
     if load_fn is None:
         from joulebench.load.runner import run_load
 
         load_fn = run_load
-    emit = on_event or (lambda e: None)
-    counts: dict[str, Any] = {"total": 0, "done": 0, "skipped": 0, "failed": 0, "run_ids": []}
+    progress = _Progress("serving", on_event or (lambda e: None))
     info = MeterInfo.of(meter)
     items = prompts if prompts is not None else _load_prompts(serving)
     for scheduler in serving.schedulers:
         todo = []
         for arrival in serving.arrivals:
-            counts["total"] += 1
             name = run_name(plan_name, "serving", scheduler, arrival)
-            if _done(store, name):
-                counts["skipped"] += 1
-                emit({"event": "skip", "study": "serving", "label": f"{arrival} · {scheduler}"})
-            else:
+            if progress.pending(store, name, f"{arrival} · {scheduler}"):
                 todo.append((arrival, name))
         if not todo:
             continue
         options = dict(serving.scheduler_options.get(scheduler, {}))
-        with server_fn(
-            serving.model,
-            serving.precision,
-            scheduler,
-            meter=meter,
-            device=device,
-            seed=serving.seed,
-            max_batch_size=serving.max_batch_size,
-            default_max_tokens=serving.output_length,
-            **options,
-        ) as url:
+        with _open_server(server_fn, serving, scheduler, meter, device, options) as url:
             common: dict[str, Any] = {
                 "prompts": items,
                 "output_length": serving.output_length,
@@ -133,10 +186,10 @@ def run_serving(
             }
             if serving.warmup_n:
                 load_fn(url, serving.protocol, "burst", n=serving.warmup_n, **common)
-            idle_w = measure_idle(meter, serving.idle_s).total_power_w if serving.idle_s else None
+            idle_w = _idle_power_w(meter, serving)
             for arrival, name in todo:
                 label = f"{arrival} · {scheduler}"
-                emit({"event": "cell_start", "study": "serving", "label": label})
+                progress.started(label)
                 result = load_fn(
                     url,
                     serving.protocol,
@@ -157,20 +210,9 @@ def run_serving(
                     timeline=result.timeline,
                     methods=dict(info.methods),
                 )
-                counts["run_ids"].append(run_id)
-                ok = summary["requests"]["ok"]
-                counts["done" if ok else "failed"] += 1
-                emit(
-                    {
-                        "event": "done" if ok else "failed",
-                        "study": "serving",
-                        "label": label,
-                        "run_id": run_id,
-                        "summary": summary,
-                        "error": None if ok else "no request succeeded",
-                    }
-                )
-    return counts
+                ok = bool(summary["requests"]["ok"])
+                progress.finished(label, [run_id], summary, ok=ok, error="no request succeeded")
+    return progress.counts
 
 
 def _config(plan_name: str, serving: ServingPlan, scheduler: str, study: str) -> dict[str, Any]:
@@ -213,43 +255,26 @@ def run_shaping(
     """
     from joulebench.meters.base import MeterInfo
 
-    if server_fn is None:
-        from joulebench.serve.launch import embedded_server
-
-        server_fn = embedded_server
     if compare_fn is None:
         from joulebench.shape.experiment import compare
 
         compare_fn = compare
-    emit = on_event or (lambda e: None)
-    counts: dict[str, Any] = {"total": 0, "done": 0, "skipped": 0, "failed": 0, "run_ids": []}
+    progress = _Progress("shaping", on_event or (lambda e: None))
     todo = []
     for policy in shaping.policies:
-        counts["total"] += 1
-        name = run_name(plan_name, "shaping", shaping.scheduler, f"{shaping.arrival} via {policy}")
-        if _done(store, name):
-            counts["skipped"] += 1
-            emit({"event": "skip", "study": "shaping", "label": f"{shaping.arrival} via {policy}"})
-        else:
+        label = f"{shaping.arrival} via {policy}"
+        name = run_name(plan_name, "shaping", shaping.scheduler, label)
+        if progress.pending(store, name, label):
             todo.append((policy, name))
     if not todo:
-        return counts
+        return progress.counts
     info = MeterInfo.of(meter)
     items = prompts if prompts is not None else _load_prompts(serving)
-    with server_fn(
-        serving.model,
-        serving.precision,
-        shaping.scheduler,
-        meter=meter,
-        device=device,
-        seed=serving.seed,
-        max_batch_size=serving.max_batch_size,
-        default_max_tokens=serving.output_length,
-    ) as url:
-        idle_w = measure_idle(meter, serving.idle_s).total_power_w if serving.idle_s else None
+    with _open_server(server_fn, serving, shaping.scheduler, meter, device) as url:
+        idle_w = _idle_power_w(meter, serving)
         for policy, name in todo:
             label = f"{shaping.arrival} via {policy}"
-            emit({"event": "cell_start", "study": "shaping", "label": label})
+            progress.started(label)
             comp = compare_fn(
                 url,
                 policy,
@@ -284,17 +309,8 @@ def run_shaping(
                         methods=dict(info.methods),
                     )
                 )
-            counts["run_ids"] += ids
             ok = all((r.load.get("requests") or {}).get("ok") for r in (comp.direct, comp.shaped))
-            counts["done" if ok else "failed"] += 1
-            emit(
-                {
-                    "event": "done" if ok else "failed",
-                    "study": "shaping",
-                    "label": label,
-                    "run_id": ids[-1],
-                    "summary": comp.shaped.load,
-                    "error": None if ok else "no request succeeded in one of the runs",
-                }
+            progress.finished(
+                label, ids, comp.shaped.load, ok=ok, error="no request succeeded in one of the runs"
             )
-    return counts
+    return progress.counts

@@ -273,6 +273,31 @@ def measure_run(
     )
 
 
+def measured_load_kwargs(
+    load_fn: LoadFn,
+    server_url: str,
+    base_kwargs: dict[str, Any],
+    *,
+    warmup_n: int,
+    meter: Meter | None,
+    idle_power_w: float | None,
+    idle_s: float,
+    measured: dict[str, Any],
+) -> dict[str, Any]:
+    """Prepare ``server_url`` for measured runs and return their ``load_fn`` keyword arguments.
+
+    Sends ``warmup_n`` unmeasured ``burst`` requests, then (with a meter, no ``idle_power_w`` and
+    ``idle_s`` > 0) measures the loaded, quiet server's idle power once, so every measured run
+    subtracts the same baseline. The kwargs are ``base_kwargs`` + ``measured`` (``load_options``,
+    arrival, n) + ``meter`` and ``idle_power_w``.
+    """
+    if warmup_n:
+        load_fn(server_url, arrival="burst", n=warmup_n, **base_kwargs)  # unmeasured
+    if meter is not None and idle_power_w is None and idle_s > 0:
+        idle_power_w = measure_idle(meter, idle_s).total_power_w
+    return {**base_kwargs, **measured, "meter": meter, "idle_power_w": idle_power_w}
+
+
 def compare(
     url: str | None,
     policy: str | Policy,
@@ -319,18 +344,17 @@ def compare(
             "timeout_s": timeout_s,
             "seed": seed,
         }
-        if warmup_n:
-            load_fn(server_url, arrival="burst", n=warmup_n, **base_kwargs)  # unmeasured
-        if meter is not None and idle_power_w is None and idle_s > 0:
-            idle_power_w = measure_idle(meter, idle_s).total_power_w
-        kwargs = {
-            **base_kwargs,
-            **(load_options or {}),
-            "arrival": arrival,
-            "n": n,
-            "meter": meter,
-            "idle_power_w": idle_power_w,
-        }
+        kwargs = measured_load_kwargs(
+            load_fn,
+            server_url,
+            base_kwargs,
+            warmup_n=warmup_n,
+            meter=meter,
+            idle_power_w=idle_power_w,
+            idle_s=idle_s,
+            measured={**(load_options or {}), "arrival": arrival, "n": n},
+        )
+        idle_power_w = kwargs["idle_power_w"]
         direct = measure_run("direct", server_url, server_url, load_fn=load_fn, load_kwargs=kwargs)
         with run_gateway(server_url, pol, max_queue=max_queue, upstream_timeout_s=timeout_s) as gw:
             shaped = measure_run(

@@ -17,8 +17,14 @@ from typing import Any
 from joulebench.errors import ConfigError
 from joulebench.extras import require
 from joulebench.meters.base import Meter
-from joulebench.meters.window import measure_idle
-from joulebench.shape.experiment import GROSS_NET, LoadFn, RunSummary, _target, measure_run
+from joulebench.shape.experiment import (
+    GROSS_NET,
+    LoadFn,
+    RunSummary,
+    _target,
+    measure_run,
+    measured_load_kwargs,
+)
 from joulebench.shape.policies import parse_policy
 from joulebench.shape.runner import run_gateway
 
@@ -198,18 +204,17 @@ def sweep(
             "timeout_s": timeout_s,
             "seed": seed,
         }
-        if warmup_n:
-            load_fn(server_url, arrival="burst", n=warmup_n, **base)
-        if meter is not None and idle_power_w is None and idle_s > 0:
-            idle_power_w = measure_idle(meter, idle_s).total_power_w
-        kwargs = {
-            **base,
-            **(load_options or {}),
-            "arrival": arrival,
-            "n": n,
-            "meter": meter,
-            "idle_power_w": idle_power_w,
-        }
+        kwargs = measured_load_kwargs(
+            load_fn,
+            server_url,
+            base,
+            warmup_n=warmup_n,
+            meter=meter,
+            idle_power_w=idle_power_w,
+            idle_s=idle_s,
+            measured={**(load_options or {}), "arrival": arrival, "n": n},
+        )
+        idle_power_w = kwargs["idle_power_w"]
         runs.append(
             measure_run("direct", server_url, server_url, load_fn=load_fn, load_kwargs=kwargs)
         )

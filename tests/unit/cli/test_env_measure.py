@@ -43,18 +43,15 @@ def test_env_json_lists_every_meter_with_reason():
         assert m["available"] or m["reason"], name
 
 
+def _measure_estimated(code: str, *flags: str) -> subprocess.CompletedProcess[str]:
+    """``joulebench measure`` with the estimator at a 64 W TDP over ``python -c CODE``."""
+    return jb("measure", *flags, "--meter", "estimate", "--cpu-tdp-w", "64", "--", PY, "-c", code)
+
+
 def test_measure_json_estimated_and_exit_code_propagated():
-    r = jb(
-        "measure",
-        "--json",
-        "--meter",
-        "estimate",
-        "--cpu-tdp-w",
-        "64",
-        "--",
-        PY,
-        "-c",
+    r = _measure_estimated(
         "import sys; s = sum(i * i for i in range(300000)); print('child out'); sys.exit(3)",
+        "--json",
     )
     assert r.returncode == 3, r.stderr
     out = json.loads(r.stdout)  # stdout holds only the JSON: the child's stdout went to stderr
@@ -78,17 +75,7 @@ def test_measure_json_estimated_and_exit_code_propagated():
 
 
 def test_measure_human_output_says_estimated():
-    r = jb(
-        "measure",
-        "--meter",
-        "estimate",
-        "--cpu-tdp-w",
-        "64",
-        "--",
-        PY,
-        "-c",
-        "import time; time.sleep(0.2)",
-    )
+    r = _measure_estimated("import time; time.sleep(0.2)")
     assert r.returncode == 0, r.stderr
     assert "ESTIMATED" in r.stderr and "cpu:0" in r.stderr and "duration" in r.stderr
     text = " ".join(r.stderr.split())  # the model's constants are printed, with the override

@@ -207,7 +207,8 @@ def test_unreachable_server_fails_every_request_cleanly():
     assert all("ConnectError" in r.error for r in result.records)
 
 
-def test_audits_are_attached_to_the_energy_block():
+def _audits_at_30_w(idle_power_w: float) -> dict[str, dict]:
+    """Audits of a 30 W fake-metered load run that claims ``idle_power_w`` of idle draw."""
     with stub_server(StubConfig(tokens=3)) as url:
         j = run_load(
             url,
@@ -217,27 +218,19 @@ def test_audits_are_attached_to_the_energy_block():
             n=10,
             output_length=3,
             meter=FakeMeter(30.0, update_period_s=0.01),
-            idle_power_w=10.0,
+            idle_power_w=idle_power_w,
             timeline_hz=100.0,
         ).to_json()
-    audits = {a["name"]: a for a in j["energy"]["audits"]}
+    return {a["name"]: a for a in j["energy"]["audits"]}
+
+
+def test_audits_are_attached_to_the_energy_block():
+    audits = _audits_at_30_w(10.0)
     assert audits["load:attribution_sum"]["passed"]
     assert audits["load:energy_ge_idle_x_duration"]["passed"]
     assert audits["load:window_ge_update_period"]["passed"]
     # 30 W with a claimed 1000 W idle: the audit must fail, not be dropped
-    with stub_server(StubConfig(tokens=3)) as url:
-        j = run_load(
-            url,
-            "openai-chat",
-            "fixed:10ms",
-            PROMPTS,
-            n=10,
-            output_length=3,
-            meter=FakeMeter(30.0, update_period_s=0.01),
-            idle_power_w=1000.0,
-            timeline_hz=100.0,
-        ).to_json()
-    audits = {a["name"]: a for a in j["energy"]["audits"]}
+    audits = _audits_at_30_w(1000.0)
     assert not audits["load:energy_ge_idle_x_duration"]["passed"]
 
 

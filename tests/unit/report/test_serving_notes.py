@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from joulebench.analysis.records import read_store
-from joulebench.report import figures_serving
+from joulebench.report import figures_serving, plotting
 from joulebench.report.plotting import grouped_bars, pyplot
 from joulebench.results.store import ResultStore
 
@@ -45,7 +45,7 @@ def test_absent_bars_are_labelled_and_every_accounting_is_in_the_legend(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     seen: dict[str, Any] = {}
-    real_save = figures_serving.save
+    real_save = plotting.save
 
     def spy(fig: Any, out: Path, key: str) -> tuple[Path, Path]:
         ax = fig.axes[0]
@@ -54,7 +54,7 @@ def test_absent_bars_are_labelled_and_every_accounting_is_in_the_legend(
         seen["ticks"] = [t.get_text() for t in ax.get_xticklabels()]
         return real_save(fig, out, key)
 
-    monkeypatch.setattr(figures_serving, "save", spy)
+    monkeypatch.setattr(plotting, "save", spy)  # finish_figure saves through it
     with ResultStore(_store(tmp_path / "s.duckdb"), read_only=True) as db:
         contents = read_store(db)
     fig = figures_serving.energy_per_request_arrival(contents, tmp_path / "figs")

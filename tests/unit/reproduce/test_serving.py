@@ -56,13 +56,17 @@ def _plan() -> ServingPlan:
     )
 
 
+def _run_grid(db_path: Path, rec: Recorder) -> dict[str, Any]:
+    with ResultStore(db_path) as db:
+        return run_serving(
+            "p", _plan(), db, FakeMeter(), prompts=["hi"], server_fn=rec.server, load_fn=rec.load
+        )
+
+
 def test_grid_is_stored_grouped_and_resumes(tmp_path: Path) -> None:
     rec = Recorder(fail_arrival="burst")
     db_path = tmp_path / "r.duckdb"
-    with ResultStore(db_path) as db:
-        counts = run_serving(
-            "p", _plan(), db, FakeMeter(), prompts=["hi"], server_fn=rec.server, load_fn=rec.load
-        )
+    counts = _run_grid(db_path, rec)
     assert counts["total"] == 6 and counts["done"] == 4 and counts["failed"] == 2
     assert [s[2] for s in rec.servers] == ["sequential", "continuous"]  # one server per scheduler
     warmups = [x for x in rec.loads if x.get("meter") is None]
@@ -86,30 +90,12 @@ def test_grid_is_stored_grouped_and_resumes(tmp_path: Path) -> None:
 
     # resume: done runs are skipped; the failed ones are redone on their scheduler's server
     again = Recorder()
-    with ResultStore(db_path) as db:
-        counts = run_serving(
-            "p",
-            _plan(),
-            db,
-            FakeMeter(),
-            prompts=["hi"],
-            server_fn=again.server,
-            load_fn=again.load,
-        )
+    counts = _run_grid(db_path, again)
     assert counts["skipped"] == 4 and counts["done"] == 2
     assert [s[2] for s in again.servers] == ["sequential", "continuous"]
     assert [x["arrival"] for x in again.loads if x.get("meter")] == ["burst", "burst"]
     third = Recorder()
-    with ResultStore(db_path) as db:
-        counts = run_serving(
-            "p",
-            _plan(),
-            db,
-            FakeMeter(),
-            prompts=["hi"],
-            server_fn=third.server,
-            load_fn=third.load,
-        )
+    counts = _run_grid(db_path, third)
     assert counts["skipped"] == 6 and third.servers == [] and third.loads == []
 
 
