@@ -24,8 +24,8 @@ What makes the comparison fair (the script prints it):
   full generates); joulebench takes latency from its energy windows;
 - each tool as users run it: optimum-benchmark one ``Benchmark.launch`` per cell (a process and a
   model load per cell, CodeCarbon energy); joulebench one process, ``run_sweep`` once per batch
-  size, one model load per precision (kept across the three sweeps), an idle baseline per model
-  load and sweep, results into DuckDB, the sensorless estimator (no RAPL/NVML here).
+  size, one model load per precision (kept across the three sweeps), one idle baseline per model
+  load, results into DuckDB, the sensorless estimator (no RAPL/NVML here).
 
 optimum-benchmark needs transformers < 5, so this script builds its own venv under the cache dir
 (``$JOULEBENCH_CACHE`` or ``~/.cache/joulebench``; never in the repo; ``--venv`` reuses one) with
@@ -84,13 +84,13 @@ JB_RUNNER = textwrap.dedent(
 
     meter = open_meter(args["meter"])
     warnings.simplefilter("ignore", JoulebenchWarning)
-    summaries = []
+    summaries, idles = [], {}  # idle baseline: once per loaded model, across the sweeps
     with ResultStore(args["store"]) as store:
         for bs in args["batch_sizes"]:
             cfg = parse_sweep({**args["sweep"], "name": f"vs_ob_b{bs}", "batch_sizes": [bs],
                                "n": bs})
             summaries.append(run_sweep(cfg, store, meter, loader=loader,
-                                       prompt_loader=prompt_loader))
+                                       prompt_loader=prompt_loader, idle_baselines=idles))
         reps = store.query(
             "SELECT warmup, phase, sum(duration_s) AS s, min(n_ops_total) AS min_ops FROM "
             "(SELECT cell_key, warmup, phase, method, sum(duration_s) AS duration_s, "
@@ -260,7 +260,7 @@ def jb_breakdown(wall: float, jb: dict) -> dict[str, float]:
     warm = sum(r["s"] for r in jb["repeats"] if r["warmup"])
     windows = sum(r["s"] for r in jb["repeats"] if not r["warmup"])
     idle = sum(c["idle"]["duration_s"] for c in jb["cells"])  # per cell: its group's baseline
-    groups = {(c["model"], c["config"]["batch_size"], c["precision"]["name"]) for c in jb["cells"]}
+    groups = {(c["model"], c["precision"]["name"]) for c in jb["cells"]}
     idle = idle / max(1, len(jb["cells"])) * len(groups)
     parts = {
         "process start + imports": wall - jb["runner_s"] + jb["imports_s"],
@@ -320,8 +320,8 @@ def main() -> None:
               f"subtraction (generate(1) and generate({args.new_tokens}) windows, energy and "
               f"latency from the same windows); per phase {args.warmup} warm-ups then "
               f"{rule} of ≥ {args.duration_s / args.jb_repeats:.2f} s (≥ {min_ops} calls per "
-              f"phase); {len(jb['loads_s'])} model loads; idle baseline {args.idle_s} s per load "
-              f"and sweep; meter {jb['meter']} (ESTIMATED where no sensor)", flush=True)  # fmt: skip
+              f"phase); {len(jb['loads_s'])} model loads; idle baseline {args.idle_s} s per load; "
+              f"meter {jb['meter']} (ESTIMATED where no sensor)", flush=True)  # fmt: skip
         for name, sec in jb_breakdown(jb_wall, jb).items():
             print(f"  {name:42s} {sec:7.1f} s ({sec / jb_wall:5.1%})")
         ob_wall, ob = run_optimum(py, model, tmp, args)

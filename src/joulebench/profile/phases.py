@@ -204,12 +204,13 @@ def measure_repeated(
     repeats: list[RepeatRecord] = []
     per_op: list[float] = []
     while True:
-        k = window_chunk(target_s, op_s)
+        k = window_chunk(target_s / 2, op_s)  # the warm-up / last window estimate: half
         sync()
         r0 = meter.read()
         timer.start()
         t0 = clock()
         n = 0
+        last = 0.0
         while True:
             for _ in range(k):
                 op()
@@ -218,7 +219,9 @@ def measure_repeated(
             elapsed = clock() - t0
             if elapsed >= target_s:
                 break
-            k = window_chunk(target_s - elapsed, elapsed / n)
+            # the slower of the window's mean and the last chunk: ops that slow down are seen
+            k = window_chunk(target_s - elapsed, max(elapsed / n, (elapsed - last) / k))
+            last = elapsed
         device_s = timer.stop()
         r1 = meter.read()
         w = window_between(r0, r1, info, idle)

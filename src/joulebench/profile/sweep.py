@@ -205,8 +205,13 @@ def run_sweep(
     on_event: Callable[[Event], None] | None = None,
     idle_s: float | None = None,
     hardware: Any = None,
+    idle_baselines: dict[tuple[str, str], Any] | None = None,
 ) -> dict[str, Any]:
     """Run (or resume) a sweep into ``store``; returns counts and the run id.
+
+    ``idle_baselines``: a dict the idle baseline of each (model, precision) load is kept in and
+    reused from; a caller running several sweeps over the same cached models (a ``loader`` that
+    keeps them loaded) passes one dict so the baseline is measured once per loaded model.
 
     ``on_event`` receives ``{"event": "start"|"skip"|"cell_start"|"done"|"failed", ...}`` (the
     CLI draws its progress bar from them). ``loader``/``prompt_loader`` default to
@@ -249,7 +254,10 @@ def run_sweep(
         try:
             loaded = load(model, precision, sweep.device, seed=sweep.seed)
             # once per loaded model (never per cell); at least two meter update periods
-            idle = measure_idle(meter, idle_span)
+            idles = {} if idle_baselines is None else idle_baselines
+            if (model, precision) not in idles:
+                idles[(model, precision)] = measure_idle(meter, idle_span)
+            idle = idles[(model, precision)]
         except (JoulebenchError, RuntimeError, ValueError, OSError, ImportError) as exc:
             error = f"loading {model} at {precision}: {type(exc).__name__}: {exc}"
             log.warning("%s", error)

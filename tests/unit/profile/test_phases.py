@@ -62,3 +62,24 @@ def test_negative_warmup_is_rejected():
             min_window_s=0.1,
             warmup=-1,
         )
+
+
+def test_window_chunks_shrink_so_a_window_ends_about_one_op_past_its_target():
+    from joulebench.profile.phases import window_chunk
+
+    assert window_chunk(1.0, None) == 1  # no estimate yet: one op, then measure
+    assert window_chunk(1.0, 0.01) == 60  # 100 ops needed: run 60 %, then look again
+    assert window_chunk(0.015, 0.01) == 2  # the last one or two run alone
+    # simulated window whose ops slow down 1.5× after the first chunk (a busy shared CPU):
+    # committing to the whole window from the warm-up estimate overshot by ~50 %
+    target, elapsed, n, last, per_true = 0.5, 0.0, 0, 0.0, 0.001
+    k = window_chunk(target / 2, 0.001)
+    while True:
+        elapsed += k * per_true
+        n += k
+        per_true = 0.0015
+        if elapsed >= target:
+            break
+        k_next = window_chunk(target - elapsed, max(elapsed / n, (elapsed - last) / k))
+        last, k = elapsed, k_next
+    assert target <= elapsed <= target + 2 * per_true
