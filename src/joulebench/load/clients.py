@@ -62,7 +62,10 @@ class ProtocolClient(ABC):
     def __init__(self, model: str | None = None, tokenizer: Tokenizer | None = None) -> None:
         self.model = model
         self.tokenizer = tokenizer
-        self._url: tuple[httpx.AsyncClient, httpx.URL] | None = None
+        # built requests by (id(prompt), max_tokens), with the prompt kept to check identity:
+        # building one (URL and header merging, JSON encoding) costs as much as sending it
+        self._requests: dict[tuple[int, int], tuple[PromptInput, httpx.Request]] = {}
+        self._requests_for: httpx.AsyncClient | None = None
 
     @abstractmethod
     def payload(self, prompt: PromptInput, max_tokens: int) -> dict[str, Any]: ...
@@ -130,14 +133,11 @@ class ProtocolClient(ABC):
         clock: Callable[[], float],
     ) -> RequestRecord:
         """Send ``prompt`` now, stream the answer into ``rec``; never raises for HTTP trouble."""
-        body = self.payload(prompt, max_tokens)
+        request = self._request(http, prompt, max_tokens)
         rec.actual_send_s = clock()
         try:
-            cached = self._url
-            if cached is None or cached[0] is not http:  # URL merging costs tens of µs: once
-                cached = self._url = (http, http.base_url.join(self.path.lstrip("/")))
-            url = cached[1]
-            async with http.stream("POST", url, json=body) as resp:
+            resp = await http.send(request, stream=True)
+            try:
                 rec.http_status = resp.status_code
                 self._headers(rec, resp.headers)
                 if resp.status_code != 200:
@@ -148,6 +148,8 @@ class ProtocolClient(ABC):
                     rec.end_s = clock()
                     return rec
                 done = await self._read_stream(resp, rec, clock)
+            finally:
+                await resp.aclose()
         except httpx.HTTPError as exc:
             rec.end_s = clock()
             rec.error = f"{type(exc).__name__}: {exc}"[:_ERROR_CHARS]
@@ -161,6 +163,24 @@ class ProtocolClient(ABC):
         else:
             rec.status = FAILED
         return rec
+
+    def _request(
+        self, http: httpx.AsyncClient, prompt: PromptInput, max_tokens: int
+    ) -> httpx.Request:
+        """The request for ``prompt``, built once per prompt and length (requests are not
+        changed by sending them, so in-flight ones can share it)."""
+        if self._requests_for is not http:
+            self._requests.clear()
+            self._requests_for = http
+        key = (id(prompt), max_tokens)
+        hit = self._requests.get(key)
+        if hit is not None and hit[0] is prompt:
+            return hit[1]
+        request = http.build_request(
+            "POST", self.path.lstrip("/"), json=self.payload(prompt, max_tokens)
+        )
+        self._requests[key] = (prompt, request)
+        return request
 
     async def _read_stream(
         self, resp: httpx.Response, rec: RequestRecord, clock: Callable[[], float]

@@ -10,10 +10,12 @@ and reported apart; latency percentiles cover successful requests only.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
+import gc
 import logging
 import time
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ParamSpec, TypeVar
 
@@ -24,7 +26,7 @@ from joulebench.load.accounting import account
 from joulebench.load.arrivals import ArrivalProcess, parse_arrival
 from joulebench.load.clients import PromptInput, ProtocolClient, Tokenizer, make_client
 from joulebench.load.metrics import TIMEOUT, RequestRecord, summarize
-from joulebench.load.pool import LanePool
+from joulebench.load.pool import LoadClient
 from joulebench.meters.base import Meter, MeterInfo
 from joulebench.meters.timeline import PowerTimeline
 
@@ -203,14 +205,9 @@ async def _drive(
     n = len(lengths)
     offsets = arrival.schedule(n)
     cap = 1 if arrival.closed_loop else concurrency
-    async with httpx.AsyncClient(
-        # No per-operation httpx timeouts: the whole request is bounded by _with_timeout, and
-        # httpx's per-read cancel scopes cost more than the rest of a request's client work.
-        base_url=url,
-        timeout=None,
-        transport=LanePool(),
-        trust_env=False,
-    ) as http:
+    # No per-operation httpx timeouts (see LoadClient): the whole request is bounded by
+    # _with_timeout.
+    async with LoadClient(url) as http:
         if client.name.startswith("openai") and client.model is None:
             client.model = await _discover_model(http)
         records = [RequestRecord(i, 0.0) for i in range(n)]
@@ -234,25 +231,45 @@ async def _drive(
                     slots.release()
 
         on_start()
-        t0 = clock() + START_DELAY_S
-        tasks: list[asyncio.Task[None]] = []
-        if arrival.closed_loop:
-            slots = None  # one at a time by construction: each request awaited in turn
-            for rec in records:
-                rec.intended_send_s = clock()
-                await one(rec)
-        else:
-            for rec, off in zip(records, offsets, strict=True):
-                rec.intended_send_s = t0 + off
-                delay = rec.intended_send_s - clock()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                if slots is not None:
-                    await slots.acquire()
-                tasks.append(asyncio.create_task(one(rec)))
-            await asyncio.gather(*tasks)
-        end = clock()
+        with _no_full_gc():
+            t0 = clock() + START_DELAY_S
+            tasks: list[asyncio.Task[None]] = []
+            if arrival.closed_loop:
+                slots = None  # one at a time by construction: each request awaited in turn
+                for rec in records:
+                    rec.intended_send_s = clock()
+                    await one(rec)
+            else:
+                for rec, off in zip(records, offsets, strict=True):
+                    rec.intended_send_s = t0 + off
+                    delay = rec.intended_send_s - clock()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                    if slots is not None:
+                        await slots.acquire()
+                    tasks.append(asyncio.create_task(one(rec)))
+                await asyncio.gather(*tasks)
+            end = clock()
     return records, t0, end
+
+
+@contextlib.contextmanager
+def _no_full_gc() -> Iterator[None]:
+    """No full (generation 2) garbage collection while requests are dispatched.
+
+    A full collection walks every object of the process (tens of milliseconds with torch and
+    transformers imported): each one would make a burst of requests late. The heap that exists
+    before the run is frozen out of collection and full collections are held back; young
+    generations are still collected, and everything is back as it was afterwards.
+    """
+    thresholds = gc.get_threshold()
+    gc.freeze()
+    gc.set_threshold(thresholds[0], thresholds[1], 1 << 30)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*thresholds)
+        gc.unfreeze()
 
 
 async def run_load_async(
