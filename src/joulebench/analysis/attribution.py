@@ -122,18 +122,22 @@ def _share(
     # Breakpoints: every sample and every span edge; events change the active set.
     delta_density: dict[float, float] = defaultdict(float)
     delta_count: dict[float, int] = defaultdict(int)
+    delta_working: dict[float, int] = defaultdict(int)  # spans with work > 0
     for _, a, b, d in clipped:
         delta_density[a] += d
         delta_density[b] -= d
         delta_count[a] += 1
         delta_count[b] -= 1
+        if d > 0:
+            delta_working[a] += 1
+            delta_working[b] -= 1
     cuts = sorted(set(times) | set(delta_density))
     # Running integrals G_work(t) = Σ e/D over slices with D > 0 and G_count for D == 0, count > 0.
     g_work: dict[float, float] = {}
     g_count: dict[float, float] = {}
     gw = gc = 0.0
     density_sum = 0.0
-    count = 0
+    count = working = 0
     idle_gap_j = 0.0
     prev_t = cuts[0]
     prev_e = _energy_at(times, energy, prev_t)
@@ -143,13 +147,16 @@ def _share(
             slice_j = e_now - prev_e
             if count <= 0:
                 idle_gap_j += slice_j
-            elif density_sum > 1e-12 * max(1.0, count):
+            elif working > 0:
                 gw += slice_j / density_sum
             else:
                 gc += slice_j / count
             prev_t, prev_e = t, e_now
-        density_sum += delta_density.get(t, 0.0)
         count += delta_count.get(t, 0)
+        working += delta_working.get(t, 0)
+        # exactly 0 once no span with work is active: summing large densities up and down
+        # leaves a rounding residue, and dividing by it would send energy to no span
+        density_sum = density_sum + delta_density.get(t, 0.0) if working > 0 else 0.0
         g_work[t], g_count[t] = gw, gc
     per_key: dict[Hashable, float] = defaultdict(float)
     for s in spans:

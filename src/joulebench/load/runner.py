@@ -14,6 +14,7 @@ import contextlib
 import functools
 import gc
 import logging
+import threading
 import time
 from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -262,14 +263,26 @@ def _no_full_gc() -> Iterator[None]:
     before the run is frozen out of collection and full collections are held back; young
     generations are still collected, and everything is back as it was afterwards.
     """
-    thresholds = gc.get_threshold()
-    gc.freeze()
-    gc.set_threshold(thresholds[0], thresholds[1], 1 << 30)
+    global _gc_holds, _gc_thresholds
+    with _gc_lock:  # overlapping runs (threads, tasks): the first in saves, the last out restores
+        if _gc_holds == 0:
+            _gc_thresholds = gc.get_threshold()
+            gc.freeze()
+            gc.set_threshold(_gc_thresholds[0], _gc_thresholds[1], 1 << 30)
+        _gc_holds += 1
     try:
         yield
     finally:
-        gc.set_threshold(*thresholds)
-        gc.unfreeze()
+        with _gc_lock:
+            _gc_holds -= 1
+            if _gc_holds == 0:
+                gc.set_threshold(*_gc_thresholds)
+                gc.unfreeze()
+
+
+_gc_lock = threading.Lock()
+_gc_holds = 0
+_gc_thresholds: tuple[int, int, int] = gc.get_threshold()
 
 
 async def run_load_async(

@@ -118,3 +118,18 @@ def test_bad_spans_and_idle_power():
         WorkSpan("x", 0.0, 1.0, -1)
     with pytest.raises(ValueError, match="idle_power_w"):
         attribute_energy([(0.0, 0.0), (1.0, 1.0)], [], idle_power_w=-1.0)
+
+
+def test_dense_short_spans_leave_no_rounding_residue_for_workless_ones():
+    # Sub-millisecond spans have huge work densities; once they end, a rounding residue of
+    # their sum must not count as "work in flight" for a later span with no work (a failure).
+    series = [(4594.0 + 0.01 * i, 40.0 * 0.01 * i) for i in range(101)]
+    rng = random.Random(2)
+    spans = []
+    for i in range(300):
+        t = 4594.0 + rng.uniform(0.0, 0.8)
+        spans.append(WorkSpan(i, t, t + rng.uniform(1e-5, 3e-3), float(rng.randint(1, 4))))
+    spans.append(WorkSpan("failed", 4594.9, 4594.95, 0.0))
+    att = attribute_energy(series, spans)
+    assert att.sum_rel_err < 1e-9
+    assert att.per_key_j["failed"] > 0
