@@ -3,7 +3,12 @@
 Repeats are interleaved (bare, measured, bare, measured…) in one process so that machine noise
 hits both alike; the figure is the ratio of medians. Goal: ≤ 1 % (wall time).
 
+Two CPU-bound loops, both reported: ``torch`` (fp32 matmuls, like inference: the interpreter lock
+is released while kernels run) and ``python`` (pure-Python arithmetic that holds the interpreter
+lock: the sampler thread must wait for it at every read, the worst case for any in-process meter).
+
     .venv/bin/python benchmarks/meter_overhead.py [--meter auto] [--repeats 7] [--loop-s 1.0]
+        [--workload both|torch|python]
 """
 
 from __future__ import annotations
@@ -20,11 +25,28 @@ from joulebench.meters.timeline import PowerTimeline
 from joulebench.meters.window import EnergyWindow
 
 
-def work(n: int) -> int:
+def python_work(n: int) -> int:
     acc = 0
     for i in range(n):
         acc = (acc + i * i) % 1_000_003
     return acc
+
+
+def torch_work_factory():  # type: ignore[no-untyped-def]
+    import torch
+
+    a = torch.randn(192, 192)
+
+    def torch_work(n: int) -> float:
+        x = a
+        for _ in range(n // 1000):
+            x = torch.tanh(x @ a)
+        return float(x[0, 0])
+
+    return torch_work
+
+
+work = python_work
 
 
 def calibrate(target_s: float) -> int:
@@ -76,13 +98,22 @@ def timed(n: int) -> tuple[float, float]:
 
 
 def main() -> None:
+    global work
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--meter", default="auto")
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--loop-s", type=float, default=1.0)
     parser.add_argument("--hz", type=float, default=10.0)
+    parser.add_argument("--workload", choices=["both", "torch", "python"], default="both")
     args = parser.parse_args()
+    workloads = ["torch", "python"] if args.workload == "both" else [args.workload]
+    for name in workloads:
+        work = torch_work_factory() if name == "torch" else python_work
+        print(f"--- workload: {name}")
+        run(args)
 
+
+def run(args: argparse.Namespace) -> None:
     meter = TimedMeter(open_meter(args.meter))
     t0 = time.perf_counter()
     for _ in range(200):

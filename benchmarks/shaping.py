@@ -6,7 +6,7 @@ policy's delay bound + 100 ms. Both runs use the same server process, the same m
 machine without sensors the estimator, so every figure is labelled "estimated"), the same idle
 baseline and the same seeded trace; the server is warmed up first and the direct run goes first.
 
-    .venv/bin/python benchmarks/shaping.py --rate 2 --n 40 --policy window:8,400ms \
+    .venv/bin/python benchmarks/shaping.py --rate 10 --n 80 --policy window:8,800ms \
         --out docs/results/shaping-cpu.json
 """
 
@@ -36,11 +36,11 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("--rate", type=float, default=2.0, help="Poisson rate, requests/s")
-    ap.add_argument("--n", type=int, default=40, help="requests per run")
-    ap.add_argument("--policy", default="window:8,400ms")
+    ap.add_argument("--rate", type=float, default=10.0, help="Poisson rate, requests/s")
+    ap.add_argument("--n", type=int, default=80, help="requests per run")
+    ap.add_argument("--policy", default="window:8,800ms")
     ap.add_argument("--max-delay-ms", type=float, default=None)
-    ap.add_argument("--output-length", type=int, default=16)
+    ap.add_argument("--output-length", type=int, default=32)
     ap.add_argument("--scheduler", default="continuous")
     ap.add_argument("--model", default="tiny")
     ap.add_argument("--meter", default="auto")
