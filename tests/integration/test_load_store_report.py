@@ -15,6 +15,7 @@ from joulebench.load.stub import StubConfig, stub_server
 from joulebench.meters.fake import FakeMeter
 from joulebench.report import figures_serving
 from joulebench.report.build import build_report
+from joulebench.reproduce.serving import run_status
 from joulebench.results.store import ResultStore
 
 pytestmark = pytest.mark.integration
@@ -105,5 +106,6 @@ def test_interrupted_load_is_recorded_as_interrupted(tmp_path: Path) -> None:
 
 
 def test_run_status_ignores_audits() -> None:
-    assert load_cli.run_status({"requests": {"ok": 3}, "audits": {"failed": ["x"]}}) == "done"
-    assert load_cli.run_status({"requests": {"ok": 0}}) == "failed"
+    assert run_status({"requests": {"ok": 3}, "audits": {"failed": ["x"]}}) == "done"
+    assert run_status({"requests": {"ok": 0}}) == "failed"
+    assert run_status({}) == "failed"

@@ -230,6 +230,8 @@ def per_request_from_store(
         matches = [c for c in cells if c.cell_key == cell or c.cell_key.startswith(cell)]
         if run is not None:
             matches = [c for c in matches if c.run_id == run]
+        exact = [c for c in matches if c.cell_key == cell]
+        matches = exact or matches  # a full key wins over longer keys it is a prefix of
         if len(matches) != 1:
             known = [c.cell_key for c in cells if run is None or c.run_id == run]
             what = "no" if not matches else "more than one"

@@ -144,6 +144,12 @@ def print_table(j: dict[str, Any]) -> None:
             e["accountings"][key],
         )
     console.print(table)
+    spread = e.get("attributed_spread_j")
+    if spread and spread["n"]:
+        console.print(
+            f"attributed J / request over {spread['n']} successful: p50 {_fmt(spread['p50'])}, "
+            f"p90 {_fmt(spread['p90'])}, p99 {_fmt(spread['p99'])}"
+        )
     console.print(
         f"gross {e['gross_j']:.4g} J, net {_fmt(e['net_j'])} J over {e['window_s']:.3g} s "
         f"(method: {e['method']}); attribution sum error {e['attribution_sum_rel_err']:.2%}"
@@ -179,34 +185,22 @@ def _pct(x: float | None) -> str:
 
 
 def _store(path: Path, result: LoadResult, j: dict[str, Any], name: str | None) -> str:
-    from joulebench.environment import collect_environment
+    """Store one load as a ``load`` run: ``done`` if a request succeeded, else ``failed``; audit
+    verdicts never change the status (:func:`joulebench.reproduce.serving.store_load`)."""
+    from joulebench.reproduce.serving import store_load
     from joulebench.results.store import ResultStore
 
     with ResultStore(path) as db:
-        run_id = db.start_run(
-            "load",
-            config=result.config,
-            environment=collect_environment(),
-            meter=result.meter.to_dict() if result.meter else None,
+        return store_load(
+            db,
+            j,
             name=name,
+            extra_config=result.config,
+            meter_info=result.meter.to_dict() if result.meter else None,
+            requests=result.request_rows(),
+            timeline=result.timeline,
+            methods=dict(result.meter.methods) if result.meter else None,
         )
-        db.add_requests(run_id, result.request_rows())
-        if result.meter is not None:
-            db.add_timeline(run_id, result.timeline, result.meter.methods)
-        db.add_audits(run_id, None, j["energy"].get("audits", []))
-        # status says whether the run finished (done/failed/interrupted); audit verdicts live in
-        # the audits table and the summary, so a failing check never hides a run from reports
-        db.finish_run(
-            run_id,
-            status=run_status(j),
-            summary={**j, "run_id": run_id},
-        )
-    return run_id
-
-
-def run_status(j: dict[str, Any]) -> str:
-    """``done`` when at least one request succeeded, else ``failed`` (audits do not count)."""
-    return "done" if (j.get("requests") or {}).get("ok") else "failed"
 
 
 def _store_interrupted(path: Path, config: dict[str, Any], name: str | None) -> str:

@@ -218,12 +218,11 @@ def register(app: typer.Typer) -> None:
         hardware = cpu_peak_from_flags(cpu_peak_gflops, cpu_bandwidth_gbs)
         if store is not None:
             check_writable(store)
+            ResultStore(store).close()  # schema and lock problems surface before the model loads
         from joulebench.workloads.models import load_model
         from joulebench.workloads.prompts import load_prompts
 
-        loaded = load_model(model, precision, device, seed=seed)
-        prompt_set = load_prompts(prompts, n=n, seed=seed, tokenizer=loaded.tokenizer)
-        m = open_cli_meter(
+        m = open_cli_meter(  # a wrong --meter fails before a model is loaded
             meter,
             cpu_tdp_w=cpu_tdp_w,
             cpu_idle_w=cpu_idle_w,
@@ -231,8 +230,11 @@ def register(app: typer.Typer) -> None:
             estimate_scope=estimate_scope,
             fake_power_w=fake_power_w,
         )
-        db = ResultStore(store) if store is not None else None
+        db: ResultStore | None = None
         try:
+            loaded = load_model(model, precision, device, seed=seed)
+            prompt_set = load_prompts(prompts, n=n, seed=seed, tokenizer=loaded.tokenizer)
+            db = ResultStore(store) if store is not None else None
             with warnings.catch_warnings():
                 warnings.simplefilter(
                     "ignore", JoulebenchWarning

@@ -17,7 +17,9 @@ results_app = typer.Typer(help="Inspect and export the results store.", no_args_
 @handle_errors
 def list_runs(
     store: Path = typer.Option(DEFAULT_STORE, "--store", help="DuckDB results file."),
-    kind: str = typer.Option(None, "--kind", help="Only runs of this kind (measure, profile…)."),
+    kind: str | None = typer.Option(
+        None, "--kind", help="Only runs of this kind (measure, profile…)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """List the runs in a store."""

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from joulebench.analysis.attribution import METHOD as ATTRIBUTION_METHOD
 from joulebench.analysis.attribution import WorkSpan, attribute_energy
 from joulebench.analysis.audit import attribution_sum, energy_above_idle, window_long_enough
-from joulebench.load.metrics import RequestRecord, in_flight_steps
+from joulebench.load.metrics import RequestRecord, in_flight_steps, summarize
 
 J_PER_WH = 3600.0
 
@@ -272,6 +272,8 @@ def account(
         "successful_requests": n_ok,
         "per_request_j": per_request_j,
         "per_request_wh": {k: _wh(v) for k, v in per_request_j.items()},
+        # the spread behind ``attributed_mean``: a mean alone hides a long tail of costly requests
+        "attributed_spread_j": summarize(attributed),
         "accountings": accountings,
         "steady_state": steady.to_dict(),
         "attribution": attribution.to_dict(),

@@ -30,6 +30,10 @@ class Sample:
         return float(sum(self.energy_j.values()))
 
 
+class TimelineFull(RuntimeError):
+    """The timeline reached its sample cap: it stops sampling rather than grow without bound."""
+
+
 class PowerTimeline:
     """Sample ``meter`` every ``1/hz`` seconds on a daemon thread until :meth:`stop`.
 
@@ -70,7 +74,10 @@ class PowerTimeline:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
-        self.sample_now()
+        try:
+            self.sample_now()
+        except TimelineFull:
+            log.warning("timeline is full: it does not cover the span after its last sample")
 
     def __enter__(self) -> PowerTimeline:
         return self.start()
@@ -88,6 +95,13 @@ class PowerTimeline:
                     break
             try:
                 self.sample_now()
+            except TimelineFull:
+                log.warning(
+                    "timeline on meter %s reached %d samples: sampling stopped",
+                    self.meter.name,
+                    self._max_samples,
+                )
+                return
             except Exception:  # a sensor hiccup must not kill the measured process
                 log.exception("timeline sample failed on meter %s", self.meter.name)
             next_t += self.period_s
@@ -101,7 +115,7 @@ class PowerTimeline:
             if self._times and sample.t_s < self._times[-1]:
                 return self._samples[-1]  # clocks are monotonic; ignore a late duplicate
             if len(self._samples) >= self._max_samples:
-                raise RuntimeError(f"timeline exceeded {self._max_samples} samples")
+                raise TimelineFull(f"timeline exceeded {self._max_samples} samples")
             self._samples.append(sample)
             self._times.append(sample.t_s)
         return sample

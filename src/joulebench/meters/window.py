@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
 
+from joulebench.errors import MeterUnavailable
 from joulebench.meters.base import Meter, MeterInfo, Reading
 from joulebench.meters.sync import SyncFn, default_sync
 
@@ -56,7 +57,9 @@ def measure_idle(
     r1 = meter.read()
     dt = r1.timestamp_s - r0.timestamp_s
     if dt <= 0:
-        raise RuntimeError(f"meter {meter.name!r} clock did not advance during the idle baseline")
+        raise MeterUnavailable(
+            f"meter {meter.name!r}: its clock did not advance during the {span:g} s idle baseline"
+        )
     power = {d: (r1.energy_j[d] - r0.energy_j.get(d, 0.0)) / dt for d in r1.energy_j}
     return IdleBaseline(power, dt, {d: str(m) for d, m in meter.domains.items()})
 
@@ -107,10 +110,17 @@ class WindowResult:
         return self.gross_energy_j - self.idle.total_power_w * self.duration_s
 
     def domain_net_j(self, name: str) -> float | None:
+        """One domain's gross energy minus its idle power × duration (``None`` as net_energy_j)."""
+        gross = next((d.energy_j for d in self.domains if d.name == name), None)
+        if gross is None:
+            raise KeyError(f"no domain {name!r} in this window; domains: {self.domain_names}")
         if self.too_short or self.idle is None:
             return None
-        gross = next(d.energy_j for d in self.domains if d.name == name)
         return gross - self.idle.power_w.get(name, 0.0) * self.duration_s
+
+    @property
+    def domain_names(self) -> list[str]:
+        return [d.name for d in self.domains]
 
     @property
     def average_power_w(self) -> float | None:

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, cast
+from typing import Any
 
 from joulebench.analysis.stats import StoppingRule, Summary, summarize
 from joulebench.meters.base import Meter, MeterInfo
@@ -228,12 +228,12 @@ def measure_repeated(
         op_s = device_s / n
         domains = [
             {
-                "name": d["name"],
-                "method": d["method"],
-                "energy_j": None if d["energy_j"] is None else d["energy_j"] / n,
-                "net_energy_j": None if d["net_energy_j"] is None else d["net_energy_j"] / n,
+                "name": d.name,
+                "method": d.method,
+                "energy_j": None if w.too_short else d.energy_j / n,
+                "net_energy_j": None if (net := w.domain_net_j(d.name)) is None else net / n,
             }
-            for d in cast("list[dict[str, Any]]", w.to_dict()["domains"])
+            for d in w.domains
         ]
         rec = RepeatRecord(
             str(phase),

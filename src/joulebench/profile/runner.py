@@ -170,11 +170,12 @@ def profile_cell(
             output_length,
             pad,
         )
-    except Exception as exc:
+    except BaseException as exc:  # Ctrl-C too: never leave the cell and run marked running
         if store is not None:
             store.finish_cell(run_id, cell_key, error=f"{type(exc).__name__}: {exc}")
             if owns_run:
-                store.finish_run(run_id, status="failed")
+                status = "failed" if isinstance(exc, Exception) else "interrupted"
+                store.finish_run(run_id, status=status)
         raise
     result["cell_key"] = cell_key
     if store is not None:

@@ -110,6 +110,12 @@ def _idle_power_w(meter: Meter, serving: ServingPlan) -> float | None:
     return measure_idle(meter, serving.idle_s).total_power_w if serving.idle_s else None
 
 
+def run_status(summary: dict[str, Any]) -> str:
+    """``done`` when at least one request of a load summary succeeded, else ``failed``; audit
+    verdicts never count (they live in the audits table and the summary's ``audits``)."""
+    return "done" if (summary.get("requests") or {}).get("ok") else "failed"
+
+
 def store_load(
     store: Any,
     summary: dict[str, Any],
@@ -139,9 +145,9 @@ def store_load(
         store.add_timeline(run_id, timeline, methods)
     audits = (summary.get("energy") or {}).get("audits") or []
     store.add_audits(run_id, None, audits)
-    ok = (summary.get("requests") or {}).get("ok")
-    status = "done" if ok else "failed"
-    store.finish_run(run_id, status=status, summary={**summary, "config": config, "run_id": run_id})
+    store.finish_run(
+        run_id, status=run_status(summary), summary={**summary, "config": config, "run_id": run_id}
+    )
     return run_id
 
 

@@ -9,7 +9,9 @@ from joulebench.analysis.estimate import (
     estimate,
     grid_intensity,
     grid_table,
+    per_request_from_store,
 )
+from joulebench.analysis.records import ProfileCell, StoreContents
 from joulebench.errors import ConfigError, UnknownName
 
 
@@ -95,3 +97,27 @@ def test_to_dict_carries_method_and_source() -> None:
     assert d["method"] == "estimated" and d["source"] == "cell x"
     assert d["grid"]["code"] == "SE" and d["grid"]["year"]
     assert d["kwh_per_day"] == pytest.approx(0.05)
+
+
+def _cell(key: str, per_request_j: float) -> ProfileCell:
+    return ProfileCell(
+        run_id="r1",
+        cell_key=key,
+        study=None,
+        status="done",
+        config={"model": "tiny", "precision": "fp32", "batch_size": 1},
+        result={
+            "normalized": {"per_request_j": per_request_j},
+            "meter_methods": {"cpu": "estimated"},
+        },
+        error=None,
+    )
+
+
+def test_exact_cell_key_wins_over_keys_it_prefixes() -> None:
+    contents = StoreContents([], [_cell("c1", 36.0), _cell("c10", 72.0)], [], [], {})
+    got = per_request_from_store(contents, cell="c1")
+    assert got.wh_per_request == pytest.approx(0.01) and got.method == "estimated"
+    assert per_request_from_store(contents, cell="c10").wh_per_request == pytest.approx(0.02)
+    with pytest.raises(ConfigError, match="more than one"):
+        per_request_from_store(contents, cell="c")

@@ -80,6 +80,12 @@ def test_account_study_vs_idle_subtracted_vs_attribution():
     assert sum(r.energy_j for r in records) == pytest.approx(40.0)
     assert j["attributed_mean"] < j["paper_whole_window"]  # the failed request got its share
     assert records[2].energy_j > 0
+    spread = out["attributed_spread_j"]  # over the successful requests only, failed one excluded
+    assert spread["n"] == 2
+    assert spread["mean"] == pytest.approx(j["attributed_mean"])
+    ok_j = sorted(r.energy_j for r in records[:2])
+    assert spread["p50"] == pytest.approx(sum(ok_j) / 2)
+    assert ok_j[0] <= spread["p90"] <= ok_j[1]
     assert out["accountings"]["paper_whole_window"].startswith("fake;")
     assert all(a["passed"] for a in out["audits"])
 

@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from joulebench.errors import MeterUnavailable
 from joulebench.meters.base import CounterAccumulator, MeterInfo, Method, Reading, check_domain
 from joulebench.meters.timeline import PowerTimeline
 from joulebench.meters.window import EnergyWindow, measure_idle
@@ -63,6 +64,21 @@ def test_window_reports_energy_net_of_idle():
     assert w.result.energy_j == pytest.approx(400.0)
     assert w.result.net_energy_j == pytest.approx(0.0, abs=1e-9)
     assert w.result.to_dict()["domains"][0]["method"] == "fake"
+
+
+def test_idle_baseline_on_a_stuck_clock_is_a_user_error():
+    meter = ScriptedMeter(power_w=50.0)  # its clock only moves when the test moves it
+    with pytest.raises(MeterUnavailable, match="clock did not advance"):
+        measure_idle(meter, 1.0, sync=lambda: None, sleep=lambda s: None)
+
+
+def test_unknown_domain_net_energy_names_the_domains():
+    meter = ScriptedMeter(power_w=100.0)
+    with EnergyWindow(meter, sync=lambda: None) as w:
+        meter.now += 1.0
+    assert w.result.domain_net_j(w.result.domain_names[0]) is None  # no idle baseline
+    with pytest.raises(KeyError, match="domains"):
+        w.result.domain_net_j("gpu:9")
 
 
 def test_window_shorter_than_update_period_reports_no_number(caplog):
@@ -123,3 +139,16 @@ def test_timeline_thread_samples_at_its_rate():
 def test_timeline_rejects_non_positive_rate():
     with pytest.raises(ValueError, match="positive"):
         PowerTimeline(ScriptedMeter(1.0), hz=0)
+
+
+def test_full_timeline_stops_sampling_with_one_warning(caplog):
+    meter = ScriptedMeter(1.0)
+    tl = PowerTimeline(meter, hz=200, max_samples=3)
+    with tl:
+        time.sleep(0.2)
+        assert tl._thread is not None
+        tl._thread.join(timeout=2)  # the sampler ends by itself once full
+        assert not tl._thread.is_alive()
+    assert len(tl.samples) == 3
+    assert caplog.text.count("sampling stopped") == 1
+    assert "does not cover the span" in caplog.text

@@ -119,6 +119,32 @@ class TooLowMeter:
         pass
 
 
+class InterruptedMeter(TooLowMeter):
+    """Ctrl-C arrives at the first read inside a measurement window."""
+
+    def read(self):
+        raise KeyboardInterrupt
+
+
+def test_interrupted_cell_and_run_are_not_left_running(tiny_loaded, prompts, forced, tmp_path):
+    with ResultStore(tmp_path / "r.duckdb") as store:
+        with pytest.raises(KeyboardInterrupt):
+            profile_cell(
+                tiny_loaded,
+                prompts[:2],
+                _config(method="direct"),
+                InterruptedMeter(),
+                store=store,
+                idle=IdleBaseline({"gpu:0": 50.0}, 1.0),
+                hardware=PEAK,
+                output_length=forced(),
+            )
+        cells = store.query("SELECT status, error FROM cells")
+        runs = store.query("SELECT status FROM runs")
+    assert cells == [{"status": "failed", "error": "KeyboardInterrupt: "}]
+    assert runs == [{"status": "interrupted"}]
+
+
 def test_audits_fire_on_impossible_energy(tiny_loaded, prompts, forced):
     r = profile_cell(
         tiny_loaded,
