@@ -13,22 +13,14 @@ from joulebench.profile.batching import parse_bucketing
 Method = Literal["direct", "subtraction", "both"]
 
 
-class ProfileConfig(BaseModel):
-    """Everything that defines one measured cell; its hash is the sweep's ``cell_key``."""
+class MeasurementSettings(BaseModel):
+    """How a cell is measured: shared by one ``profile`` cell and a whole sweep file."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid")
 
-    model: str = Field(
-        description="model source: tiny, tiny:<arch>:<size>, shape:<Name>, a path or a hub id"
-    )
-    precision: str = "fp32"
-    batch_size: int = Field(1, ge=1)
-    prompts: str = "quick"
     n: int | None = Field(None, ge=1, description="number of prompts (None: the set's default)")
     method: Method = "both"
     output_length: str = "reference"
-    bucketing: str = "none"
-    compile: bool = False
     warmup: int = Field(5, ge=0)
     min_window_s: float = Field(1.0, gt=0)
     ci_target: float = Field(0.02, gt=0, lt=1)
@@ -37,12 +29,6 @@ class ProfileConfig(BaseModel):
     consistency_tolerance: float = Field(0.05, gt=0, lt=1)
     device: str = "cpu"
     seed: int = 0
-
-    @field_validator("bucketing")
-    @classmethod
-    def _bucketing(cls, v: str) -> str:
-        parse_bucketing(v)
-        return v.strip().lower()
 
     @field_validator("output_length")
     @classmethod
@@ -61,6 +47,31 @@ class ProfileConfig(BaseModel):
         if v < lo:
             raise ValueError(f"max_repeats ({v}) must be ≥ min_repeats ({lo})")
         return v
+
+    def measurement_settings(self) -> dict[str, Any]:
+        """These settings alone, as keyword arguments for another config."""
+        return {name: getattr(self, name) for name in MeasurementSettings.model_fields}
+
+
+class ProfileConfig(MeasurementSettings):
+    """Everything that defines one measured cell; its hash is the sweep's ``cell_key``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: str = Field(
+        description="model source: tiny, tiny:<arch>:<size>, shape:<Name>, a path or a hub id"
+    )
+    precision: str = "fp32"
+    batch_size: int = Field(1, ge=1)
+    prompts: str = "quick"
+    bucketing: str = "none"
+    compile: bool = False
+
+    @field_validator("bucketing")
+    @classmethod
+    def _bucketing(cls, v: str) -> str:
+        parse_bucketing(v)
+        return v.strip().lower()
 
     def cell_key(self) -> str:
         """Stable hash of the cell's config (sorted JSON, sha256, 16 hex digits)."""

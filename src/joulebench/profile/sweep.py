@@ -18,13 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import ConfigDict, Field, ValidationError, field_validator
 
 from joulebench.errors import ConfigError, JoulebenchError
 from joulebench.meters.base import Meter, MeterInfo
 from joulebench.meters.window import measure_idle
 from joulebench.profile.batching import parse_bucketing
-from joulebench.profile.config import Method, ProfileConfig
+from joulebench.profile.config import MeasurementSettings, ProfileConfig
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 LOAD_ESTIMATE_S = 10.0
 
 
-class SweepConfig(BaseModel):
+class SweepConfig(MeasurementSettings):
     """A sweep file. Unknown keys are errors (a typo must not silently shrink the grid)."""
 
     model_config = ConfigDict(extra="forbid")
@@ -47,17 +47,6 @@ class SweepConfig(BaseModel):
     bucketing: list[str] = Field(default_factory=lambda: ["none"], min_length=1)
     compile: list[bool] = Field(default_factory=lambda: [False], min_length=1)
     prompts: list[str] = Field(default_factory=lambda: ["quick"], min_length=1)
-    n: int | None = Field(None, ge=1)
-    method: Method = "both"
-    output_length: str = "reference"
-    warmup: int = Field(5, ge=0)
-    min_window_s: float = Field(1.0, gt=0)
-    ci_target: float = Field(0.02, gt=0, lt=1)
-    min_repeats: int = Field(3, ge=2)
-    max_repeats: int = Field(10, ge=2)
-    consistency_tolerance: float = Field(0.05, gt=0, lt=1)
-    device: str = "cpu"
-    seed: int = 0
     idle_s: float = Field(2.0, ge=0)
 
     @field_validator("batch_sizes")
@@ -88,19 +77,9 @@ class SweepConfig(BaseModel):
                         precision=precision,
                         batch_size=bs,
                         prompts=prompts,
-                        n=self.n,
-                        method=self.method,
-                        output_length=self.output_length,
                         bucketing=bucket,
                         compile=comp,
-                        warmup=self.warmup,
-                        min_window_s=self.min_window_s,
-                        ci_target=self.ci_target,
-                        min_repeats=self.min_repeats,
-                        max_repeats=self.max_repeats,
-                        consistency_tolerance=self.consistency_tolerance,
-                        device=self.device,
-                        seed=self.seed,
+                        **self.measurement_settings(),
                     )
                 )
         return out
