@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import ConfigDict, Field, ValidationError, field_validator
 
 from joulebench.errors import ConfigError, JoulebenchError
@@ -25,6 +24,7 @@ from joulebench.meters.base import Meter, MeterInfo
 from joulebench.meters.window import measure_idle
 from joulebench.profile.batching import parse_bucketing
 from joulebench.profile.config import MeasurementSettings, ProfileConfig
+from joulebench.yamlfile import read_yaml
 
 log = logging.getLogger(__name__)
 
@@ -110,16 +110,7 @@ def parse_sweep(data: Any, source: str = "<sweep>") -> SweepConfig:
 
 def load_sweep(path: str | Path) -> SweepConfig:
     """Read and validate a sweep YAML file; errors name the file and the bad key."""
-    p = Path(path)
-    try:
-        text = p.read_text()
-    except OSError as exc:
-        raise ConfigError(f"cannot read sweep file {p}: {exc.strerror}") from exc
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{p}: not valid YAML: {exc}") from exc
-    return parse_sweep(data, str(p))
+    return parse_sweep(read_yaml(path, "sweep file"), str(path))
 
 
 def check_sources(sweep: SweepConfig) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from joulebench.errors import ConfigError, JoulebenchError, UnknownName
 from joulebench.profile.sweep import SweepConfig
+from joulebench.yamlfile import read_yaml
 
 #: Bundled plans, by mode.
 MODES = ("quick", "full")
@@ -294,16 +295,7 @@ def parse_plan(data: Any, source: str = "<plan>") -> ReproducePlan:
 
 def load_plan(path: str | Path) -> ReproducePlan:
     """Read and validate a plan YAML file."""
-    p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot read plan file {p}: {exc.strerror}") from exc
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{p}: not valid YAML: {exc}") from exc
-    return parse_plan(data, str(p))
+    return parse_plan(read_yaml(path, "plan file"), str(path))
 
 
 def bundled_plan(mode: str) -> ReproducePlan:
