@@ -16,9 +16,9 @@ def test_reads_a_mapping(tmp_path):
 
 @pytest.mark.parametrize("loader", [load_sweep, load_plan])
 def test_missing_file_and_bad_yaml_name_the_file(tmp_path, loader):
-    with pytest.raises(ConfigError, match="cannot read .* file .*none.yaml"):
+    with pytest.raises(ConfigError, match=r"cannot read .* file .*none\.yaml"):
         loader(tmp_path / "none.yaml")
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: [unclosed\n")
-    with pytest.raises(ConfigError, match="bad.yaml: not valid YAML"):
+    with pytest.raises(ConfigError, match=r"bad\.yaml: not valid YAML"):
         loader(bad)
