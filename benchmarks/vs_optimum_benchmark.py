@@ -27,12 +27,18 @@ runs at its own settings (read from its installed ``InferenceConfig``: duration 
 iterations, 10 warm-ups; energy switched on). Its achieved precision per cell is the 95 %
 Student-t CI half-width relative to the mean of its per-iteration prefill and decode latencies
 (its report's ``latency.values``; its energy is one CodeCarbon total per phase, so no CI exists
-for it). joulebench then runs each cell with ``ci_target`` = min(``--ci-target`` (2 %), ob's
-prefill CI, ob's decode CI), its stopping rule on the per-op energy of its windows, and is
-checked after the fact on the same quantity: its latency CI half-width (over windows; decode =
-generate(N) − generate(1), half-widths in quadrature) must be ≤ ob's, per phase and cell. A cell
-that misses is re-run with a proportionally tighter target (every attempt's time counted); a cell
-still wider is printed as NOT comparable.
+for it). joulebench then runs the grid twice, each time in a fresh process with a fresh store:
+
+- *matched* (the headline): each cell's ``ci_target`` = the tighter of ob's prefill and decode
+  CI in that cell, so joulebench aims at the precision optimum-benchmark achieved;
+- *floored*: ``ci_target`` = min(``--ci-target`` (2 %, joulebench's default), ob's prefill CI,
+  ob's decode CI), so joulebench is also held to its own default and does more than ob does.
+
+In both, its stopping rule runs on the per-op energy of its windows, and it is checked after the
+fact on ob's quantity: its latency CI half-width (over windows; decode = generate(N) −
+generate(1), half-widths in quadrature) must be ≤ ob's, per phase and cell. A cell that misses
+is re-run with a proportionally tighter target (every attempt's time counted); a cell still
+wider is printed as NOT comparable, and the goal is then not met. Both ratios are printed.
 
 ``--mode equal-time`` is the earlier comparison: each tool spends the same measured time per
 phase (joulebench ``--jb-repeats`` windows of ``duration / repeats`` s, or ``--jb-adaptive``).
@@ -289,11 +295,16 @@ def jb_sweep(
 
 
 def run_joulebench(
-    model: Path, tmp: Path, args: argparse.Namespace, sweep: dict, jobs: list[dict]
+    model: Path,
+    tmp: Path,
+    args: argparse.Namespace,
+    sweep: dict,
+    jobs: list[dict],
+    store: str = "jb.duckdb",
 ) -> tuple[float, dict]:
     payload = {"sweep": sweep, "jobs": jobs, "attempts": args.jb_attempts, "seq_len": args.seq_len,
                "new_tokens": args.new_tokens, "meter": args.meter,
-               "store": str(tmp / "jb.duckdb")}  # fmt: skip
+               "store": str(tmp / store)}  # fmt: skip
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     t0 = time.perf_counter()
     r = subprocess.run([sys.executable, "-c", JB_RUNNER, json.dumps(payload)],
@@ -423,29 +434,60 @@ def equal_time(py: Path, model: Path, tmp: Path, args: argparse.Namespace) -> tu
 
 
 def precision(py: Path, model: Path, tmp: Path, args: argparse.Namespace) -> tuple[float, float]:
-    """The default mode: optimum-benchmark as configured, joulebench to at least its precision."""
+    """The default mode: optimum-benchmark as configured, joulebench to at least its precision.
+
+    joulebench runs the grid twice, each in a fresh process and store: *matched* (each cell's
+    ci_target is optimum-benchmark's achieved precision in that cell, the tighter of its two
+    phases: the headline) and *floored* (the same, but never looser than ``--ci-target``,
+    joulebench's own 2 % default: joulebench then does more than optimum-benchmark does).
+    """
     ob_wall, ob = run_optimum(py, model, tmp, args)
     print_ob(ob_wall, ob, args)
     names = {v: k for k, v in PRECISIONS.items()}
-    jobs, obp = [], {}
+    cells, obp = [], {}
     for c in ob:
         name = f"vs_ob_{names[c['dtype']]}_b{c['batch_size']}"
         p = obp[name] = ob_precision(c)
         rel = {ph: p[ph]["rel"] for ph in ("prefill", "decode")}
         if any(v is None or v <= 0 for v in rel.values()):
             fail(f"optimum-benchmark's {name} latencies give no CI", json.dumps(p))
-        jobs.append({"name": name, "ob_rel": rel, "ci_target": min(args.ci_target, *rel.values()),
-                     "sweep": {"precisions": [names[c["dtype"]]],
-                               "batch_sizes": [c["batch_size"]], "n": c["batch_size"]}})  # fmt: skip
+        cells.append((name, rel, c))
     sweep = jb_sweep(model, args, args.jb_window_s, args.jb_min_repeats, args.jb_max_repeats)
-    print(f"joulebench, per cell: ci_target = min({args.ci_target:.0%}, optimum-benchmark's "
-          f"achieved prefill and decode latency CI); stopping rule on the per-op energy of the "
-          f"generate(1) and generate({args.new_tokens}) windows, {args.jb_min_repeats}–"
-          f"{args.jb_max_repeats} windows of ≥ {args.jb_window_s} s, {args.warmup} warm-ups per "
-          f"phase; a cell whose achieved latency CI is wider than optimum-benchmark's is re-run "
-          f"with a tighter target (and twice the cap if it was hit; ≤ {args.jb_attempts} "
-          "attempts, all counted) …", flush=True)  # fmt: skip
-    jb_wall, jb = run_joulebench(model, tmp, args, sweep, jobs)
+    walls, comparable = {}, {}
+    for variant, floor in (("matched", None), ("floored", args.ci_target)):
+        jobs = [{"name": name, "ob_rel": rel,
+                 "ci_target": min(rel.values()) if floor is None else min(floor, *rel.values()),
+                 "sweep": {"precisions": [names[c["dtype"]]], "batch_sizes": [c["batch_size"]],
+                           "n": c["batch_size"]}}
+                for name, rel, c in cells]  # fmt: skip
+        target = ("optimum-benchmark's achieved precision (the tighter of its prefill and "
+                  "decode latency CI)" if floor is None else
+                  f"min({floor:.0%} (joulebench's default), optimum-benchmark's achieved "
+                  "prefill and decode latency CI)")  # fmt: skip
+        print(f"\njoulebench [{variant}], per cell: ci_target = {target}; stopping rule on the "
+              f"per-op energy of the generate(1) and generate({args.new_tokens}) windows, "
+              f"{args.jb_min_repeats}–{args.jb_max_repeats} windows of ≥ {args.jb_window_s} s, "
+              f"{args.warmup} warm-ups per phase; a cell whose achieved latency CI is wider than "
+              f"optimum-benchmark's is re-run with a tighter target (and twice the cap if it was "
+              f"hit; ≤ {args.jb_attempts} attempts, all counted) …", flush=True)  # fmt: skip
+        jb_wall, jb = run_joulebench(model, tmp, args, sweep, jobs, store=f"jb-{variant}.duckdb")
+        walls[variant] = jb_wall
+        comparable[variant] = print_precision_table(jb_wall, jb, jobs, obp, args)
+        print(f"ratio [{variant}]: {ob_wall:.1f} s / {jb_wall:.1f} s = {ob_wall / jb_wall:.2f}×",
+              flush=True)  # fmt: skip
+    print(
+        f"\nheadline: matched precision; with joulebench held to its own {args.ci_target:.0%} "
+        f"default as well (floored) the ratio is {ob_wall / walls['floored']:.2f}×"
+    )
+    args.comparable = comparable["matched"]
+    return ob_wall, walls["matched"]
+
+
+def print_precision_table(
+    jb_wall: float, jb: dict, jobs: list[dict], obp: dict, args: argparse.Namespace
+) -> bool:
+    """Print joulebench's breakdown and the per-cell precision table; True if every cell is
+    at comparable precision."""
     done = sum(s["done"] for s in jb["summaries"])
     print(f"joulebench: {jb_wall:.1f} s for {len(jobs)} cells ({len(jb['summaries'])} sweeps "
           f"incl. re-runs, {done} cell runs done); {len(jb['loads_s'])} model loads; idle "
@@ -497,7 +539,7 @@ def precision(py: Path, model: Path, tmp: Path, args: argparse.Namespace) -> tup
     print("every cell at comparable precision (jb latency CI ≤ ob's, prefill and decode):",
           "yes" if ok_all else "NO — the ratio below is not at comparable precision for the "
           "cells marked NO")  # fmt: skip
-    return ob_wall, jb_wall
+    return ok_all
 
 
 def main() -> None:
@@ -562,7 +604,9 @@ def main() -> None:
     print(f"wall-time ratio optimum-benchmark / joulebench ({args.mode} mode; whole grid, each "
           f"tool's process start, imports, model loads and all it runs): {ob_wall:.1f} s / "
           f"{jb_wall:.1f} s = {ratio:.2f}×")  # fmt: skip
-    print("goal joulebench ≥ 5× faster:", "met" if ratio >= 5 else "NOT met")
+    comparable = getattr(args, "comparable", True)
+    print("goal joulebench ≥ 5× faster:", "met" if ratio >= 5 and comparable else "NOT met",
+          "" if comparable else "(not every cell at comparable precision)")  # fmt: skip
 
 
 if __name__ == "__main__":

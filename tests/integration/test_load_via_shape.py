@@ -22,8 +22,10 @@ ACCOUNTINGS = (
 
 def test_load_via_shape_prints_direct_and_shaped_side_by_side(tmp_path) -> None:
     db = tmp_path / "r.duckdb"
+    # fixed 100 ms gaps: each run's window spans ≥ 0.5 s, several of the fake counter's 100 ms
+    # steps (a 56 ms Poisson trace could fall between two steps and measure nothing)
     cmd = [sys.executable, "-m", "joulebench", "load", "--via-shape", "cadence:150ms",
-           "--arrival", "poisson:20", "--n", "6", "--seed", "4", "--prompts", "quick",
+           "--arrival", "fixed:100ms", "--n", "6", "--seed", "4", "--prompts", "quick",
            "--output-length", "4", "--meter", "fake", "--fake-power-w", "30", "--idle-s", "0.3",
            "--json", "--store", str(db), "--name", "via"]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)

@@ -234,12 +234,17 @@ def account(
     attributed = [r.energy_j for r in ok if r.energy_j is not None]
     steady = steady_state(records, series, concurrency=concurrency, min_duration_s=min_window_s)
     label = meter_label or "unknown"
+    # a window shorter than the meter's update period may hold zero or one counter step: any
+    # per-request figure from it is an artefact of where the steps fell, so none is given
+    resolved = duration >= update_period_s
     per_request_j = {
         "paper_whole_window": gross / n_ok if n_ok else None,
         "idle_subtracted": net / n_ok if n_ok and net is not None else None,
         "steady_state": steady.per_request_j,
         "attributed_mean": sum(attributed) / len(attributed) if attributed else None,
     }
+    if not resolved:
+        per_request_j = dict.fromkeys(per_request_j)
     accountings = {
         "paper_whole_window": f"{label}; whole window ÷ {n_ok} successful requests (the study's)",
         "idle_subtracted": (
@@ -282,5 +287,13 @@ def account(
         "busy_j": attribution.active_j,
         "busy_note": BUSY_NOTE,
         "server_reported": _relate(server_block, gross, attribution.active_j),
-        "note": None if n_ok else "no successful request: per-request energy undefined",
+        "note": (
+            None
+            if n_ok and resolved
+            else "no successful request: per-request energy undefined"
+            if not n_ok
+            else f"window {duration * 1e3:.0f} ms < the meter's update period "
+            f"{update_period_s * 1e3:.0f} ms: energy not resolved, no per-request figure "
+            "(send more requests or use a meter that updates faster)"
+        ),
     }

@@ -106,3 +106,23 @@ def test_account_without_successes_or_meter():
         failed, None, idle_power_w=None, meter_label=None, concurrency=None, min_window_s=0.1
     )
     assert out["gross_j"] is None and "no meter" in out["note"]
+
+
+def test_account_gives_no_per_request_figure_for_a_window_shorter_than_the_update_period():
+    # 60 ms of requests against a counter that steps every 100 ms: zero or one step may fall
+    # inside, so 0 J (or a whole step) per request would be an artefact, not a measurement
+    records = [rec(0, 0.0, 0.02, 0.04), rec(1, 0.03, 0.05, 0.06)]
+    out = account(
+        records,
+        [(0.0, 0.0), (0.06, 0.0)],
+        idle_power_w=30.0,
+        meter_label="fake",
+        concurrency=None,
+        min_window_s=0.1,
+        update_period_s=0.1,
+    )
+    assert set(out["per_request_j"].values()) == {None}
+    assert set(out["per_request_wh"].values()) == {None}
+    assert "update period" in out["note"] and "not resolved" in out["note"]
+    failed = {a["name"] for a in out["audits"] if not a["passed"]}
+    assert "load:window_ge_update_period" in failed
