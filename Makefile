@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 TORCH_INDEX_URL ?=
 TORCH_CHOICE := $(VENV)/.torch-choice
-EXTRAS ?= hf,datasets,gpu,quant,serve,report,codecarbon,test,dev
+EXTRAS ?= hf,datasets,gpu,quant,serve,report,codecarbon,ray,test,dev
 STAMP := $(VENV)/.joulebench-installed
 PYTEST_ARGS ?=
 

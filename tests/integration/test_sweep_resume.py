@@ -172,3 +172,34 @@ def test_json_stdout_is_one_object_and_cells_carry_the_study(
     with ResultStore(db) as store:
         cells = store.query("SELECT study, status FROM cells")
     assert [(c["study"], c["status"]) for c in cells] == [("batching", "done")]
+
+
+def test_ctrl_c_marks_the_run_interrupted_and_the_same_command_resumes(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    sweep = _sweep_file(tmp_path, tiny_model_dir, name="ctrl_c", batch_sizes=[1, 2, 3])
+    db = tmp_path / "ctrl_c.duckdb"
+    proc = subprocess.Popen(
+        _cmd(sweep, db), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env()
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    try:
+        for line in proc.stdout:
+            if DONE.match(line.strip()):
+                time.sleep(0.3)  # the second cell is now being measured
+                proc.send_signal(signal.SIGINT)
+                break
+        proc.wait(60)
+    finally:
+        proc.kill()
+    err = proc.stderr.read()
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "resumes" in err
+    with ResultStore(db) as store:
+        assert store.query("SELECT status FROM runs")[0]["status"] == "interrupted"
+    out = subprocess.run(_cmd(sweep, db), capture_output=True, text=True, env=_env(), timeout=300)
+    assert out.returncode == 0, out.stderr
+    with ResultStore(db) as store:
+        runs = store.query("SELECT status, summary FROM runs")
+    assert len(runs) == 1 and runs[0]["status"] == "done"
+    assert {c["status"] for c in _cells(db)} == {"done"} and len(_cells(db)) == 3

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from joulebench.meters.base import methods_label
 from joulebench.results.store import ResultStore
 
 #: The per-request accountings of a load run, in the order reports show them.
@@ -49,14 +50,6 @@ def num(obj: Any, *path: str) -> float | None:
         return None
     value = float(value)
     return value if math.isfinite(value) else None
-
-
-def methods_label(methods: Mapping[str, Any] | None, fallback: str | None = None) -> str:
-    """``estimated`` or ``counter+rapl``: the distinct method labels, sorted."""
-    labels = sorted({str(m) for m in (methods or {}).values() if m})
-    if labels:
-        return "+".join(labels)
-    return fallback or "unknown"
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,7 @@ from rich.progress import (
 )
 from rich.table import Column, Table
 
-from joulebench.cli.common import console, err_console, handle_errors, print_json
+from joulebench.cli.common import console, err_console, fail, handle_errors, print_json
 from joulebench.cli.meter_options import (
     CpuIdleOpt,
     CpuTdpOpt,
@@ -34,6 +34,42 @@ def _cell_label(c: Any) -> str:
     extra = " compile" if c.compile else ""
     model = Path(c.model).name if "/" in c.model else c.model  # a path: its last part
     return f"{model} {c.precision} b={c.batch_size} {c.prompts} {c.bucketing}{extra}"
+
+
+def _executor(
+    name: str | None,
+    device: str,
+    address: str | None,
+    gpus_per_cell: float | None,
+    cpus_per_cell: float | None,
+) -> Any:
+    """The ``--executor`` to fan out on (None: the in-process sweep); checks the Ray flags."""
+    from joulebench.errors import ConfigError
+    from joulebench.profile.fanout import EXECUTORS, make_executor
+
+    ray_flags = [
+        flag
+        for flag, value in (
+            ("--ray-address", address),
+            ("--gpus-per-cell", gpus_per_cell),
+            ("--cpus-per-cell", cpus_per_cell),
+        )
+        if value is not None
+    ]
+    if name is None or name.strip().lower() != "ray":
+        if name is not None and name.strip().lower() not in EXECUTORS:
+            return make_executor(name)  # unknown: the error lists the known executors
+        if ray_flags:
+            raise ConfigError(f"{', '.join(ray_flags)} need(s) --executor ray")
+        return None if name is None else make_executor(name)
+    if gpus_per_cell is None:
+        gpus_per_cell = 1.0 if device.strip().lower().startswith("cuda") else 0.0
+    return make_executor(
+        "ray",
+        address=address,
+        gpus_per_cell=gpus_per_cell,
+        cpus_per_cell=1.0 if cpus_per_cell is None else cpus_per_cell,
+    )
 
 
 def register(app: typer.Typer) -> None:
@@ -62,11 +98,31 @@ def register(app: typer.Typer) -> None:
         ram_w_per_gb: RamOpt = None,
         estimate_scope: ScopeOpt = "process",
         fake_power_w: FakePowerOpt = 100.0,
+        executor: Annotated[
+            str | None,
+            typer.Option(
+                "--executor",
+                help="run each cell as a task: local (this process) or ray (one Ray task per "
+                "cell, results gathered into the one store); default: in-process sweep",
+            ),
+        ] = None,
+        ray_address: Annotated[
+            str | None,
+            typer.Option("--ray-address", help="Ray cluster (host:6379, ray://host:10001)"),
+        ] = None,
+        gpus_per_cell: Annotated[
+            float | None,
+            typer.Option("--gpus-per-cell", min=0.0, help="Ray: GPUs per cell (cuda: 1, else 0)"),
+        ] = None,
+        cpus_per_cell: Annotated[
+            float | None, typer.Option("--cpus-per-cell", min=0.0, help="Ray: CPUs per cell (1)")
+        ] = None,
     ) -> None:
         """Run (or resume) a sweep: models × precisions × batch sizes × bucketing × compile × prompts."""
         import warnings
 
         from joulebench.errors import JoulebenchWarning
+        from joulebench.profile.fanout import run_sweep_fanout
         from joulebench.profile.sweep import check_sources, load_sweep, run_sweep
         from joulebench.profile.sweep import dry_run as plan
         from joulebench.results.store import DEFAULT_STORE, ResultStore, check_writable
@@ -102,8 +158,7 @@ def register(app: typer.Typer) -> None:
         path = store or DEFAULT_STORE
         check_writable(path)
         hardware = cpu_peak_from_flags(cpu_peak_gflops, cpu_bandwidth_gbs)
-        m = open_cli_meter(
-            meter,
+        meter_opts: dict[str, Any] = dict(
             cpu_tdp_w=cpu_tdp_w,
             cpu_idle_w=cpu_idle_w,
             ram_w_per_gb=ram_w_per_gb,
@@ -112,9 +167,13 @@ def register(app: typer.Typer) -> None:
         )
         # With --json stdout holds the summary object alone: progress and notes go to stderr.
         out = err_console if json_out else console
-        methods = sorted(set(str(v) for v in m.domains.values()))
-        if "estimated" in methods:
+        ex = _executor(executor, cfg.device, ray_address, gpus_per_cell, cpus_per_cell)
+        m = None if ex is not None else open_cli_meter(meter, **meter_opts)
+        if m is not None and "estimated" in {str(v) for v in m.domains.values()}:
             out.print("[bold yellow]ENERGY IS ESTIMATED[/] (no sensor on this machine)")
+        if ex is not None:
+            out.print(f"executor {ex.name}: every task opens its own '{meter}' meter where it runs")
+        estimated_noted = m is not None
         failures: list[str] = []
         progress = Progress(
             TextColumn(
@@ -132,6 +191,7 @@ def register(app: typer.Typer) -> None:
         task = progress.add_task(f"sweep {cfg.name}", total=len(cfg.cells()))
 
         def on_event(e: dict[str, Any]) -> None:
+            nonlocal estimated_noted
             kind = e["event"]
             if kind == "start" and e["resumed"]:
                 progress.console.print(f"resuming run {e['run_id']}")
@@ -146,6 +206,11 @@ def register(app: typer.Typer) -> None:
             elif kind == "done":
                 progress.advance(task)
                 r = e["result"]
+                if r.get("estimated") and not estimated_noted:  # workers opened their meters
+                    estimated_noted = True
+                    progress.console.print(
+                        "[bold yellow]ENERGY IS ESTIMATED[/] (no sensor where the cells ran)"
+                    )
                 bad = [a["name"] for a in r["audit"] if not a["passed"]]
                 note = f" [red]audits failed: {', '.join(bad)}[/]" if bad else ""
                 progress.console.print(
@@ -164,9 +229,27 @@ def register(app: typer.Typer) -> None:
         try:
             with ResultStore(path) as db, progress, warnings.catch_warnings():
                 warnings.simplefilter("ignore", JoulebenchWarning)  # stored per cell, printed above
-                summary = run_sweep(cfg, db, m, on_event=on_event, idle_s=idle_s, hardware=hardware)
+                if m is not None:
+                    summary = run_sweep(
+                        cfg, db, m, on_event=on_event, idle_s=idle_s, hardware=hardware
+                    )
+                else:
+                    assert ex is not None
+                    summary = run_sweep_fanout(
+                        cfg, db, meter, meter_opts, executor=ex, on_event=on_event,
+                        idle_s=idle_s, hardware=hardware,
+                    )  # fmt: skip
+        except KeyboardInterrupt:
+            raise fail(
+                f"interrupted: run marked 'interrupted' in {path}; the same command resumes it "
+                "(done cells are skipped, the cell cut short is redone)",
+                130,
+            ) from None
         finally:
-            m.close()
+            if m is not None:
+                m.close()
+            if ex is not None:
+                ex.close()
         summary["store"] = str(path)
         if json_out:
             print_json(summary)

@@ -346,14 +346,13 @@ async def run_load_async(
         if timeline is not None and started:
             timeline.stop()
     series = timeline.series() if timeline is not None else None
-    labels = sorted(set(info.methods.values())) if info else []
     cap = 1 if proc.closed_loop else concurrency
     min_window = max(info.update_period_s if info else 0.0, 2.0 / timeline_hz)
     energy = account(
         records,
         series,
         idle_power_w=idle_power_w,
-        meter_label="+".join(labels) or None,
+        meter_label=info.method_label if info else None,
         concurrency=cap,
         min_window_s=min_window,
         update_period_s=info.update_period_s if info else 0.0,

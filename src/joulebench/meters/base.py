@@ -35,6 +35,13 @@ class Method(str, Enum):
 MEASURED_METHODS = frozenset({Method.COUNTER, Method.POLLED, Method.RAPL})
 
 
+def methods_label(methods: Mapping[str, object] | None, fallback: str | None = None) -> str:
+    """One label for a set of per-domain methods: ``estimated``, ``counter+rapl`` (sorted,
+    distinct), else ``fallback`` or ``unknown``. Every output that names "the" method uses it."""
+    labels = sorted({str(m) for m in (methods or {}).values() if m})
+    return "+".join(labels) if labels else fallback or "unknown"
+
+
 def check_domain(name: str) -> str:
     """Return ``name`` if it is a valid domain name, else raise ValueError."""
     if not DOMAIN_PATTERN.match(name):
@@ -115,6 +122,11 @@ class MeterInfo:
             "update_period_s": self.update_period_s,
             "parameters": dict(self.parameters),
         }
+
+    @property
+    def method_label(self) -> str:
+        """The meter's methods joined (``estimated``, ``counter+rapl``…), ``unknown`` if none."""
+        return methods_label(self.methods)
 
     @property
     def is_estimated(self) -> bool:

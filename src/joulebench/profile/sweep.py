@@ -187,12 +187,36 @@ def run_sweep(
     CLI draws its progress bar from them). ``loader``/``prompt_loader`` default to
     :func:`joulebench.workloads.models.load_model` / :func:`joulebench.workloads.prompts.load_prompts`.
     """
-    from joulebench.profile.runner import environment, profile_cell
     from joulebench.workloads.models import load_model
     from joulebench.workloads.prompts import load_prompts
 
     load = loader or load_model
     load_set = prompt_loader or load_prompts
+
+    def body(run_id: str, counts: dict[str, int], emit: Callable[[Event], None]) -> None:
+        _run_groups(sweep, store, meter, run_id, counts, emit, load, load_set, idle_s, hardware,
+                    idle_baselines)  # fmt: skip
+
+    return drive_sweep_run(sweep, store, MeterInfo.of(meter).to_dict(), body, on_event)
+
+
+def drive_sweep_run(
+    sweep: SweepConfig,
+    store: Any,
+    meter_info: dict[str, Any],
+    body: Callable[[str, dict[str, int], Callable[[Event], None]], None],
+    on_event: Callable[[Event], None] | None = None,
+) -> dict[str, Any]:
+    """Find the sweep's run by name (resume) or start it, run ``body``, finish the run.
+
+    ``body(run_id, counts, emit)`` measures the cells and updates ``counts`` (done, skipped,
+    failed). Shared by :func:`run_sweep` and :func:`joulebench.profile.fanout.run_sweep_fanout`:
+    the same ``start`` event, the same run statuses (``running`` again on resume, ``interrupted``
+    on Ctrl-C — the interrupt goes on to the caller —, ``done`` or ``done_with_failures``).
+    ``meter_info`` is what the run stores about the meter (a new run only).
+    """
+    from joulebench.profile.runner import environment
+
     emit = on_event or (lambda e: None)
     cells = sweep.cells()
     run_id = store.find_run("sweep", sweep.name)
@@ -202,23 +226,76 @@ def run_sweep(
             "sweep",
             config=sweep.model_dump(mode="json"),
             environment=environment(),
-            meter=MeterInfo.of(meter).to_dict(),
+            meter=meter_info,
             name=sweep.name,
         )
     counts = {"total": len(cells), "done": 0, "skipped": 0, "failed": 0}
     emit({"event": "start", "run_id": run_id, "total": len(cells), "resumed": resumed})
+    if resumed:
+        store.set_run_status(run_id, "running")
+    try:
+        body(run_id, counts, emit)
+    except KeyboardInterrupt:
+        # Ctrl-C: the run says so (a cell cut in the middle stays unfinished and is redone on
+        # resume); the interrupt goes on to the caller
+        store.finish_run(run_id, status="interrupted", summary=counts)
+        raise
+    status = "done" if counts["failed"] == 0 else "done_with_failures"
+    store.finish_run(run_id, status=status, summary=counts)
+    return {"run_id": run_id, "resumed": resumed, **counts}
+
+
+def skip_done(
+    store: Any,
+    run_id: str,
+    cells: list[ProfileConfig],
+    counts: dict[str, int],
+    emit: Callable[[Event], None],
+) -> list[ProfileConfig]:
+    """The cells still to measure; ``done`` ones are counted as skipped with a ``skip`` event."""
+    todo = []
+    for c in cells:
+        if store.cell_status(run_id, c.cell_key()) == "done":
+            counts["skipped"] += 1
+            emit({"event": "skip", "cell": c, "cell_key": c.cell_key()})
+        else:
+            todo.append(c)
+    return todo
+
+
+def _free_cuda() -> None:
+    import gc
+    import sys
+
+    gc.collect()
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _run_groups(
+    sweep: SweepConfig,
+    store: Any,
+    meter: Meter,
+    run_id: str,
+    counts: dict[str, int],
+    emit: Callable[[Event], None],
+    load: Callable[..., Any],
+    load_set: Callable[..., Any],
+    idle_s: float | None,
+    hardware: Any,
+    idle_baselines: dict[tuple[str, str], Any] | None,
+) -> None:
+    """The sweep's cells, one model load per (model, precision) group; updates ``counts``."""
+    from joulebench.profile.runner import profile_cell
+
+    cells = sweep.cells()
     idle_span = sweep.idle_s if idle_s is None else idle_s
     groups: dict[tuple[str, str], list[ProfileConfig]] = {}
     for c in cells:
         groups.setdefault((c.model, c.precision), []).append(c)
     for (model, precision), group in groups.items():
-        todo = []
-        for c in group:
-            if store.cell_status(run_id, c.cell_key()) == "done":
-                counts["skipped"] += 1
-                emit({"event": "skip", "cell": c, "cell_key": c.cell_key()})
-            else:
-                todo.append(c)
+        todo = skip_done(store, run_id, group, counts, emit)
         if not todo:
             continue
         try:
@@ -294,16 +371,3 @@ def run_sweep(
             )
         del loaded
         _free_cuda()
-    status = "done" if counts["failed"] == 0 else "done_with_failures"
-    store.finish_run(run_id, status=status, summary=counts)
-    return {"run_id": run_id, "resumed": resumed, **counts}
-
-
-def _free_cuda() -> None:
-    import gc
-    import sys
-
-    gc.collect()
-    torch = sys.modules.get("torch")
-    if torch is not None and torch.cuda.is_available():
-        torch.cuda.empty_cache()

@@ -52,7 +52,9 @@ class ResultStore:
     def __init__(self, path: str | os.PathLike[str] = DEFAULT_STORE, *, read_only: bool = False):
         duckdb = __import__("duckdb")
         self.path = Path(path)
-        if read_only:
+        if str(path) == ":memory:":  # an in-process store (a sweep worker's scratch space)
+            pass
+        elif read_only:
             if not self.path.exists():
                 raise StoreError(f"no results store at {self.path}")
         else:
@@ -118,6 +120,10 @@ class ResultStore:
             "UPDATE runs SET status = ?, finished_at = ?, summary = ? WHERE run_id = ?",
             [status, _now(), _json(summary), run_id],
         )
+
+    def set_run_status(self, run_id: str, status: str) -> None:
+        """Mark a run (``running`` again when a sweep resumes)."""
+        self.con.execute("UPDATE runs SET status = ? WHERE run_id = ?", [status, run_id])
 
     def find_run(self, kind: str, name: str) -> str | None:
         """Latest run of ``kind`` called ``name`` (used to resume a sweep)."""
@@ -242,6 +248,79 @@ class ResultStore:
                 "INSERT INTO audits VALUES (?, ?, ?, ?, ?)",
                 [run_id, cell_key, c["name"], bool(c["passed"]), c.get("detail")],
             )
+
+    # -- moving one cell between stores (sweep workers → the driver's store) -------------------
+    def _cell_tables(self) -> list[tuple[str, list[str], set[str]]]:
+        """(table, columns, JSON columns) of every table that has a ``cell_key`` column."""
+        out = []
+        for table in TABLES:
+            cols = self.con.execute(
+                "SELECT column_name, data_type FROM information_schema.columns"
+                " WHERE table_name = ? ORDER BY ordinal_position",
+                [table],
+            ).fetchall()
+            names = [str(c[0]) for c in cols]
+            if "cell_key" in names:
+                out.append((table, names, {str(c[0]) for c in cols if c[1] == "JSON"}))
+        return out
+
+    def export_cell(self, run_id: str, cell_key: str) -> dict[str, list[dict[str, Any]]]:
+        """Every row of one cell, ``{table: [row dicts]}`` (cells, repeats, audits…).
+
+        Only tables with a ``cell_key`` column hold a cell's data (timelines and requests belong
+        to a run). JSON columns come back as JSON text; the result is plain, picklable data.
+        """
+        return {
+            table: self.query(
+                f"SELECT * FROM {table} WHERE run_id = ? AND cell_key = ?", [run_id, cell_key]
+            )
+            for table, _, _ in self._cell_tables()
+        }
+
+    def import_cell(self, rows: Mapping[str, Sequence[Mapping[str, Any]]]) -> tuple[str, str]:
+        """Insert an :meth:`export_cell` export; returns its (run_id, cell_key).
+
+        The cell's existing rows in every cell table are deleted first, in the same transaction,
+        so a redone or re-imported cell never duplicates rows and a killed process never leaves
+        half a cell. Rows of more than one cell, or of an unknown table, are a StoreError.
+        """
+        tables = {t: (cols, json_cols) for t, cols, json_cols in self._cell_tables()}
+        unknown = sorted(set(rows) - set(tables))
+        if unknown:
+            raise StoreError(f"cannot import rows of {unknown}; cell tables: {sorted(tables)}")
+        keys = {(r.get("run_id"), r.get("cell_key")) for t in rows for r in rows[t]}
+        if len(keys) != 1 or not rows.get("cells"):
+            raise StoreError(
+                f"an imported cell needs its cells row and rows of exactly one cell, got {keys}"
+            )
+        run_id, cell_key = (str(k) for k in next(iter(keys)))
+        self.con.begin()
+        try:
+            for table, (cols, json_cols) in tables.items():
+                self.con.execute(
+                    f"DELETE FROM {table} WHERE run_id = ? AND cell_key = ?", [run_id, cell_key]
+                )
+                for r in rows.get(table, ()):
+                    extra = sorted(set(r) - set(cols))
+                    if extra:
+                        raise StoreError(f"{table} has no column(s) {extra}")
+                    names = list(r)
+                    values = [
+                        _json(r[n]) if n in json_cols and not isinstance(r[n], str) else r[n]
+                        for n in names
+                    ]
+                    self.con.execute(
+                        f"INSERT INTO {table} ({', '.join(names)})"
+                        f" VALUES ({', '.join('?' * len(names))})",
+                        values,
+                    )
+        except BaseException as exc:
+            self.con.rollback()
+            if isinstance(exc, __import__("duckdb").Error):
+                raise StoreError(f"cannot import cell {cell_key} of run {run_id}: {exc}") from exc
+            raise
+        self.con.commit()
+        return run_id, cell_key
 
     # -- reading -------------------------------------------------------------------------------
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:

@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from joulebench.extras import require
-from joulebench.serve.energy import energy_label, meter_method_of
+from joulebench.serve.energy import energy_label
 from joulebench.serve.engine import Rejected, RequestHandle, ServingEngine
 from joulebench.serve.metrics import CONTENT_TYPE
 from joulebench.serve.protocol import ChatCompletionRequest, CompletionRequest, TGIRequest
@@ -66,7 +66,7 @@ def create_app(engine: ServingEngine, *, api_key: str | None = None) -> FastAPI:
     """Build the app over a started :class:`ServingEngine`."""
     app = FastAPI(title="joulebench serve", version="1")
     tok = engine.tokenizer
-    label = energy_label(meter_method_of(engine.meter_info))
+    label = energy_label(engine.meter_info.method_label)
 
     async def check_key(request: Request) -> None:
         if api_key is None:

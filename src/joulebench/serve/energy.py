@@ -39,12 +39,6 @@ def energy_label(meter_method: str) -> str:
     return f"{ATTRIBUTION_METHOD};meter={meter_method}"
 
 
-def meter_method_of(meter: MeterInfo) -> str:
-    """The meter's methods joined (``estimated``, ``counter+rapl``…), ``unknown`` if none."""
-    methods = sorted(set(meter.methods.values()))
-    return "+".join(methods) if methods else "unknown"
-
-
 @dataclass(slots=True)
 class _Step:
     start_s: float
@@ -73,7 +67,7 @@ class ResponseEnergy:
 
     @property
     def meter_method(self) -> str:
-        return meter_method_of(self.meter)
+        return self.meter.method_label
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -10,6 +10,8 @@ import threading
 from collections import Counter
 from collections.abc import Mapping
 
+from joulebench.meters.base import methods_label
+
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
@@ -146,7 +148,7 @@ class ServerMetrics:
                 for d, e in sorted(energy_j.items())
             ],
         )
-        method = "+".join(sorted(set(methods.values()))) or "unknown"
+        method = methods_label(methods)
         metric(
             "joulebench_attributed_energy_joules_total",
             "counter",

@@ -106,6 +106,10 @@ def test_meter_info_records_methods_and_parameters():
     assert info.methods == {"gpu:0": "fake"}
     assert info.parameters == {"cpu_tdp_w": 65}
     assert not info.is_estimated
+    assert info.method_label == "fake"
+    mixed = MeterInfo("m", {"gpu:0": "counter", "cpu:0": "rapl", "ram": "estimated"}, 0.1)
+    assert mixed.method_label == "counter+estimated+rapl" and mixed.is_estimated
+    assert MeterInfo("none", {}, 0.1).method_label == "unknown"
 
 
 def test_timeline_interpolates_and_derives_power():
