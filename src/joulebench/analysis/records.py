@@ -236,6 +236,18 @@ class ProfileCell:
         pre, dec = self.phase_per_request_j("prefill"), self.phase_per_request_j("decode")
         return None if pre is None or dec is None else pre + dec
 
+    def per_request_halfwidth_j(self) -> float | None:
+        """95 % CI half-width of :meth:`per_request_j`: the two phases' half-widths in
+        quadrature (independent windows); ``None`` when either phase has no CI."""
+        pre, dec = self.phase("prefill"), self.phase("decode")
+        if pre is None or dec is None:
+            return None
+        hw = [pre.halfwidth(self.phase_per_request_j("prefill")),
+              dec.halfwidth(self.phase_per_request_j("decode"))]  # fmt: skip
+        if hw[0] is None or hw[1] is None:
+            return None
+        return float(math.hypot(hw[0], hw[1]))
+
     def per_token_j(self) -> dict[str, float | None]:
         """J per effective input token, per computed input token (prefill) and per output token.
 

@@ -61,7 +61,8 @@ def _print_result(r: Any) -> None:
         table.add_column(col)
     for h in r.headlines:
         method = h.method.upper() if h.estimated else h.method
-        value = "" if h.value is None else f"{_fmt(h.value)} {h.unit}"
+        spread = "" if h.halfwidth is None else f" ± {_fmt(h.halfwidth)}"
+        value = "" if h.value is None else f"{_fmt(h.value)}{spread} {h.unit}"
         table.add_row(*(Text(x) for x in (h.study, h.label, value, method, h.note)))
     console.print(table)
     if r.estimated:

@@ -25,6 +25,7 @@ class Headline:
     unit: str
     method: str
     note: str = ""
+    halfwidth: float | None = None  # 95 % CI half-width of ``value``, where repeats give one
 
     @property
     def estimated(self) -> bool:
@@ -66,6 +67,7 @@ def _precision_headlines(cells: list[ProfileCell]) -> list[Headline]:
                 "J/request",
                 lo_c.method,
                 note,
+                lo_c.per_request_halfwidth_j(),
             )
         )
     return out

@@ -90,3 +90,17 @@ def test_load_run_view() -> None:
         lr.per_request_wh("steady_state") == 0.01 and lr.per_request_wh("idle_subtracted") is None
     )
     assert (lr.requests_ok, lr.requests_failed) == (9, 1) and run.method == "estimated"
+
+
+def test_per_request_halfwidth_adds_the_phases_in_quadrature() -> None:
+    c = _cell({
+        "n_requests": 4,
+        "prefill": {"energy_j": 40.0, "ci_halfwidth_rel": 0.03},  # 10 J/request ± 0.3
+        "decode": {"energy_j": 160.0, "ci_halfwidth_rel": 0.01},  # 40 J/request ± 0.4
+    })  # fmt: skip
+    assert c.per_request_j() == pytest.approx(50.0)
+    assert c.per_request_halfwidth_j() == pytest.approx(0.5)
+    no_ci = _cell(
+        {"prefill": {"energy_j": 4.0}, "decode": {"energy_j": 8.0, "ci_halfwidth_rel": 0.1}}
+    )
+    assert no_ci.per_request_halfwidth_j() is None  # a phase without a CI: no spread is made up
