@@ -172,6 +172,7 @@ def register(app: typer.Typer) -> None:
         if m is not None and "estimated" in {str(v) for v in m.domains.values()}:
             out.print("[bold yellow]ENERGY IS ESTIMATED[/] (no sensor on this machine)")
         if ex is not None:
+            ex.start()  # join/start the cluster and check its resources before any progress bar
             out.print(f"executor {ex.name}: every task opens its own '{meter}' meter where it runs")
         estimated_noted = m is not None
         failures: list[str] = []

@@ -18,7 +18,8 @@ import contextlib
 import inspect
 import logging
 import os
-from collections.abc import Callable, Iterator, Sequence
+import socket
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
@@ -55,7 +56,9 @@ class Executor(Protocol):
     name: str
 
     def start(self) -> None: ...
-    def run(self, tasks: Sequence[CellTask], on_start: OnStart) -> Iterator[TaskOutcome]: ...
+    def run(
+        self, tasks: Sequence[CellTask], on_start: OnStart
+    ) -> Generator[TaskOutcome, None, None]: ...
     def describe(self) -> dict[str, Any]: ...
     def close(self) -> None: ...
 
@@ -71,7 +74,9 @@ class LocalExecutor:
     def start(self) -> None:
         return None
 
-    def run(self, tasks: Sequence[CellTask], on_start: OnStart) -> Iterator[TaskOutcome]:
+    def run(
+        self, tasks: Sequence[CellTask], on_start: OnStart
+    ) -> Generator[TaskOutcome, None, None]:
         for t in tasks:
             on_start(t)
             try:
@@ -83,10 +88,29 @@ class LocalExecutor:
                 yield TaskOutcome(t, payload, None)
 
     def describe(self) -> dict[str, Any]:
-        return {"executor": self.name}
+        return {"executor": self.name, "concurrent": False}
 
     def close(self) -> None:
         clear_worker_cache()
+
+
+def check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Fail fast, with what to fix, when a Ray address is malformed or nothing listens there."""
+    target = address.strip().removeprefix("ray://")
+    if target in ("auto", "local"):
+        return
+    host, sep, port = target.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ConfigError(
+            f"Ray address {address!r} is not host:port (e.g. head-node:6379 or ray://head:10001)"
+        )
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot reach the Ray cluster at {address}: {exc.strerror or exc}; start it there "
+            "(ray start --head) or fix --ray-address / RAY_ADDRESS"
+        ) from None
 
 
 def _ray_error(exc: BaseException) -> str:
@@ -142,6 +166,7 @@ class RayExecutor:
             options = dict(self._init_options)
             if self.address is not None:  # joining: the cluster's own settings apply
                 options.pop("include_dashboard", None)
+                check_reachable(self.address)  # ray.init retries a dead address for minutes
             try:
                 ray.init(address=self.address, **options)
             except (ConnectionError, TimeoutError, ValueError, RuntimeError) as exc:
@@ -159,7 +184,9 @@ class RayExecutor:
                     "or add nodes"
                 )
 
-    def run(self, tasks: Sequence[CellTask], on_start: OnStart) -> Iterator[TaskOutcome]:
+    def run(
+        self, tasks: Sequence[CellTask], on_start: OnStart
+    ) -> Generator[TaskOutcome, None, None]:
         ray = self._ray
         self.start()
         remote = ray.remote(run_cell_task).options(
@@ -192,6 +219,7 @@ class RayExecutor:
     def describe(self) -> dict[str, Any]:
         return {
             "executor": self.name,
+            "concurrent": True,
             "address": self.address or "local cluster",
             "gpus_per_cell": self.gpus_per_cell,
             "cpus_per_cell": self.cpus_per_cell,
@@ -241,6 +269,32 @@ def check_meter_spec(spec: str, options: dict[str, Any]) -> None:
                 raise UnknownName("meter", n, [*KNOWN_METERS, "auto"])
 
 
+def concurrency_caveat(
+    meter_spec: str, options: dict[str, Any], described: dict[str, Any]
+) -> str | None:
+    """Why concurrent cells could count each other's energy with this meter, or None.
+
+    Cells of a Ray sweep may run at the same time on one node. Meters that see only the task's
+    own share are safe: ``nvml`` with whole GPUs per cell (it measures the GPUs Ray gave the
+    task), ``estimate`` in ``process`` scope, and the test doubles; anything node-wide (RAPL's
+    CPU package, CodeCarbon, a Prometheus selector, a GPU shared by fractional cells) is not.
+    """
+    if not described.get("concurrent"):
+        return None
+    whole_gpus = float(described.get("gpus_per_cell", 0)) >= 1
+    scope = options.get("estimate_scope", "process")
+    safe = {"fake", "replay"} | ({"nvml"} if whole_gpus else set())
+    safe |= {"estimate"} if scope == "process" else set()
+    shared = sorted({n.strip().lower() for n in meter_spec.split("+")} - safe)
+    if not shared:
+        return None
+    return (
+        f"cells may run at the same time on one node and the meter(s) {', '.join(shared)} "
+        "measure node-wide or shared domains, so concurrent cells count each other's energy: "
+        "give each cell a whole node (--cpus-per-cell = its cores) or whole GPUs with --meter nvml"
+    )
+
+
 def run_sweep_fanout(
     sweep: SweepConfig,
     store: Any,
@@ -272,6 +326,10 @@ def run_sweep_fanout(
         "opened_in": "each worker: every cell's result holds the meter that measured it",
         **executor.describe(),
     }
+    caveat = concurrency_caveat(meter_spec, options, meter_info)
+    if caveat:
+        meter_info["caveat"] = caveat
+        log.warning("%s", caveat)
 
     def body(run_id: str, counts: dict[str, int], emit: Callable[[Event], None]) -> None:
         todo = {c.cell_key(): c for c in skip_done(store, run_id, sweep.cells(), counts, emit)}

@@ -211,6 +211,13 @@ def test_registry_options_and_meter_spec_errors(tiny_model_dir, tmp_path, monkey
         make_executor("ray")
 
 
+class _Ref:
+    """A hashable stand-in for an ObjectRef."""
+
+    def __init__(self, kind: str, value: Any) -> None:
+        self.kind, self.value = kind, value
+
+
 class _FakeRay(types.SimpleNamespace):
     """Just enough of ``ray`` for RayExecutor: tasks run at submit; one cell's worker 'dies'."""
 
@@ -242,8 +249,8 @@ class _FakeRay(types.SimpleNamespace):
 
             def remote(self, task):
                 if task.cell_key == fake._crash_key:
-                    return ("crash", task)
-                return ("ok", fn(task))
+                    return _Ref("crash", task)
+                return _Ref("ok", fn(task))
 
         return _Remote()
 
@@ -251,7 +258,7 @@ class _FakeRay(types.SimpleNamespace):
         return refs[:num_returns], refs[num_returns:]
 
     def get(self, ref):
-        kind, value = ref
+        kind, value = ref.kind, ref.value
         if kind == "crash":
             raise RuntimeError("The worker died unexpectedly while executing this task.\nmore")
         return value
@@ -298,3 +305,31 @@ def test_ray_executor_records_a_crashed_worker_and_checks_resources(
     gpu.close()
     with pytest.raises(ConfigError, match="GPUs per cell must be ≥ 0"):
         RayExecutor(gpus_per_cell=-1)
+    # a dead or malformed address fails at once (ray.init would retry it for minutes)
+    with pytest.raises(ConfigError, match=r"cannot reach the Ray cluster at 127\.0\.0\.1:1"):
+        RayExecutor(address="127.0.0.1:1").start()
+    with pytest.raises(ConfigError, match="is not host:port"):
+        RayExecutor(address="ray://head-node").start()
+    assert len(fake_ray.inits) == 2  # the two above; neither bad address reached ray.init
+
+
+@pytest.mark.parametrize(
+    ("spec", "options", "described", "caveat"),
+    [
+        ("rapl", {}, {"concurrent": False}, None),  # local: one cell at a time
+        ("fake", {}, {"concurrent": True, "gpus_per_cell": 0}, None),
+        ("estimate", {}, {"concurrent": True, "gpus_per_cell": 0}, None),  # process scope
+        ("nvml", {}, {"concurrent": True, "gpus_per_cell": 1}, None),  # its own whole GPU
+        ("nvml", {}, {"concurrent": True, "gpus_per_cell": 0.5}, "nvml"),  # a shared GPU
+        ("nvml+rapl", {}, {"concurrent": True, "gpus_per_cell": 1}, "rapl"),  # one CPU package
+        ("estimate", {"estimate_scope": "system"}, {"concurrent": True}, "estimate"),
+    ],
+)
+def test_concurrent_cells_on_node_wide_meters_carry_a_caveat(spec, options, described, caveat):
+    from joulebench.profile.fanout import concurrency_caveat
+
+    got = concurrency_caveat(spec, options, described)
+    if caveat is None:
+        assert got is None
+    else:
+        assert got is not None and f"meter(s) {caveat} measure" in got
