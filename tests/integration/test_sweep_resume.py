@@ -197,6 +197,9 @@ def test_ctrl_c_marks_the_run_interrupted_and_the_same_command_resumes(
     assert "interrupted" in err and "resumes" in err
     with ResultStore(db) as store:
         assert store.query("SELECT status FROM runs")[0]["status"] == "interrupted"
+    statuses = [c["status"] for c in _cells(db)]
+    # the cell cut short says so (it did not "fail"); none is left "running"
+    assert "done" in statuses and set(statuses) <= {"done", "interrupted"}
     out = subprocess.run(_cmd(sweep, db), capture_output=True, text=True, env=_env(), timeout=300)
     assert out.returncode == 0, out.stderr
     with ResultStore(db) as store:

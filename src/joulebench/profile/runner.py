@@ -172,9 +172,9 @@ def profile_cell(
         )
     except BaseException as exc:  # Ctrl-C too: never leave the cell and run marked running
         if store is not None:
-            store.finish_cell(run_id, cell_key, error=f"{type(exc).__name__}: {exc}")
+            status = "failed" if isinstance(exc, Exception) else "interrupted"
+            store.finish_cell(run_id, cell_key, error=f"{type(exc).__name__}: {exc}", status=status)
             if owns_run:
-                status = "failed" if isinstance(exc, Exception) else "interrupted"
                 store.finish_run(run_id, status=status)
         raise
     result["cell_key"] = cell_key

@@ -166,8 +166,11 @@ class ResultStore:
         *,
         result: Mapping[str, Any] | None = None,
         error: str | None = None,
+        status: str | None = None,
     ) -> None:
-        status = "failed" if error else "done"
+        """Close a cell: ``done`` with its result, ``failed`` with its error, or an explicit
+        ``status`` (``interrupted`` for a cell cut short by Ctrl-C; a resume redoes it)."""
+        status = status or ("failed" if error else "done")
         self.con.execute(
             "UPDATE cells SET status = ?, result = ?, error = ?, finished_at = ?"
             " WHERE run_id = ? AND cell_key = ?",
