@@ -141,7 +141,7 @@ def test_interrupted_cell_and_run_are_not_left_running(tiny_loaded, prompts, for
             )
         cells = store.query("SELECT status, error FROM cells")
         runs = store.query("SELECT status FROM runs")
-    assert cells == [{"status": "failed", "error": "KeyboardInterrupt: "}]
+    assert cells == [{"status": "interrupted", "error": "KeyboardInterrupt: "}]
     assert runs == [{"status": "interrupted"}]
 
 
