@@ -43,6 +43,15 @@ def serve(
     idle_s: float = typer.Option(
         2.0, "--idle-s", help="Idle baseline before serving (0: no net energy)."
     ),
+    window_ms: float = typer.Option(
+        None, "--window-ms", help="dynamic: how long to collect requests before a batch (20)."
+    ),
+    bucket_ratio: float = typer.Option(
+        None,
+        "--bucket-ratio",
+        help="dynamic: longest prompt ≤ ratio × shortest + 8 tokens in one batch (1.5); "
+        "higher = fewer batches, more padding.",
+    ),
     meter: MeterOpt = "auto",
     cpu_tdp_w: CpuTdpOpt = None,
     cpu_idle_w: CpuIdleOpt = None,
@@ -57,6 +66,20 @@ def serve(
         raise ConfigError(f"--port must be 0…65535, got {port}")
     if max_queue < 1 or max_batch_size < 1:
         raise ConfigError("--max-queue and --max-batch-size must be ≥ 1")
+    scheduler_options: dict[str, Any] = {}
+    if window_ms is not None:
+        if window_ms < 0:
+            raise ConfigError(f"--window-ms must be ≥ 0, got {window_ms}")
+        scheduler_options["window_s"] = window_ms / 1e3
+    if bucket_ratio is not None:
+        if bucket_ratio < 1:
+            raise ConfigError(f"--bucket-ratio must be ≥ 1, got {bucket_ratio}")
+        scheduler_options["bucket_ratio"] = bucket_ratio
+    if scheduler_options and scheduler != "dynamic":
+        raise ConfigError(
+            "--window-ms and --bucket-ratio only apply to --scheduler dynamic "
+            f"(got --scheduler {scheduler})"
+        )
     for module in ("fastapi", "uvicorn"):  # fail before a model is loaded
         require(module, "serve", "the embedded server")
     from joulebench.serve.launch import serve_forever
@@ -88,6 +111,7 @@ def serve(
         max_batch_size=max_batch_size,
         default_max_tokens=default_max_tokens,
         idle_s=idle_s,
+        **scheduler_options,
     )
 
 
