@@ -46,11 +46,17 @@ def serve(
     window_ms: float = typer.Option(
         None, "--window-ms", help="dynamic: how long to collect requests before a batch (20)."
     ),
+    bucketing: str = typer.Option(
+        None,
+        "--bucketing",
+        help="dynamic: how collected requests are cut into batches: 'cost' (default: the cut "
+        "with the least predicted time, from the server's own timed steps) or 'ratio'.",
+    ),
     bucket_ratio: float = typer.Option(
         None,
         "--bucket-ratio",
-        help="dynamic: longest prompt ≤ ratio × shortest + 8 tokens in one batch (1.5); "
-        "higher = fewer batches, more padding.",
+        help="dynamic: the 'ratio' rule (and 'cost' until calibrated): longest prompt ≤ ratio × "
+        "shortest + 8 tokens in one batch (1.5).",
     ),
     meter: MeterOpt = "auto",
     cpu_tdp_w: CpuTdpOpt = None,
@@ -75,9 +81,13 @@ def serve(
         if bucket_ratio < 1:
             raise ConfigError(f"--bucket-ratio must be ≥ 1, got {bucket_ratio}")
         scheduler_options["bucket_ratio"] = bucket_ratio
+    if bucketing is not None:
+        if bucketing not in ("cost", "ratio"):
+            raise ConfigError(f"--bucketing must be 'cost' or 'ratio', got {bucketing!r}")
+        scheduler_options["bucketing"] = bucketing
     if scheduler_options and scheduler != "dynamic":
         raise ConfigError(
-            "--window-ms and --bucket-ratio only apply to --scheduler dynamic "
+            "--window-ms, --bucketing and --bucket-ratio only apply to --scheduler dynamic "
             f"(got --scheduler {scheduler})"
         )
     for module in ("fastapi", "uvicorn"):  # fail before a model is loaded

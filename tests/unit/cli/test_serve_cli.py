@@ -15,6 +15,8 @@ from joulebench.cli.app import app
         (["--scheduler", "sequential", "--window-ms", "5"], "only apply to --scheduler dynamic"),
         (["--scheduler", "dynamic", "--bucket-ratio", "0.5"], "--bucket-ratio must be ≥ 1"),
         (["--scheduler", "dynamic", "--window-ms", "-1"], "--window-ms must be ≥ 0"),
+        (["--scheduler", "dynamic", "--bucketing", "size"], "--bucketing must be 'cost' or"),
+        (["--scheduler", "continuous", "--bucketing", "ratio"], "only apply to --scheduler"),
     ],
 )
 def test_dynamic_only_options_are_checked(args: list[str], message: str) -> None:

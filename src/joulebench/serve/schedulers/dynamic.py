@@ -1,11 +1,18 @@
 """``dynamic``: collect requests for a short window, then run static left-padded batches.
 
-Collected requests are sorted by prompt length and cut into length buckets (at most
-``max_batch_size`` rows, longest prompt at most ``bucket_ratio`` × the shortest + 8 tokens), so
-little padding is computed. Each bucket runs as one static batch: one prefill forward over the
-left-padded prompts, then one decode forward per step until every row is done; new arrivals wait
-for the next window (that is what separates it from continuous batching). Tokens stream per step.
-Sampling parameters are honoured per row, each row with its own seeded generator.
+Collected requests are sorted by prompt length and cut into batches of at most
+``max_batch_size`` rows. How they are cut (``bucketing``):
+
+- ``cost`` (default): the cut with the least predicted time, from a cost model this scheduler
+  fits to its own timed steps (:mod:`.batch_cost`): a cut saves padding but costs an extra pass,
+  and which wins depends on the machine and the model. Until the model is calibrated (a few
+  batches of different sizes and widths), the ``ratio`` rule is used;
+- ``ratio``: length buckets, longest prompt at most ``bucket_ratio`` × the shortest + 8 tokens.
+
+Each batch runs as one static batch: one prefill forward over the left-padded prompts, then one
+decode forward per step until every row is done; new arrivals wait for the next window (that is
+what separates it from continuous batching). Tokens stream per step. Sampling parameters are
+honoured per row, each row with its own seeded generator.
 """
 
 from __future__ import annotations
@@ -17,6 +24,9 @@ from typing import Any
 from joulebench.extras import require
 from joulebench.serve.request import GenRequest
 from joulebench.serve.schedulers.base import ThreadedScheduler, register_scheduler
+from joulebench.serve.schedulers.batch_cost import BatchCostModel, plan_buckets
+
+BUCKETINGS = ("cost", "ratio")
 
 
 def length_buckets(
@@ -47,6 +57,7 @@ class DynamicScheduler(ThreadedScheduler):
         *args: Any,
         window_s: float = 0.02,
         bucket_ratio: float = 1.5,
+        bucketing: str = "cost",
         seed: int = 0,
         **kwargs: Any,
     ) -> None:
@@ -54,9 +65,15 @@ class DynamicScheduler(ThreadedScheduler):
             raise ValueError(f"window_s must be ≥ 0, got {window_s}")
         if bucket_ratio < 1:
             raise ValueError(f"bucket_ratio must be ≥ 1, got {bucket_ratio}")
-        super().__init__(*args, window_s=window_s, bucket_ratio=bucket_ratio, **kwargs)
+        if bucketing not in BUCKETINGS:
+            raise ValueError(f"bucketing must be one of {', '.join(BUCKETINGS)}, got {bucketing!r}")
+        super().__init__(
+            *args, window_s=window_s, bucket_ratio=bucket_ratio, bucketing=bucketing, **kwargs
+        )
         self.window_s = window_s
         self.bucket_ratio = bucket_ratio
+        self.bucketing = bucketing
+        self.cost_model = BatchCostModel()
         self._rng = random.Random(seed)
 
     def _collect(self, first: GenRequest) -> list[GenRequest]:
@@ -73,8 +90,21 @@ class DynamicScheduler(ThreadedScheduler):
             more.append(req)
         return more
 
+    def buckets(self, batch: list[GenRequest]) -> list[list[GenRequest]]:
+        """The static batches ``batch`` is cut into (see the module docstring)."""
+        if self.bucketing == "ratio" or not self.cost_model.ready:
+            return length_buckets(batch, self.max_batch_size, self.bucket_ratio)
+        ordered = sorted(batch, key=lambda r: r.prompt_len)
+        plan = plan_buckets(
+            [r.prompt_len for r in ordered],
+            [r.max_new_tokens for r in ordered],
+            self.max_batch_size,
+            self.cost_model.predict_s,
+        )
+        return [ordered[i:j] for i, j in plan]
+
     def _run_batch(self, batch: list[GenRequest]) -> None:
-        for bucket in length_buckets(batch, self.max_batch_size, self.bucket_ratio):
+        for bucket in self.buckets(batch):
             bucket = [r for r in bucket if not self._drop_cancelled(r)]
             if bucket:
                 self._run_static(bucket)
@@ -111,11 +141,22 @@ class DynamicScheduler(ThreadedScheduler):
                     use_cache=True,
                 )
                 logits = out.logits[:, -1, :].float()
+                # greedy rows: one argmax over the batch and one host transfer per step (a
+                # per-row argmax + .item() costs more than the forward on small models)
+                greedy = logits.argmax(-1).tolist()
                 next_ids = [
-                    self._pick(logits[i], rows[i], gens[i], torch) if not done[i] else pad_id
+                    pad_id
+                    if done[i]
+                    else greedy[i]
+                    if rows[i].sampling.greedy
+                    else self._pick(logits[i], rows[i], gens[i], torch)
                     for i in range(len(rows))
                 ]
                 end = self.clock()
+                if prefill:  # the cost model learns from every timed forward
+                    self.cost_model.observe_prefill(len(rows) * width, end - start)
+                else:
+                    self.cost_model.observe_decode(len(rows), end - start)
                 active = [i for i in range(len(rows)) if not done[i]]
                 work = {rows[i]: (width if prefill else 1) for i in active}
                 self.sink.on_step(

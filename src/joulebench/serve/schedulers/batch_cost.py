@@ -1,0 +1,140 @@
+"""What a static batch costs on this machine, learnt from the batches the server runs.
+
+The dynamic scheduler must decide how to cut the requests it collected into static batches. A
+cut saves padding (every row of a batch is computed at the batch's widest prompt) but costs a
+whole extra pass (its own prefill and its own decode steps). Which way wins depends on the
+hardware and the model: on a CPU with a small model a decode step's fixed cost dwarfs the cost of
+extra rows, so one wide batch wins; with a large model on a GPU prefill padding is real compute.
+So nothing is assumed: :class:`BatchCostModel` fits two lines by weighted least squares over the
+recent steps the scheduler timed,
+
+- decode step time = ``step_s + row_s × rows`` (finished rows are still computed in a static
+  batch, so ``rows`` is the batch size),
+- prefill time = ``prefill_s + token_s × rows × width`` (padded prompt tokens),
+
+with exponential forgetting so it follows the machine. Time stands in for energy: while the
+server is busy its power is close to constant, so the faster plan is the cheaper one.
+:func:`plan_buckets` then picks the partition of the length-sorted requests with the least
+predicted time (exact dynamic programming over contiguous groups). Until both lines are
+identifiable (enough steps, with different row counts and widths) the caller falls back to its
+fixed length-ratio rule.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+#: Steps a fit needs (each line) before its prediction is used.
+MIN_OBSERVATIONS = 8
+
+
+@dataclass(slots=True)
+class _Line:
+    """Weighted least-squares fit of ``y = a + b·x`` with exponential forgetting."""
+
+    decay: float
+    s0: float = 0.0
+    sx: float = 0.0
+    sy: float = 0.0
+    sxx: float = 0.0
+    sxy: float = 0.0
+    n: int = 0
+
+    def add(self, x: float, y: float) -> None:
+        d = self.decay
+        self.s0 = self.s0 * d + 1.0
+        self.sx = self.sx * d + x
+        self.sy = self.sy * d + y
+        self.sxx = self.sxx * d + x * x
+        self.sxy = self.sxy * d + x * y
+        self.n += 1
+
+    def fit(self) -> tuple[float, float] | None:
+        """(intercept, slope), both ≥ 0, or ``None`` while x has not varied enough."""
+        if self.n < MIN_OBSERVATIONS:
+            return None
+        var = self.s0 * self.sxx - self.sx * self.sx
+        if var <= 1e-9 * max(1.0, self.s0 * self.sxx):  # every x (nearly) the same
+            return None
+        slope = (self.s0 * self.sxy - self.sx * self.sy) / var
+        intercept = (self.sy - slope * self.sx) / self.s0
+        if not (math.isfinite(slope) and math.isfinite(intercept)):
+            return None
+        if slope < 0:  # noise: more work cannot take less time
+            return max(0.0, self.sy / self.s0), 0.0
+        return max(0.0, intercept), slope
+
+
+class BatchCostModel:
+    """Predicted seconds of a static batch, from the decode steps and prefills it has seen."""
+
+    def __init__(self, decay: float = 0.98) -> None:
+        if not 0 < decay <= 1:
+            raise ValueError(f"decay must be in (0, 1], got {decay}")
+        self._decode = _Line(decay)
+        self._prefill = _Line(decay)
+
+    def observe_decode(self, rows: int, duration_s: float) -> None:
+        if rows > 0 and duration_s >= 0:
+            self._decode.add(float(rows), duration_s)
+
+    def observe_prefill(self, padded_tokens: int, duration_s: float) -> None:
+        if padded_tokens > 0 and duration_s >= 0:
+            self._prefill.add(float(padded_tokens), duration_s)
+
+    @property
+    def ready(self) -> bool:
+        return self._decode.fit() is not None and self._prefill.fit() is not None
+
+    def coefficients(self) -> dict[str, float] | None:
+        """The fitted costs (s): per decode step, per row per step, per prefill, per token."""
+        dec, pre = self._decode.fit(), self._prefill.fit()
+        if dec is None or pre is None:
+            return None
+        return {"step_s": dec[0], "row_s": dec[1], "prefill_s": pre[0], "token_s": pre[1]}
+
+    def predict_s(self, rows: int, width: int, steps: int) -> float:
+        """Seconds for one static batch of ``rows`` prompts padded to ``width``, ``steps`` long."""
+        c = self.coefficients()
+        if c is None:
+            raise RuntimeError("the cost model is not calibrated yet (check .ready)")
+        prefill = c["prefill_s"] + c["token_s"] * rows * width
+        return prefill + max(0, steps - 1) * (c["step_s"] + c["row_s"] * rows)
+
+
+def plan_buckets(
+    lengths: Sequence[int],
+    steps: Sequence[int],
+    max_batch_size: int,
+    cost_s: Callable[[int, int, int], float],
+) -> list[tuple[int, int]]:
+    """The cheapest cut of length-sorted requests into contiguous batches.
+
+    ``lengths`` must be sorted ascending (prompt tokens); ``steps[i]`` is request ``i``'s
+    decode budget. A batch ``[i, j)`` costs ``cost_s(rows, width=lengths[j-1],
+    steps=max(steps[i:j]))``. Returns ``[(i, j), …]`` covering every index once, in order, no
+    batch over ``max_batch_size`` rows. Exact (O(n · max_batch_size) cost evaluations).
+    """
+    n = len(lengths)
+    if any(b < a for a, b in itertools.pairwise(lengths)):
+        raise ValueError("lengths must be sorted ascending")
+    if max_batch_size < 1:
+        raise ValueError(f"max_batch_size must be ≥ 1, got {max_batch_size}")
+    best = [0.0] + [math.inf] * n
+    cut = [0] * (n + 1)
+    for j in range(1, n + 1):
+        longest = 0
+        for i in range(j - 1, max(-1, j - 1 - max_batch_size), -1):  # batch [i, j)
+            longest = max(longest, steps[i])
+            total = best[i] + cost_s(j - i, lengths[j - 1], longest)
+            if total < best[j]:
+                best[j], cut[j] = total, i
+    out: list[tuple[int, int]] = []
+    j = n
+    while j > 0:
+        out.append((cut[j], j))
+        j = cut[j]
+    return out[::-1]
