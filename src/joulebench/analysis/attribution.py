@@ -12,7 +12,9 @@ is **also** spread over the keys in proportion to each key's share of the active
 ``sum(per_key_j) == total_j``, the energy of the whole series (the covered span). A key's figure
 therefore includes its share of idle time; ``active_j`` tells how much was spent while requests
 were actually in flight. With ``idle_power_w`` the same is done on the net series
-``E(t) − idle_power_w · (t − t0)``, giving ``per_key_net_j`` that sums to ``total_net_j``.
+``E(t) − idle_power_w · (t − t0)``, giving ``per_key_net_j`` that sums to ``total_net_j``; the
+net idle-gap energy is spread with the *gross* active shares (net active energies can have mixed
+signs, and shares of their near-zero sum would blow up).
 """
 
 from __future__ import annotations
@@ -170,12 +172,23 @@ def _share(
     return dict(per_key), idle_gap_j
 
 
-def _spread_idle(per_key: dict[Hashable, float], idle_gap_j: float) -> dict[Hashable, float]:
+def _spread_idle(
+    per_key: dict[Hashable, float],
+    idle_gap_j: float,
+    weights: dict[Hashable, float] | None = None,
+) -> dict[Hashable, float]:
+    """Add ``idle_gap_j`` to the keys in proportion to ``weights`` (default: ``per_key``).
+
+    The weights must not change sign across keys: net energies can (a key whose span saw no
+    counter step is negative), and shares of a near-zero mixed-sign sum explode, so the net
+    series is spread with the gross (non-negative) active energies as weights.
+    """
     if not per_key:
         return {}
-    active = sum(per_key.values())
-    if abs(active) > 1e-15:
-        return {k: v + idle_gap_j * (v / active) for k, v in per_key.items()}
+    w = per_key if weights is None else weights
+    total_w = sum(w.values())
+    if abs(total_w) > 1e-15:
+        return {k: v + idle_gap_j * (w.get(k, 0.0) / total_w) for k, v in per_key.items()}
     equal = idle_gap_j / len(per_key)
     return {k: v + equal for k, v in per_key.items()}
 
@@ -207,7 +220,7 @@ def attribute_energy(
     if idle_power_w is not None:
         net = [e - idle_power_w * (t - times[0]) for t, e in pts]
         active_net, idle_net = _share(times, net, spans)
-        per_key_net_j = _spread_idle(active_net, idle_net)
+        per_key_net_j = _spread_idle(active_net, idle_net, weights=active)
         total_net_j = net[-1] - net[0]
     if per_key_j:
         err = abs(sum(per_key_j.values()) - total_j)

@@ -122,6 +122,36 @@ def phase_consistency(
     return AuditCheck(name, ok, detail), rel
 
 
+def difference_resolved(
+    energy_j: float | None,
+    ci_halfwidth_j: float | None,
+    *,
+    what: str = "generate(N) − generate(1)",
+    scope: str | None = None,
+) -> AuditCheck:
+    """An energy obtained as a difference of two measurements must be positive and outside its
+    95 % CI of zero; otherwise it is noise, not the energy of the subtracted work."""
+    name = _label("difference_resolved", scope)
+    if energy_j is None:
+        return AuditCheck(name, False, f"cannot compute {what}: a term has no energy")
+    if energy_j <= 0:
+        return AuditCheck(
+            name,
+            False,
+            f"{what} = {energy_j:.4g} J ≤ 0: the subtracted work is not resolved "
+            "(measurement noise exceeds it; use longer outputs or more repeats)",
+        )
+    if ci_halfwidth_j is not None and ci_halfwidth_j >= energy_j:
+        return AuditCheck(
+            name,
+            False,
+            f"{what} = {energy_j:.4g} J ± {ci_halfwidth_j:.4g} J (95 % CI) includes zero: "
+            "not resolved",
+        )
+    ci = "" if ci_halfwidth_j is None else f" ± {ci_halfwidth_j:.4g} J"
+    return AuditCheck(name, True, f"{what} = {energy_j:.4g} J{ci} > 0")
+
+
 def attribution_sum(
     parts_j: Iterable[float],
     total_j: float,

@@ -276,6 +276,11 @@ def _from_load(lr: LoadRun, accounting: str) -> PerRequestEnergy:
             f"load run {lr.run.run_id} has no {accounting!r} per-request energy; "
             f"available: {', '.join(have) or '(none)'}"
         )
+    if not wh > 0:  # a net accounting can be ≤ 0: noise, not a figure to scale to a day
+        raise ConfigError(
+            f"load run {lr.run.run_id}'s {accounting!r} per-request energy is {wh:.3g} Wh, not a "
+            "positive energy (idle subtraction larger than the work): pick another --accounting"
+        )
     return PerRequestEnergy(
         wh, lr.run.method, f"load run {lr.run.run_id} ({lr.label}), {accounting}"
     )
@@ -285,8 +290,13 @@ def _from_cell(c: ProfileCell) -> PerRequestEnergy:
     j = c.per_request_j()
     if j is None:
         raise ConfigError(f"profile cell {c.cell_key} has no prefill and decode energy to add up")
-    return PerRequestEnergy(
-        j / J_PER_WH,
-        c.method,
-        f"profile cell {c.cell_key} ({c.label}), prefill + decode per request",
-    )
+    if not j > 0:
+        raise ConfigError(
+            f"profile cell {c.cell_key} has a prefill + decode energy of {j:.3g} J per request, "
+            "not a positive energy (see its failing audits)"
+        )
+    source = f"profile cell {c.cell_key} ({c.label}), prefill + decode per request"
+    if c.result.get("audit_passed") is False:
+        failed = [a.get("name") for a in c.result.get("audit") or [] if not a.get("passed")]
+        source += f"; AUDITS FAILED: {', '.join(str(n) for n in failed) or 'see the report'}"
+    return PerRequestEnergy(j / J_PER_WH, c.method, source)

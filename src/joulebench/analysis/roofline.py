@@ -448,6 +448,7 @@ def roofline(
             "bound": "compute" if compute_s >= memory_s else "memory",
             "time_floor_s": floor,
             "measured_s": measured,
-            "efficiency": floor / measured if measured else None,
+            # a non-positive time (a subtraction lost in noise) has no efficiency
+            "efficiency": floor / measured if measured is not None and measured > 0 else None,
         }
     return out

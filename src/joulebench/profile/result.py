@@ -79,12 +79,12 @@ def phase_section(m: PhaseMeasurement, tokens: int, kind: str) -> dict[str, Any]
     return {
         "method": m.method,
         "energy_j": None if e is None else e.mean,
-        "energy_std_j": None if e is None else e.std,
+        "energy_std_j": None if e is None or e.n < 2 else e.std,  # one value has no spread
         "energy_ci95_j": None if e is None else e.ci_halfwidth,
         "ci_halfwidth_rel": None if e is None else e.ci_halfwidth_rel,
         "net_energy_j": None if net is None else net.mean,
         "latency_s": lat.mean,
-        "latency_std_s": lat.std,
+        "latency_std_s": lat.std if lat.n >= 2 else None,
         "energy_per_token_j": div(None if e is None else e.mean, tokens),
         "net_energy_per_token_j": div(None if net is None else net.mean, tokens),
         "per_token_basis": kind,
@@ -344,6 +344,13 @@ def assemble(
     checks: list[audit.AuditCheck] = []
     for key, m in measured.items():
         checks.extend(phase_audits(m, idle_w, floors.get(key), update_period_s))
+    if subtraction:
+        chk = audit.difference_resolved(
+            sub_decode["energy_j"], sub_decode["energy_ci95_j"], scope="decode/subtraction"
+        )
+        checks.append(chk)
+        if sub_decode["energy_j"] is not None and sub_decode["energy_j"] <= 0:
+            out["warnings"].append(f"subtracted decode energy: {chk.detail}")
     if direct and subtraction:
         section, chk = consistency_section(measured, t, consistency_tolerance, compiled=compiled)
         checks.append(chk)

@@ -133,3 +133,17 @@ def test_dense_short_spans_leave_no_rounding_residue_for_workless_ones():
     att = attribute_energy(series, spans)
     assert att.sum_rel_err < 1e-9
     assert att.per_key_j["failed"] > 0
+
+
+def test_net_idle_gap_does_not_explode_on_mixed_sign_net_shares():
+    # A counter that steps every 100 ms: request a's span (0–1 s) sees no step, b's (1–2 s) all
+    # of it, then an idle gap (2–3 s). With 5 W idle, a's net active energy is −5 J and b's
+    # +5.05 J: their sum is 0.05 J, and spreading the 4.95 J net idle gap by net shares gave
+    # a −500 J and b +505 J. The gap is spread by gross active shares: a keeps −5 J.
+    series = [(0.0, 0.0), (1.0, 0.0), (1.1, 10.05), (2.0, 10.05), (3.0, 20.0)]
+    spans = [WorkSpan("a", 0.0, 1.0, 5.0), WorkSpan("b", 1.0, 2.0, 5.0)]
+    att = attribute_energy(series, spans, idle_power_w=5.0)
+    assert att.total_net_j == pytest.approx(5.0)
+    assert att.per_key_net_j == pytest.approx({"a": -5.0, "b": 10.0})
+    assert sum(att.per_key_net_j.values()) == pytest.approx(att.total_net_j)
+    assert att.per_key_j == pytest.approx({"a": 0.0, "b": 20.0})

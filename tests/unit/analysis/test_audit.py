@@ -35,3 +35,14 @@ def test_attribution_sum_and_failing_filter():
     assert audit.failing([good, audit.AuditCheck("x", False, "d")]) == [
         {"name": "x", "passed": False, "detail": "d"}
     ]
+
+
+def test_difference_resolved_fails_on_noise():
+    ok = audit.difference_resolved(2.0, 0.5, scope="decode/subtraction")
+    assert ok.passed and ok.name == "decode/subtraction:difference_resolved"
+    assert not audit.difference_resolved(-0.3, 0.1).passed
+    assert not audit.difference_resolved(0.0, None).passed
+    wide = audit.difference_resolved(0.4, 0.6)
+    assert not wide.passed and "includes zero" in wide.detail
+    assert not audit.difference_resolved(None, None).passed
+    assert audit.difference_resolved(1.0, None).passed  # one repeat: no CI to compare

@@ -121,3 +121,35 @@ def test_exact_cell_key_wins_over_keys_it_prefixes() -> None:
     assert per_request_from_store(contents, cell="c10").wh_per_request == pytest.approx(0.02)
     with pytest.raises(ConfigError, match="more than one"):
         per_request_from_store(contents, cell="c")
+
+
+def test_cell_with_failed_audits_or_non_positive_energy_says_so() -> None:
+    bad = _cell("neg", -3.6)  # subtraction decode lost in noise: prefill + decode < 0
+    with pytest.raises(ConfigError, match="not a positive energy"):
+        per_request_from_store(StoreContents([], [bad], [], [], {}), cell="neg")
+    flagged = _cell("f", 36.0)
+    flagged.result["audit_passed"] = False
+    flagged.result["audit"] = [{"name": "decode/subtraction:difference_resolved", "passed": False}]
+    got = per_request_from_store(StoreContents([], [flagged], [], [], {}), cell="f")
+    assert "AUDITS FAILED: decode/subtraction:difference_resolved" in got.source
+    assert (
+        "AUDITS"
+        not in per_request_from_store(
+            StoreContents([], [_cell("g", 36.0)], [], [], {}), cell="g"
+        ).source
+    )
+
+
+def test_load_run_with_negative_net_accounting_is_refused_clearly() -> None:
+    from joulebench.analysis.records import RunRecord
+
+    run = RunRecord(
+        "L1", "load", None, "done", None,
+        meter={"methods": {"cpu:0": "estimated"}},
+        summary={"energy": {"per_request_wh": {"idle_subtracted": -1e-4, "attributed_mean": 2e-4}}},
+    )  # fmt: skip
+    contents = StoreContents([run], [], [], [], {})
+    with pytest.raises(ConfigError, match="not a positive energy"):
+        per_request_from_store(contents, run="L1", accounting="idle_subtracted")
+    got = per_request_from_store(contents, run="L1", accounting="attributed_mean")
+    assert got.wh_per_request == pytest.approx(2e-4)

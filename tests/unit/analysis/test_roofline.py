@@ -78,3 +78,18 @@ def test_precision_names_and_gpu_matching():
     assert all(p.source for p in GPU_TABLE.values())
     with pytest.raises(ConfigError):
         given_peak(0, 10)
+
+
+def test_non_positive_measured_time_has_no_efficiency():
+    # subtraction-only decode latency is generate(N) − generate(1): lost in noise it can be ≤ 0,
+    # and floor / negative time printed a negative "efficiency"
+    s = ModelShape.from_config(LLAMA8B)
+    r = roofline(
+        s,
+        [BatchShape(1, 100, 10)],
+        "bf16",
+        GPU_TABLE["H100 SXM"],
+        measured_s={"prefill": 0.1, "decode": -0.002},
+    )
+    assert r["decode"]["measured_s"] == -0.002 and r["decode"]["efficiency"] is None
+    assert r["prefill"]["efficiency"] == pytest.approx(r["prefill"]["time_floor_s"] / 0.1)

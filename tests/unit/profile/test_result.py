@@ -67,3 +67,54 @@ def test_compiled_decode_gap_is_not_blamed_on_generate():
     )
     assert not chk.passed and sec["explained_by_generate_overhead"] is False
     assert sec["direct_decode_compiled"] and "compile effect" in chk.detail
+
+
+def _assemble(measured):
+    from joulebench.profile.result import assemble
+
+    return assemble(
+        measured,
+        TOKENS,
+        method="subtraction",
+        consistency_tolerance=0.05,
+        device="cpu",
+        roofline_for=lambda s: {"available": False, "reason": "test"},
+        idle_w=None,
+        update_period_s=0.01,
+        header={},
+    )
+
+
+def test_negative_subtracted_decode_fails_an_audit_and_warns():
+    # generate(N) measured below generate(1) (noise): decode = 9 − 10 = −1 J was published as a
+    # decode energy (and per-token figures) with every audit passing
+    out, checks = _assemble({"generate_1": _m("g1", 10.0, 0.1), "generate_n": _m("gn", 9.0, 0.09)})
+    assert out["decode"]["energy_j"] == pytest.approx(-1.0)
+    failed = {c.name for c in checks if not c.passed}
+    assert "decode/subtraction:difference_resolved" in failed
+    assert not out["audit_passed"]
+    assert any("subtracted decode energy" in w for w in out["warnings"])
+    assert out["roofline"]["available"] is False
+
+
+def test_resolved_subtracted_decode_passes():
+    out, checks = _assemble({"generate_1": _m("g1", 10.0, 0.1), "generate_n": _m("gn", 30.0, 0.3)})
+    chk = next(c for c in checks if c.name == "decode/subtraction:difference_resolved")
+    assert chk.passed and out["decode"]["energy_j"] == pytest.approx(20.0)
+    assert not out["warnings"]
+
+
+def test_one_resolved_repeat_reports_no_spread():
+    # two repeats, one too short (no energy): the energy rests on one value; its std was 0.0
+    from joulebench.profile.result import phase_section
+
+    reps = [
+        RepeatRecord("prefill", "direct", 0, False, 3, 0.3, 0.1, 5.0, 2.0),
+        RepeatRecord("prefill", "direct", 1, False, 1, 0.005, 0.1, None, None),
+    ]
+    sec = phase_section(PhaseMeasurement("prefill", "direct", [], reps, False, 0.1), 10, "x")
+    assert sec["energy_j"] == pytest.approx(5.0)
+    assert sec["energy_std_j"] is None and sec["energy_ci95_j"] is None
+    assert sec["latency_std_s"] == pytest.approx(0.0)  # two latencies: a real (zero) spread
+    one = phase_section(PhaseMeasurement("prefill", "direct", [], reps[:1], False, 0.1), 10, "x")
+    assert one["latency_std_s"] is None
