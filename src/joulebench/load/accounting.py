@@ -35,7 +35,12 @@ from dataclasses import dataclass
 
 from joulebench.analysis.attribution import METHOD as ATTRIBUTION_METHOD
 from joulebench.analysis.attribution import WorkSpan, attribute_energy
-from joulebench.analysis.audit import attribution_sum, energy_above_idle, window_long_enough
+from joulebench.analysis.audit import (
+    AuditCheck,
+    attribution_sum,
+    energy_above_idle,
+    window_long_enough,
+)
 from joulebench.load.metrics import RequestRecord, in_flight_steps, summarize
 
 J_PER_WH = 3600.0
@@ -74,6 +79,33 @@ def request_spans(records: Sequence[RequestRecord]) -> list[WorkSpan]:
         out = r.output_tokens if r.output_tokens is not None else len(r.chunk_times_s)
         spans.append(WorkSpan(r.idx, first, max(first, r.end_s), float(max(out - 1, 0))))
     return spans
+
+
+#: Slack (s) allowed between the requests' span and the timeline's before clocks are called apart.
+CLOCK_SLACK_S = 1.0
+
+
+def clocks_aligned(
+    records: Sequence[RequestRecord], series: Sequence[tuple[float, float]]
+) -> AuditCheck:
+    """The requests (runner's clock) must lie inside the power timeline (meter's clock).
+
+    The timeline starts before the first send and stops after the last answer; requests outside
+    it mean the two clocks differ (wall vs monotonic vs perf_counter), and every per-request
+    attribution from it would be made up.
+    """
+    times = [t for r in records for t in (r.actual_send_s, r.end_s) if t is not None]
+    if not times:
+        return AuditCheck("load:clocks_aligned", True, "not applicable: no request was sent")
+    lo, hi = series[0][0], series[-1][0]
+    ok = min(times) >= lo - CLOCK_SLACK_S and max(times) <= hi + CLOCK_SLACK_S
+    detail = (
+        f"requests [{min(times):.6g}, {max(times):.6g}] s "
+        f"{'inside' if ok else 'outside'} the power timeline [{lo:.6g}, {hi:.6g}] s"
+    )
+    if not ok:
+        detail += ": the runner's clock is not the meter's (pass the meter's clock)"
+    return AuditCheck("load:clocks_aligned", ok, detail)
 
 
 BUSY_NOTE = (
@@ -227,16 +259,20 @@ def account(
     net = None if idle_power_w is None else gross - idle_power_w * duration
     n_ok = len(ok)
     attribution = attribute_energy(series, request_spans(records), idle_power_w=idle_power_w)
+    # a window shorter than the meter's update period may hold zero or one counter step: any
+    # per-request figure from it is an artefact of where the steps fell, so none is given, not
+    # in the summary and not on the records (stored rows, shape-compare's net mean, CIs)
+    aligned = clocks_aligned(records, series)
+    resolved = duration >= update_period_s and aligned.passed
     for r in records:
-        r.energy_j = attribution.per_key_j.get(r.idx)
-        if attribution.per_key_net_j is not None:
+        r.energy_j = attribution.per_key_j.get(r.idx) if resolved else None
+        if attribution.per_key_net_j is not None and resolved:
             r.energy_net_j = attribution.per_key_net_j.get(r.idx)
+        elif not resolved:
+            r.energy_net_j = None
     attributed = [r.energy_j for r in ok if r.energy_j is not None]
     steady = steady_state(records, series, concurrency=concurrency, min_duration_s=min_window_s)
     label = meter_label or "unknown"
-    # a window shorter than the meter's update period may hold zero or one counter step: any
-    # per-request figure from it is an artefact of where the steps fell, so none is given
-    resolved = duration >= update_period_s
     per_request_j = {
         "paper_whole_window": gross / n_ok if n_ok else None,
         "idle_subtracted": net / n_ok if n_ok and net is not None else None,
@@ -266,6 +302,7 @@ def account(
         ),
         window_long_enough(duration, update_period_s, scope="load"),
         attribution_sum(attribution.per_key_j.values(), gross, rel_tol=0.01, scope="load"),
+        aligned,
     ]
     return {
         "audits": [c.to_dict() for c in checks],
@@ -292,6 +329,8 @@ def account(
             if n_ok and resolved
             else "no successful request: per-request energy undefined"
             if not n_ok
+            else f"{aligned.detail}: no per-request figure"
+            if not aligned.passed
             else f"window {duration * 1e3:.0f} ms < the meter's update period "
             f"{update_period_s * 1e3:.0f} ms: energy not resolved, no per-request figure "
             "(send more requests or use a meter that updates faster)"

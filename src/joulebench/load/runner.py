@@ -26,7 +26,7 @@ from joulebench.errors import ConfigError
 from joulebench.load.accounting import account
 from joulebench.load.arrivals import ArrivalProcess, parse_arrival
 from joulebench.load.clients import PromptInput, ProtocolClient, Tokenizer, make_client
-from joulebench.load.metrics import TIMEOUT, RequestRecord, summarize
+from joulebench.load.metrics import FAILED, TIMEOUT, RequestRecord, summarize
 from joulebench.load.pool import LoadClient
 from joulebench.meters.base import Meter, MeterInfo
 from joulebench.meters.timeline import PowerTimeline
@@ -225,7 +225,7 @@ async def _drive(
                 rec.error = f"timed out after {timeout_s:g} s"
             except Exception as exc:  # a client bug must not lose the other requests
                 log.exception("request %d crashed", i)
-                rec.end_s = clock()
+                rec.status, rec.end_s = FAILED, clock()  # even if the client had marked it ok
                 rec.error = f"{type(exc).__name__}: {exc}"
             finally:
                 if slots is not None:
@@ -233,7 +233,8 @@ async def _drive(
 
         on_start()
         with _no_full_gc():
-            t0 = clock() + START_DELAY_S
+            # a closed loop sends at once, so its window starts now, not START_DELAY_S later
+            t0 = clock() + (0.0 if arrival.closed_loop else START_DELAY_S)
             tasks: list[asyncio.Task[None]] = []
             if arrival.closed_loop:
                 slots = None  # one at a time by construction: each request awaited in turn

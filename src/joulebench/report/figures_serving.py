@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from joulebench.analysis.records import ACCOUNTINGS, LoadRun, StoreContents, num
+from joulebench.analysis.stats import t_quantile_975
 from joulebench.report.plotting import (
     FigureFile,
     MissingFigure,
@@ -25,7 +26,6 @@ ACCOUNTING_LABELS = {
     "attributed_mean": "per-request attribution, mean (gross)",
 }
 _LATENCIES = (("ttft_ms", "TTFT (ms)"), ("tpot_ms", "TPOT (ms/token)"), ("e2e_ms", "E2E (ms)"))
-_T_975_LARGE = 1.96
 
 
 def _done_loads(contents: StoreContents) -> list[LoadRun]:
@@ -68,7 +68,8 @@ def _attributed_ci_wh(contents: StoreContents, lr: LoadRun) -> float | None:
     if not stats or stats[0] < 2:
         return None
     n, _, std = stats
-    return _T_975_LARGE * std / math.sqrt(n) / 3600.0
+    # Student t, not 1.96: with a handful of requests the large-sample bar is far too narrow
+    return t_quantile_975(n - 1) * std / math.sqrt(n) / 3600.0
 
 
 def energy_per_request_arrival(contents: StoreContents, out: Path) -> FigureFile | MissingFigure:
@@ -165,7 +166,11 @@ def _point(summary: dict[str, Any], label: str, shaped: bool) -> dict[str, Any] 
     p99 = num(summary, "e2e_ms", "p99")
     if wh is None or p99 is None:
         return None
-    return {"label": label, "wh": wh, "p99_ms": p99, "shaped": shaped}
+    # figures over successful requests only: a run that lost some, or whose energy is ≤ 0, is
+    # drawn but may not be on the front (its cheap, fast successes are not a better policy)
+    failed = num(summary, "requests", "failed") or 0
+    return {"label": label, "wh": wh, "p99_ms": p99, "shaped": shaped,
+            "eligible": failed == 0 and wh > 0}  # fmt: skip
 
 
 def pareto_front(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -213,7 +218,7 @@ def shaping_pareto(contents: StoreContents, out: Path) -> FigureFile | MissingFi
             )
             for p in sel:
                 ax.annotate(p["label"], (p["p99_ms"], p["wh"]), fontsize=7, alpha=0.8)
-    front = pareto_front(points)
+    front = pareto_front([p for p in points if p["eligible"]])
     ax.plot(
         [p["p99_ms"] for p in front], [p["wh"] for p in front], "k--", lw=1, label="Pareto front"
     )
@@ -228,7 +233,8 @@ def shaping_pareto(contents: StoreContents, out: Path) -> FigureFile | MissingFi
         "Each point is one load test at the same offered load, shaped (gateway pacing or "
         "batching arrivals) or not; energy per request is the mean per-request attribution "
         "(whole-window ÷ requests when absent). Points on the dashed line are not beaten on both "
-        "axes. "
+        "axes; a run with failed requests or energy ≤ 0 is drawn but never on the line (its "
+        "figures cover only the requests that succeeded). "
     )
     return finish_figure(fig, out, key, title, caption, methods_src)
 

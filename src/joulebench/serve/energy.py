@@ -64,10 +64,17 @@ class ResponseEnergy:
     tokens_computed: int
     meter: MeterInfo
     idle_power_w: float | None
+    span_s: float = 0.0  # first step's start to last step's end
 
     @property
     def meter_method(self) -> str:
         return self.meter.method_label
+
+    @property
+    def resolved(self) -> bool:
+        """False when the response's steps span less than the meter's update period: its energy
+        is then interpolated between at most one counter step, not resolved by the meter."""
+        return self.steps > 0 and self.span_s >= self.meter.update_period_s
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -84,6 +91,14 @@ class ResponseEnergy:
             "active_s": self.active_s,
             "steps": self.steps,
             "tokens_computed": self.tokens_computed,
+            "span_s": self.span_s,
+            "resolved": self.resolved,
+            "note": None
+            if self.resolved
+            else "no step ran: nothing was attributed"
+            if not self.steps
+            else f"steps span {self.span_s * 1e3:.3g} ms < the meter's update period "
+            f"{self.meter.update_period_s * 1e3:.3g} ms: interpolated, not resolved",
         }
 
 
@@ -162,6 +177,7 @@ class EnergyLedger:
             self.attributed_j += gross
             self.responses += 1
         net = gross - net_idle if self.idle_power_w is not None else None
+        span = max(st.end_s for st in steps) - min(st.start_s for st in steps) if steps else 0.0
         return ResponseEnergy(
             energy_j=gross,
             net_energy_j=net,
@@ -170,6 +186,7 @@ class EnergyLedger:
             tokens_computed=tokens,
             meter=self.meter,
             idle_power_w=self.idle_power_w,
+            span_s=span,
         )
 
     # -- totals ------------------------------------------------------------------------------

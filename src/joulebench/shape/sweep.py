@@ -3,7 +3,9 @@
 Every point is a measured run (:func:`joulebench.shape.experiment.measure_run`) against the same
 server with the same meter and idle baseline. A point is on the Pareto front when no other point
 has both lower energy per request (the chosen accounting, net by default) and lower latency (TTFT
-p99 by default). The figure plots energy against latency, front joined, each point labelled.
+p99 by default). A point with failed requests or energy ≤ 0 is listed but never on the front
+(``pareto_excluded`` says why). The figure plots energy against latency, front joined, each
+point labelled.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ class SweepPoint:
     mean_batch_size: float | None
     failed: int
     on_front: bool = False
+    excluded: str | None = None  # why the point may not be on the front
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -52,6 +55,7 @@ class SweepPoint:
             "mean_batch_size": self.mean_batch_size,
             "failed": self.failed,
             "pareto": self.on_front,
+            "pareto_excluded": self.excluded,
         }
 
 
@@ -66,6 +70,22 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[bool]:
         )
         flags.append(not dominated)
     return flags
+
+
+def _excluded(p: SweepPoint) -> str | None:
+    """Why ``p`` may not be on the Pareto front, or ``None``.
+
+    Energy and latency are over *successful* requests: a run that lost some (429s, timeouts)
+    looks cheap and fast because the hard requests are missing, and a net energy ≤ 0 is below
+    the idle baseline, not a saving. Such points are listed, never on the front.
+    """
+    if p.energy_j is None or p.latency_ms is None:
+        return "no energy or no latency"
+    if p.failed:
+        return f"{p.failed} failed request(s): its figures cover the successful ones only"
+    if p.energy_j <= 0:
+        return "energy per request ≤ 0 (below the idle baseline): not resolved"
+    return None
 
 
 @dataclass(slots=True)
@@ -91,9 +111,8 @@ class Sweep:
                     failed,
                 )
             )
-        usable = [
-            i for i, p in enumerate(raw) if p.energy_j is not None and p.latency_ms is not None
-        ]
+        excluded = [_excluded(p) for p in raw]
+        usable = [i for i, why in enumerate(excluded) if why is None]
         flags = pareto_front([(raw[i].energy_j, raw[i].latency_ms) for i in usable])  # type: ignore[misc]
         front = {i for i, f in zip(usable, flags, strict=True) if f}
         return [
@@ -105,6 +124,7 @@ class Sweep:
                 p.mean_batch_size,
                 p.failed,
                 i in front,
+                excluded[i],
             )
             for i, p in enumerate(raw)
         ]

@@ -126,3 +126,55 @@ def test_account_gives_no_per_request_figure_for_a_window_shorter_than_the_updat
     assert "update period" in out["note"] and "not resolved" in out["note"]
     failed = {a["name"] for a in out["audits"] if not a["passed"]}
     assert "load:window_ge_update_period" in failed
+
+
+def test_unresolved_window_leaves_no_per_request_energy_on_the_records():
+    # the per-request rows (stored, averaged by shape-compare's attributed_net_mean and the
+    # report's CI) must not carry figures the summary refuses to give
+    records = [rec(0, 0.0, 0.02, 0.04), rec(1, 0.03, 0.05, 0.06)]
+    out = account(
+        records,
+        [(0.0, 0.0), (0.03, 1.0), (0.06, 2.0)],
+        idle_power_w=5.0,
+        meter_label="fake",
+        concurrency=None,
+        min_window_s=0.1,
+        update_period_s=0.1,
+    )
+    assert out["per_request_j"]["attributed_mean"] is None
+    assert [r.energy_j for r in records] == [None, None]
+    assert [r.energy_net_j for r in records] == [None, None]
+    assert out["attributed_spread_j"]["n"] == 0 and out["attributed_spread_j"]["mean"] is None
+
+
+def test_requests_on_another_clock_than_the_meter_get_no_per_request_figure():
+    # requests timed with the wall clock (~1.7e9 s), timeline on the monotonic clock (~100 s)
+    wall = 1.7e9
+    records = [rec(0, wall, wall + 0.1, wall + 1.0), rec(1, wall + 0.5, wall + 0.6, wall + 1.5)]
+    out = account(
+        records,
+        const_series(40.0, 100.0, 102.0),
+        idle_power_w=10.0,
+        meter_label="estimated",
+        concurrency=None,
+        min_window_s=0.1,
+        update_period_s=0.01,
+    )
+    assert set(out["per_request_j"].values()) == {None}
+    assert [r.energy_j for r in records] == [None, None]
+    failed = {a["name"] for a in out["audits"] if not a["passed"]}
+    assert "load:clocks_aligned" in failed
+    assert "meter's clock" in out["note"]
+    # the same requests on the meter's clock pass
+    records = [rec(0, 100.1, 100.2, 101.0), rec(1, 100.5, 100.6, 101.5)]
+    out = account(
+        records,
+        const_series(40.0, 100.0, 102.0),
+        idle_power_w=10.0,
+        meter_label="estimated",
+        concurrency=None,
+        min_window_s=0.1,
+        update_period_s=0.01,
+    )
+    assert out["per_request_j"]["paper_whole_window"] == pytest.approx(40.0)
+    assert all(a["passed"] for a in out["audits"] if a["name"] == "load:clocks_aligned")

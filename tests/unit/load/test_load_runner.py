@@ -245,3 +245,34 @@ def test_async_entry_point_runs_inside_a_running_loop():
     with stub_server(StubConfig(tokens=2)) as url:
         result = asyncio.run(main(url))
     assert result.to_json()["requests"]["ok"] == 4
+
+
+def test_closed_loop_window_starts_before_its_first_send():
+    # the closed loop sends at once: a start 20 ms later would shorten the window and inflate
+    # throughput (and leave request 0 outside its own test)
+    with stub_server(StubConfig(tokens=2)) as url:
+        result = run_load(url, "openai-chat", "sequential", PROMPTS, n=2, output_length=2)
+    first = min(r.actual_send_s for r in result.records)
+    assert result.start_s <= first
+    assert result.throughput_rps == pytest.approx(2 / (result.end_s - result.start_s))
+
+
+def test_a_client_that_crashes_after_success_is_a_failure(monkeypatch):
+    import joulebench.load.runner as runner_mod
+    from joulebench.load.clients import make_client
+    from joulebench.load.metrics import OK
+
+    real = make_client("openai-chat")
+
+    class Crashing(type(real)):  # type: ignore[misc]
+        async def send(self, http, rec, prompt, max_tokens, clock):
+            await super().send(http, rec, prompt, max_tokens, clock)
+            assert rec.status == OK
+            raise RuntimeError("token counting broke")
+
+    monkeypatch.setattr(runner_mod, "make_client", lambda *a, **k: Crashing())
+    with stub_server(StubConfig(tokens=2)) as url:
+        result = run_load(url, "openai-chat", "burst", PROMPTS, n=2, output_length=2)
+    j = result.to_json()
+    assert j["requests"]["ok"] == 0 and j["requests"]["failed"] == 2
+    assert all("token counting broke" in (r.error or "") for r in result.records)

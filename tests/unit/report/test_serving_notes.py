@@ -104,3 +104,29 @@ def test_missing_note(
     summary = {"requests": {"ok": ok}, "energy": {"gross_j": gross}}
     run = RunRecord("r", "load", None, "done", None, summary=summary)
     assert figures_serving._missing_note(LoadRun(run), accounting, wh) == expected
+
+
+def test_attributed_error_bar_uses_student_t_for_few_requests():
+    # 3 requests: t(2) = 4.303, not the large-sample 1.96 (a bar less than half as wide)
+    from joulebench.analysis.records import RunRecord, StoreContents
+
+    run = RunRecord("r1", "load", None, "done", None)
+    contents = StoreContents([run], [], [], [], {}, {"r1": (3, 10.0, 2.0)})
+    lr = contents.load_runs[0]
+    half_wh = figures_serving._attributed_ci_wh(contents, lr)
+    assert half_wh == pytest.approx(4.3027 * 2.0 / 3**0.5 / 3600.0, rel=1e-4)
+    contents = StoreContents([run], [], [], [], {}, {"r1": (1, 10.0, 0.0)})
+    assert figures_serving._attributed_ci_wh(contents, contents.load_runs[0]) is None
+
+
+def test_shaping_pareto_point_with_failures_is_not_eligible():
+    def summary(failed: int, wh: float) -> dict[str, Any]:
+        return {
+            "requests": {"ok": 10 - failed, "failed": failed},
+            "e2e_ms": {"p99": 100.0},
+            "energy": {"per_request_wh": {"attributed_mean": wh}},
+        }
+
+    assert figures_serving._point(summary(0, 1e-3), "a", False)["eligible"]
+    assert not figures_serving._point(summary(3, 1e-4), "b", True)["eligible"]
+    assert not figures_serving._point(summary(0, -1e-4), "c", True)["eligible"]

@@ -84,3 +84,25 @@ def test_ledger_agrees_with_shared_attribution_algorithm():
     theirs = attribute_energy(timeline.series(), spans)
     for k in keys:
         assert ours[k] == pytest.approx(theirs.per_key_j[k], rel=1e-9)
+
+
+def test_a_response_shorter_than_the_update_period_says_it_is_not_resolved():
+    clock = Clock()
+    meter = FakeMeter(100.0, update_period_s=0.1, clock=clock)
+    timeline = PowerTimeline(meter)
+    timeline.sample_now()
+    ledger = EnergyLedger(timeline, MeterInfo.of(meter))
+    ledger.open("short")
+    ledger.open("long")
+    clock.t = 0.03
+    ledger.record_step(0.0, 0.03, {"short": 5, "long": 5})
+    short = ledger.finish("short").to_dict()
+    assert short["resolved"] is False and "update period" in short["note"]
+    assert short["span_s"] == pytest.approx(0.03)
+    clock.t = 0.25
+    ledger.record_step(0.03, 0.25, {"long": 1})
+    long = ledger.finish("long").to_dict()
+    assert long["resolved"] is True and long["note"] is None
+    ledger.open("never")
+    never = ledger.finish("never").to_dict()
+    assert never["resolved"] is False and "no step" in never["note"]

@@ -61,3 +61,33 @@ def test_metrics_render_and_quantiles() -> None:
     assert quantile([1.0, 3.0], 0.5) == 2.0
     empty = GatewayMetrics().render()
     assert 'quantile="0.99"} NaN' in empty
+
+
+def _run(label: str, energy_j: float | None, p99: float, ok: int, failed: int):
+    from joulebench.shape.experiment import RunSummary
+
+    load = {
+        "requests": {"ok": ok, "failed": failed},
+        "ttft_ms": {"p50": p99 / 2, "p99": p99},
+        "energy": {"method": "estimated", "per_request_j": {"idle_subtracted": energy_j}},
+    }
+    return RunSummary(label, load, None, {"mean_batch_size": None})
+
+
+def test_sweep_front_excludes_points_that_dropped_requests_or_fell_below_idle() -> None:
+    # a policy that lost half its requests (429s, timeouts) has cheap, fast *successes*; one whose
+    # net energy is ≤ 0 measured nothing: neither may beat the honest runs
+    from joulebench.shape.sweep import Sweep
+
+    runs = [
+        _run("direct", 2.0, 50.0, 10, 0),
+        _run("window:4,50ms", 1.5, 80.0, 10, 0),
+        _run("lossy", 0.5, 10.0, 5, 5),
+        _run("below-idle", -0.3, 40.0, 10, 0),
+    ]
+    pts = {p.label: p for p in Sweep(runs, "idle_subtracted", "ttft_ms:p99", {}, "x").points()}
+    assert pts["direct"].on_front and pts["window:4,50ms"].on_front
+    assert not pts["lossy"].on_front and "5 failed" in (pts["lossy"].excluded or "")
+    assert not pts["below-idle"].on_front and "≤ 0" in (pts["below-idle"].excluded or "")
+    assert pts["direct"].excluded is None
+    assert pts["lossy"].to_dict()["pareto_excluded"] == pts["lossy"].excluded
