@@ -35,11 +35,13 @@ DEFAULT_SWEEP = (
 )
 
 
-def _fmt(x: float | None, change: bool = False) -> str:
+def _fmt(x: float | None, change: bool = False, net: bool = False) -> str:
     if x is None:
         return "—"
     if change:
         return f"{x * 100:+.1f} %"
+    if net and x <= 0:  # idle-subtracted energy at or under the baseline: nothing measured above it
+        return f"{x:.4g} (≤ idle)"
     return f"{x:.4g}"
 
 
@@ -49,7 +51,8 @@ def print_comparison(result: Any) -> None:
     title = f"direct vs {result.shaped.label} — energy method: {method}"
     table = Table("metric", "direct", "shaped", "change", title=title)
     for name, a, b, c in result.rows():
-        table.add_row(name, _fmt(a), _fmt(b), _fmt(c, change=True))
+        net = name.endswith("(net)")
+        table.add_row(name, _fmt(a, net=net), _fmt(b, net=net), _fmt(c, change=True))
     console.print(table)
     for run in (result.direct, result.shaped):
         failed = (run.load.get("requests") or {}).get("failed")

@@ -8,7 +8,8 @@
    until the last request is sent (after which the server drains). Energy per output token in that
    window (tokens spread uniformly over each request's decode span) × mean output tokens of the
    successful requests. A burst or a run too short to fill the server has no steady state: the
-   result says so instead of giving a number.
+   result says so instead of giving a number. Only successful requests' tokens count, so energy
+   that failed requests used inside the window is charged to them (as in 1.).
 4. ``attributed_mean`` — per-request attribution from the power timeline
    (:func:`joulebench.analysis.attribution.attribute_energy`): slices shared among in-flight
    requests by token work, idle gaps spread in proportion, so the per-request figures (failed

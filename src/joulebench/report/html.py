@@ -26,6 +26,7 @@ figure{margin:1.2rem 0;border:1px solid #d8dee4;border-radius:6px;padding:.6rem}
 figure img{max-width:100%;height:auto;display:block;margin:auto}
 figcaption{font-size:.85rem;color:#424a53;margin-top:.4rem}.method{font-weight:600}
 .muted{color:#6e7781}code{background:#f0f3f6;padding:0 .2rem;border-radius:3px}
+.note{font-size:.8rem;color:#424a53;margin:.2rem 0 1rem}
 """
 
 
@@ -51,9 +52,9 @@ def _table(headers: Sequence[str], rows: Iterable[tuple[Sequence[str], str]]) ->
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
-def _num(value: float | None, err: float | None = None) -> str:
+def _num(value: float | None, err: float | None = None, mark: str = "") -> str:
     text = fmt(value) + (f" ± {fmt(err, 2)}" if value is not None and err is not None else "")
-    return f'<td class="num">{esc(text)}</td>'
+    return f'<td class="num">{esc(text)}{mark if value is not None else ""}</td>'
 
 
 def _figure(f: FigureFile) -> str:
@@ -164,7 +165,12 @@ def _loads_table(c: StoreContents) -> str:
             _num(lr.requests_ok), _num(lr.requests_failed), _num(s.get("achieved_rate_rps")),
         ]  # fmt: skip
         cells += [_num(lr.per_request_wh(a)) for a in ACCOUNTINGS]
-        cells += [_num(lr.latency_ms(m, p)) for m in ("ttft_ms", "e2e_ms") for p in ("p50", "p99")]
+        few = (lr.requests_ok or 0) < 100  # a p99 of fewer than 100 values is about their max
+        cells += [
+            _num(lr.latency_ms(m, p), mark="†" if p == "p99" and few else "")
+            for m in ("ttft_ms", "e2e_ms")
+            for p in ("p50", "p99")
+        ]
         cells.append(f'<span class="method">{esc(lr.run.method)}</span>')
         bad = lr.run.failed_audits
         cells.append(f"FAIL: {esc(', '.join(bad))}" if bad else "pass")
@@ -175,7 +181,13 @@ def _loads_table(c: StoreContents) -> str:
     headers += [f"Wh/request: {a}" for a in ACCOUNTINGS]
     headers += ["TTFT p50 (ms)", "TTFT p99 (ms)", "E2E p50 (ms)", "E2E p99 (ms)", "method"]
     headers.append("audits")
-    return _table(headers, rows)
+    note = (
+        '<p class="note">† p99 over fewer than 100 successful requests: it is close to the '
+        "largest value seen, not an estimate of a 1-in-100 tail.</p>"
+        if any((lr.requests_ok or 0) < 100 for lr in c.load_runs)
+        else ""
+    )
+    return _table(headers, rows) + note
 
 
 def _audits_table(c: StoreContents) -> str:

@@ -175,9 +175,11 @@ class RunSummary:
 
 
 def _rel(a: float | None, b: float | None) -> float | None:
-    if a is None or b is None or a == 0:
+    """Relative change from ``a`` to ``b``; ``None`` unless both are positive (a change between
+    net energies at or below the idle baseline is not a saving of anything)."""
+    if a is None or b is None or a <= 0 or b < 0:
         return None
-    return (b - a) / abs(a)
+    return (b - a) / a
 
 
 @dataclass(slots=True)

@@ -84,3 +84,10 @@ def test_store_text_is_escaped(tmp_path: Path) -> None:
     page = build_report(path, tmp_path / "o").index_html.read_text()
     assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert "status <b>failed</b>" in page
+
+
+def test_p99_of_few_requests_is_marked(full_report: ReportResult) -> None:
+    loads = full_report.index_html.read_text().split('<section id="loads">')[1]
+    loads = loads.split("</section>")[0]
+    assert "†</td>" in loads  # the fake-meter runs have far fewer than 100 requests
+    assert "not an estimate of a 1-in-100 tail" in loads

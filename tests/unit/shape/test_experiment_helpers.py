@@ -91,3 +91,13 @@ def test_sweep_front_excludes_points_that_dropped_requests_or_fell_below_idle() 
     assert not pts["below-idle"].on_front and "≤ 0" in (pts["below-idle"].excluded or "")
     assert pts["direct"].excluded is None
     assert pts["lossy"].to_dict()["pareto_excluded"] == pts["lossy"].excluded
+
+
+def test_change_is_only_computed_between_positive_figures() -> None:
+    from joulebench.shape.experiment import _rel
+
+    assert _rel(2.0, 1.0) == pytest.approx(-0.5)
+    assert _rel(2.0, 0.0) == pytest.approx(-1.0)  # all of it saved
+    # net energies at or under the idle baseline: a "change" between them saves nothing real
+    assert _rel(-0.1, 0.2) is None and _rel(0.2, -0.1) is None and _rel(0.0, 1.0) is None
+    assert _rel(None, 1.0) is None and _rel(1.0, None) is None
