@@ -1,7 +1,7 @@
 """Burst of N requests against the embedded server: continuous and dynamic vs sequential.
 
 Usage: .venv/bin/python benchmarks/serving_vs_sequential.py [--n 64] [--max-tokens 32]
-       [--model tiny] [--meter auto] [--repeats 5] [--bucket-ratio R] [--no-ceiling] [--json]
+       [--model tiny] [--meter auto] [--repeats 5] [--bucketing cost|ratio] [--no-ceiling] [--json]
 
 Reports requests/s and energy per request (sum of attributed response energies ÷ successful
 requests, and busy-span energy ÷ requests), with the meter's method label, and the ratios
@@ -160,25 +160,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--meter", default="auto")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--repeats", type=int, default=5, help="bursts per scheduler (medians)")
-    ap.add_argument("--bucket-ratio", type=float, default=None,
-                    help="dynamic: its length-bucket ratio (server default 1.5)")  # fmt: skip
+    ap.add_argument("--bucketing", choices=("cost", "ratio"), default="cost",
+                    help="dynamic scheduler: how it cuts collected requests into batches")  # fmt: skip
     ap.add_argument("--no-ceiling", action="store_true", help="skip the model-only ratio")
     ap.add_argument("--client", metavar="URL", help=argparse.SUPPRESS)  # the client process
     args = ap.parse_args(argv)
     if args.client:
         print(json.dumps(asyncio.run(_burst_here(args.client, args.n, args.max_tokens))))
         return 0
-    model: Any = args.model
-    if model == "tiny-test":  # the serving tests' tiny model, when workloads is not installed
-        sys.path.insert(0, "tests/unit/serve")
-        from conftest import _build_tiny  # type: ignore[import-not-found]
-
-        model = _build_tiny()
+    model = args.model
 
     def options(scheduler: str) -> dict[str, Any]:
-        if scheduler == "dynamic" and args.bucket_ratio is not None:
-            return {"bucket_ratio": args.bucket_ratio}
-        return {}
+        return {"bucketing": args.bucketing} if scheduler == "dynamic" else {}
 
     rows = [
         run_one(model, s, args.n, args.max_tokens, args.meter, args.repeats, **options(s))
@@ -193,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
             else None
         )
     ceiling = None
-    if not args.no_ceiling and isinstance(model, str):
+    if not args.no_ceiling:
         ceiling = model_ceiling(model, args.n, args.max_tokens)
     if args.json:
         print(json.dumps({"rows": rows, "model_ceiling": ceiling}, indent=2))

@@ -36,7 +36,7 @@ class Summary:
 
     n: int
     mean: float
-    std: float
+    std: float | None  # None with one value: one value has no spread (never a reassuring 0.0)
     ci_halfwidth: float | None
     min: float
     max: float
@@ -70,7 +70,7 @@ def summarize(values: Sequence[float]) -> Summary:
     n = len(xs)
     mean = math.fsum(xs) / n
     if n < 2:
-        return Summary(n, mean, 0.0, None, xs[0], xs[0])
+        return Summary(n, mean, None, None, xs[0], xs[0])
     var = math.fsum((x - mean) ** 2 for x in xs) / (n - 1)
     std = math.sqrt(var)
     half = t_quantile_975(n - 1) * std / math.sqrt(n)

@@ -82,8 +82,12 @@ def serve(
             raise ConfigError(f"--bucket-ratio must be ≥ 1, got {bucket_ratio}")
         scheduler_options["bucket_ratio"] = bucket_ratio
     if bucketing is not None:
-        if bucketing not in ("cost", "ratio"):
-            raise ConfigError(f"--bucketing must be 'cost' or 'ratio', got {bucketing!r}")
+        from joulebench.serve.schedulers.dynamic import BUCKETINGS
+
+        if bucketing not in BUCKETINGS:
+            raise ConfigError(
+                f"--bucketing must be one of {', '.join(BUCKETINGS)}, got {bucketing!r}"
+            )
         scheduler_options["bucketing"] = bucketing
     if scheduler_options and scheduler != "dynamic":
         raise ConfigError(

@@ -45,7 +45,7 @@ def _executor(
 ) -> Any:
     """The ``--executor`` to fan out on (None: the in-process sweep); checks the Ray flags."""
     from joulebench.errors import ConfigError
-    from joulebench.profile.fanout import EXECUTORS, make_executor
+    from joulebench.profile.fanout import make_executor
 
     ray_flags = [
         flag
@@ -57,11 +57,10 @@ def _executor(
         if value is not None
     ]
     if name is None or name.strip().lower() != "ray":
-        if name is not None and name.strip().lower() not in EXECUTORS:
-            return make_executor(name)  # unknown: the error lists the known executors
+        ex = None if name is None else make_executor(name)  # unknown: lists the known ones
         if ray_flags:
             raise ConfigError(f"{', '.join(ray_flags)} need(s) --executor ray")
-        return None if name is None else make_executor(name)
+        return ex
     if gpus_per_cell is None:
         gpus_per_cell = 1.0 if device.strip().lower().startswith("cuda") else 0.0
     return make_executor(

@@ -260,17 +260,17 @@ def account(
     net = None if idle_power_w is None else gross - idle_power_w * duration
     n_ok = len(ok)
     attribution = attribute_energy(series, request_spans(records), idle_power_w=idle_power_w)
-    # a window shorter than the meter's update period may hold zero or one counter step: any
-    # per-request figure from it is an artefact of where the steps fell, so none is given, not
-    # in the summary and not on the records (stored rows, shape-compare's net mean, CIs)
+    # a window shorter than the meter's update period holds zero or one counter step, and
+    # requests on another clock than the meter's fall anywhere on it: a per-request figure would
+    # be an artefact, so none is given, not in the summary and not on the records (stored rows,
+    # shape-compare's net mean, CIs); the two audits say why
+    window = window_long_enough(duration, update_period_s, scope="load")
     aligned = clocks_aligned(records, series)
-    resolved = duration >= update_period_s and aligned.passed
+    resolved = window.passed and aligned.passed
+    net_j = attribution.per_key_net_j or {}
     for r in records:
         r.energy_j = attribution.per_key_j.get(r.idx) if resolved else None
-        if attribution.per_key_net_j is not None and resolved:
-            r.energy_net_j = attribution.per_key_net_j.get(r.idx)
-        elif not resolved:
-            r.energy_net_j = None
+        r.energy_net_j = net_j.get(r.idx) if resolved else None
     attributed = [r.energy_j for r in ok if r.energy_j is not None]
     steady = steady_state(records, series, concurrency=concurrency, min_duration_s=min_window_s)
     label = meter_label or "unknown"
@@ -301,7 +301,7 @@ def account(
             scope="load",
             resolution_j=(idle_power_w or 0.0) * update_period_s,
         ),
-        window_long_enough(duration, update_period_s, scope="load"),
+        window,
         attribution_sum(attribution.per_key_j.values(), gross, rel_tol=0.01, scope="load"),
         aligned,
     ]
@@ -325,15 +325,19 @@ def account(
         "busy_j": attribution.active_j,
         "busy_note": BUSY_NOTE,
         "server_reported": _relate(server_block, gross, attribution.active_j),
-        "note": (
-            None
-            if n_ok and resolved
-            else "no successful request: per-request energy undefined"
-            if not n_ok
-            else f"{aligned.detail}: no per-request figure"
-            if not aligned.passed
-            else f"window {duration * 1e3:.0f} ms < the meter's update period "
-            f"{update_period_s * 1e3:.0f} ms: energy not resolved, no per-request figure "
-            "(send more requests or use a meter that updates faster)"
-        ),
+        "note": _note(n_ok, window, aligned),
     }
+
+
+def _note(n_ok: int, window: AuditCheck, aligned: AuditCheck) -> str | None:
+    """Why the load result has no per-request energy, if it has none."""
+    if not n_ok:
+        return "no successful request: per-request energy undefined"
+    if not aligned.passed:
+        return f"{aligned.detail}: no per-request figure"
+    if not window.passed:
+        return (
+            f"{window.detail}: energy not resolved, no per-request figure (send more requests "
+            "or use a meter that updates faster)"
+        )
+    return None

@@ -259,6 +259,26 @@ def _auto(opts: MeterOptions) -> Meter:
     return meter
 
 
+def parse_meter_spec(spec: str) -> list[str]:
+    """``auto`` or the meter names of ``spec`` (``nvml+rapl`` → ``["nvml", "rapl"]``), checked.
+
+    Unknown names raise :class:`UnknownName` listing the known ones.
+    """
+    names = [n.strip().lower() for n in spec.split("+")]
+    if any(not n for n in names):
+        raise ConfigError(f"invalid meter spec {spec!r}: use a name or names joined by '+'")
+    if names == ["auto"]:
+        return names
+    if "auto" in names:
+        raise ConfigError("'auto' cannot be combined with other meters; name them instead")
+    for n in names:
+        if n not in KNOWN_METERS:
+            raise UnknownName("meter", n, [*KNOWN_METERS, "auto"])
+    if len(set(names)) != len(names):
+        raise ConfigError(f"meter spec {spec!r} names a meter twice")
+    return names
+
+
 def open_meter(spec: str = "auto", **options: Any) -> Meter:
     """Open ``auto``, one meter by name, or several joined with ``+`` (``nvml+rapl``).
 
@@ -268,18 +288,9 @@ def open_meter(spec: str = "auto", **options: Any) -> Meter:
     from joulebench.meters.combined import CombinedMeter
 
     opts = meter_options(**options)
-    names = [n.strip().lower() for n in spec.split("+")]
-    if any(not n for n in names):
-        raise ConfigError(f"invalid meter spec {spec!r}: use a name or names joined by '+'")
+    names = parse_meter_spec(spec)
     if names == ["auto"]:
         return _auto(opts)
-    if "auto" in names:
-        raise ConfigError("'auto' cannot be combined with other meters; name them instead")
-    for n in names:
-        if n not in KNOWN_METERS:
-            raise UnknownName("meter", n, [*KNOWN_METERS, "auto"])
-    if len(set(names)) != len(names):
-        raise ConfigError(f"meter spec {spec!r} names a meter twice")
     opened: list[Meter] = []
     try:
         for n in names:

@@ -25,8 +25,15 @@ from typing import Any, Protocol
 
 from joulebench.errors import ConfigError, StoreError, UnknownName
 from joulebench.extras import require
+from joulebench.meters import registry as meter_registry
 from joulebench.profile.fanout_worker import CellTask, clear_worker_cache, run_cell_task
-from joulebench.profile.sweep import Event, SweepConfig, drive_sweep_run, skip_done
+from joulebench.profile.sweep import (
+    Event,
+    SweepConfig,
+    drive_sweep_run,
+    record_failed_cell,
+    skip_done,
+)
 
 log = logging.getLogger(__name__)
 
@@ -257,16 +264,8 @@ def make_executor(name: str, **options: Any) -> Executor:
 
 def check_meter_spec(spec: str, options: dict[str, Any]) -> None:
     """Validate a meter spec and its options without opening a meter (workers open it)."""
-    from joulebench.meters.registry import KNOWN_METERS, meter_options
-
-    meter_options(**options)
-    names = [n.strip().lower() for n in spec.split("+")]
-    if any(not n for n in names):
-        raise ConfigError(f"invalid meter spec {spec!r}: use a name or names joined by '+'")
-    if names != ["auto"]:
-        for n in names:
-            if n not in KNOWN_METERS:
-                raise UnknownName("meter", n, [*KNOWN_METERS, "auto"])
+    meter_registry.meter_options(**options)
+    meter_registry.parse_meter_spec(spec)
 
 
 def concurrency_caveat(
@@ -285,7 +284,7 @@ def concurrency_caveat(
     scope = options.get("estimate_scope", "process")
     safe = {"fake", "replay"} | ({"nvml"} if whole_gpus else set())
     safe |= {"estimate"} if scope == "process" else set()
-    shared = sorted({n.strip().lower() for n in meter_spec.split("+")} - safe)
+    shared = sorted(set(meter_registry.parse_meter_spec(meter_spec)) - safe)
     if not shared:
         return None
     return (
@@ -368,8 +367,7 @@ def _gather(
         error = payload["error"]
     else:  # the task itself died: no rows came back
         error = outcome.error or "task failed"
-        store.start_cell(run_id, key, cell.model_dump(mode="json"), study=study)
-        store.finish_cell(run_id, key, error=error)
+        record_failed_cell(store, run_id, cell, study, error)
     if payload is not None and error is None:
         counts["done"] += 1
         result, elapsed_s = payload["result"], payload["elapsed_s"]

@@ -25,6 +25,7 @@ from joulebench.errors import JoulebenchError
 from joulebench.meters.base import Meter
 from joulebench.meters.window import IdleBaseline, measure_idle
 from joulebench.profile.config import ProfileConfig
+from joulebench.profile.sweep import free_cuda, record_failed_cell
 from joulebench.results.store import ResultStore
 
 log = logging.getLogger(__name__)
@@ -71,14 +72,12 @@ _CACHE = _WorkerCache()
 
 def clear_worker_cache() -> None:
     """Close this process's cached meter and drop its cached model (the local executor's end)."""
-    from joulebench.profile.sweep import _free_cuda
-
     if _CACHE.meter is not None:
         _CACHE.meter.close()
     _CACHE.meter = _CACHE.meter_key = None
     _CACHE.loaded = _CACHE.idle = _CACHE.model_key = _CACHE.load_error = None
     _CACHE.prompts.clear()
-    _free_cuda()
+    free_cuda()
 
 
 def worker_info() -> dict[str, Any]:
@@ -112,14 +111,13 @@ def _meter(task: CellTask) -> Meter:
 
 def _model(task: CellTask, cfg: ProfileConfig, meter: Meter) -> tuple[Any, IdleBaseline]:
     """The cached (model, idle baseline), loading and measuring idle on a new key only."""
-    from joulebench.profile.sweep import _free_cuda
     from joulebench.workloads.models import load_model
 
     key = (cfg.model, cfg.precision, cfg.device, cfg.seed, os.environ.get("CUDA_VISIBLE_DEVICES"))
     if _CACHE.model_key != key:
         _CACHE.loaded = _CACHE.idle = _CACHE.load_error = None
         _CACHE.prompts.clear()
-        _free_cuda()
+        free_cuda()
         _CACHE.model_key = key
         try:
             _CACHE.loaded = load_model(cfg.model, cfg.precision, cfg.device, seed=cfg.seed)
@@ -193,9 +191,7 @@ def run_cell_task(task: CellTask) -> dict[str, Any]:
             error = f"{type(exc).__name__}: {exc}"
         if error is not None:
             log.warning("cell %s failed: %s", key, error)
-            if scratch.cell_status(run_id, key) != "failed":  # profile_cell may have recorded it
-                scratch.start_cell(run_id, key, cfg.model_dump(mode="json"), study=task.study)
-                scratch.finish_cell(run_id, key, error=error)
+            record_failed_cell(scratch, run_id, cfg, task.study, error)
         else:
             assert result is not None
             result["worker"] = where

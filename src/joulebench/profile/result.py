@@ -79,12 +79,12 @@ def phase_section(m: PhaseMeasurement, tokens: int, kind: str) -> dict[str, Any]
     return {
         "method": m.method,
         "energy_j": None if e is None else e.mean,
-        "energy_std_j": None if e is None or e.n < 2 else e.std,  # one value has no spread
+        "energy_std_j": None if e is None else e.std,
         "energy_ci95_j": None if e is None else e.ci_halfwidth,
         "ci_halfwidth_rel": None if e is None else e.ci_halfwidth_rel,
         "net_energy_j": None if net is None else net.mean,
         "latency_s": lat.mean,
-        "latency_std_s": lat.std if lat.n >= 2 else None,
+        "latency_std_s": lat.std,
         "energy_per_token_j": div(None if e is None else e.mean, tokens),
         "net_energy_per_token_j": div(None if net is None else net.mean, tokens),
         "per_token_basis": kind,

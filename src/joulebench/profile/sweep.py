@@ -263,7 +263,18 @@ def skip_done(
     return todo
 
 
-def _free_cuda() -> None:
+def record_failed_cell(
+    store: Any, run_id: str, cell: ProfileConfig, study: str, error: str
+) -> None:
+    """Store ``cell`` as failed with ``error``, unless profile_cell already recorded it (it does
+    once it got as far as ``start_cell``)."""
+    key = cell.cell_key()
+    if store.cell_status(run_id, key) != "failed":
+        store.start_cell(run_id, key, cell.model_dump(mode="json"), study=study)
+        store.finish_cell(run_id, key, error=error)
+
+
+def free_cuda() -> None:
     import gc
     import sys
 
@@ -309,8 +320,7 @@ def _run_groups(
             error = f"loading {model} at {precision}: {type(exc).__name__}: {exc}"
             log.warning("%s", error)
             for c in todo:
-                store.start_cell(run_id, c.cell_key(), c.model_dump(mode="json"), study=sweep.study)
-                store.finish_cell(run_id, c.cell_key(), error=error)
+                record_failed_cell(store, run_id, c, sweep.study, error)
                 counts["failed"] += 1
                 emit({"event": "failed", "cell": c, "cell_key": c.cell_key(), "error": error})
             continue
@@ -343,10 +353,7 @@ def _run_groups(
                 NotImplementedError,
                 MemoryError,
             ) as exc:
-                # profile_cell already recorded the failure when it got as far as start_cell.
-                if store.cell_status(run_id, key) != "failed":
-                    store.start_cell(run_id, key, c.model_dump(mode="json"), study=sweep.study)
-                    store.finish_cell(run_id, key, error=f"{type(exc).__name__}: {exc}")
+                record_failed_cell(store, run_id, c, sweep.study, f"{type(exc).__name__}: {exc}")
                 counts["failed"] += 1
                 log.warning("cell %s failed: %s", key, exc)
                 emit(
@@ -357,7 +364,7 @@ def _run_groups(
                         "error": f"{type(exc).__name__}: {exc}",
                     }
                 )
-                _free_cuda()
+                free_cuda()
                 continue
             counts["done"] += 1
             emit(
@@ -370,4 +377,4 @@ def _run_groups(
                 }
             )
         del loaded
-        _free_cuda()
+        free_cuda()

@@ -93,13 +93,20 @@ class ResponseEnergy:
             "tokens_computed": self.tokens_computed,
             "span_s": self.span_s,
             "resolved": self.resolved,
-            "note": None
-            if self.resolved
-            else "no step ran: nothing was attributed"
-            if not self.steps
-            else f"steps span {self.span_s * 1e3:.3g} ms < the meter's update period "
-            f"{self.meter.update_period_s * 1e3:.3g} ms: interpolated, not resolved",
+            "note": self.note,
         }
+
+    @property
+    def note(self) -> str | None:
+        """Why the figure is not resolved by the meter, if it is not."""
+        if not self.steps:
+            return "no step ran: nothing was attributed"
+        if not self.resolved:
+            return (
+                f"steps span {self.span_s * 1e3:.3g} ms < the meter's update period "
+                f"{self.meter.update_period_s * 1e3:.3g} ms: interpolated, not resolved"
+            )
+        return None
 
 
 class EnergyLedger:

@@ -17,6 +17,7 @@ def test_summary_matches_hand_computation():
 
 def test_single_value_has_no_ci_and_empty_is_an_error():
     assert summarize([3.0]).ci_halfwidth is None
+    assert summarize([3.0]).std is None  # one value has no spread, not a spread of 0
     with pytest.raises(ValueError):
         summarize([])
     with pytest.raises(ValueError):

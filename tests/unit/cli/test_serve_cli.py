@@ -15,7 +15,10 @@ from joulebench.cli.app import app
         (["--scheduler", "sequential", "--window-ms", "5"], "only apply to --scheduler dynamic"),
         (["--scheduler", "dynamic", "--bucket-ratio", "0.5"], "--bucket-ratio must be ≥ 1"),
         (["--scheduler", "dynamic", "--window-ms", "-1"], "--window-ms must be ≥ 0"),
-        (["--scheduler", "dynamic", "--bucketing", "size"], "--bucketing must be 'cost' or"),
+        (
+            ["--scheduler", "dynamic", "--bucketing", "size"],
+            "--bucketing must be one of cost, ratio",
+        ),
         (["--scheduler", "continuous", "--bucketing", "ratio"], "only apply to --scheduler"),
     ],
 )

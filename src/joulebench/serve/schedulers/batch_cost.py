@@ -96,13 +96,23 @@ class BatchCostModel:
             return None
         return {"step_s": dec[0], "row_s": dec[1], "prefill_s": pre[0], "token_s": pre[1]}
 
-    def predict_s(self, rows: int, width: int, steps: int) -> float:
-        """Seconds for one static batch of ``rows`` prompts padded to ``width``, ``steps`` long."""
+    def predictor(self) -> Callable[[int, int, int], float]:
+        """``predict(rows, width, steps)``: seconds for one static batch of ``rows`` prompts
+        padded to ``width``, ``steps`` tokens long, with the coefficients fitted now (fitted
+        once, however many cuts a plan evaluates)."""
         c = self.coefficients()
         if c is None:
             raise RuntimeError("the cost model is not calibrated yet (check .ready)")
-        prefill = c["prefill_s"] + c["token_s"] * rows * width
-        return prefill + max(0, steps - 1) * (c["step_s"] + c["row_s"] * rows)
+        step_s, row_s, prefill_s, token_s = c["step_s"], c["row_s"], c["prefill_s"], c["token_s"]
+
+        def predict(rows: int, width: int, steps: int) -> float:
+            return prefill_s + token_s * rows * width + max(0, steps - 1) * (step_s + row_s * rows)
+
+        return predict
+
+    def predict_s(self, rows: int, width: int, steps: int) -> float:
+        """Seconds for one static batch (see :meth:`predictor`)."""
+        return self.predictor()(rows, width, steps)
 
 
 def plan_buckets(

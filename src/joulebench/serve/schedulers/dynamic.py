@@ -99,7 +99,7 @@ class DynamicScheduler(ThreadedScheduler):
             [r.prompt_len for r in ordered],
             [r.max_new_tokens for r in ordered],
             self.max_batch_size,
-            self.cost_model.predict_s,
+            self.cost_model.predictor(),
         )
         return [ordered[i:j] for i, j in plan]
 
