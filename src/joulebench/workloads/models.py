@@ -21,6 +21,7 @@ from typing import Any
 from joulebench.errors import ConfigError
 from joulebench.extras import require
 from joulebench.meters.sync import torch_sync
+from joulebench.workloads.hf_compat import no_progress_bars
 from joulebench.workloads.materialize import (
     build_shape_model,
     logical_param_count,
@@ -185,7 +186,8 @@ def _load_weights(source: str, kind: str, spec: PrecisionSpec, device: str) -> A
     if quantization_config is not None:
         kwargs["quantization_config"] = quantization_config
     try:
-        return transformers.AutoModelForCausalLM.from_pretrained(source, **kwargs)
+        with no_progress_bars():
+            return transformers.AutoModelForCausalLM.from_pretrained(source, **kwargs)
     except OSError as exc:
         if kind == "hub":
             raise _hub_error(source, exc) from exc
