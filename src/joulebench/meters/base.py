@@ -21,7 +21,8 @@ class Method(str, Enum):
     """How a domain's energy is known."""
 
     COUNTER = "counter"  # hardware energy counter (NVML total energy, DCGM)
-    POLLED = "polled"  # integrated power samples
+    POLLED = "polled"  # integrated power samples (NVML's ~1 s averaged power on recent GPUs)
+    POLLED_INSTANT = "polled-instant"  # integrated instantaneous power samples
     RAPL = "rapl"  # Intel/AMD RAPL energy counter through powercap
     ESTIMATED = "estimated"  # a model, no sensor
     REPLAY = "replay"  # recorded trace (tests, re-analysis)
@@ -32,7 +33,7 @@ class Method(str, Enum):
 
 
 #: Methods that come from a physical sensor on this machine.
-MEASURED_METHODS = frozenset({Method.COUNTER, Method.POLLED, Method.RAPL})
+MEASURED_METHODS = frozenset({Method.COUNTER, Method.POLLED, Method.POLLED_INSTANT, Method.RAPL})
 
 
 def methods_label(methods: Mapping[str, object] | None, fallback: str | None = None) -> str:
@@ -104,6 +105,9 @@ class MeterInfo:
     methods: dict[str, str]
     update_period_s: float
     parameters: dict[str, object] = field(default_factory=dict)
+    #: Per-domain update period where the parts of a combined meter differ (RAPL ≈ 1 ms beside
+    #: NVML's 50–100 ms); a domain not listed has ``update_period_s``.
+    domain_periods_s: dict[str, float] = field(default_factory=dict)
 
     @classmethod
     def of(cls, meter: Meter) -> MeterInfo:
@@ -113,15 +117,23 @@ class MeterInfo:
             methods={d: str(m) for d, m in meter.domains.items()},
             update_period_s=float(meter.update_period_s),
             parameters=dict(params() if callable(params) else params or {}),
+            domain_periods_s=domain_periods(meter),
         )
 
+    def period_of(self, domain: str) -> float:
+        """The update period that applies to ``domain``."""
+        return self.domain_periods_s.get(domain, self.update_period_s)
+
     def to_dict(self) -> dict[str, object]:
-        return {
+        out: dict[str, object] = {
             "name": self.name,
             "methods": dict(self.methods),
             "update_period_s": self.update_period_s,
             "parameters": dict(self.parameters),
         }
+        if self.domain_periods_s:
+            out["domain_periods_s"] = dict(self.domain_periods_s)
+        return out
 
     @property
     def method_label(self) -> str:
@@ -131,6 +143,19 @@ class MeterInfo:
     @property
     def is_estimated(self) -> bool:
         return any(m == Method.ESTIMATED.value for m in self.methods.values())
+
+
+def domain_periods(meter: Meter) -> dict[str, float]:
+    """Update period per domain, from the parts of a combined meter (``{}`` for a single one)."""
+    parts = getattr(meter, "parts", None)
+    if not parts:
+        return {}
+    out: dict[str, float] = {}
+    for part in parts:
+        inner = domain_periods(part)
+        for domain in part.domains:
+            out[domain] = inner.get(domain, float(part.update_period_s))
+    return out
 
 
 class CounterAccumulator:

@@ -123,6 +123,30 @@ class WindowResult:
         return [d.name for d in self.domains]
 
     @property
+    def quantization_error_j(self) -> float:
+        """± energy the counter's update period leaves uncertain in this window.
+
+        A counter holds the energy up to its last update, so each edge lags the truth by up to one
+        update period, in the same direction: the window's energy is within one update quantum
+        (average power × update period, per domain) of the truth. Measured periods come from
+        :mod:`joulebench.meters.period`. Per op of a window of ``n`` ops it is this ÷ ``n``.
+        """
+        if self.duration_s <= 0:
+            return 0.0
+        return float(
+            sum(
+                abs(d.energy_j) / self.duration_s * self.meter.period_of(d.name)
+                for d in self.domains
+            )
+        )
+
+    @property
+    def quantization_error_rel(self) -> float | None:
+        """:attr:`quantization_error_j` relative to the window's energy (``None`` if no energy)."""
+        gross = self.gross_energy_j
+        return None if gross <= 0 else self.quantization_error_j / gross
+
+    @property
     def average_power_w(self) -> float | None:
         return (
             None
@@ -138,6 +162,7 @@ class WindowResult:
             "net_energy_j": self.net_energy_j,
             "idle_power_w": self.idle_power_w,
             "average_power_w": self.average_power_w,
+            "quantization_error_j": self.quantization_error_j,
             "domains": [
                 {
                     "name": d.name,
