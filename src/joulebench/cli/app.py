@@ -8,6 +8,7 @@ import typer
 
 from joulebench._version import __version__
 from joulebench.cli.common import setup_logging
+from joulebench.cli.meter_options import add_gpu_options
 
 app = typer.Typer(
     name="joulebench",
@@ -53,6 +54,7 @@ def _root(
 
 for _name in COMMAND_MODULES:
     importlib.import_module(_name).register(app)
+add_gpu_options(app)  # --gpus and --allow-missing-gpu on every command that takes --meter
 
 
 def main() -> None:

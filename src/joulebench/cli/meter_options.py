@@ -4,11 +4,20 @@ Use the ``Annotated`` aliases as parameter types, then call :func:`open_cli_mete
 
     def profile(meter: MeterOpt = "auto", cpu_tdp_w: CpuTdpOpt = None, ...):
         m = open_cli_meter(meter, cpu_tdp_w=cpu_tdp_w, ...)
+
+``--gpus`` and ``--allow-missing-gpu`` reach every command that takes ``--meter`` without each
+command declaring them: :func:`add_gpu_options` (called once by the app) adds them to those
+commands, and :func:`open_cli_meter` applies them.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -71,6 +80,77 @@ IsolatedOpt = Annotated[
     ),
 ]
 
+GpusOpt = Annotated[
+    str | None,
+    _option(
+        "--gpus",
+        help="GPUs to measure: NVML indices as nvidia-smi shows them, or UUIDs (0,1 or GPU-…). "
+        "Default: the model's devices (profile, serve), else CUDA_VISIBLE_DEVICES.",
+    ),
+]
+AllowMissingGpuOpt = Annotated[
+    bool,
+    _option(
+        "--allow-missing-gpu",
+        help="A run on cuda whose meter measures no GPU is labelled estimated instead of failing.",
+    ),
+]
+
+_GPU_FLAGS: ContextVar[dict[str, Any] | None] = ContextVar("joulebench_gpu_flags", default=None)
+
+
+@contextmanager
+def gpu_flags(gpus: str | None, allow_missing_gpu: bool) -> Iterator[None]:
+    """Make ``--gpus``/``--allow-missing-gpu`` the defaults of :func:`open_cli_meter` inside."""
+    token = _GPU_FLAGS.set({"gpus": gpus, "allow_missing_gpu": allow_missing_gpu})
+    try:
+        yield
+    finally:
+        _GPU_FLAGS.reset(token)
+
+
+def with_gpu_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """``command`` with ``--gpus`` and ``--allow-missing-gpu`` added to its options."""
+    signature = inspect.signature(command, eval_str=True)
+    if "gpus" in signature.parameters:
+        return command
+    extra = [
+        inspect.Parameter("gpus", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=GpusOpt),
+        inspect.Parameter(
+            "allow_missing_gpu",
+            inspect.Parameter.KEYWORD_ONLY,
+            default=False,
+            annotation=AllowMissingGpuOpt,
+        ),
+    ]
+    params = list(signature.parameters.values())
+    kinds = [p.kind for p in params]
+    if inspect.Parameter.VAR_KEYWORD in kinds:  # keyword-only parameters go before **kwargs
+        at = kinds.index(inspect.Parameter.VAR_KEYWORD)
+        params[at:at] = extra
+    else:
+        params.extend(extra)
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, gpus: str | None = None, allow_missing_gpu: bool = False, **kw: Any):
+        with gpu_flags(gpus, allow_missing_gpu):
+            return command(*args, **kw)
+
+    wrapper.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
+    return wrapper
+
+
+def add_gpu_options(app: typer.Typer) -> None:
+    """Give every registered command that takes ``--meter`` the ``--gpus`` and
+    ``--allow-missing-gpu`` options (call once, after the commands are registered)."""
+    for info in app.registered_commands:
+        callback = info.callback
+        if callback is not None and "meter" in inspect.signature(callback).parameters:
+            info.callback = with_gpu_options(callback)
+    for group in app.registered_groups:
+        if group.typer_instance is not None:
+            add_gpu_options(group.typer_instance)
+
 
 def open_cli_meter(
     meter: str = "auto",
@@ -79,7 +159,14 @@ def open_cli_meter(
     allowed_pids: tuple[int, ...] = (),
     **options: Any,
 ) -> Meter:
-    """Open the meter the flags describe and run the GPU isolation check on it."""
+    """Open the meter the flags describe and run the GPU isolation check on it.
+
+    ``gpus`` and ``allow_missing_gpu`` default to the command's ``--gpus`` and
+    ``--allow-missing-gpu`` (see :func:`add_gpu_options`).
+    """
+    for key, value in (_GPU_FLAGS.get() or {}).items():
+        if options.get(key) is None:
+            options[key] = value
     m = open_meter(meter, **options)
     try:
         check_gpu_isolation(m, require_isolated=require_isolated_gpu, allowed_pids=allowed_pids)

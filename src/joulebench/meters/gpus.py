@@ -224,10 +224,12 @@ def _current_cuda_device() -> int:
 
 
 def model_devices(model: Any) -> list[Any]:
-    """Every device a torch model's parameters and buffers live on."""
+    """Every device a torch model's parameters and buffers live on (``[]`` for a non-torch model)."""
     seen: dict[str, Any] = {}
-    for tensor in [*model.parameters(), *model.buffers()]:
-        seen.setdefault(str(tensor.device), tensor.device)
+    for attr in ("parameters", "buffers"):
+        tensors = getattr(model, attr, None)
+        for tensor in tensors() if callable(tensors) else ():
+            seen.setdefault(str(tensor.device), tensor.device)
     return list(seen.values())
 
 

@@ -5,6 +5,15 @@ Instant queries (``GET {url}/api/v1/query``) read ``DCGM_FI_DEV_TOTAL_ENERGY_CON
 meter falls back to ``DCGM_FI_DEV_POWER_USAGE`` (watts), integrated with the trapezoid rule over
 the meter's reads (label ``polled``; read often — the timeline sampler does).
 
+Which GPUs: ``gpus`` takes the same list as ``--gpus`` (``gpu`` index labels or ``UUID``s /
+unique prefixes); ``selector`` is any PromQL label selector (``{Hostname="node1"}``). An index
+matches that index on every host the selector keeps: for a multi-node engine use UUIDs or pick
+the host with the selector. With neither, every GPU the exporter reports is measured and a warning
+lists them. Under MIG the exporter repeats a GPU's device-level energy counter on each instance's
+series (labels ``GPU_I_ID``/``GPU_I_PROFILE``); summing them would count the GPU once per
+instance, so the GPU is counted once (by UUID) and a warning says that the figure covers the whole
+GPU, other instances' work included.
+
 Series are deduplicated by the ``UUID`` label (several Prometheus jobs may scrape the same
 exporter) and ordered by (``Hostname``, ``gpu`` index, ``UUID``); the N-th becomes domain
 ``gpu:N`` and the mapping is kept in :meth:`PrometheusMeter.parameters`. A counter that goes
@@ -18,13 +27,15 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Mapping
+import warnings
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import httpx
 
-from joulebench.errors import ConfigError, MeterUnavailable
+from joulebench.errors import ConfigError, JoulebenchWarning, MeterUnavailable
 from joulebench.meters.base import Availability, CounterAccumulator, Method, Reading
+from joulebench.meters.gpus import parse_gpu_list
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +114,55 @@ def dedupe_by_uuid(result: list[dict[str, Any]]) -> dict[str, float]:
     return {u: v for u, (_k, v) in sorted(seen.items(), key=lambda kv: kv[1][0])}
 
 
+def _uuid(metric: Mapping[str, str]) -> str | None:
+    return metric.get("UUID") or metric.get("uuid")
+
+
+def select_series(result: list[dict[str, Any]], gpus: Sequence[str] | None) -> list[dict[str, Any]]:
+    """The series of the GPUs ``gpus`` names (``gpu`` index label or UUID prefix); all if none.
+
+    An entry that matches no series is a :class:`ConfigError` listing what the exporter reports.
+    """
+    if not gpus:
+        return result
+    kept: list[dict[str, Any]] = []
+    for entry in gpus:
+        key = entry.lower() if entry.upper().startswith("GPU-") else f"gpu-{entry.lower()}"
+
+        def hit(series: dict[str, Any], entry: str = entry, key: str = key) -> bool:
+            metric = series.get("metric") or {}
+            if entry.isdigit():
+                return metric.get("gpu") == entry
+            return (_uuid(metric) or "").lower().startswith(key)
+
+        found = [x for x in result if hit(x)]
+        if not found:
+            seen = sorted(
+                {
+                    f"gpu {m.get('gpu', '?')} {_uuid(m)}"
+                    for x in result
+                    if (m := x.get("metric") or {})
+                }
+            )
+            raise ConfigError(
+                f"--gpus entry {entry!r} matches no DCGM series; the exporter reports "
+                f"{', '.join(seen) or 'none'}"
+            )
+        kept.extend(x for x in found if x not in kept)
+    return kept
+
+
+def mig_instances(result: list[dict[str, Any]]) -> dict[str, list[str]]:
+    """GPU UUID → the MIG instance ids (``GPU_I_ID``) whose series repeat its counter."""
+    out: dict[str, set[str]] = {}
+    for series in result:
+        metric = series.get("metric") or {}
+        uuid, instance = _uuid(metric), metric.get("GPU_I_ID")
+        if uuid and instance not in (None, ""):
+            out.setdefault(uuid, set()).add(str(instance))
+    return {u: sorted(ids) for u, ids in out.items()}
+
+
 def probe(url: str | None, *, timeout_s: float = 2.0) -> Availability:
     if not url:
         return Availability(
@@ -126,6 +186,7 @@ class PrometheusMeter:
         url: str,
         *,
         selector: str = "",
+        gpus: str | Sequence[str | int] | None = None,
         scrape_interval_s: float = DEFAULT_SCRAPE_INTERVAL_S,
         timeout_s: float = 2.0,
         clock: Callable[[], float] = time.monotonic,
@@ -138,6 +199,7 @@ class PrometheusMeter:
         self._clock = clock
         self._scrape_s = float(scrape_interval_s)
         self._selector = selector
+        self._gpus = parse_gpu_list(gpus)
         self._http = PrometheusClient(url, timeout_s=timeout_s, client=client)
         self._lock = threading.Lock()
         try:
@@ -146,12 +208,17 @@ class PrometheusMeter:
             self._http.close()
             raise
 
+    def _query(self, metric: str) -> list[dict[str, Any]]:
+        return self._http.query(metric + self._selector)
+
     def _open(self) -> None:
-        energy = dedupe_by_uuid(self._http.query(ENERGY_METRIC + self._selector))
+        raw = self._query(ENERGY_METRIC)
+        energy = dedupe_by_uuid(select_series(raw, self._gpus)) if raw else {}
         if energy:
             self._metric, self._method, values = ENERGY_METRIC, Method.COUNTER, energy
         else:
-            power = dedupe_by_uuid(self._http.query(POWER_METRIC + self._selector))
+            raw = self._query(POWER_METRIC)
+            power = dedupe_by_uuid(select_series(raw, self._gpus)) if raw else {}
             if not power:
                 raise MeterUnavailable(
                     f"Prometheus at {self._http.url} has no {ENERGY_METRIC} or {POWER_METRIC} "
@@ -161,6 +228,22 @@ class PrometheusMeter:
             log.info("no DCGM energy counter; integrating %s", POWER_METRIC)
             self._metric, self._method, values = POWER_METRIC, Method.POLLED, power
         self.uuids = list(values)
+        self.mig = {u: ids for u, ids in mig_instances(raw).items() if u in values and len(ids)}
+        for uuid, ids in self.mig.items():
+            warnings.warn(
+                f"DCGM reports MIG instances {', '.join(ids)} of GPU {uuid}: their series repeat "
+                "the whole GPU's energy counter, so it is counted once and covers every "
+                "instance's work, not only the measured one",
+                JoulebenchWarning,
+                stacklevel=4,
+            )
+        if not self._gpus and not self._selector and len(values) > 1:
+            log.warning(
+                "prometheus measures all %d GPUs the exporter reports (%s): nothing chose them. "
+                "Pass --gpus or --prometheus-selector",
+                len(values),
+                ", ".join(values),
+            )
         self._domain_of = {u: f"gpu:{i}" for i, u in enumerate(self.uuids)}
         now = self._clock()
         self._acc = {u: CounterAccumulator(v) for u, v in values.items()}
@@ -176,7 +259,7 @@ class PrometheusMeter:
         return self._scrape_s
 
     def read(self) -> Reading:
-        values = dedupe_by_uuid(self._http.query(self._metric + self._selector))
+        values = dedupe_by_uuid(self._query(self._metric))
         with self._lock:
             now = self._clock()
             for uuid in self.uuids:
@@ -199,6 +282,11 @@ class PrometheusMeter:
             "url": self._http.url,
             "metric": self._metric,
             "selector": self._selector,
+            "gpu_selection": "--gpus"
+            if self._gpus
+            else self._selector or "all GPUs (nothing chosen)",
+            "gpus_requested": self._gpus,
+            "mig_instances": self.mig,
             "scrape_interval_s": self._scrape_s,
             "gpus": {self._domain_of[u]: u for u in self.uuids},
         }

@@ -52,6 +52,12 @@ class MeterOptions(BaseModel):
     nvml_mode: str = Field("auto", pattern="^(auto|counter|polled)$")
     poll_hz: float = Field(20.0, ge=10)
     rapl_root: Path | None = None
+    gpus: str | None = Field(
+        None, description="nvml/prometheus: GPUs to measure, NVML indices or UUIDs (0,1 / GPU-…)"
+    )
+    allow_missing_gpu: bool = Field(
+        False, description="a cuda run whose meter has no GPU domain is labelled estimated"
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +80,7 @@ def _nvml_probe(o: MeterOptions) -> Availability:
 def _nvml_open(o: MeterOptions) -> Meter:
     from joulebench.meters.nvml import NvmlMeter
 
-    return NvmlMeter(mode=o.nvml_mode, poll_hz=o.poll_hz)
+    return NvmlMeter(mode=o.nvml_mode, poll_hz=o.poll_hz, gpus=o.gpus)
 
 
 def _rapl_probe(o: MeterOptions) -> Availability:
@@ -103,7 +109,10 @@ def _prom_open(o: MeterOptions) -> Meter:
             "the prometheus meter needs a URL: pass --prometheus-url http://host:9090"
         )
     return PrometheusMeter(
-        o.prometheus_url, selector=o.prometheus_selector, scrape_interval_s=o.scrape_interval_s
+        o.prometheus_url,
+        selector=o.prometheus_selector,
+        scrape_interval_s=o.scrape_interval_s,
+        gpus=o.gpus,
     )
 
 
@@ -284,19 +293,24 @@ def open_meter(spec: str = "auto", **options: Any) -> Meter:
 
     Unknown names raise :class:`UnknownName` listing the known ones; a backend that cannot
     measure here raises :class:`MeterUnavailable` saying why and how to enable it.
+    ``allow_missing_gpu`` is kept for :func:`joulebench.meters.gpus.require_gpu_domain`.
     """
     from joulebench.meters.combined import CombinedMeter
+    from joulebench.meters.gpus import set_allow_missing_gpu
 
     opts = meter_options(**options)
     names = parse_meter_spec(spec)
     if names == ["auto"]:
-        return _auto(opts)
-    opened: list[Meter] = []
-    try:
-        for n in names:
-            opened.append(_open_one(n, opts))
-        return opened[0] if len(opened) == 1 else CombinedMeter(opened)
-    except BaseException:
-        for m in opened:
-            m.close()
-        raise
+        meter = _auto(opts)
+    else:
+        opened: list[Meter] = []
+        try:
+            for n in names:
+                opened.append(_open_one(n, opts))
+            meter = opened[0] if len(opened) == 1 else CombinedMeter(opened)
+        except BaseException:
+            for m in opened:
+                m.close()
+            raise
+    set_allow_missing_gpu(meter, opts.allow_missing_gpu)
+    return meter

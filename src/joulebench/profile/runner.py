@@ -23,6 +23,7 @@ from joulebench.analysis.roofline import (
 from joulebench.analysis.stats import StoppingRule
 from joulebench.errors import ConfigError, JoulebenchError, JoulebenchWarning
 from joulebench.meters.base import Meter, MeterInfo
+from joulebench.meters.gpus import model_devices, require_gpu_domain
 from joulebench.meters.sync import SyncFn, default_sync
 from joulebench.meters.window import IdleBaseline, measure_idle
 from joulebench.profile.batching import Batch, make_batches, padding_ratio
@@ -133,8 +134,9 @@ def profile_cell(
         raise ConfigError(
             f"the tokenizer of {loaded.name} has no pad token; left padding needs one"
         )
-    encoded = _encode(loaded, prompts)
     device = next(loaded.model.parameters()).device
+    meter = require_gpu_domain(meter, model_devices(loaded.model))  # a GPU run measures its GPUs
+    encoded = _encode(loaded, prompts)
     batches: list[Batch] = make_batches(
         encoded,
         batch_size=config.batch_size,

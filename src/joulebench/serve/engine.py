@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from joulebench.meters.base import Meter, MeterInfo
+from joulebench.meters.gpus import model_devices, require_gpu_domain
 from joulebench.meters.timeline import PowerTimeline
 from joulebench.meters.window import measure_idle
 from joulebench.serve.energy import EnergyLedger
@@ -128,7 +129,7 @@ class ServingEngine:
         self.tokenizer = tokenizer
         self.model_name = model_name
         self.context_length = int(context_length)
-        self.meter = meter
+        self.meter = meter = require_gpu_domain(meter, model_devices(model))
         self.meter_info = MeterInfo.of(meter)
         self.clock = clock
         self.metrics = ServerMetrics()

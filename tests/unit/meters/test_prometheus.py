@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
 
 import pytest
 
-from joulebench.errors import MeterUnavailable
+from joulebench.errors import ConfigError, JoulebenchWarning, MeterUnavailable
 from joulebench.meters import prometheus
 from joulebench.meters.base import Method
 from joulebench.meters.prometheus import ENERGY_METRIC, POWER_METRIC, PrometheusMeter
@@ -130,3 +131,63 @@ def test_unreachable_server_is_translated():
     a = prometheus.probe("http://127.0.0.1:9", timeout_s=0.5)
     assert not a.available and "DCGM" in a.hint
     assert not prometheus.probe(None).available
+
+
+def four_gpus_on_two_nodes():
+    return [
+        series("GPU-n1a", 0, 1000, host="node1"),
+        series("GPU-n1b", 1, 2000, host="node1"),
+        series("GPU-n2a", 0, 3000, host="node2"),
+        series("GPU-n2b", 1, 4000, host="node2"),
+    ]
+
+
+def test_gpus_selects_by_uuid_and_index(stub):
+    stub.results[ENERGY_METRIC] = four_gpus_on_two_nodes()
+    m = PrometheusMeter(stub.url, clock=Clock(), gpus="GPU-n2b,n1a")
+    assert m.parameters()["gpus"] == {"gpu:0": "GPU-n1a", "gpu:1": "GPU-n2b"}
+    stub.results[ENERGY_METRIC] = [
+        series(u, g, v + 500, host=h)
+        for u, g, v, h in (("GPU-n1a", 0, 1000, "node1"), ("GPU-n2b", 1, 4000, "node2"))
+    ] + [series("GPU-n1b", 1, 9000, host="node1")]  # an unselected GPU working hard
+    assert m.read().energy_j == {"gpu:0": pytest.approx(0.5), "gpu:1": pytest.approx(0.5)}
+    m.close()
+    m = PrometheusMeter(stub.url, clock=Clock(), gpus=[1], selector='{Hostname="node1"}')
+    assert stub.queries[-1] == ENERGY_METRIC + '{Hostname="node1"}'
+    m.close()
+
+
+def test_gpus_index_matches_on_every_node(stub):
+    stub.results[ENERGY_METRIC] = four_gpus_on_two_nodes()
+    m = PrometheusMeter(stub.url, clock=Clock(), gpus="1")
+    assert sorted(m.parameters()["gpus"].values()) == ["GPU-n1b", "GPU-n2b"]
+    m.close()
+
+
+def test_unknown_gpu_lists_what_the_exporter_reports(stub):
+    stub.results[ENERGY_METRIC] = four_gpus_on_two_nodes()
+    with pytest.raises(ConfigError, match=r"--gpus entry '7'.*GPU-n1a"):
+        PrometheusMeter(stub.url, gpus="7")
+
+
+def test_all_gpus_without_a_choice_are_named_loudly(stub, caplog):
+    stub.results[ENERGY_METRIC] = four_gpus_on_two_nodes()
+    with caplog.at_level(logging.WARNING, logger="joulebench.meters.prometheus"):
+        m = PrometheusMeter(stub.url, clock=Clock())
+    assert any("all 4 GPUs" in r.getMessage() for r in caplog.records)
+    m.close()
+
+
+def test_mig_instances_count_their_gpu_once_and_warn(stub):
+    def mig(instance, value):
+        s = series("GPU-a", 0, value)
+        s["metric"].update(GPU_I_ID=str(instance), GPU_I_PROFILE="3g.40gb")
+        return s
+
+    stub.results[ENERGY_METRIC] = [mig(1, 1000), mig(2, 1000)]
+    with pytest.warns(JoulebenchWarning, match=r"MIG instances 1, 2 of GPU GPU-a.*counted once"):
+        m = PrometheusMeter(stub.url, clock=Clock())
+    stub.results[ENERGY_METRIC] = [mig(1, 3000), mig(2, 3000)]
+    assert m.read().energy_j == {"gpu:0": pytest.approx(2.0)}  # not 4.0
+    assert m.parameters()["mig_instances"] == {"GPU-a": ["1", "2"]}
+    m.close()
