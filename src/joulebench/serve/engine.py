@@ -303,6 +303,16 @@ class ServingEngine:
             busy_s=self.ledger.busy_duration_s(),
         )
 
+    def health(self) -> dict[str, Any]:
+        """``{"status": "ok" | "unavailable", "reason": str | None, "scheduler", "in_flight",
+        ...}``: unavailable while the engine is stopped or its scheduler cannot run requests
+        (e.g. the continuous batching manager died and is being restarted)."""
+        if self.started:
+            state = self.scheduler.health()
+        else:
+            state = {"status": "unavailable", "reason": "the engine is not started"}
+        return {**state, "scheduler": self.scheduler.name, "in_flight": self.outstanding}
+
     @property
     def outstanding(self) -> int:
         with self._lock:

@@ -88,6 +88,10 @@ class Scheduler(ABC):
     def cancel(self, req: GenRequest) -> None:  # noqa: B027  (optional hook)
         """``req``'s cancel flag is set; threaded schedulers see it at their next step."""
 
+    def health(self) -> dict[str, Any]:
+        """``{"status": "ok" | "unavailable", "reason": str | None, ...}`` (thread-safe)."""
+        return {"status": "ok", "reason": None}
+
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "max_batch_size": self.max_batch_size, **self.options}
 
@@ -117,6 +121,11 @@ class ThreadedScheduler(Scheduler):
 
     def waiting(self) -> int:
         return self._queue.qsize()
+
+    def health(self) -> dict[str, Any]:
+        if self._thread is None or not self._thread.is_alive():
+            return {"status": "unavailable", "reason": f"the {self.name} worker is not running"}
+        return {"status": "ok", "reason": None}
 
     def stop(self, timeout_s: float = 10.0) -> None:
         self._stopping.set()

@@ -186,6 +186,18 @@ class ContinuousScheduler(Scheduler):
         self._manager.cancel_request(req.id)
         self.sink.on_finish(req, req.cancel_reason)
 
+    def health(self) -> dict[str, Any]:
+        manager = self._manager
+        if manager is None or self._stopping.is_set():
+            return {"status": "unavailable", "reason": "continuous batching is not running"}
+        if not manager.is_running():
+            error = manager.background_thread_status.fatal_error
+            return {
+                "status": "unavailable",
+                "reason": f"the continuous batching manager stopped: {error}",
+            }
+        return {"status": "ok", "reason": None}
+
     def waiting(self) -> int:
         with self._lock:
             return sum(1 for r in self._live.values() if r.scheduled_s is None)
