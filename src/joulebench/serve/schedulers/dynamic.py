@@ -17,16 +17,20 @@ honoured per row, each row with its own seeded generator.
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 from typing import Any
 
 from joulebench.extras import require
-from joulebench.serve.request import GenRequest
+from joulebench.serve.request import FinishReason, GenRequest
 from joulebench.serve.schedulers.base import ThreadedScheduler, register_scheduler
 from joulebench.serve.schedulers.batch_cost import BatchCostModel, plan_buckets
+from joulebench.workloads.hf_compat import cache_kwargs
 
 BUCKETINGS = ("cost", "ratio")
+
+log = logging.getLogger(__name__)
 
 
 def length_buckets(
@@ -105,9 +109,37 @@ class DynamicScheduler(ThreadedScheduler):
 
     def _run_batch(self, batch: list[GenRequest]) -> None:
         for bucket in self.buckets(batch):
-            bucket = [r for r in bucket if not self._drop_cancelled(r)]
-            if bucket:
-                self._run_static(bucket)
+            self._run_isolated(bucket)
+
+    def _run_isolated(self, rows: list[GenRequest]) -> None:
+        """Run ``rows`` as one static batch; if it raises, find the request that broke it.
+
+        The unfinished rows are bisected and re-run (each from where it stopped: its prompt plus
+        the tokens it already streamed), so only a row that fails on its own gets the error. The
+        healthy path pays nothing: the search starts only after an exception.
+        """
+        rows = [r for r in rows if not self._drop_cancelled(r)]
+        if not rows:
+            return
+        try:
+            self._run_static(rows)
+        except Exception as exc:
+            left = [r for r in rows if not r.finished and not self._drop_cancelled(r)]
+            if len(rows) == 1:
+                log.warning("dynamic: request %s failed on its own: %s", rows[0].id, exc)
+                for r in left:
+                    self.sink.on_finish(r, FinishReason.ERROR, f"{type(exc).__name__}: {exc}")
+                return
+            log.warning(
+                "dynamic: a batch of %d failed (%s: %s); re-running its %d unfinished rows apart",
+                len(rows),
+                type(exc).__name__,
+                exc,
+                len(left),
+            )
+            half = (len(left) + 1) // 2
+            for part in (left[:half], left[half:]):
+                self._run_isolated(part)
 
     # -- one static batch --------------------------------------------------------------------
     def _run_static(self, rows: list[GenRequest]) -> None:
@@ -117,9 +149,11 @@ class DynamicScheduler(ThreadedScheduler):
         pad_id = self.tokenizer.pad_token_id
         if pad_id is None:
             pad_id = next(iter(rows[0].eos_token_ids), 0)
-        width = max(r.prompt_len for r in rows)
-        ids = [[pad_id] * (width - r.prompt_len) + r.prompt_ids for r in rows]
-        mask = [[0] * (width - r.prompt_len) + [1] * r.prompt_len for r in rows]
+        # a re-run row (see _run_isolated) continues after the tokens it already streamed
+        contexts = [r.prompt_ids + r.generated for r in rows]
+        width = max(len(c) for c in contexts)
+        ids = [[pad_id] * (width - len(c)) + c for c in contexts]
+        mask = [[0] * (width - len(c)) + [1] * len(c) for c in contexts]
         input_ids = torch.tensor(ids, dtype=torch.long, device=device)
         attention = torch.tensor(mask, dtype=torch.long, device=device)
         positions = (attention.cumsum(-1) - 1).clamp(min=0)
@@ -137,7 +171,7 @@ class DynamicScheduler(ThreadedScheduler):
                     input_ids=input_ids,
                     attention_mask=attention,
                     position_ids=positions,
-                    past_key_values=cache,
+                    **cache_kwargs(self.model, cache),
                     use_cache=True,
                 )
                 logits = out.logits[:, -1, :].float()
@@ -163,7 +197,7 @@ class DynamicScheduler(ThreadedScheduler):
                     start,
                     end,
                     work,
-                    prefill_tokens=sum(rows[i].prompt_len for i in active) if prefill else 0,
+                    prefill_tokens=sum(len(contexts[i]) for i in active) if prefill else 0,
                     decode_tokens=0 if prefill else len(active),
                     batch_size=len(rows),
                 )
@@ -176,6 +210,22 @@ class DynamicScheduler(ThreadedScheduler):
                 input_ids = torch.tensor([[t] for t in next_ids], dtype=torch.long, device=device)
                 attention = torch.cat([attention, torch.ones_like(input_ids)], dim=-1)
                 positions = positions[:, -1:] + 1
+                gone = [i for i in range(len(rows)) if rows[i].cancelled]
+                if gone:  # a client went away: its row leaves the batch (finished rows stay)
+                    for i in gone:
+                        self._drop_cancelled(rows[i])
+                    keep = [i for i in range(len(rows)) if i not in gone]
+                    if all(done[i] for i in keep):
+                        return
+                    index = torch.tensor(keep, dtype=torch.long, device=device)
+                    cache.batch_select_indices(index)
+                    input_ids, attention, positions = (
+                        t.index_select(0, index) for t in (input_ids, attention, positions)
+                    )
+                    rows = [rows[i] for i in keep]
+                    gens = [gens[i] for i in keep]
+                    done = [done[i] for i in keep]
+                    contexts = [contexts[i] for i in keep]
 
     def _advance(self, req: GenRequest, token_id: int) -> None:
         if req.cancelled:

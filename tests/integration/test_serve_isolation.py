@@ -1,0 +1,100 @@
+"""A request that fails inside the engine fails alone, on every scheduler.
+
+Requests go straight to :meth:`ServingEngine.submit`, bypassing the HTTP edge's validation: the
+engine must not trust it. A poisoned request (a token id beyond the vocabulary, or for the
+sampling schedulers a subnormal temperature) among five valid ones: the five succeed, the bad one
+fails with an error, the next three succeed, and every request gets exactly one final answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from joulebench.meters.fake import FakeMeter
+from joulebench.serve.launch import build_engine
+from joulebench.serve.request import FinishEvent, FinishReason, SamplingParams
+
+pytestmark = pytest.mark.integration
+
+FAST = {"update_period_s": 1e-4}
+GOOD = [5, 6, 7, 8]
+GREEDY = SamplingParams()
+
+
+@pytest.fixture(scope="module")
+def tiny_loaded(tiny_model_dir):
+    from joulebench.workloads.models import load_model
+
+    return load_model(str(tiny_model_dir), "fp32")
+
+
+async def _run(engine, requests):
+    """Submit ``requests`` ((prompt ids, sampling) pairs) together; count every final event."""
+    handles = [
+        engine.submit(ids, max_tokens=3, sampling=sp, endpoint="test") for ids, sp in requests
+    ]
+    finals: list[FinishEvent] = []
+    for h in handles:
+        events = [e async for e in h.events()]
+        ends = [e for e in events if isinstance(e, FinishEvent)]
+        assert len(ends) == 1, f"{h.id}: {len(ends)} final events"
+        finals.append(ends[0])
+    await asyncio.sleep(0.05)  # a duplicate final event would arrive here
+    for h in handles:
+        assert h._queue.empty(), f"{h.id} was answered twice"
+    return finals
+
+
+def _check_isolated(engine, bad_ids, bad_sampling=GREEDY):
+    vocab = engine.model.config.vocab_size
+    batch = [([*GOOD, i], GREEDY) for i in range(5)]
+    batch.insert(2, (bad_ids(vocab), bad_sampling))
+
+    async def scenario():
+        first = await _run(engine, batch)
+        later = await _run(engine, [(GOOD, GREEDY)] * 3)
+        return first, later
+
+    first, later = asyncio.run(scenario())
+    reasons = [f.reason for f in first]
+    assert reasons[2] is FinishReason.ERROR and first[2].error
+    assert all(r in (FinishReason.LENGTH, FinishReason.STOP) for r in reasons[:2] + reasons[3:]), [
+        (f.reason, f.error) for f in first
+    ]
+    assert all(f.reason in (FinishReason.LENGTH, FinishReason.STOP) for f in later), [
+        (f.reason, f.error) for f in later
+    ]
+    assert engine.outstanding == 0
+    assert engine.health()["status"] == "ok"
+    finished = sum(engine.metrics.requests.values())
+    assert finished == 9  # in == out
+
+
+def _out_of_vocab(vocab):
+    return [5, vocab + 7, 6]
+
+
+@pytest.mark.parametrize("scheduler", ["sequential", "dynamic", "continuous"])
+def test_out_of_vocab_request_fails_alone(tiny_loaded, scheduler):
+    engine = build_engine(
+        tiny_loaded, scheduler=scheduler, meter=FakeMeter(1.0, **FAST), window_s=0.2
+    )
+    engine.start()
+    try:
+        _check_isolated(engine, _out_of_vocab)
+    finally:
+        engine.stop()
+
+
+@pytest.mark.parametrize("scheduler", ["sequential", "dynamic"])
+def test_subnormal_temperature_fails_alone(tiny_loaded, scheduler):
+    engine = build_engine(
+        tiny_loaded, scheduler=scheduler, meter=FakeMeter(1.0, **FAST), window_s=0.2
+    )
+    engine.start()
+    try:
+        _check_isolated(engine, lambda vocab: GOOD, SamplingParams(temperature=5e-324))
+    finally:
+        engine.stop()
