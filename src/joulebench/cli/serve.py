@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import typer
+from rich.markup import escape
 
 from joulebench.cli.common import err_console, handle_errors
 from joulebench.cli.meter_options import (
@@ -39,6 +40,9 @@ def serve(
         64, "--default-max-tokens", help="When a request sets none."
     ),
     api_key: str = typer.Option(None, "--api-key", help="Require 'Authorization: Bearer KEY'."),
+    max_body_mib: float = typer.Option(
+        8.0, "--max-body-mib", help="Largest request body in MiB; larger ones get 413."
+    ),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N."),
     idle_s: float = typer.Option(
         2.0, "--idle-s", help="Idle baseline before serving (0: no net energy)."
@@ -72,6 +76,8 @@ def serve(
         raise ConfigError(f"--port must be 0…65535, got {port}")
     if max_queue < 1 or max_batch_size < 1:
         raise ConfigError("--max-queue and --max-batch-size must be ≥ 1")
+    if not max_body_mib > 0:
+        raise ConfigError(f"--max-body-mib must be > 0, got {max_body_mib}")
     scheduler_options: dict[str, Any] = {}
     if window_ms is not None:
         if window_ms < 0:
@@ -108,9 +114,12 @@ def serve(
     }
     m = open_cli_meter(meter, require_isolated_gpu=require_isolated_gpu, **options)
     if host not in ("127.0.0.1", "localhost", "::1"):
-        err_console.print(f"[yellow]warning:[/] binding {host}: reachable from other machines")
+        err_console.print(
+            f"[yellow]warning:[/] binding {escape(host)}: reachable from other machines"
+        )
     err_console.print(
-        f"joulebench serve: {model} ({precision}, {scheduler}) on http://{host}:{port}"
+        f"joulebench serve: {escape(model)} ({escape(precision)}, {escape(scheduler)}) "
+        f"on http://{escape(host)}:{port}"
     )
     serve_forever(
         model,
@@ -120,6 +129,7 @@ def serve(
         host=host,
         port=port,
         api_key=api_key,
+        max_body_mib=max_body_mib,
         device=device,
         max_queue=max_queue,
         max_batch_size=max_batch_size,

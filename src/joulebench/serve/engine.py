@@ -40,11 +40,21 @@ log = logging.getLogger(__name__)
 class Rejected(Exception):
     """A request refused before it ran; carries the HTTP status, the reason and extra headers."""
 
-    def __init__(self, status: int, message: str, headers: Mapping[str, str] | None = None):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        headers: Mapping[str, str] | None = None,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+    ):
         super().__init__(message)
         self.status = status
         self.message = message
         self.headers = dict(headers or {})
+        self.param = param  # the request parameter at fault (OpenAI's error.param)
+        self.code = code  # a machine-readable code (OpenAI's error.code), or None
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,21 +188,34 @@ class ServingEngine:
     def validate(
         self, prompt_ids: list[int], max_tokens: int | None, sampling: SamplingParams
     ) -> int:
-        """Return the max new tokens to use, or raise :class:`Rejected` (400) saying why."""
+        """Return the max new tokens to use, or raise :class:`Rejected` (400) naming the parameter.
+
+        Cheap (one pass over the ids): token ids in the vocabulary, lengths against the context.
+        """
         if not prompt_ids:
-            raise Rejected(400, "the prompt is empty after tokenization")
+            raise Rejected(400, "the prompt is empty after tokenization", param="prompt")
+        vocab = self.vocab_size
+        if min(prompt_ids) < 0 or max(prompt_ids) >= vocab:
+            at, bad = next((i, t) for i, t in enumerate(prompt_ids) if not 0 <= t < vocab)
+            raise Rejected(
+                400,
+                f"token id {bad} at position {at} is outside the vocabulary [0, {vocab})",
+                param="prompt",
+            )
         if not sampling.is_default and not self.scheduler.supports_sampling:
             raise Rejected(
                 400,
                 f"the '{self.scheduler.name}' scheduler decodes greedily: temperature > 0, top_p < 1 "
                 "and seed are not supported; omit them or run with --scheduler dynamic or sequential",
+                param="temperature",
             )
         if max_tokens is not None and max_tokens < 1:
-            raise Rejected(400, f"max_tokens must be ≥ 1, got {max_tokens}")
+            raise Rejected(400, f"max_tokens must be ≥ 1, got {max_tokens}", param="max_tokens")
         if max_tokens is not None and max_tokens > self.max_tokens_limit:
             raise Rejected(
                 400,
                 f"max_tokens={max_tokens} is over this server's limit of {self.max_tokens_limit}",
+                param="max_tokens",
             )
         n_prompt = len(prompt_ids)
         if n_prompt >= self.context_length:
@@ -200,6 +223,8 @@ class ServingEngine:
                 400,
                 f"the prompt has {n_prompt} tokens; model '{self.model_name}' has a context of "
                 f"{self.context_length} tokens (prompt + max_tokens must fit)",
+                param="prompt",
+                code="context_length_exceeded",
             )
         room = self.context_length - n_prompt
         if max_tokens is None:
@@ -209,8 +234,20 @@ class ServingEngine:
                 400,
                 f"prompt ({n_prompt} tokens) + max_tokens ({max_tokens}) exceeds the context of "
                 f"{self.context_length} tokens; ask for at most {room} new tokens",
+                param="max_tokens",
+                code="context_length_exceeded",
             )
         return max_tokens
+
+    @property
+    def vocab_size(self) -> int:
+        """Rows of the input embedding (what a token id indexes), cached after the first call."""
+        cached = getattr(self, "_vocab_size", None)
+        if cached is None:
+            embeddings = self.model.get_input_embeddings()
+            cached = int(getattr(embeddings, "num_embeddings", 0) or self.model.config.vocab_size)
+            self._vocab_size = cached
+        return cached
 
     def submit(
         self,

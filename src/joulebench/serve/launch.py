@@ -17,6 +17,7 @@ from joulebench.errors import ConfigError
 from joulebench.extras import require
 from joulebench.meters.base import Meter
 from joulebench.serve.engine import EngineConfig, ServingEngine
+from joulebench.serve.validate import DEFAULT_MAX_BODY_MIB
 
 log = logging.getLogger(__name__)
 
@@ -65,11 +66,15 @@ def build_engine(
     )
 
 
-def _uvicorn_server(engine: ServingEngine, host: str, port: int, api_key: str | None) -> Any:
+def _uvicorn_server(
+    engine: ServingEngine, host: str, port: int, api_key: str | None, max_body_mib: float
+) -> Any:
     uvicorn = require("uvicorn", "serve", "the embedded server")
     from joulebench.serve.app import create_app
 
-    app = create_app(engine, api_key=api_key)
+    if not max_body_mib > 0:
+        raise ConfigError(f"max_body_mib must be > 0, got {max_body_mib}")
+    app = create_app(engine, api_key=api_key, max_body_bytes=int(max_body_mib * 2**20))
     config = uvicorn.Config(
         app, host=host, port=port, log_level="warning", lifespan="off", timeout_graceful_shutdown=5
     )
@@ -87,17 +92,22 @@ def embedded_server(
     port: int = 0,
     api_key: str | None = None,
     startup_timeout_s: float = 120.0,
+    max_body_mib: float = DEFAULT_MAX_BODY_MIB,
     **kwargs: Any,
 ) -> Iterator[str]:
     """Run the server on a background thread and yield its base URL (``http://host:port``).
 
-    ``port=0`` picks a free port. Waits until ``/health`` answers; shuts down cleanly on exit.
+    ``port=0`` picks a free port; bodies over ``max_body_mib`` get 413. Waits until ``/health`` answers; shuts down cleanly on exit.
     ``kwargs`` go to :func:`build_engine`. The engine is reachable as ``embedded_server.last``
     only for introspection in tests; do not rely on it elsewhere.
     """
     engine = build_engine(model, precision, scheduler, meter=meter, **kwargs)
     engine.start()
-    server = _uvicorn_server(engine, host, port, api_key)
+    try:
+        server = _uvicorn_server(engine, host, port, api_key, max_body_mib)
+    except BaseException:
+        engine.stop()
+        raise
     thread = threading.Thread(target=server.run, name="joulebench-serve", daemon=True)
     try:
         thread.start()
@@ -130,12 +140,13 @@ def serve_forever(
     host: str = "127.0.0.1",
     port: int = 8000,
     api_key: str | None = None,
+    max_body_mib: float = DEFAULT_MAX_BODY_MIB,
     **kwargs: Any,
 ) -> None:
     """Run the server in the foreground until interrupted (``joulebench serve``)."""
     engine = build_engine(model, precision, scheduler, meter=meter, **kwargs)
     engine.start()
     try:
-        _uvicorn_server(engine, host, port, api_key).run()
+        _uvicorn_server(engine, host, port, api_key, max_body_mib).run()
     finally:
         engine.stop()

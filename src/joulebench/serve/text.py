@@ -2,7 +2,8 @@
 
 Text is decoded from all tokens so far (so multi-token characters come out whole) and released
 as deltas; when stop strings are set, the last ``len(longest stop) - 1`` characters are held back
-until it is clear they do not start a stop string, so a stop string never reaches the client.
+until it is clear they do not start a stop string, so a stop string never reaches the client
+(OpenAI's behaviour) unless ``keep_stop`` is set (TGI's: the text ends with the stop string).
 """
 
 from __future__ import annotations
@@ -11,8 +12,11 @@ from typing import Any
 
 
 class TextAssembler:
-    def __init__(self, tokenizer: Any, stop: list[str] | None = None) -> None:
+    def __init__(
+        self, tokenizer: Any, stop: list[str] | None = None, *, keep_stop: bool = False
+    ) -> None:
         self.tokenizer = tokenizer
+        self.keep_stop = keep_stop
         self.stop = [s for s in (stop or []) if s]
         self._hold = max((len(s) for s in self.stop), default=1) - 1
         self.token_ids: list[int] = []
@@ -35,7 +39,7 @@ class TextAssembler:
             at = full.find(s, max(0, self._sent - len(s)))
             if at != -1:
                 self.stopped = True
-                full = full[:at]
+                full = full[: at + len(s) if self.keep_stop else at]
                 break
         self.text = full
         safe = len(full) if self.stopped else max(self._sent, len(full) - self._hold)

@@ -1,0 +1,241 @@
+"""The server's one error handler: every failure in the shape of the route's protocol.
+
+OpenAI routes (and the operational ones) answer ``{"error": {"message", "type", "param",
+"code"}}`` with ``code`` a string or null; TGI routes (``/``, ``/generate``, ``/generate_stream``,
+``/info``) answer TGI's ``{"error", "error_type"}``. Invalid bodies are 400 on OpenAI routes (as
+OpenAI answers) and 422 with ``error_type: "validation"`` on TGI routes (as TGI answers), never
+FastAPI's ``{"detail"}``, and never echo the body back. An unexpected exception becomes a 500
+*response*: it is not re-raised, so uvicorn keeps the keep-alive connection open.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
+from starlette.exceptions import HTTPException
+from starlette.responses import Response
+
+from joulebench.serve.engine import Rejected
+from joulebench.serve.validate import InvalidBody, param_name, parse_json
+
+log = logging.getLogger(__name__)
+
+TGI_PATHS = frozenset({"/", "/generate", "/generate_stream", "/info"})
+
+_OPENAI_TYPE = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "invalid_request_error",
+    405: "invalid_request_error",
+    413: "invalid_request_error",
+    422: "invalid_request_error",
+    429: "rate_limit_error",
+}
+_OPENAI_CODE = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large"}
+_TGI_TYPE = {400: "validation", 413: "validation", 422: "validation", 429: "overloaded"}
+
+
+class ApiError(HTTPException):
+    """A refusal with OpenAI's ``param`` and ``code`` (an HTTPException, so FastAPI re-raises it
+    untouched from body parsing)."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(status, message, headers)
+        self.message = message
+        self.param = param
+        self.code = code
+
+
+def is_tgi(path: str) -> bool:
+    return path in TGI_PATHS
+
+
+def openai_body(
+    status: int, message: str, param: str | None = None, code: str | None = None
+) -> dict[str, Any]:
+    return {
+        "error": {
+            "message": message,
+            "type": _OPENAI_TYPE.get(
+                status, "server_error" if status >= 500 else "invalid_request_error"
+            ),
+            "param": param,
+            "code": code if code is not None else _OPENAI_CODE.get(status),
+        }
+    }
+
+
+def tgi_body(status: int, message: str, error_type: str | None = None) -> dict[str, Any]:
+    kind = error_type or _TGI_TYPE.get(status, "generation" if status >= 500 else "validation")
+    return {"error": message, "error_type": kind}
+
+
+def error_response(
+    path: str,
+    status: int,
+    message: str,
+    *,
+    param: str | None = None,
+    code: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    """The error in the dialect of ``path``. TGI answers invalid input with 422."""
+    if is_tgi(path):
+        if status == 400:
+            status = 422
+        where = f" ({param})" if param and param not in message else ""
+        return JSONResponse(tgi_body(status, message + where), status_code=status, headers=headers)
+    return JSONResponse(
+        openai_body(status, message, param, code), status_code=status, headers=headers
+    )
+
+
+def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
+    errors = exc.errors()
+    if not errors:
+        return "invalid request body", None
+    first = errors[0]
+    param = param_name(first.get("loc", ()))
+    if first.get("type") == "missing":
+        return f"missing required parameter '{param}'", param
+    msg = str(first.get("msg", "invalid value"))
+    return (f"invalid '{param}': {msg}" if param else msg), param
+
+
+def install(app: FastAPI) -> None:
+    """Register the handlers on ``app`` (one place for every error the server answers)."""
+
+    @app.exception_handler(Rejected)
+    async def _rejected(request: Request, exc: Rejected) -> JSONResponse:
+        return error_response(
+            request.url.path,
+            exc.status,
+            exc.message,
+            param=getattr(exc, "param", None),
+            code=getattr(exc, "code", None),
+            headers=exc.headers,
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        message, param = _validation_message(exc)
+        return error_response(request.url.path, 400, message, param=param)
+
+    @app.exception_handler(HTTPException)
+    async def _http(request: Request, exc: HTTPException) -> JSONResponse:
+        if isinstance(exc, ApiError):
+            message, param, code = exc.message, exc.param, exc.code
+        else:
+            message, param, code = str(exc.detail), None, None
+            if exc.status_code == 404:
+                message = f"no route {request.method} {request.url.path}"
+            elif exc.status_code == 405:
+                message = f"method {request.method} is not allowed on {request.url.path}"
+        return error_response(
+            request.url.path,
+            exc.status_code,
+            message,
+            param=param,
+            code=code,
+            headers=dict(exc.headers or {}),
+        )
+
+
+class StrictRequest(Request):
+    """A request whose JSON body is parsed by :func:`parse_json` (finite, valid Unicode)."""
+
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            try:
+                self._json = parse_json(await self.body())
+            except InvalidBody as exc:
+                raise ApiError(400, exc.message, param=exc.param) from None
+        return self._json
+
+
+class Route(APIRoute):
+    """Strict JSON, and a crash becomes a 500 response in the protocol's shape instead of an
+    exception that reaches uvicorn (which would then drop the keep-alive connection)."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def route(request: Request) -> Response:
+            try:
+                return await handler(StrictRequest(request.scope, request.receive))
+            except (HTTPException, RequestValidationError, Rejected):
+                raise
+            except Exception as exc:
+                log.exception("request %s %s failed", request.method, request.url.path)
+                return error_response(request.url.path, 500, f"{type(exc).__name__}: {exc}")
+
+        return route
+
+
+class BodyLimit:
+    """ASGI middleware: a request body over ``max_bytes`` gets 413 (in the route's shape) before
+    the app sees it; the body is read here once and replayed, so nothing is echoed back."""
+
+    def __init__(self, app: Any, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = int(max_bytes)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await self._too_large(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            msg = await receive()
+            if msg["type"] == "http.disconnect":
+                return
+            chunk = msg.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                await self._too_large(scope, receive, send)
+                return
+            chunks.append(chunk)
+            if not msg.get("more_body", False):
+                break
+        replayed = False
+
+        async def replay() -> Any:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _too_large(self, scope: Any, receive: Any, send: Any) -> None:
+        mib = self.max_bytes / 2**20
+        response = error_response(
+            scope.get("path", ""),
+            413,
+            f"the request body is over this server's limit of {mib:g} MiB "
+            "(joulebench serve --max-body-mib)",
+            # the client may still be sending: tell it this connection ends here
+            headers={"connection": "close"},
+        )
+        await response(scope, receive, send)
