@@ -174,6 +174,56 @@ def attribution_sum(
     return AuditCheck(name, ok, detail)
 
 
+def quiet_host(
+    windows: Sequence[Mapping[str, object]],
+    *,
+    max_other_cores: float = 0.05,
+    scope: str | None = None,
+) -> AuditCheck:
+    """Other processes must have used at most ``max_other_cores`` on average in every window.
+
+    ``windows`` are host records (``other_cores``, optional ``gpu_processes``) of the windows a
+    figure comes from, the idle baseline included. A busy neighbour shares the CPU, the caches and
+    the package power with the measured work: such a number is not the work's alone.
+    """
+    name = _label("quiet_host", scope)
+    if not windows:
+        return AuditCheck(name, False, "host not watched: other processes' use is unknown")
+    cores = [float(w["other_cores"]) for w in windows]  # type: ignore[arg-type]
+    busy = [c for c in cores if c > max_other_cores]
+    gpu = sorted({str(p) for w in windows for p in w.get("gpu_processes") or []})  # type: ignore[attr-defined]
+    ok = not busy and not gpu
+    detail = (
+        f"other processes: {max(cores):.3f} cores at most, {sum(cores) / len(cores):.3f} on "
+        f"average over {len(cores)} window(s); {len(busy)} above {max_other_cores:g}"
+    )
+    if gpu:
+        detail += f"; foreign GPU processes: {', '.join(gpu)}"
+    return AuditCheck(name, ok, detail)
+
+
+def precision_reached(
+    ci_halfwidth_rel: float | None,
+    ci_target: float,
+    repeats: int,
+    max_repeats: int,
+    *,
+    scope: str | None = None,
+) -> AuditCheck:
+    """The repeats must have reached the 95 % CI target, not merely stopped at the cap."""
+    name = _label("precision_reached", scope)
+    ok = ci_halfwidth_rel is not None and ci_halfwidth_rel <= ci_target
+    ci = "no interval" if ci_halfwidth_rel is None else f"±{ci_halfwidth_rel:.1%}"
+    if ok:
+        return AuditCheck(name, True, f"{ci} ≤ target ±{ci_target:.1%} after {repeats} repeats")
+    return AuditCheck(
+        name,
+        False,
+        f"{ci} > target ±{ci_target:.1%}: stopped at {repeats} of --max-repeats {max_repeats} "
+        "(raise --max-repeats or --min-window-s, or quiet the host)",
+    )
+
+
 def failing(checks: Sequence[AuditCheck | Mapping[str, object]]) -> list[dict[str, object]]:
     """The failing checks, as dicts (accepts checks or their dict form)."""
     out = []

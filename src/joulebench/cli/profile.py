@@ -9,6 +9,14 @@ import typer
 from rich.table import Table
 
 from joulebench.cli.common import console, err_console, handle_errors, print_json
+from joulebench.cli.contention_options import (
+    MaxRerunsOpt,
+    MaxWaitOpt,
+    OnContentionOpt,
+    QuietCoresOpt,
+    QuietSOpt,
+    contention_settings,
+)
 from joulebench.cli.meter_options import (
     CpuIdleOpt,
     CpuTdpOpt,
@@ -178,6 +186,11 @@ def register(app: typer.Typer) -> None:
         ram_w_per_gb: RamOpt = None,
         estimate_scope: ScopeOpt = "process",
         fake_power_w: FakePowerOpt = 100.0,
+        on_contention: OnContentionOpt = None,
+        quiet_cores: QuietCoresOpt = None,
+        quiet_s: QuietSOpt = None,
+        contention_max_reruns: MaxRerunsOpt = None,
+        contention_max_wait_s: MaxWaitOpt = None,
     ) -> None:
         """Measure prefill and decode energy of one cell (direct and/or subtraction)."""
         import warnings
@@ -208,6 +221,13 @@ def register(app: typer.Typer) -> None:
                 consistency_tolerance=consistency_tolerance,
                 device=device,
                 seed=seed,
+                **contention_settings(
+                    on_contention,
+                    quiet_cores,
+                    quiet_s,
+                    contention_max_reruns,
+                    contention_max_wait_s,
+                ),
             )
         except ValidationError as exc:
             msgs = "; ".join(

@@ -18,6 +18,14 @@ from rich.progress import (
 from rich.table import Column, Table
 
 from joulebench.cli.common import console, err_console, fail, handle_errors, print_json
+from joulebench.cli.contention_options import (
+    MaxRerunsOpt,
+    MaxWaitOpt,
+    OnContentionOpt,
+    QuietCoresOpt,
+    QuietSOpt,
+    contention_settings,
+)
 from joulebench.cli.meter_options import (
     CpuIdleOpt,
     CpuTdpOpt,
@@ -116,17 +124,27 @@ def register(app: typer.Typer) -> None:
         cpus_per_cell: Annotated[
             float | None, typer.Option("--cpus-per-cell", min=0.0, help="Ray: CPUs per cell (1)")
         ] = None,
+        on_contention: OnContentionOpt = None,
+        quiet_cores: QuietCoresOpt = None,
+        quiet_s: QuietSOpt = None,
+        contention_max_reruns: MaxRerunsOpt = None,
+        contention_max_wait_s: MaxWaitOpt = None,
     ) -> None:
         """Run (or resume) a sweep: models × precisions × batch sizes × bucketing × compile × prompts."""
         import warnings
 
         from joulebench.errors import JoulebenchWarning
         from joulebench.profile.fanout import run_sweep_fanout
-        from joulebench.profile.sweep import check_sources, load_sweep, run_sweep
+        from joulebench.profile.sweep import check_sources, load_sweep, parse_sweep, run_sweep
         from joulebench.profile.sweep import dry_run as plan
         from joulebench.results.store import DEFAULT_STORE, ResultStore, check_writable
 
         cfg = load_sweep(file)
+        overrides = contention_settings(
+            on_contention, quiet_cores, quiet_s, contention_max_reruns, contention_max_wait_s
+        )
+        if overrides:  # the flags win over the file's keys; validated like the file
+            cfg = parse_sweep({**cfg.model_dump(), **overrides}, str(file))
         if dry_run:
             check_sources(cfg)  # a misspelt model, precision or prompt set fails here
             p = plan(cfg)

@@ -27,6 +27,7 @@ class IdleBaseline:
     power_w: Mapping[str, float]
     duration_s: float
     methods: Mapping[str, str] = field(default_factory=dict)
+    host: Mapping[str, object] | None = None  # other processes' use during it (meters.host)
 
     @property
     def total_power_w(self) -> float:
@@ -38,6 +39,7 @@ class IdleBaseline:
             "total_power_w": self.total_power_w,
             "duration_s": self.duration_s,
             "methods": dict(self.methods),
+            **({} if self.host is None else {"host": dict(self.host)}),
         }
 
 

@@ -8,9 +8,16 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from joulebench.meters.host import DEFAULT_MAX_OTHER_CORES, ContentionMode, ContentionPolicy
 from joulebench.profile.batching import parse_bucketing
 
 Method = Literal["direct", "subtraction", "both"]
+
+#: How the host's other processes are handled is not part of a cell's identity: a resumed sweep
+#: with another policy skips the cells already done (each stored with its quiet_host audit).
+CONTENTION_FIELDS = frozenset(
+    {"on_contention", "quiet_cores", "quiet_s", "contention_max_reruns", "contention_max_wait_s"}
+)
 
 
 class MeasurementSettings(BaseModel):
@@ -29,6 +36,14 @@ class MeasurementSettings(BaseModel):
     consistency_tolerance: float = Field(0.05, gt=0, lt=1)
     device: str = "cpu"
     seed: int = 0
+    # other processes during the windows (joulebench.meters.host): flag, wait or fail
+    on_contention: ContentionMode = "flag"
+    quiet_cores: float = Field(
+        DEFAULT_MAX_OTHER_CORES, ge=0, description="cores other processes may use per window"
+    )
+    quiet_s: float = Field(3.0, gt=0, description="wait: seconds the host must stay quiet")
+    contention_max_reruns: int = Field(3, ge=0, description="wait: re-runs of busy windows")
+    contention_max_wait_s: float = Field(120.0, ge=0, description="wait: total seconds waited")
 
     @field_validator("output_length")
     @classmethod
@@ -47,6 +62,15 @@ class MeasurementSettings(BaseModel):
         if v < lo:
             raise ValueError(f"max_repeats ({v}) must be ≥ min_repeats ({lo})")
         return v
+
+    def contention_policy(self) -> ContentionPolicy:
+        return ContentionPolicy(
+            mode=self.on_contention,
+            max_other_cores=self.quiet_cores,
+            quiet_s=self.quiet_s,
+            max_reruns=self.contention_max_reruns,
+            max_wait_s=self.contention_max_wait_s,
+        )
 
     def measurement_settings(self) -> dict[str, Any]:
         """These settings alone, as keyword arguments for another config."""
@@ -75,5 +99,6 @@ class ProfileConfig(MeasurementSettings):
 
     def cell_key(self) -> str:
         """Stable hash of the cell's config (sorted JSON, sha256, 16 hex digits)."""
-        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        config = self.model_dump(mode="json", exclude=set(CONTENTION_FIELDS))
+        blob = json.dumps(config, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:16]

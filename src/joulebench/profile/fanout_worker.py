@@ -23,8 +23,10 @@ from typing import Any
 
 from joulebench.errors import JoulebenchError
 from joulebench.meters.base import Meter
-from joulebench.meters.window import IdleBaseline, measure_idle
+from joulebench.meters.host import HostMonitor
+from joulebench.meters.window import IdleBaseline
 from joulebench.profile.config import ProfileConfig
+from joulebench.profile.phases import measure_idle_watched
 from joulebench.profile.sweep import free_cuda, record_failed_cell
 from joulebench.results.store import ResultStore
 
@@ -121,7 +123,9 @@ def _model(task: CellTask, cfg: ProfileConfig, meter: Meter) -> tuple[Any, IdleB
         _CACHE.model_key = key
         try:
             _CACHE.loaded = load_model(cfg.model, cfg.precision, cfg.device, seed=cfg.seed)
-            _CACHE.idle = measure_idle(meter, task.idle_s)
+            _CACHE.idle = measure_idle_watched(  # as run_sweep: other processes watched
+                meter, task.idle_s, host=HostMonitor(), contention=cfg.contention_policy()
+            )
         except CELL_ERRORS as exc:  # remembered: the next cells of this model fail fast
             _CACHE.loaded = None
             _CACHE.load_error = (

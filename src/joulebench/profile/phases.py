@@ -9,7 +9,10 @@
    shrinking chunks (:func:`window_chunk`) so it ends about one op past that target;
 3. the stopping rule (95 % CI half-width of the per-op energy ≤ target, or the cap).
 
-Every repeat is kept. ``measure_prefill`` and ``measure_decode`` are the direct-method phases.
+With a :class:`~joulebench.meters.host.HostMonitor`, every window (and the idle baseline,
+:func:`measure_idle_watched`) also records other processes' CPU use, and the
+:class:`~joulebench.meters.host.ContentionPolicy` flags, waits and re-runs, or fails a window
+beside a busy neighbour. Every repeat is kept. ``measure_prefill`` and ``measure_decode`` are the direct-method phases.
 """
 
 from __future__ import annotations
@@ -24,8 +27,16 @@ from typing import Any
 
 from joulebench.analysis.stats import StoppingRule, Summary, summarize
 from joulebench.meters.base import Meter, MeterInfo
+from joulebench.meters.host import (
+    ContentionLog,
+    ContentionPolicy,
+    HostMonitor,
+    HostWindow,
+    summarize_host,
+    watch,
+)
 from joulebench.meters.sync import SyncFn, default_sync
-from joulebench.meters.window import IdleBaseline, window_between
+from joulebench.meters.window import IdleBaseline, measure_idle, window_between
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +66,7 @@ class RepeatRecord:
     energy_j: float | None = None  # per op; None for warm-ups and too-short windows
     net_energy_j: float | None = None
     domains: list[dict[str, Any]] = field(default_factory=list)
+    host: dict[str, Any] | None = None  # other processes' use of the host (HostWindow.to_dict)
 
     def to_row(self, tokens: dict[str, int] | None = None) -> dict[str, Any]:
         return {
@@ -67,7 +79,11 @@ class RepeatRecord:
             "energy_j": self.energy_j,
             "net_energy_j": self.net_energy_j,
             "tokens": tokens,
-            "domains": {"latency_s": self.latency_s, "per_domain": self.domains},
+            "domains": {
+                "latency_s": self.latency_s,
+                "per_domain": self.domains,
+                **({} if self.host is None else {"host": self.host}),
+            },
         }
 
 
@@ -79,6 +95,9 @@ class PhaseMeasurement:
     repeats: list[RepeatRecord]
     converged: bool
     min_window_s: float
+    ci_target: float | None = None
+    max_repeats: int | None = None
+    contention: dict[str, Any] | None = None  # ContentionLog.to_dict() when the host was watched
 
     def _values(self, attr: str) -> list[float]:
         return [getattr(r, attr) for r in self.repeats if getattr(r, attr) is not None]
@@ -96,6 +115,14 @@ class PhaseMeasurement:
     @property
     def latency(self) -> Summary:
         return summarize([r.latency_s for r in self.repeats])
+
+    @property
+    def host(self) -> dict[str, Any] | None:
+        """Other processes' share over the repeats (``None`` when the host was not watched)."""
+        summary = summarize_host([r.host for r in self.repeats if r.host is not None])
+        if summary is not None and self.contention is not None:
+            summary.update(self.contention)
+        return summary
 
     @property
     def shortest_window_s(self) -> float:
@@ -186,8 +213,14 @@ def measure_repeated(
     sync: SyncFn = default_sync,
     device: Any = None,
     clock: Callable[[], float] = time.perf_counter,
+    host: HostMonitor | None = None,
+    contention: ContentionPolicy | None = None,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> PhaseMeasurement:
-    """Warm up, then measure ``op`` in windows of ≥ ``min_window_s`` until ``rule`` says stop."""
+    """Warm up, then measure ``op`` in windows of ≥ ``min_window_s`` until ``rule`` says stop.
+
+    ``host``: watch other processes during each window, under ``contention`` (default: flag).
+    """
     if warmup < 0:
         raise ValueError(f"warmup must be ≥ 0, got {warmup}")
     target_s = max(float(min_window_s), float(meter.update_period_s))
@@ -203,7 +236,10 @@ def measure_repeated(
         warmups.append(RepeatRecord(str(phase), method, i, True, 1, op_s, op_s))
     repeats: list[RepeatRecord] = []
     per_op: list[float] = []
-    while True:
+    policy = contention or ContentionPolicy()
+    log_ = ContentionLog()
+
+    def run_window() -> tuple[int, float, Any, Any]:
         k = window_chunk(target_s / 2, op_s)  # the warm-up / last window estimate: half
         sync()
         r0 = meter.read()
@@ -224,6 +260,17 @@ def measure_repeated(
             last = elapsed
         device_s = timer.stop()
         r1 = meter.read()
+        return n, device_s, r0, r1
+
+    while True:
+        hw: HostWindow | None = None
+        if host is None:
+            n, device_s, r0, r1 = run_window()
+        else:
+            what = f"{phase}/{method} window {len(repeats)}"
+            (n, device_s, r0, r1), hw = watch(
+                run_window, host, policy, log_, what=what, clock=clock, sleep=sleep
+            )
         w = window_between(r0, r1, info, idle)
         op_s = device_s / n
         domains = [
@@ -246,6 +293,7 @@ def measure_repeated(
             None if w.energy_j is None else w.energy_j / n,
             None if w.net_energy_j is None else w.net_energy_j / n,
             domains,
+            None if hw is None else hw.to_dict(),
         )
         if w.too_short:
             log.warning(
@@ -256,7 +304,47 @@ def measure_repeated(
             per_op.append(rec.energy_j)
         if rule.done(per_op) or len(repeats) >= rule.max_repeats:
             break
-    return PhaseMeasurement(str(phase), method, warmups, repeats, rule.converged(per_op), target_s)
+    return PhaseMeasurement(
+        str(phase),
+        method,
+        warmups,
+        repeats,
+        rule.converged(per_op),
+        target_s,
+        rule.ci_target,
+        rule.max_repeats,
+        None if host is None else log_.to_dict(),
+    )
+
+
+def measure_idle_watched(
+    meter: Meter,
+    duration_s: float,
+    *,
+    host: HostMonitor | None = None,
+    contention: ContentionPolicy | None = None,
+    sync: SyncFn = default_sync,
+    sleep: Callable[[float], None] = time.sleep,
+) -> IdleBaseline:
+    """The idle baseline, with other processes' use of the host during it (``host``).
+
+    A baseline beside a busy neighbour is subtracted from every net figure, so it is watched
+    like a window: flagged (``IdleBaseline.host``), re-measured after a quiet wait, or refused.
+    """
+    if host is None:
+        return measure_idle(meter, duration_s, sync=sync, sleep=sleep)
+    log_ = ContentionLog()
+    idle, hw = watch(
+        lambda: measure_idle(meter, duration_s, sync=sync, sleep=sleep),
+        host,
+        contention or ContentionPolicy(),
+        log_,
+        what="idle baseline",
+        sleep=sleep,
+    )
+    return IdleBaseline(
+        idle.power_w, idle.duration_s, idle.methods, host={**hw.to_dict(), **log_.to_dict()}
+    )
 
 
 def _run_all(fn: Callable[[Any], object], items: Sequence[Any]) -> Callable[[], None]:

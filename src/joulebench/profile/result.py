@@ -94,6 +94,7 @@ def phase_section(m: PhaseMeasurement, tokens: int, kind: str) -> dict[str, Any]
         "min_window_s": m.min_window_s,
         "warmups": {"n": len(m.warmups), "latency_s": [w.latency_s for w in m.warmups]},
         "domains": m.per_domain_mean(),
+        "host": m.host,
     }
 
 
@@ -124,9 +125,14 @@ def subtracted_section(
 
 
 def phase_audits(
-    m: PhaseMeasurement, idle_w: float | None, floor_s: float | None, update_period_s: float
+    m: PhaseMeasurement,
+    idle_w: float | None,
+    floor_s: float | None,
+    update_period_s: float,
+    quiet_cores: float = 0.05,
 ) -> list[audit.AuditCheck]:
-    """Energy ≥ idle × duration, ≥ idle × roofline floor, window ≥ update period, domains sum."""
+    """Energy ≥ idle × duration, ≥ idle × roofline floor, window ≥ update period, domains sum,
+    CI target reached, and a quiet host (when it was watched)."""
     scope = f"{m.phase}/{m.method}"
     e: Summary | None = m.energy
     op_window_s = sum(r.duration_s / r.n_ops for r in m.repeats) / len(m.repeats)
@@ -143,6 +149,14 @@ def phase_audits(
         audit.energy_above_floor(None if e is None else e.mean, idle_w, floor_s, scope=scope),
         audit.window_long_enough(m.shortest_window_s, update_period_s, scope=scope),
     ]
+    if m.ci_target is not None and m.max_repeats is not None:
+        rel = None if e is None else e.ci_halfwidth_rel
+        checks.append(
+            audit.precision_reached(rel, m.ci_target, len(m.repeats), m.max_repeats, scope=scope)
+        )
+    if m.host is not None:
+        hosts = [r.host for r in m.repeats if r.host is not None]
+        checks.append(audit.quiet_host(hosts, max_other_cores=quiet_cores, scope=scope))
     per_domain = [d["energy_j"] for d in m.per_domain_mean() if d["energy_j"] is not None]
     if e is not None and per_domain:
         checks.append(
@@ -294,6 +308,7 @@ def assemble(
     idle_w: float | None,
     update_period_s: float,
     header: dict[str, Any],
+    quiet_cores: float = 0.05,
 ) -> tuple[dict[str, Any], list[audit.AuditCheck]]:
     """The result object (``header`` first) and its audit checks; no ``_repeats`` yet.
 
@@ -343,7 +358,10 @@ def assemble(
     floors = phase_floors(roof) if roof.get("available", True) else {}
     checks: list[audit.AuditCheck] = []
     for key, m in measured.items():
-        checks.extend(phase_audits(m, idle_w, floors.get(key), update_period_s))
+        checks.extend(phase_audits(m, idle_w, floors.get(key), update_period_s, quiet_cores))
+    idle_host = (header.get("idle") or {}).get("host")
+    if idle_host is not None:  # the baseline every net figure subtracts
+        checks.append(audit.quiet_host([idle_host], max_other_cores=quiet_cores, scope="idle"))
     if subtraction:
         chk = audit.difference_resolved(
             sub_decode["energy_j"], sub_decode["energy_ci95_j"], scope="decode/subtraction"

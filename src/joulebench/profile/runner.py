@@ -24,8 +24,9 @@ from joulebench.analysis.stats import StoppingRule
 from joulebench.errors import ConfigError, JoulebenchError, JoulebenchWarning
 from joulebench.meters.base import Meter, MeterInfo
 from joulebench.meters.gpus import model_devices, require_gpu_domain
+from joulebench.meters.host import HostMonitor
 from joulebench.meters.sync import SyncFn, default_sync
-from joulebench.meters.window import IdleBaseline, measure_idle
+from joulebench.meters.window import IdleBaseline
 from joulebench.profile.batching import Batch, make_batches, padding_ratio
 from joulebench.profile.config import ProfileConfig
 from joulebench.profile.ops import ModelOps
@@ -33,6 +34,7 @@ from joulebench.profile.phases import (
     Phase,
     PhaseMeasurement,
     measure_decode,
+    measure_idle_watched,
     measure_prefill,
     measure_repeated,
 )
@@ -211,8 +213,10 @@ def _measure(
         loaded.model, pad_token_id=pad, eos_token_ids=_eos_ids(loaded), compile=config.compile
     )
     rule = StoppingRule(config.ci_target, config.min_repeats, config.max_repeats)
+    host = HostMonitor(gpu_meter=meter)  # other processes during every window
+    contention = config.contention_policy()
     if idle is None:
-        idle = measure_idle(meter, idle_s, sync=sync)
+        idle = measure_idle_watched(meter, idle_s, host=host, contention=contention, sync=sync)
     common: dict[str, Any] = dict(
         rule=rule,
         min_window_s=config.min_window_s,
@@ -220,6 +224,8 @@ def _measure(
         idle=idle,
         sync=sync,
         device=device,
+        host=host,
+        contention=contention,
     )
     direct = config.method in ("direct", "both")
     subtraction = config.method in ("subtraction", "both")
@@ -297,6 +303,7 @@ def _measure(
         idle_w=idle.total_power_w,
         update_period_s=info.update_period_s,
         header=header,
+        quiet_cores=config.quiet_cores,
     )
     for msg in out["warnings"]:
         warnings.warn(msg, JoulebenchWarning, stacklevel=4)

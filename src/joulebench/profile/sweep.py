@@ -21,7 +21,7 @@ from pydantic import ConfigDict, Field, ValidationError, field_validator
 
 from joulebench.errors import ConfigError, JoulebenchError
 from joulebench.meters.base import Meter, MeterInfo
-from joulebench.meters.window import measure_idle
+from joulebench.meters.host import HostMonitor
 from joulebench.profile.batching import parse_bucketing
 from joulebench.profile.config import MeasurementSettings, ProfileConfig
 from joulebench.yamlfile import read_yaml
@@ -298,6 +298,7 @@ def _run_groups(
     idle_baselines: dict[tuple[str, str], Any] | None,
 ) -> None:
     """The sweep's cells, one model load per (model, precision) group; updates ``counts``."""
+    from joulebench.profile.phases import measure_idle_watched
     from joulebench.profile.runner import profile_cell
 
     cells = sweep.cells()
@@ -314,7 +315,9 @@ def _run_groups(
             # once per loaded model (never per cell); at least two meter update periods
             idles = {} if idle_baselines is None else idle_baselines
             if (model, precision) not in idles:
-                idles[(model, precision)] = measure_idle(meter, idle_span)
+                idles[(model, precision)] = measure_idle_watched(
+                    meter, idle_span, host=HostMonitor(), contention=sweep.contention_policy()
+                )
             idle = idles[(model, precision)]
         except (JoulebenchError, RuntimeError, ValueError, OSError, ImportError) as exc:
             error = f"loading {model} at {precision}: {type(exc).__name__}: {exc}"

@@ -46,3 +46,22 @@ def test_difference_resolved_fails_on_noise():
     assert not wide.passed and "includes zero" in wide.detail
     assert not audit.difference_resolved(None, None).passed
     assert audit.difference_resolved(1.0, None).passed  # one repeat: no CI to compare
+
+
+def test_quiet_host_fails_on_a_busy_window_or_a_foreign_gpu_process():
+    quiet = [{"other_cores": 0.01}, {"other_cores": 0.04}]
+    assert audit.quiet_host(quiet).passed
+    bad = audit.quiet_host([*quiet, {"other_cores": 0.9}], scope="decode/direct")
+    assert not bad.passed and bad.name == "decode/direct:quiet_host"
+    assert "0.900 cores at most" in bad.detail and "1 above 0.05" in bad.detail
+    assert audit.quiet_host([{"other_cores": 0.9}], max_other_cores=1.0).passed
+    gpu = audit.quiet_host([{"other_cores": 0.0, "gpu_processes": ["pid 7 on gpu:0"]}])
+    assert not gpu.passed and "pid 7 on gpu:0" in gpu.detail
+    assert not audit.quiet_host([]).passed  # not watched is not quiet
+
+
+def test_precision_reached_fails_at_the_cap():
+    assert audit.precision_reached(0.015, 0.02, 4, 10).passed
+    capped = audit.precision_reached(0.08, 0.02, 10, 10, scope="prefill/direct")
+    assert not capped.passed and "stopped at 10 of --max-repeats 10" in capped.detail
+    assert not audit.precision_reached(None, 0.02, 10, 10).passed

@@ -68,9 +68,11 @@ def _json(value: Any) -> Any:
 def test_local_fanout_stores_what_run_sweep_stores(tiny_model_dir, tmp_path, monkeypatch):
     sweep = _sweep(tiny_model_dir)
     idles: list[float] = []
-    real_idle = fanout_worker.measure_idle
+    real_idle = fanout_worker.measure_idle_watched
     monkeypatch.setattr(
-        fanout_worker, "measure_idle", lambda m, s: idles.append(s) or real_idle(m, s)
+        fanout_worker,
+        "measure_idle_watched",
+        lambda m, s, **kw: idles.append(s) or real_idle(m, s, **kw),
     )
     events: list[dict[str, Any]] = []
     with ResultStore(tmp_path / "fan.duckdb") as store:

@@ -83,3 +83,40 @@ def test_window_chunks_shrink_so_a_window_ends_about_one_op_past_its_target():
         k_next = window_chunk(target - elapsed, max(elapsed / n, (elapsed - last) / k))
         last, k = elapsed, k_next
     assert target <= elapsed <= target + 2 * per_true
+
+
+def test_repeats_stopped_at_the_cap_fail_precision_reached():
+    from joulebench.profile.result import phase_audits
+
+    sizes = iter([0.001, 0.02, 0.004, 0.03] * 5)  # op times vary 30×: the CI cannot reach 1 %
+
+    m = measure_repeated(
+        lambda: time.sleep(next(sizes)),
+        FakeMeter(10.0, update_period_s=0.01),
+        phase=Phase.DECODE,
+        method="direct",
+        rule=StoppingRule(ci_target=0.001, min_repeats=2, max_repeats=3),
+        min_window_s=0.001,
+        warmup=0,
+    )
+    assert len(m.repeats) == 3 and not m.converged
+    checks = {c.name: c for c in phase_audits(m, None, None, 0.01)}
+    assert not checks["decode/direct:precision_reached"].passed
+    assert "--max-repeats 3" in checks["decode/direct:precision_reached"].detail
+    assert "decode/direct:quiet_host" not in checks  # the host was not watched here
+
+
+def test_converged_repeats_pass_precision_reached():
+    from joulebench.profile.result import phase_audits
+
+    m = measure_repeated(
+        lambda: time.sleep(0.002),
+        FakeMeter(10.0, update_period_s=0.01),
+        phase=Phase.PREFILL,
+        method="direct",
+        rule=StoppingRule(ci_target=0.5, min_repeats=2, max_repeats=6),
+        min_window_s=0.05,
+        warmup=0,
+    )
+    checks = {c.name: c for c in phase_audits(m, None, None, 0.01)}
+    assert m.converged and checks["prefill/direct:precision_reached"].passed
