@@ -9,6 +9,8 @@ fails with an error, the next three succeed, and every request gets exactly one 
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 
 import pytest
 
@@ -28,6 +30,16 @@ def tiny_loaded(tiny_model_dir):
     from joulebench.workloads.models import load_model
 
     return load_model(str(tiny_model_dir), "fp32")
+
+
+def _engine(tiny_loaded, scheduler, monkeypatch):
+    """A started engine whose edge validation is off: the scheduler sees what the client sent."""
+    engine = build_engine(
+        tiny_loaded, scheduler=scheduler, meter=FakeMeter(1.0, **FAST), window_s=0.2
+    )
+    monkeypatch.setattr(engine, "validate", lambda ids, max_tokens, sampling: max_tokens)
+    engine.start()
+    return engine
 
 
 async def _run(engine, requests):
@@ -77,11 +89,8 @@ def _out_of_vocab(vocab):
 
 
 @pytest.mark.parametrize("scheduler", ["sequential", "dynamic", "continuous"])
-def test_out_of_vocab_request_fails_alone(tiny_loaded, scheduler):
-    engine = build_engine(
-        tiny_loaded, scheduler=scheduler, meter=FakeMeter(1.0, **FAST), window_s=0.2
-    )
-    engine.start()
+def test_out_of_vocab_request_fails_alone(tiny_loaded, scheduler, monkeypatch):
+    engine = _engine(tiny_loaded, scheduler, monkeypatch)
     try:
         _check_isolated(engine, _out_of_vocab)
     finally:
@@ -89,12 +98,47 @@ def test_out_of_vocab_request_fails_alone(tiny_loaded, scheduler):
 
 
 @pytest.mark.parametrize("scheduler", ["sequential", "dynamic"])
-def test_subnormal_temperature_fails_alone(tiny_loaded, scheduler):
-    engine = build_engine(
-        tiny_loaded, scheduler=scheduler, meter=FakeMeter(1.0, **FAST), window_s=0.2
-    )
-    engine.start()
+def test_subnormal_temperature_fails_alone(tiny_loaded, scheduler, monkeypatch):
+    engine = _engine(tiny_loaded, scheduler, monkeypatch)
     try:
         _check_isolated(engine, lambda vocab: GOOD, SamplingParams(temperature=5e-324))
     finally:
         engine.stop()
+
+
+def test_continuous_manager_restarts_and_health_says_so(tiny_loaded, monkeypatch):
+    """The poisoned request kills transformers' generation loop: health() is unavailable until
+    the scheduler has started a new manager, /metrics counts the restart, nothing is lost."""
+    engine = _engine(tiny_loaded, "continuous", monkeypatch)
+    seen: list[str] = []
+    watching = threading.Event()
+
+    def watch():
+        while not watching.is_set():
+            state = engine.health()["status"]
+            if not seen or seen[-1] != state:
+                seen.append(state)
+            time.sleep(0.001)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        _check_isolated(engine, _out_of_vocab)
+    finally:
+        watching.set()
+        watcher.join()
+        engine.stop()
+    assert seen[0] == "ok" and "unavailable" in seen and seen[-1] == "ok", seen
+    health_restarts = engine.metrics.restarts
+    assert health_restarts >= 1
+    text = engine.render_metrics()
+    assert "joulebench_scheduler_restarts_total{" in text
+    restarts = _sample(text, "joulebench_scheduler_restarts_total")
+    requeued = _sample(text, "joulebench_requeued_total")
+    failed = _sample(text, "joulebench_failed_by_restart_total")
+    assert restarts == health_restarts and failed == 1 and requeued >= 0
+
+
+def _sample(text, name):
+    (line,) = [ln for ln in text.splitlines() if ln.startswith(name + "{")]
+    return float(line.rsplit(" ", 1)[1])

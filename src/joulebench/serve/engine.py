@@ -323,6 +323,15 @@ class ServingEngine:
             log.warning("request %s failed: %s", req.id, error)
         req.emit(FinishEvent(reason, energy.to_dict(), error))
 
+    def on_restart(self, *, requeued: int, failed: int) -> None:
+        self.metrics.on_restart(requeued=requeued, failed=failed)
+        log.warning(
+            "scheduler %s restarted: %d requests queued again, %d failed",
+            self.scheduler.name,
+            requeued,
+            failed,
+        )
+
     # -- introspection -----------------------------------------------------------------------
     def render_metrics(self) -> str:
         reading = self.meter.read()

@@ -38,6 +38,9 @@ class ServerMetrics:
         self.batch_size_max = 0
         self.queue_time_s_sum = 0.0
         self.queue_time_count = 0
+        self.restarts = 0
+        self.requeued = 0
+        self.failed_by_restart = 0
 
     def on_step(self, batch_size: int, prefill_tokens: int, decode_tokens: int) -> None:
         with self._lock:
@@ -57,6 +60,12 @@ class ServerMetrics:
             if queue_time_s is not None:
                 self.queue_time_s_sum += queue_time_s
                 self.queue_time_count += 1
+
+    def on_restart(self, *, requeued: int, failed: int) -> None:
+        with self._lock:
+            self.restarts += 1
+            self.requeued += requeued
+            self.failed_by_restart += failed
 
     def on_reject(self, reason: str) -> None:
         with self._lock:
@@ -126,6 +135,24 @@ class ServerMetrics:
                 "counter",
                 "Requests refused before running.",
                 [({"reason": r}, n) for r, n in sorted(self.rejected.items())],
+            )
+            metric(
+                "joulebench_scheduler_restarts_total",
+                "counter",
+                "Times the scheduler's worker died and was restarted.",
+                [({}, self.restarts)],
+            )
+            metric(
+                "joulebench_requeued_total",
+                "counter",
+                "Requests in flight queued again after a scheduler restart.",
+                [({}, self.requeued)],
+            )
+            metric(
+                "joulebench_failed_by_restart_total",
+                "counter",
+                "Requests in flight failed with an error by a scheduler restart.",
+                [({}, self.failed_by_restart)],
             )
             metric(
                 "joulebench_queue_time_seconds_sum",

@@ -43,6 +43,10 @@ class StepSink(Protocol):
         self, req: GenRequest, reason: FinishReason, error: str | None = None
     ) -> None: ...
 
+    def on_restart(self, *, requeued: int, failed: int) -> None:
+        """The scheduler's worker died and was restarted; ``requeued`` requests in flight were
+        queued again and ``failed`` were failed with an error."""
+
 
 class Scheduler(ABC):
     """Runs generation requests on a model; see the module docstring."""
