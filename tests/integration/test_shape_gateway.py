@@ -111,8 +111,11 @@ def test_upstream_status_codes_and_bodies_are_passed_on(upstream) -> None:
         )
         assert r.status_code == 422 and "malformed JSON" in r.json()["error"]["message"]
         assert client.get("/v1/models").json()["data"][0]["id"] == "echo"
-        assert client.get("/v1/chat/completions").status_code == 405
-        assert client.get("/nope").status_code == 404
+        # wrong methods and unknown paths are the upstream's to answer, in its shape
+        r = client.get("/v1/chat/completions")
+        assert r.status_code == 405 and r.json()["error"]["code"] == "method_not_allowed"
+        r = client.get("/nope")
+        assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
         health = client.get("/health").json()
         assert health["status"] == "ok" and health["policy"]["spec"] == "cadence:20ms"
         text = client.get("/metrics").text
@@ -136,7 +139,8 @@ def test_unreachable_upstream_gives_502_with_reason() -> None:
         r = client.post("/v1/chat/completions", json={"id": 1})
         assert r.status_code == 502
         err = r.json()["error"]
-        assert err["type"] == "upstream_unreachable" and dead in err["message"]
+        assert err["code"] == "upstream_unreachable" and dead in err["message"]
+        assert err["type"] == "server_error" and err["param"] is None
         r = client.post("/generate", json={"id": 2})  # TGI routes answer in TGI's error form
         assert r.status_code == 502 and r.json()["error_type"] == "upstream_unreachable"
         assert client.get("/v1/models").status_code == 502
@@ -152,7 +156,7 @@ def test_upstream_timeout_gives_504_and_cancels_upstream(upstream) -> None:
     ):
         t0 = time.monotonic()
         r = client.post("/v1/completions", json={"id": "slow", "sleep_s": 5})
-        assert r.status_code == 504 and r.json()["error"]["type"] == "upstream_timeout"
+        assert r.status_code == 504 and r.json()["error"]["code"] == "upstream_timeout"
         assert time.monotonic() - t0 < 3
     assert _wait_for(lambda: "slow" in app.cancelled)
 

@@ -62,4 +62,5 @@ def create_app(
     app.include_router(tgi.router(gen, label, guarded))
     app.include_router(ops.router(engine, guarded))
     app.add_middleware(errors.BodyLimit, max_bytes=max_body_bytes)
+    errors.document(app)
     return app

@@ -22,24 +22,10 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
 from joulebench.serve.engine import Rejected
+from joulebench.serve.protocol import is_tgi, openai_body, tgi_body
 from joulebench.serve.validate import InvalidBody, param_name, parse_json
 
 log = logging.getLogger(__name__)
-
-TGI_PATHS = frozenset({"/", "/generate", "/generate_stream", "/info"})
-
-_OPENAI_TYPE = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    403: "permission_error",
-    404: "invalid_request_error",
-    405: "invalid_request_error",
-    413: "invalid_request_error",
-    422: "invalid_request_error",
-    429: "rate_limit_error",
-}
-_OPENAI_CODE = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large"}
-_TGI_TYPE = {400: "validation", 413: "validation", 422: "validation", 429: "overloaded"}
 
 
 class ApiError(HTTPException):
@@ -59,30 +45,6 @@ class ApiError(HTTPException):
         self.message = message
         self.param = param
         self.code = code
-
-
-def is_tgi(path: str) -> bool:
-    return path in TGI_PATHS
-
-
-def openai_body(
-    status: int, message: str, param: str | None = None, code: str | None = None
-) -> dict[str, Any]:
-    return {
-        "error": {
-            "message": message,
-            "type": _OPENAI_TYPE.get(
-                status, "server_error" if status >= 500 else "invalid_request_error"
-            ),
-            "param": param,
-            "code": code if code is not None else _OPENAI_CODE.get(status),
-        }
-    }
-
-
-def tgi_body(status: int, message: str, error_type: str | None = None) -> dict[str, Any]:
-    kind = error_type or _TGI_TYPE.get(status, "generation" if status >= 500 else "validation")
-    return {"error": message, "error_type": kind}
 
 
 def error_response(
@@ -109,7 +71,10 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
     errors = exc.errors()
     if not errors:
         return "invalid request body", None
-    first = errors[0]
+    # in a union (prompt: str | list[int]) every branch reports; a broken constraint ("≥ 0") says
+    # more than "should be a valid string", so it wins over a type mismatch
+    specific = [e for e in errors if not str(e.get("type", "")).endswith("_type")]
+    first = (specific or errors)[0]
     param = param_name(first.get("loc", ()))
     if first.get("type") == "missing":
         return f"missing required parameter '{param}'", param
@@ -239,3 +204,28 @@ class BodyLimit:
             headers={"connection": "close"},
         )
         await response(scope, receive, send)
+
+
+def document(app: FastAPI) -> None:
+    """Make the OpenAPI schema say what the server answers: FastAPI declares a 422
+    ``HTTPValidationError`` on every route, but OpenAI routes answer invalid input with 400 (as
+    declared by the route) and TGI routes with 422 in TGI's shape (as declared by the route)."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = build()
+        for path, ops in schema.get("paths", {}).items():
+            for op in ops.values():
+                responses = op.get("responses", {})
+                invalid = responses.get("422", {})
+                ref = str(invalid.get("content", {}).get("application/json", {}).get("schema"))
+                if "HTTPValidationError" in ref and not is_tgi(path):
+                    del responses["422"]
+        schema.get("components", {}).get("schemas", {}).pop("HTTPValidationError", None)
+        schema.get("components", {}).get("schemas", {}).pop("ValidationError", None)
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -63,6 +63,43 @@ class TGIError(BaseModel):
     error_type: str
 
 
+TGI_PATHS = frozenset({"/", "/generate", "/generate_stream", "/info"})
+
+_OPENAI_TYPE = {
+    401: "authentication_error",
+    403: "permission_error",
+    429: "rate_limit_error",
+}
+_OPENAI_CODE = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large"}
+_TGI_TYPE = {429: "overloaded"}
+
+
+def is_tgi(path: str) -> bool:
+    """Whether ``path`` is a TGI route (errors in TGI's shape) rather than an OpenAI one."""
+    return path in TGI_PATHS
+
+
+def openai_body(
+    status: int, message: str, param: str | None = None, code: str | None = None
+) -> dict[str, Any]:
+    """OpenAI's error body; ``code`` is a string or null, as OpenAI sends it."""
+    default_type = "server_error" if status >= 500 else "invalid_request_error"
+    return {
+        "error": {
+            "message": message,
+            "type": _OPENAI_TYPE.get(status, default_type),
+            "param": param,
+            "code": code if code is not None else _OPENAI_CODE.get(status),
+        }
+    }
+
+
+def tgi_body(status: int, message: str, error_type: str | None = None) -> dict[str, Any]:
+    """TGI's error body (``error_type``: validation, generation, overloaded...)."""
+    default_type = "generation" if status >= 500 else "validation"
+    return {"error": message, "error_type": error_type or _TGI_TYPE.get(status, default_type)}
+
+
 class _OpenAIBase(_Body):
     model: str | None = None
     max_tokens: int | None = Field(default=None, le=MAX_TOKENS_FIELD)

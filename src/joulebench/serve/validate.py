@@ -82,6 +82,9 @@ def _find_invalid(value: Any, path: str) -> tuple[str, Any] | None:
     return None
 
 
+_UNION_TAGS = frozenset({"str", "int", "float", "bool", "dict", "list", "none"})
+
+
 def param_name(loc: tuple[Any, ...] | list[Any]) -> str | None:
     """``("body", "messages", 0, "content")`` → ``"messages[0].content"`` (OpenAI's ``param``)."""
     parts = [p for p in loc if p != "body"]
@@ -89,9 +92,8 @@ def param_name(loc: tuple[Any, ...] | list[Any]) -> str | None:
     for p in parts:
         if isinstance(p, int):
             out += f"[{p}]"
-        elif "[" in str(p) or "function-" in str(p):  # pydantic's union-branch labels
-            continue
+        elif str(p) in _UNION_TAGS or "[" in str(p) or "function-" in str(p):
+            continue  # pydantic's union-branch labels ("str", "list[int]"), not parameters
         else:
             out += f".{p}" if out else str(p)
     return out or None
-

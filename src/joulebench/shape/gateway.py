@@ -2,8 +2,10 @@
 
 Routes mirror the servers it fronts (joulebench serve, vLLM, TGI, ``transformers serve``,
 llama.cpp): OpenAI ``POST /v1/completions`` and ``/v1/chat/completions`` (SSE or not), TGI
-``POST /generate`` and ``/generate_stream`` go through the :class:`Shaper`; ``GET /v1/models``
-passes straight through; ``/health`` and ``/metrics`` are the gateway's own.
+``POST /``, ``/generate`` and ``/generate_stream`` go through the :class:`Shaper`; ``/health``
+and ``/metrics`` are the gateway's own; every other request (``/v1/models/{id}``, ``/info``, a
+wrong method, an unknown path) passes straight through, unshaped, so the upstream's 404 and 405
+come back in its own shape.
 
 The proxy is transparent: request bodies are forwarded byte for byte (the upstream validates
 them and its status codes and error bodies come back unchanged), responses stream back chunk by
@@ -12,7 +14,9 @@ headers saying how long the gateway held the request and in which release group.
 leaves while queued is dropped from the queue; one that leaves later has its upstream request
 cancelled (the connection is closed, which servers treat as a disconnect). The gateway's own
 failures use 429 (queue full, with Retry-After), 502 (upstream unreachable or broken) and 504
-(upstream timed out before answering).
+(upstream timed out before answering), in the upstream protocol's error shape: OpenAI's
+``{"error": {"message", "type", "param", "code"}}`` (the kind in ``code``) on OpenAI routes,
+TGI's ``{"error", "error_type"}`` on TGI routes.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from typing import Any
 
 import httpx
 
+from joulebench.serve.protocol import is_tgi, openai_body, tgi_body
 from joulebench.shape.metrics import GatewayMetrics
 from joulebench.shape.policies import Policy
 from joulebench.shape.shaper import QueueFull, Release, Shaper
@@ -37,10 +42,8 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 SHAPED_ROUTES = frozenset(
-    {"/v1/completions", "/v1/chat/completions", "/generate", "/generate_stream"}
+    {"/v1/completions", "/v1/chat/completions", "/", "/generate", "/generate_stream"}
 )
-PASSTHROUGH_PREFIXES = ("/v1/models",)
-TGI_ROUTES = frozenset({"/generate", "/generate_stream"})
 
 HOP_BY_HOP = frozenset(
     {
@@ -62,11 +65,9 @@ HOP_BY_HOP = frozenset(
 
 def _error_body(path: str, status: int, kind: str, message: str) -> bytes:
     """Errors in the dialect of the route: TGI's flat form or OpenAI's nested one."""
-    if path in TGI_ROUTES:
-        body: dict[str, Any] = {"error": message, "error_type": kind}
-    else:
-        body = {"error": {"message": message, "type": kind, "code": status}}
-    return json.dumps(body).encode()
+    if is_tgi(path):
+        return json.dumps(tgi_body(status, message, kind)).encode()
+    return json.dumps(openai_body(status, message, code=kind)).encode()
 
 
 async def _send_simple(
@@ -171,15 +172,9 @@ class Gateway:
             await _send_simple(
                 send, 200, self.metrics.render().encode(), content_type="text/plain; version=0.0.4"
             )
-        elif path in SHAPED_ROUTES:
-            if method != "POST":
-                await self._fail(send, path, 405, "method_not_allowed", f"use POST for {path}")
-            else:
-                await self._proxy(scope, receive, send, shaped=True)
-        elif path.startswith(PASSTHROUGH_PREFIXES) and method == "GET":
-            await self._proxy(scope, receive, send, shaped=False)
-        else:
-            await self._fail(send, path, 404, "not_found", f"no route {method} {path}")
+        else:  # the upstream answers wrong methods and unknown paths, in its own shape
+            shaped = path in SHAPED_ROUTES and method == "POST"
+            await self._proxy(scope, receive, send, shaped=shaped)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:

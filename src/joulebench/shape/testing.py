@@ -59,6 +59,12 @@ class EchoUpstream:
         if scope["method"] == "GET" and path == "/v1/models":
             await _json(send, 200, {"object": "list", "data": [{"id": "echo", "object": "model"}]})
             return
+        if path not in _POST_ROUTES:  # answered like a real server: 404, in OpenAI's shape
+            await _json(send, 404, _openai_error(f"no route {scope['method']} {path}", "not_found"))
+            return
+        if scope["method"] != "POST":
+            await _json(send, 405, _openai_error(f"use POST for {path}", "method_not_allowed"))
+            return
         chunks = []
         while True:
             msg = await receive()
@@ -127,7 +133,7 @@ class EchoUpstream:
                 {"error": {"message": f"scripted failure for {rid}", "type": "scripted"}},
             )
             return
-        stream = path == "/generate_stream" or bool(req.get("stream"))
+        stream = path == "/generate_stream" or bool(req.get("stream"))  # "/" streams on request
         n_chunks = int(req.get("chunks", 3))
         if not stream:
             await _json(
@@ -173,6 +179,17 @@ class EchoUpstream:
         await send({"type": "http.response.body", "body": b"data: [DONE]\n\n", "more_body": False})
         with self._lock:
             self.completed.append(rid)
+
+
+_POST_ROUTES = frozenset(
+    {"/v1/completions", "/v1/chat/completions", "/", "/generate", "/generate_stream"}
+)
+
+
+def _openai_error(message: str, code: str) -> dict[str, Any]:
+    return {
+        "error": {"message": message, "type": "invalid_request_error", "param": None, "code": code}
+    }
 
 
 def _int(text: str | None) -> int | None:

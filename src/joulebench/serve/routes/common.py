@@ -13,7 +13,6 @@ from joulebench.serve.request import FinishEvent, FinishReason, SamplingParams, 
 from joulebench.serve.text import TextAssembler
 
 SSE = "text/event-stream"
-DISCONNECT_POLL_S = 0.25
 
 
 def energy_headers(handle: RequestHandle, energy: dict[str, Any] | None) -> dict[str, str]:
@@ -36,12 +35,15 @@ def sse(obj: Any) -> str:
     return f"data: {json.dumps(obj, allow_nan=False)}\n\n"
 
 
-def responses(error_model: type, *, streams: bool) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI ``responses`` of a generation route: its errors and, if it streams, SSE."""
+def responses(
+    error_model: type, *, streams: bool, invalid: int = 400
+) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` of a generation route: its errors (invalid input is ``invalid``:
+    400 for OpenAI, 422 for TGI) and, if it streams, SSE."""
     out: dict[int | str, dict[str, Any]] = {
         code: {"model": error_model, "description": why}
         for code, why in (
-            (400, "invalid request (the parameter is named)"),
+            (invalid, "invalid request (the parameter is named)"),
             (404, "unknown model or route"),
             (413, "request body over the limit"),
             (429, "queue full (Retry-After)"),
@@ -79,19 +81,25 @@ class Generation:
     async def run_to_end(
         request: Request, handle: RequestHandle, text: TextAssembler
     ) -> FinishEvent:
-        """Collect a non-streaming request, cancelling it as soon as the client goes away."""
+        """Collect a non-streaming request, cancelling it as soon as the client goes away.
+
+        A watcher waits on the connection itself: tokens arriving all the time must not keep
+        the check from running (they did, when the check ran only between events)."""
+
+        async def watch() -> None:
+            while (await request.receive())["type"] != "http.disconnect":
+                pass
+            handle.cancel()
+
+        watcher = asyncio.create_task(watch())
         try:
-            while handle.final is None:
-                event = await handle.next_event(DISCONNECT_POLL_S)
-                if event is None:
-                    if await request.is_disconnected():
-                        handle.cancel()
-                    continue
+            async for event in handle.events():
                 if isinstance(event, TokenEvent):
                     text.feed(event.token_ids)
                     if text.stopped:
                         handle.cancel(FinishReason.STOP)
         finally:
+            watcher.cancel()
             if not handle.req.finished:
                 handle.cancel()
         text.flush()

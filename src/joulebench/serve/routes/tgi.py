@@ -131,20 +131,20 @@ def router(gen: Generation, label: str, dependencies: Sequence[Depends]) -> APIR
 
         return StreamingResponse(stream(), media_type=SSE, headers=stream_headers(handle, label))
 
-    @api.post("/", responses=responses(TGIError, streams=True))
+    @api.post("/", responses=responses(TGIError, streams=True, invalid=422))
     async def compat(request: Request, body: TGIRequest) -> Any:
         """TGI's main route: ``/generate_stream`` when ``stream`` is true, else ``/generate``."""
         if body.stream:
             return await generate_stream(body)
         return await generate_once(request, body)
 
-    @api.post("/generate", responses=responses(TGIError, streams=False))
+    @api.post("/generate", responses=responses(TGIError, streams=False, invalid=422))
     async def generate(request: Request, body: TGIRequest) -> Any:
         return await generate_once(request, body)
 
     @api.post(
         "/generate_stream",
-        responses=responses(TGIError, streams=False)
+        responses=responses(TGIError, streams=False, invalid=422)
         | {
             200: {
                 "description": "server-sent events",

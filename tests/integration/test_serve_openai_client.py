@@ -1,0 +1,256 @@
+"""OpenAI fidelity of the embedded server through the official ``openai`` client: error classes
+with ``param`` and a string ``code``, ``models.retrieve``, unknown models, unsupported parameters,
+edge validation (NaN, surrogates, 64-bit seeds, token ids), the body limit, keep-alive after bad
+requests, non-streamed disconnects, the OpenAPI schema, and requests in = answers out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import socket
+import time
+
+import httpx
+import pytest
+
+from joulebench.meters.fake import FakeMeter
+from joulebench.serve.launch import embedded_server
+
+openai = pytest.importorskip("openai")
+pytestmark = pytest.mark.integration
+
+FAST = {"update_period_s": 1e-4}
+JSON = {"content-type": "application/json"}
+
+
+@pytest.fixture(scope="module")
+def tiny_loaded(tiny_model_dir):
+    from joulebench.workloads.models import load_model
+
+    return load_model(str(tiny_model_dir), "fp32")
+
+
+@pytest.fixture(scope="module")
+def served(tiny_loaded):
+    with embedded_server(
+        tiny_loaded, scheduler="dynamic", meter=FakeMeter(5.0, **FAST), max_body_mib=0.25
+    ) as url:
+        yield url, embedded_server.last  # type: ignore[attr-defined]
+
+
+def _client(url: str):
+    return openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0)
+
+
+def test_models_retrieve_and_unknown_model(served, tiny_loaded):
+    url, _ = served
+    client = _client(url)
+    assert client.models.retrieve(tiny_loaded.name).id == tiny_loaded.name
+    with pytest.raises(openai.NotFoundError) as e:
+        client.models.retrieve("no-such-model")
+    assert e.value.code == "model_not_found"
+    with pytest.raises(openai.NotFoundError) as e:
+        client.completions.create(model="no-such-model", prompt="hi", max_tokens=1)
+    assert e.value.code == "model_not_found" and e.value.param == "model"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "param"),
+    [
+        ({"response_format": {"type": "json_object"}}, "response_format"),
+        ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
+        ({"logprobs": True}, "logprobs"),
+        ({"n": 2}, "n"),
+        ({"seed": 2**70}, "seed"),
+        ({"stop": ["a", "b", "c", "d", "e"]}, "stop"),
+        ({"max_tokens": 10**9}, "max_tokens"),
+        ({"temperature": 7.0}, "temperature"),
+    ],
+)
+def test_refusals_are_400_naming_the_parameter(served, tiny_loaded, kwargs, param):
+    url, _ = served
+    with pytest.raises(openai.BadRequestError) as e:
+        _client(url).chat.completions.create(
+            model=tiny_loaded.name, messages=[{"role": "user", "content": "hi"}], **kwargs
+        )
+    assert e.value.status_code == 400 and e.value.param == param
+    body = e.value.body
+    assert set(body) == {"message", "type", "param", "code"}  # the client unwraps "error"
+    assert body["code"] is None or isinstance(body["code"], str)
+
+
+def test_out_of_vocabulary_token_ids_are_400(served, tiny_loaded):
+    url, engine = served
+    with pytest.raises(openai.BadRequestError, match="outside the vocabulary") as e:
+        _client(url).completions.create(
+            model=tiny_loaded.name, prompt=[1, engine.vocab_size], max_tokens=2
+        )
+    assert e.value.param == "prompt"
+
+
+BAD_BODIES = [
+    (b'{"prompt": "hi", "max_tokens": 2, "temperature": NaN}', "temperature"),
+    (b'{"prompt": "hi", "max_tokens": 2, "top_p": Infinity}', "top_p"),
+    (b'{"prompt": "hi \\ud800", "max_tokens": 2}', "prompt"),
+    (b'{"prompt": "hi", "max_tokens": 2, "seed": 36893488147419103232}', "seed"),
+    (b'{"prompt": "hi", "max_tokens": 2, "seed": 1e999}', "seed"),
+    (b'{"prompt": [5, -1], "max_tokens": 2}', "prompt[1]"),
+    (b'{"prompt": "hi", "max_tokens": "many"}', "max_tokens"),
+    (b'{"max_tokens": 2}', "prompt"),
+    (b"\xff\xfe", None),
+]
+
+
+def _http(sock: socket.socket, body: bytes) -> tuple[int, bytes]:
+    """One HTTP/1.1 request on a kept-alive socket; returns (status, body)."""
+    sock.sendall(
+        b"POST /v1/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+        + f"content-length: {len(body)}\r\n\r\n".encode()
+        + body
+    )
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("the server closed the connection")
+        data += chunk
+    head, _, rest = data.partition(b"\r\n\r\n")
+    length = int(re.search(rb"content-length: (\d+)", head, re.I).group(1))
+    while len(rest) < length:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("the server closed the connection mid-body")
+        rest += chunk
+    return int(head.split()[1]), rest[:length]
+
+
+def test_bad_bodies_are_400_and_keep_the_connection_alive(served):
+    url, _ = served
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        for body, param in BAD_BODIES:
+            status, answer = _http(sock, body)
+            assert status == 400, (body, answer)
+            err = httpx.Response(200, content=answer).json()["error"]
+            assert err["param"] == param, (body, err)
+            assert body.decode("utf-8", "replace")[:20] not in err["message"] or param is None
+        status, answer = _http(sock, b'{"prompt": "hello", "max_tokens": 2}')
+        assert status == 200  # same socket: never reset after a bad request
+
+
+def test_body_over_the_limit_is_413_and_not_echoed(served, tiny_loaded):
+    url, _ = served
+    huge = "hello " * 60_000  # ≈ 360 KB > 0.25 MiB
+    r = httpx.post(url + "/v1/completions", json={"prompt": huge, "model": tiny_loaded.name})
+    assert r.status_code == 413 and len(r.content) < 500
+    assert "0.25 MiB" in r.json()["error"]["message"]
+    r = httpx.post(url + "/generate", json={"inputs": huge})
+    assert r.status_code == 413 and r.json()["error_type"] == "validation"
+
+
+def test_404_405_and_500_are_openai_shaped(tiny_loaded, monkeypatch):
+    original = tiny_loaded.model.generate
+
+    def flaky(*args, **kwargs):
+        if kwargs["input_ids"].shape[1] > 20:
+            raise RuntimeError("injected failure")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(tiny_loaded.model, "generate", flaky)
+    with embedded_server(tiny_loaded, scheduler="sequential", meter=FakeMeter(1.0, **FAST)) as url:
+        client = _client(url)
+        with pytest.raises(openai.InternalServerError) as e:
+            client.completions.create(model=tiny_loaded.name, prompt="hello " * 30, max_tokens=2)
+        assert e.value.type == "server_error" and "injected failure" in e.value.message
+        r = httpx.get(url + "/v1/nothing")
+        assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
+        r = httpx.get(url + "/v1/completions")
+        assert r.status_code == 405 and r.json()["error"]["code"] == "method_not_allowed"
+        assert "detail" not in r.json()
+
+
+@pytest.mark.parametrize("scheduler", ["sequential", "dynamic", "continuous"])
+def test_non_streamed_client_leaving_cancels_the_request(tiny_loaded, scheduler):
+    with embedded_server(
+        tiny_loaded, scheduler=scheduler, meter=FakeMeter(1.0, **FAST), default_max_tokens=4000
+    ) as url:
+        eng = embedded_server.last  # type: ignore[attr-defined]
+        t0 = time.monotonic()
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(
+                url + "/v1/completions", json={"prompt": "hello", "max_tokens": 4000}, timeout=1.0
+            )
+        deadline = time.monotonic() + 10
+        while eng.outstanding and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert eng.outstanding == 0, "the abandoned request kept generating"
+        assert time.monotonic() - t0 < 8
+        assert 'reason="cancelled"' in httpx.get(url + "/metrics").text
+
+
+def test_openapi_declares_errors_and_sse(served):
+    url, _ = served
+    schema = httpx.get(url + "/openapi.json").json()
+    for path in ("/v1/completions", "/v1/chat/completions"):  # OpenAI: invalid input is 400
+        responses = schema["paths"][path]["post"]["responses"]
+        assert {"400", "404", "413", "429", "500"} <= set(responses) and "422" not in responses
+        assert responses["400"]["content"]["application/json"]["schema"]["$ref"].endswith(
+            "/OpenAIError"
+        )
+    for path in ("/", "/generate", "/generate_stream"):  # TGI: invalid input is 422, TGI-shaped
+        responses = schema["paths"][path]["post"]["responses"]
+        assert {"422", "413", "429"} <= set(responses)
+        assert responses["422"]["content"]["application/json"]["schema"]["$ref"].endswith(
+            "/TGIError"
+        )
+    assert "HTTPValidationError" not in str(schema)
+    for path in ("/v1/completions", "/v1/chat/completions", "/", "/generate_stream"):
+        content = schema["paths"][path]["post"]["responses"]["200"]["content"]
+        assert "text/event-stream" in content
+
+
+def _requests_total(metrics_text: str) -> int:
+    return sum(
+        int(float(line.rsplit(" ", 1)[1]))
+        for line in metrics_text.splitlines()
+        if line.startswith("joulebench_requests_total{")
+    )
+
+
+def test_requests_in_equal_answers_out(served, tiny_loaded):
+    """A mixed burst (valid, invalid, streamed, TGI): each request gets exactly one answer, the
+    engine finishes exactly the admitted ones, nothing stays in flight."""
+    url, engine = served
+    before = _requests_total(httpx.get(url + "/metrics").text)
+    name = tiny_loaded.name
+    bodies = [
+        ("/v1/completions", {"prompt": "hello", "max_tokens": 3, "model": name}),
+        ("/v1/completions", {"prompt": [1, 10**6], "max_tokens": 3}),
+        ("/v1/chat/completions", {"messages": [{"role": "user", "content": "x"}], "max_tokens": 2}),
+        ("/v1/chat/completions", {"messages": [], "max_tokens": 2}),
+        ("/generate", {"inputs": "hello", "parameters": {"max_new_tokens": 2}}),
+        ("/", {"inputs": "hello", "stream": True, "parameters": {"max_new_tokens": 2}}),
+        ("/", {"inputs": "", "parameters": {"max_new_tokens": 2}}),
+        ("/v1/completions", {"prompt": "hi", "max_tokens": 2, "stream": True}),
+    ] * 3
+
+    async def burst() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=url, timeout=60) as c:
+            return await asyncio.gather(*[c.post(p, json=b) for p, b in bodies])
+
+    rs = asyncio.run(burst())
+    assert len(rs) == len(bodies)
+    ok = [r for r in rs if r.status_code == 200]
+    assert len(ok) == 5 * 3 and all(r.status_code in (200, 400, 422) for r in rs)
+    for r in ok:  # every answer is complete, once
+        if r.headers["content-type"].startswith("text/event-stream"):
+            events = [e for e in r.text.split("\n\n") if e.startswith("data:")]
+            finals = [e for e in events if '"finish_reason": "' in e or '"details": {' in e]
+            assert len(finals) == 1, r.text
+    deadline = time.monotonic() + 10
+    while engine.outstanding and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert engine.outstanding == 0 and engine.ledger.open_accounts == 0
+    after = _requests_total(httpx.get(url + "/metrics").text)
+    assert after - before == len(ok)  # refused requests never reached the engine
