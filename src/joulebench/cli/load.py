@@ -78,6 +78,14 @@ ACCOUNTING_TITLES = {
 }
 
 
+def _url_port(url: str) -> int:
+    """The TCP port a server URL points at (its scheme's default when none is written)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    return parts.port or (443 if parts.scheme == "https" else 80)
+
+
 def _load_tokenizer(model: str | None) -> Any:
     if not model:
         return None
@@ -384,6 +392,8 @@ def load(
         "cpu_idle_w": cpu_idle_w,
         "ram_w_per_gb": ram_w_per_gb,
         "estimate_scope": scope,
+        # system scope: the server behind the URL is measured, every other process subtracted
+        "estimate_target_ports": [_url_port(url)] if url and scope == "system" else [],
         "prometheus_url": prometheus_url,
         "codecarbon_country": codecarbon_country,
         "replay_path": replay_path,

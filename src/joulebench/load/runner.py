@@ -324,6 +324,9 @@ async def run_load_async(
     timeline = PowerTimeline(meter, hz=timeline_hz) if meter is not None else None
     info = MeterInfo.of(meter) if meter is not None else None
     started = False
+    # estimator, system scope: other processes' CPU is left out of the energy; say how much
+    others = getattr(meter, "other_processes", None)
+    others0 = others() if callable(others) else None
 
     def on_start() -> None:
         nonlocal started
@@ -374,6 +377,9 @@ async def run_load_async(
         "model": client.model,
         "idle_power_w": idle_power_w,
     }
+    if callable(others) and others0 is not None:
+        others1 = others()
+        config["other_processes_subtracted"] = {k: others1[k] - others0[k] for k in others1}
     samples = [(s.t_s, dict(s.energy_j)) for s in timeline.samples] if timeline else []
     return LoadResult(config, records, t0, end, target, energy, info, samples)
 

@@ -15,7 +15,14 @@ Model (every constant is returned by :meth:`EstimateMeter.parameters` and can be
 
 CPU time for ``scope="process"`` is the process tree's (this process, its live descendants and
 the reaped ones), so a child command started by ``joulebench measure`` is counted while it runs.
-The numbers are model outputs, never measurements; every result says so.
+
+``scope="system"`` (``load --url``: the server is not our child) counts the *measured* processes:
+this process tree, ``target_pids``' trees and the processes listening on ``target_ports`` (the
+server behind a local URL). Every other process's busy CPU time is *other processes'*: it is not
+in the reading, its seconds and the energy the model would give it are kept apart
+(:meth:`EstimateMeter.other_processes`, ``parameters()["other_processes"]``), and the method
+label says so. A port no local process listens on is refused: the estimator can only estimate
+this machine. The numbers are model outputs, never measurements; every result says so.
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ import os
 import platform
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -149,6 +156,34 @@ def system_busy_cpu_s() -> float:
     return float(sum(t) - t.idle - getattr(t, "iowait", 0.0))
 
 
+def _listening_pids(ports: Sequence[int]) -> list[int]:
+    """The processes listening on ``ports`` on this machine; a port nobody serves is refused."""
+    if not ports:
+        return []
+    try:
+        conns = _psutil().net_connections(kind="tcp")
+    except _psutil().AccessDenied as exc:
+        raise ConfigError(
+            f"cannot list this machine's sockets to find the server on port(s) {list(ports)} "
+            f"({exc}): give the server's pid to the estimator, or use a sensor meter"
+        ) from None
+    pids: dict[int, None] = {}
+    for port in ports:
+        found = [
+            c.pid
+            for c in conns
+            if c.status == "LISTEN" and c.laddr and c.laddr.port == port and c.pid is not None
+        ]
+        if not found:
+            raise ConfigError(
+                f"estimator scope 'system': no process on this machine listens on port {port}. "
+                "The estimator only estimates this machine; for a remote server use "
+                "--meter prometheus (DCGM exporter) or a meter on that machine"
+            )
+        pids.update(dict.fromkeys(found))
+    return list(pids)
+
+
 def system_ram_gb() -> float:
     return _psutil().virtual_memory().total / 1e9
 
@@ -180,6 +215,8 @@ class EstimateMeter:
         model: str | None = None,
         visible_threads: int | None = None,
         name: str = "estimate",
+        target_pids: Sequence[int] = (),
+        target_ports: Sequence[int] = (),
     ) -> None:
         if scope not in ("process", "system"):
             raise ConfigError(f"estimator scope must be 'process' or 'system', got {scope!r}")
@@ -228,6 +265,18 @@ class EstimateMeter:
             if scope == "process" and (cpu_times is None or memory_gb is None)
             else None
         )
+        self.target_pids: list[int] = []
+        if scope == "system":
+            self.target_pids = [*target_pids, *_listening_pids(target_ports)]
+            if cpu_times is None:
+                from joulebench.meters.host import ProcessTrees
+
+                cpu_times = ProcessTrees([os.getpid(), *self.target_pids]).cpu_s
+            self.description = (
+                f"{self.description}; system scope: this process tree"
+                + (f" + pids {', '.join(map(str, self.target_pids))}" if self.target_pids else "")
+                + ", other processes' CPU time subtracted and reported apart"
+            )
         self._cpu_times = cpu_times or (tree.cpu_s if tree is not None else system_busy_cpu_s)
         self._system_cpu_times = system_cpu_times or system_busy_cpu_s
         if ram_gb is not None:
@@ -237,7 +286,8 @@ class EstimateMeter:
             self._memory_gb = memory_gb or (tree.rss_gb if tree is not None else system_ram_gb)
         self._t_last = clock()
         self._cpu_last = self._cpu_times()
-        self._sys_last = self._system_cpu_times() if scope == "process" else 0.0
+        self._sys_last = self._system_cpu_times()
+        self._other_cpu_s = 0.0  # system scope: busy CPU seconds of processes we do not measure
         self._mem_last = self._memory_gb()
         self._energy = {"cpu:0": 0.0, "ram": 0.0}
         self._lock = threading.Lock()
@@ -264,13 +314,23 @@ class EstimateMeter:
             sys_s = max(0.0, system - self._sys_last)
             share = min(1.0, cpu_s / sys_s) if sys_s > 0 else 0.0
             self._sys_last = max(system, self._sys_last)
-        else:
+        else:  # the machine's idle power is the measured server's; others' CPU time is not
             share = 1.0
+            system = self._system_cpu_times()
+            sys_s = max(0.0, system - self._sys_last)
+            self._other_cpu_s += max(0.0, sys_s - cpu_s)
+            self._sys_last = max(system, self._sys_last)
         mem_gb = self._memory_gb()
         self._energy["cpu:0"] += cpu_s * self.active_w_per_thread + self.cpu_idle_w * wall_s * share
         self._energy["ram"] += (mem_gb + self._mem_last) / 2 * self.ram_w_per_gb * wall_s
         self._t_last, self._cpu_last, self._mem_last = now, max(cpu, self._cpu_last), mem_gb
         return Reading(now, dict(self._energy))
+
+    def other_processes(self) -> dict[str, float]:
+        """Cumulative busy CPU seconds of unmeasured processes and the energy left out for them."""
+        with self._lock:
+            cpu_s = self._other_cpu_s
+        return {"cpu_s": cpu_s, "energy_j": cpu_s * self.active_w_per_thread}
 
     def close(self) -> None:
         pass
@@ -291,4 +351,12 @@ class EstimateMeter:
             "ram_source": self.ram_source,
             "update_period_s": UPDATE_PERIOD_S,
             "selection_note": self.selection_note,
+            **(
+                {
+                    "target_pids": list(self.target_pids),
+                    "other_processes": {**self.other_processes(), "subtracted": True},
+                }
+                if self.scope == "system"
+                else {}
+            ),
         }

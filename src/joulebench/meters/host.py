@@ -55,7 +55,7 @@ def system_busy_cpu_s() -> float:
     )
 
 
-class _Trees:
+class ProcessTrees:
     """CPU seconds of several process trees (ours and the targets'), listed afresh at each read."""
 
     def __init__(self, pids: Iterable[int]) -> None:
@@ -134,7 +134,7 @@ class HostMonitor:
     ) -> None:
         self._busy = busy_cpu_s or system_busy_cpu_s
         if own_cpu_s is None:
-            own_cpu_s = _Trees([os.getpid(), *target_pids]).cpu_s
+            own_cpu_s = ProcessTrees([os.getpid(), *target_pids]).cpu_s
         self._own = own_cpu_s
         self._clock = clock
         self._gpu_meter = gpu_meter

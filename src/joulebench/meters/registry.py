@@ -43,6 +43,10 @@ class MeterOptions(BaseModel):
     cpu_idle_w: float | None = Field(None, ge=0, description="estimate: idle package power (W)")
     ram_w_per_gb: float | None = Field(None, ge=0, description="estimate: RAM power per GB (W/GB)")
     estimate_scope: str = Field("process", pattern="^(process|system)$")
+    estimate_target_ports: list[int] = Field(
+        default_factory=list,
+        description="estimate, system scope: ports of local servers whose processes are measured",
+    )
     prometheus_url: str | None = None
     prometheus_selector: str = ""
     scrape_interval_s: float = Field(15.0, gt=0)
@@ -142,6 +146,7 @@ def _est_open(o: MeterOptions) -> Meter:
         cpu_tdp_w=o.cpu_tdp_w,
         cpu_idle_w=o.cpu_idle_w,
         ram_w_per_gb=o.ram_w_per_gb,
+        target_ports=o.estimate_target_ports if o.estimate_scope == "system" else (),
     )
 
 

@@ -144,4 +144,5 @@ def test_a_real_busy_process_is_seen_by_the_system_source():
 def test_our_children_are_ours_not_foreign():
     # busy = the child's own time only, so the machine's other users do not enter the test
     w = beside_spinner(lambda child: HostMonitor(busy_cpu_s=lambda: sum(child.cpu_times()[:2])))
-    assert w.busy_cpu_s > 0.5 and w.other_cores < 0.05  # the default tree includes the child
+    # the child ran (a shared machine may give it less than a core); it is ours, not foreign
+    assert w.busy_cpu_s > 0.1 and w.other_cores < 0.05

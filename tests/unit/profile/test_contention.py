@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 
@@ -15,31 +12,14 @@ from joulebench.analysis import audit
 from joulebench.analysis.stats import StoppingRule
 from joulebench.meters.fake import FakeMeter
 from joulebench.meters.host import ContentionPolicy, HostContention, HostMonitor
+from joulebench.meters.neighbour import CpuOf, spin_neighbour
 from joulebench.profile.phases import Phase, measure_idle_watched, measure_repeated
 from joulebench.profile.result import phase_audits
-
-SPIN = "import sys, time\nend = time.monotonic() + float(sys.argv[1])\nwhile time.monotonic() < end: pass\n"
-
-
-def neighbour(seconds: float) -> psutil.Process:
-    """A process spinning one core for ``seconds``, NOT ours: started through a shell that exits,
-    so it is re-parented away from this process tree (a real neighbour, bounded in time)."""
-    out = subprocess.run(
-        ["sh", "-c", f'"{sys.executable}" -c "$0" {seconds} >/dev/null 2>&1 & echo $!', SPIN],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    proc = psutil.Process(int(out.stdout.strip()))
-    deadline = time.monotonic() + 5.0
-    while sum(proc.cpu_times()[:2]) < 0.05 and time.monotonic() < deadline:
-        time.sleep(0.02)  # spinning
-    return proc
 
 
 @pytest.fixture
 def busy() -> Iterator[psutil.Process]:
-    proc = neighbour(4.0)
+    proc = spin_neighbour(4.0)
     yield proc
     if proc.is_running():
         proc.kill()
@@ -87,9 +67,9 @@ def test_idle_baseline_is_watched_too(busy):
 
 
 def test_wait_waits_out_a_neighbour_that_stops():
-    proc = neighbour(1.5)
+    proc = spin_neighbour(1.5)
     # only the neighbour counts as "other" here, so the rest of a shared machine cannot stall it
-    host = HostMonitor(busy_cpu_s=_CpuOf(proc), own_cpu_s=lambda: 0.0)
+    host = HostMonitor(busy_cpu_s=CpuOf(proc), own_cpu_s=lambda: 0.0)
     policy = ContentionPolicy(mode="wait", quiet_s=0.4, poll_s=0.1, max_wait_s=10.0)
     t0 = time.monotonic()
     try:
@@ -103,15 +83,3 @@ def test_wait_waits_out_a_neighbour_that_stops():
     assert all(r.host is not None and r.host["other_cores"] <= 0.05 for r in m.repeats)
     assert m.host is not None and m.host["reruns"] == m.contention["reruns"]
     assert elapsed < 8.0  # bounded: the neighbour stops after 1.5 s
-
-
-class _CpuOf:
-    """Cumulative CPU seconds of one process; its last value once it has exited."""
-
-    def __init__(self, proc: psutil.Process) -> None:
-        self.proc, self.last = proc, 0.0
-
-    def __call__(self) -> float:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            self.last = float(sum(self.proc.cpu_times()[:2]))
-        return self.last
