@@ -56,7 +56,10 @@ def error_response(
     code: str | None = None,
     headers: dict[str, str] | None = None,
 ) -> JSONResponse:
-    """The error in the dialect of ``path``. TGI answers invalid input with 422."""
+    """The error in the dialect of ``path``. TGI answers invalid input with 422. Text from the
+    request (a parameter name with a lone surrogate) is escaped, so the answer always encodes."""
+    message = _printable(message)
+    param = None if param is None else _printable(param)
     if is_tgi(path):
         if status == 400:
             status = 422
@@ -65,6 +68,10 @@ def error_response(
     return JSONResponse(
         openai_body(status, message, param, code), status_code=status, headers=headers
     )
+
+
+def _printable(text: str) -> str:
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
