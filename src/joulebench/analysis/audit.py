@@ -105,20 +105,36 @@ def phase_consistency(
     *,
     tolerance: float = 0.05,
     scope: str | None = None,
+    overhead_j: float | None = None,
 ) -> tuple[AuditCheck, float | None]:
-    """prefill + decode (direct) must match a full generate within ``tolerance`` (relative).
+    """prefill + decode (direct) [+ generate()'s measured overhead] must match a full generate
+    within ``tolerance`` (relative).
 
-    Returns the check and the relative error (``None`` when it cannot be computed).
+    ``overhead_j``: what ``generate`` spends beyond the model's work, measured apart; it is
+    added to the direct phases. generate()'s machinery can only cost, so an overhead below
+    ``-tolerance`` × the full generate fails too: the direct path then does work generate does
+    not. Returns the check and the relative error (``None`` when it cannot be computed).
     """
     name = _label("phase_consistency", scope)
     if prefill_j is None or decode_j is None or full_j is None or full_j == 0:
         return AuditCheck(name, False, "cannot compare: a phase has no energy"), None
-    rel = abs(prefill_j + decode_j - full_j) / abs(full_j)
+    extra = overhead_j or 0.0
+    predicted = prefill_j + decode_j + extra
+    rel = abs(predicted - full_j) / abs(full_j)
     ok = rel <= tolerance
+    terms = f"prefill {prefill_j:.4g} J + decode {decode_j:.4g} J"
+    if overhead_j is not None:
+        terms += f" + generate overhead {overhead_j:.4g} J"
     detail = (
-        f"prefill {prefill_j:.4g} J + decode {decode_j:.4g} J = {prefill_j + decode_j:.4g} J vs "
-        f"full generate {full_j:.4g} J: {rel:.1%} {'≤' if ok else '>'} {tolerance:.0%}"
+        f"{terms} = {predicted:.4g} J vs full generate {full_j:.4g} J: "
+        f"{rel:.1%} {'≤' if ok else '>'} {tolerance:.0%}"
     )
+    if overhead_j is not None and overhead_j < -tolerance * abs(full_j):
+        ok = False
+        detail += (
+            f"; generate overhead {overhead_j:.4g} J < 0: the direct path does work outside the "
+            "forward that generate does not"
+        )
     return AuditCheck(name, ok, detail), rel
 
 
@@ -190,13 +206,17 @@ def quiet_host(
     if not windows:
         return AuditCheck(name, False, "host not watched: other processes' use is unknown")
     cores = [float(w["other_cores"]) for w in windows]  # type: ignore[arg-type]
-    busy = [c for c in cores if c > max_other_cores]
+    # a share within the CPU-time counters' resolution of the limit is not evidence of a neighbour
+    res = [float(w.get("resolution_cores") or 0.0) for w in windows]  # type: ignore[arg-type]
+    busy = [c for c, r in zip(cores, res, strict=True) if c - r > max_other_cores]
     gpu = sorted({str(p) for w in windows for p in w.get("gpu_processes") or []})  # type: ignore[attr-defined]
     ok = not busy and not gpu
     detail = (
         f"other processes: {max(cores):.3f} cores at most, {sum(cores) / len(cores):.3f} on "
         f"average over {len(cores)} window(s); {len(busy)} above {max_other_cores:g}"
     )
+    if any(res):
+        detail += f" (counter resolution ±{max(res):.3f} cores)"
     if gpu:
         detail += f"; foreign GPU processes: {', '.join(gpu)}"
     return AuditCheck(name, ok, detail)

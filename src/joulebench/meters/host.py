@@ -33,6 +33,8 @@ ContentionMode = Literal["flag", "wait", "fail"]
 CONTENTION_MODES: tuple[str, ...] = ("flag", "wait", "fail")
 #: Default quiet share: 5 % of one core used by other processes, on average over a window.
 DEFAULT_MAX_OTHER_CORES = 0.05
+#: Linux CPU-time accounting tick (USER_HZ = 100): the resolution of both CPU-time counters.
+CPU_TICK_S = 0.01
 
 
 class HostContention(JoulebenchError):
@@ -104,11 +106,18 @@ class HostWindow:
         """Average cores used by other processes (0.05 = 5 % of one core)."""
         return self.other_cpu_s / self.duration_s if self.duration_s > 0 else 0.0
 
+    @property
+    def resolution_cores(self) -> float:
+        """± cores the CPU-time counters cannot resolve over this window (one tick each of the
+        machine's and our counters, ``CPU_TICK_S``): over 0.3 s one tick alone is 0.033 cores."""
+        return 2 * CPU_TICK_S / self.duration_s if self.duration_s > 0 else float("inf")
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "duration_s": self.duration_s,
             "other_cpu_s": self.other_cpu_s,
             "other_cores": self.other_cores,
+            "resolution_cores": self.resolution_cores,
             "own_cpu_s": self.own_cpu_s,
             "busy_cpu_s": self.busy_cpu_s,
             "gpu_processes": list(self.gpu_processes),
@@ -180,7 +189,8 @@ class ContentionPolicy(BaseModel):
     )
 
     def busy(self, w: HostWindow) -> bool:
-        return w.other_cores > self.max_other_cores or bool(w.gpu_processes)
+        """Above the share by more than the counters' resolution, or a foreign GPU process."""
+        return w.other_cores - w.resolution_cores > self.max_other_cores or bool(w.gpu_processes)
 
 
 @dataclass(slots=True)

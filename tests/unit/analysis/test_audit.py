@@ -65,3 +65,9 @@ def test_precision_reached_fails_at_the_cap():
     capped = audit.precision_reached(0.08, 0.02, 10, 10, scope="prefill/direct")
     assert not capped.passed and "stopped at 10 of --max-repeats 10" in capped.detail
     assert not audit.precision_reached(None, 0.02, 10, 10).passed
+
+
+def test_quiet_host_allows_for_the_cpu_counters_resolution():
+    # one 10 ms tick over a 0.3 s window reads as 0.033 cores: within ±0.067 it is not a neighbour
+    assert audit.quiet_host([{"other_cores": 0.1, "resolution_cores": 0.067}]).passed
+    assert not audit.quiet_host([{"other_cores": 0.2, "resolution_cores": 0.067}]).passed

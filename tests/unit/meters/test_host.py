@@ -146,3 +146,11 @@ def test_our_children_are_ours_not_foreign():
     w = beside_spinner(lambda child: HostMonitor(busy_cpu_s=lambda: sum(child.cpu_times()[:2])))
     # the child ran (a shared machine may give it less than a core); it is ours, not foreign
     assert w.busy_cpu_s > 0.1 and w.other_cores < 0.05
+
+
+def test_a_share_within_the_counters_resolution_is_not_busy():
+    short = HostWindow(duration_s=0.3, busy_cpu_s=0.02, own_cpu_s=0.0)  # two ticks of someone
+    assert short.other_cores == pytest.approx(0.0667, abs=1e-3)
+    assert short.resolution_cores == pytest.approx(0.0667, abs=1e-3)
+    assert not ContentionPolicy().busy(short)
+    assert ContentionPolicy().busy(HostWindow(duration_s=0.3, busy_cpu_s=0.05, own_cpu_s=0.0))
