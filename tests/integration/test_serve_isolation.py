@@ -12,6 +12,7 @@ import asyncio
 import threading
 import time
 
+import httpx
 import pytest
 
 from joulebench.meters.fake import FakeMeter
@@ -142,3 +143,59 @@ def test_continuous_manager_restarts_and_health_says_so(tiny_loaded, monkeypatch
 def _sample(text, name):
     (line,) = [ln for ln in text.splitlines() if ln.startswith(name + "{")]
     return float(line.rsplit(" ", 1)[1])
+
+
+def test_continuous_http_health_is_503_while_restarting(tiny_loaded):
+    """/health answers 503 while the dead manager is replaced and 200 after; /metrics counts it."""
+    from joulebench.serve.launch import embedded_server
+
+    with embedded_server(tiny_loaded, scheduler="continuous", meter=FakeMeter(1.0, **FAST)) as url:
+        engine = embedded_server.last  # type: ignore[attr-defined]
+        engine.validate = lambda ids, max_tokens, sampling: max_tokens
+        codes: list[int] = []
+        watching = threading.Event()
+
+        def watch():
+            with httpx.Client(base_url=url) as client:
+                while not watching.is_set():
+                    code = client.get("/health").status_code
+                    if not codes or codes[-1] != code:
+                        codes.append(code)
+
+        watcher = threading.Thread(target=watch)
+        watcher.start()
+        try:
+            time.sleep(0.05)
+            _check_isolated(engine, _out_of_vocab)
+            time.sleep(0.05)
+        finally:
+            watching.set()
+            watcher.join()
+        assert codes[0] == 200 and 503 in codes and codes[-1] == 200, codes
+        metrics = httpx.get(url + "/metrics").text
+        assert _sample(metrics, "joulebench_scheduler_restarts_total") >= 1
+
+
+def test_continuous_streamed_request_is_failed_explicitly_by_a_restart(tiny_loaded, monkeypatch):
+    """A request that had already streamed tokens when the loop died cannot be replayed: it gets
+    an explicit error (never silence, never a second answer); the culprit gets its own error."""
+    engine = _engine(tiny_loaded, "continuous", monkeypatch)
+    engine.eos_token_ids = frozenset()
+    vocab = engine.model.config.vocab_size
+
+    async def scenario():
+        long = engine.submit(GOOD, max_tokens=400, sampling=GREEDY, endpoint="t")
+        while len(long.req.generated) < 3:
+            await long.next_event(5.0)
+        bad = engine.submit(_out_of_vocab(vocab), max_tokens=3, sampling=GREEDY, endpoint="t")
+        return await long.wait(), await bad.wait(), await _run(engine, [(GOOD, GREEDY)] * 3)
+
+    try:
+        long_end, bad_end, later = asyncio.run(scenario())
+    finally:
+        engine.stop()
+    assert long_end.reason is FinishReason.ERROR and "were sent" in long_end.error
+    assert bad_end.reason is FinishReason.ERROR and "broke the generation step" in bad_end.error
+    assert all(f.reason is FinishReason.LENGTH for f in later)
+    assert engine.metrics.restarts >= 1 and engine.metrics.failed_by_restart == 2
+    assert sum(engine.metrics.requests.values()) == 5
