@@ -213,3 +213,65 @@ def test_full_queue_answers_429_with_retry_after(upstream) -> None:
     assert 1 <= int(rejected.headers["retry-after"]) <= 2
     assert [r.status_code for r in held] == [200, 200]  # the queued ones still complete
     assert all(float(r.headers["x-gateway-delay-ms"]) >= 1900 for r in held)
+
+
+def test_client_leaving_a_non_streamed_request_cancels_upstream(upstream) -> None:
+    url, app = upstream
+    with run_gateway(url, "passthrough") as gw, httpx.Client(base_url=gw.url) as client:
+        with pytest.raises(httpx.ReadTimeout):
+            client.post("/v1/completions", json={"id": "walked-off", "sleep_s": 5}, timeout=0.4)
+        assert _wait_for(lambda: "walked-off" in app.cancelled)
+        assert "walked-off" not in app.completed
+        assert _wait_for(lambda: gw.gateway.metrics.in_flight == 0)
+
+
+def test_gateway_errors_are_in_the_upstream_protocols_shape() -> None:
+    dead = f"http://127.0.0.1:{_free_port()}"
+    with run_gateway(dead, "passthrough") as gw, httpx.Client(base_url=gw.url) as client:
+        err = client.post("/v1/completions", json={"prompt": "x"}).json()["error"]
+        assert set(err) == {"message", "type", "param", "code"}
+        assert isinstance(err["code"], str)
+        for path in ("/", "/generate", "/generate_stream"):
+            r = client.post(path, json={"inputs": "x"})
+            assert r.status_code == 502 and set(r.json()) == {"error", "error_type"}, path
+
+
+def test_joulebench_serve_answers_pass_through_unchanged(tiny_model_dir) -> None:
+    """In front of the real server: its 400/404/422, /v1/models/{id}, /info, POST / and a
+    non-streamed disconnect all behave as they do without the gateway."""
+    from joulebench.meters.fake import FakeMeter
+    from joulebench.serve.launch import embedded_server
+    from joulebench.workloads.models import load_model
+
+    loaded = load_model(str(tiny_model_dir), "fp32")
+    meter = FakeMeter(1.0, update_period_s=1e-4)
+    with (
+        embedded_server(loaded, scheduler="dynamic", meter=meter, default_max_tokens=4000) as url,
+        run_gateway(url, "cadence:10ms") as gw,
+        httpx.Client(timeout=30) as client,
+    ):
+        engine = embedded_server.last  # type: ignore[attr-defined]
+        cases = [
+            ("POST", "/v1/completions", {"prompt": "hi", "model": "nope"}),
+            ("POST", "/v1/completions", {"prompt": "hi", "seed": 2**70}),
+            ("POST", "/v1/chat/completions", {"messages": [], "max_tokens": 1}),
+            ("POST", "/generate", {"inputs": "hi", "parameters": {"max_new_tokens": -1}}),
+            ("POST", "/", {"inputs": "hi", "parameters": {"max_new_tokens": 2}}),
+            ("GET", f"/v1/models/{loaded.name}", None),
+            ("GET", "/v1/models/nope", None),
+            ("GET", "/v1/completions", None),
+        ]
+        for method, path, body in cases:
+            direct = client.request(method, url + path, json=body)
+            via = client.request(method, gw.url + path, json=body)
+            assert via.status_code == direct.status_code, path
+            assert via.json() == direct.json() or direct.status_code == 200, path
+        assert client.get(gw.url + "/info").json()["model_id"] == loaded.name
+        with pytest.raises(httpx.ReadTimeout):
+            client.post(
+                gw.url + "/v1/completions",
+                json={"prompt": "hello", "max_tokens": 4000},
+                timeout=1.0,
+            )
+        assert _wait_for(lambda: engine.outstanding == 0, timeout_s=5.0)
+        assert 'reason="cancelled"' in client.get(url + "/metrics").text
