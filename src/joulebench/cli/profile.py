@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from joulebench.cli.common import console, err_console, handle_errors, print_json
@@ -65,7 +66,8 @@ def print_profile(r: dict[str, Any]) -> None:
         console.print(f"meter {r['meter']['name']} ({label})")
     t = r["tokens"]
     console.print(
-        f"{r['model']} {r['precision'].get('name')} on {r['device']}: {r['n_requests']} requests in "
+        f"{escape(r['model'])} {r['precision'].get('name')} on {r['device']}: "
+        f"{r['n_requests']} requests in "
         f"{r['n_batches']} batches; input tokens {t['input_effective']} effective / "
         f"{t['input_computed']} computed (padding {r['padding_ratio']:.1%}); output {t['output']}"
     )

@@ -161,11 +161,13 @@ def register(app: typer.Typer) -> None:
                     }
                 )
                 return
-            table = Table(title=f"sweep {cfg.name}: {len(p.cells)} cells, {p.groups} model loads")
+            table = Table(
+                title=f"sweep {escape(cfg.name)}: {len(p.cells)} cells, {p.groups} model loads"
+            )
             for col in ("#", "cell", "cell_key"):
                 table.add_column(col)
             for i, c in enumerate(p.cells, 1):
-                table.add_row(str(i), _cell_label(c), c.cell_key())
+                table.add_row(str(i), escape(_cell_label(c)), escape(c.cell_key()))
             console.print(table)
             console.print(
                 f"estimated time: {p.estimate_min_s / 60:.1f}–{p.estimate_max_s / 60:.1f} min "
@@ -206,7 +208,7 @@ def register(app: typer.Typer) -> None:
             console=out,
             transient=False,
         )
-        task = progress.add_task(f"sweep {cfg.name}", total=len(cfg.cells()))
+        task = progress.add_task(f"sweep {escape(cfg.name)}", total=len(cfg.cells()))
 
         def on_event(e: dict[str, Any]) -> None:
             nonlocal estimated_noted
@@ -220,7 +222,7 @@ def register(app: typer.Typer) -> None:
                     highlight=False,
                 )
             elif kind == "cell_start":
-                progress.update(task, description=_cell_label(e["cell"]))
+                progress.update(task, description=escape(_cell_label(e["cell"])))
             elif kind == "done":
                 progress.advance(task)
                 r = e["result"]
@@ -273,7 +275,7 @@ def register(app: typer.Typer) -> None:
             print_json(summary)
         else:
             console.print(
-                f"sweep {cfg.name}: {summary['done']} done, {summary['skipped']} skipped (already done), "
+                f"sweep {escape(cfg.name)}: {summary['done']} done, {summary['skipped']} skipped (already done), "
                 f"{summary['failed']} failed — run {summary['run_id']} in {path}"
             )
         if failures:

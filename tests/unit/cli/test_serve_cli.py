@@ -20,6 +20,7 @@ from joulebench.cli.app import app
             "--bucketing must be one of cost, ratio",
         ),
         (["--scheduler", "continuous", "--bucketing", "ratio"], "only apply to --scheduler"),
+        (["--max-body-mib", "0"], "--max-body-mib must be > 0"),
     ],
 )
 def test_dynamic_only_options_are_checked(args: list[str], message: str) -> None:
