@@ -158,6 +158,7 @@ class DynamicScheduler(ThreadedScheduler):
         attention = torch.tensor(mask, dtype=torch.long, device=device)
         positions = (attention.cumsum(-1) - 1).clamp(min=0)
         cache = transformers.DynamicCache(config=self.model.config)
+        cache_arg = cache_kwargs(self.model, cache)
         gens = [self._generator(r, torch, device) for r in rows]
         done = [False] * len(rows)
 
@@ -171,7 +172,7 @@ class DynamicScheduler(ThreadedScheduler):
                     input_ids=input_ids,
                     attention_mask=attention,
                     position_ids=positions,
-                    **cache_kwargs(self.model, cache),
+                    **cache_arg,
                     use_cache=True,
                 )
                 logits = out.logits[:, -1, :].float()
