@@ -1,291 +1,472 @@
-"""The six steps of ``scripts/gpu_checks.py``: each drives joulebench's public CLI/API only.
+"""The steps of ``scripts/gpu_checks.py``, each run as its own process under a time limit.
 
-Every step fills a :class:`StepRecord` (checks, figures, notes, files) as it goes, so a step that
-fails or runs out of time still leaves what it measured. Nothing here measures energy itself:
-``joulebench measure/sweep/profile/reproduce/report``, ``benchmarks/shape_loading.py`` and
-``benchmarks/shaping.py`` do, and these functions read their JSON, the results store and
-:mod:`joulebench.analysis.paper`'s trends.
+    python scripts/gpu_checks_steps.py STEP --out DIR --limit-s S [--smoke]
+
+Steps: ``nvml`` (the meter itself: counter vs polled vs instantaneous power), ``phases``
+(precision × batch, prefill/decode, roofline, eager vs compiled decode), ``batching`` (J per
+effective / computed input token and per output token vs batch) and ``serving``
+(:mod:`gpu_checks_serving`). A step writes ``DIR/<step>.json`` after every check (see
+:class:`gpu_checks_proc.StepRecord`). ``phases`` and ``batching`` run each model in a child
+process (``unit``) with its own share of the step's time, streaming one JSON line per measured
+cell, so a slow precision costs only its own unit. Nothing here measures energy by itself: the
+figures come from joulebench's meters (:func:`joulebench.meters.registry.open_meter`,
+:class:`joulebench.meters.nvml.NvmlMeter`) and profiler (:func:`joulebench.profile.runner.
+profile_cell`).
 """
 
 from __future__ import annotations
 
-import contextlib
+import argparse
 import json
 import sys
+import threading
+import time
+import traceback
+import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import yaml
-from gpu_checks_proc import ROOT, Ctx, StepRecord, StepTimeout, json_out, run, server
-from gpu_checks_trends import launch_gap_rows, precision_trend, serving_rows, study_trends
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parents[1] / "src"))
+
+from gpu_checks_proc import Ctx, StepRecord, StepTimeout, run
 
 LLAMA, QWEN05 = "shape:Llama-3.1-8B-Instruct", "shape:Qwen2.5-0.5B-Instruct"
-PRECISION_MODELS = [QWEN05] + [
-    f"shape:Qwen2.5-{s}-Instruct" for s in ("1.5B", "3B", "7B")
-] + [LLAMA]  # fmt: skip
-ARRIVALS = ["sequential", "burst", "fixed:50ms", "fixed:300ms", "fixed:500ms", "uniform:50ms,300ms"]
-# A matrix-multiply loop for `joulebench measure`: argv = seconds, device, matrix size.
-MATMUL = (
-    "import sys, time, torch\n"
-    "s, dev, n = float(sys.argv[1]), sys.argv[2], int(sys.argv[3])\n"
-    "dt = torch.bfloat16 if dev.startswith('cuda') else torch.float32\n"
-    "a = torch.randn(n, n, device=dev, dtype=dt); b = torch.randn(n, n, device=dev, dtype=dt)\n"
-    "end, k = time.monotonic() + s, 0\n"
-    "while time.monotonic() < end:\n"
-    "    for _ in range(10): c = a @ b\n"
-    "    torch.cuda.synchronize() if dev.startswith('cuda') else None; k += 10\n"
-    "print(f'{k} matmuls of {n}x{n}', file=sys.stderr)\n"
-)
+GPU_PRECISIONS = ("bf16", "int8-bnb", "int4-nf4", "int4-fp4", "fp16", "fp32")  # most telling first
+SMOKE_PRECISIONS = ("fp32", "bf16")
+MATMUL_WINDOWS_S = (0.1, 0.5, 1.0, 5.0)
+BATCHES = (1, 2, 4, 8, 16, 32)
 
 
-def _write_yaml(ctx: Ctx, name: str, data: dict[str, Any]) -> Path:
-    path = ctx.path(*name.split("/"))
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return path
+# -- shared: meters, idle, cells -------------------------------------------------------------
+def open_meter(ctx: Ctx) -> Any:
+    from joulebench.meters.registry import open_meter as _open
+
+    return _open(ctx.meter)
 
 
-# -- 1. meters (#2) ----------------------------------------------------------------------------
-def step_meters(ctx: Ctx, rec: StepRecord) -> None:
-    from joulebench.meters import nvml
-    from joulebench.meters.window import EnergyWindow
+def sync(device: str) -> None:
+    from joulebench.meters.sync import torch_sync
 
-    seconds, size = (2.0, 256) if ctx.smoke else (20.0, 8192)
-    cmd = ["jb", "measure", "--meter", ctx.meter, "--idle-s", "1" if ctx.smoke else "5", "--json",
-           "--store", str(ctx.store), "--name", "gpu-checks/meters", "--",
-           sys.executable, "-c", MATMUL, str(seconds), ctx.device, str(size)]  # fmt: skip
-    probe = nvml.probe()
-    if not probe.available:
-        rec.check("nvml_counter_vs_polled", False if not ctx.smoke else None,
-                  f"NVML unavailable here ({probe.reason}): skipped"
-                  + ("" if ctx.smoke else " — a GPU run needs it"))  # fmt: skip
-        rc, out = run(ctx, cmd, "meters-measure", 60 + seconds * 3)
-    else:
-        counter, polled = nvml.NvmlMeter(mode="counter"), nvml.NvmlMeter(mode="polled")
-        try:
-            with EnergyWindow(counter) as wc, EnergyWindow(polled) as wp:
-                rc, out = run(ctx, cmd, "meters-measure", 60 + seconds * 3)
-        finally:
-            counter.close()
-            polled.close()
-        c_j, p_j = wc.result.energy_j, wp.result.energy_j
-        rel = None if not c_j or p_j is None else abs(p_j - c_j) / c_j
-        rec.figures["nvml_window"] = {"counter_j": c_j, "polled_j": p_j, "rel_diff": rel,
-                                      "duration_s": wc.result.duration_s}  # fmt: skip
-        rec.methods.update({"counter", "polled"})
-        rec.check("nvml_counter_vs_polled", rel is not None and rel <= 0.05,
-                  f"counter {c_j} J vs polled {p_j} J over the same window: "
-                  f"{'—' if rel is None else f'{rel:.2%}'} apart (≤ 5 %)")  # fmt: skip
-    m = json_out(rc, out, "joulebench measure")
-    methods = {d["name"]: d["method"] for d in m["domains"]}
-    rec.methods.update(methods.values())
-    rec.figures["measure"] = {k: m.get(k) for k in ("duration_s", "energy_j", "net_energy_j",
-                              "idle_power_w", "average_power_w", "run_id")} | {"domains": methods}  # fmt: skip
-    rec.check("measure_exit_0", rc == 0 and m.get("exit_code") == 0, f"joulebench measure rc {rc}")
-    rec.check("idle_power_recorded", m.get("idle_power_w") is not None,
-              f"idle power {m.get('idle_power_w')} W over {(m.get('idle') or {}).get('duration_s')} s")  # fmt: skip
-    want = "estimated" if ctx.smoke else "counter"
-    rec.check("gpu_counter_method" if not ctx.smoke else "estimated_label",
-              want in methods.values(), f"domain methods {methods} (want {want})")  # fmt: skip
-    if probe.available and rec.figures["nvml_window"]["counter_j"] and m.get("energy_j"):
-        outer = rec.figures["nvml_window"]["counter_j"]
-        rec.check("measure_inside_outer_window", m["energy_j"] <= outer * 1.01,
-                  f"measure {m['energy_j']:.1f} J ≤ enclosing counter window {outer:.1f} J")  # fmt: skip
+    torch_sync() if device.startswith("cuda") else None
 
 
-# -- 2. workloads (#3) -------------------------------------------------------------------------
-def step_workloads(ctx: Ctx, rec: StepRecord) -> None:
-    models = ["tiny"] if ctx.smoke else [QWEN05, LLAMA]
-    cmd = [sys.executable, "benchmarks/shape_loading.py", "--device", ctx.device,
-           "--models", *models, "--out", str(ctx.path("workloads", "x").parent)]  # fmt: skip
-    if ctx.smoke:
-        cmd += ["--precisions", "fp32", "bf16"]
-    rows: list[dict[str, Any]] = []
-    try:
-        rc, _ = run(ctx, cmd, "workloads-shape-loading")
-    finally:  # the benchmark prints one JSON line per (model, precision): keep partial results
-        text = ctx.path("logs", "workloads-shape-loading.stdout")
-        for line in text.read_text().splitlines() if text.exists() else []:
-            with contextlib.suppress(ValueError):
-                rows.append(json.loads(line))
-        rec.figures["rows"] = rows
-    rec.files += ["workloads/shape_loading.json", "workloads/shape_loading.md"]
-    rec.check("benchmark_exit_0", rc == 0, f"shape_loading.py rc {rc}, {len(rows)} rows")
-    for r in rows:
-        label = f"{r.get('model')} {r.get('precision')}"
-        if "error" in r:
-            rec.check(f"load {label}", False, r["error"])
-            continue
-        pred, mem = r.get("predicted_weight_bytes"), r.get("memory_bytes") or 0
-        ok = pred is None or abs(mem - pred) <= 0.1 * pred
-        rec.check(f"load {label}", ok, f"{r['load_time_s']} s, {mem / 2**30:.2f} GiB"
-                  + (f" (predicted {pred / 2**30:.2f} GiB, ±10 %)" if pred else ""))  # fmt: skip
+def profile_row(loaded: Any, meter: Any, idle: Any, hw: Any, *, batch: int, n: int,
+                output: int, method: str, smoke: bool, compile: bool = False) -> dict[str, Any]:  # fmt: skip
+    """One profiled cell (``joulebench.profile.runner.profile_cell``) and its compact row."""
+    from joulebench.errors import JoulebenchWarning
+    from joulebench.profile.config import ProfileConfig
+    from joulebench.profile.runner import profile_cell
+    from joulebench.workloads.prompts import load_prompts
 
+    config = ProfileConfig(
+        model=loaded.source, precision=loaded.precision.name, batch_size=batch, prompts="quick",
+        n=n, method=method, output_length=str(output), warmup=1,
+        min_window_s=0.1 if smoke else 0.3, ci_target=0.05, min_repeats=2, max_repeats=3,
+        device=loaded.device, compile=compile,
+    )  # type: ignore[arg-type]  # fmt: skip
+    prompts = load_prompts("quick", n=n, seed=0, tokenizer=loaded.tokenizer)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", JoulebenchWarning)  # kept in the result's warnings
+        r = profile_cell(loaded, prompts, config, meter, idle=idle, hardware=hw)
+    roof = r.get("roofline") or {}
+    cons = r.get("consistency") or {}
 
-# -- 3. profiler (#4) --------------------------------------------------------------------------
-TRIM = {"n": 2, "output_length": "32", "warmup": 1, "min_window_s": 0.5, "ci_target": 0.05,
-        "min_repeats": 2, "max_repeats": 3, "idle_s": 3.0}  # fmt: skip
-SMOKE_TRIM = TRIM | {"prompts": ["quick"], "n": 2, "output_length": "8", "min_window_s": 0.2,
-                     "idle_s": 0.5, "device": "cpu", "warmup": 1, "max_repeats": 2}  # fmt: skip
+    def phase(name: str) -> dict[str, Any]:
+        p = r.get(name) or {}
+        return {k: p.get(k) for k in ("energy_j", "net_energy_j", "energy_per_token_j",
+                                      "net_energy_per_token_j", "latency_s", "repeats")}  # fmt: skip
 
-
-def _sweep(ctx: Ctx, rec: StepRecord, example: str, update: dict[str, Any], limit_s: float) -> None:
-    data = yaml.safe_load((ROOT / "examples" / example).read_text())
-    data.update(TRIM if not ctx.smoke else SMOKE_TRIM)
-    data.update(update)
-    path = _write_yaml(ctx, f"profiler/{example}", data)
-    rec.files.append(f"profiler/{example}")
-    try:
-        rc, out = run(ctx, ["jb", "sweep", str(path), "--store", str(ctx.store), "--meter",
-                            ctx.meter, "--json"], f"profiler-{data['name']}", limit_s)  # fmt: skip
-        s = json_out(rc, out, "joulebench sweep")
-    except (StepTimeout, RuntimeError) as exc:  # the store keeps finished cells; the rest runs
-        rec.check(f"sweep {data['name']}", False, str(exc))
-        return
-    rec.figures[data["name"]] = {k: s.get(k) for k in ("run_id", "done", "skipped", "failed")}
-    rec.check(f"sweep {data['name']}", rc == 0 and not s.get("failed"),
-              f"{s.get('done')} done, {s.get('skipped')} resumed, {s.get('failed')} failed")  # fmt: skip
-
-
-def step_profiler(ctx: Ctx, rec: StepRecord) -> None:
-    small, total_s = ["tiny", "tiny:qwen2:tiny"], ctx.left_s()
-    _sweep(ctx, rec, "precision_sweep.yaml", {
-        "name": "gpu-checks-precision", "models": small if ctx.smoke else PRECISION_MODELS,
-        **({"precisions": ["fp32", "bf16", "int8-bnb"]} if ctx.smoke else {})}, 0.45 * total_s)  # fmt: skip
-    _sweep(ctx, rec, "batch_sweep.yaml", {
-        "name": "gpu-checks-batch", "models": small[:1] if ctx.smoke else [LLAMA], "n": 8,
-        "batch_sizes": [1, 2, 4, 8], "bucketing": ["none"]}, 0.2 * total_s)  # fmt: skip
-    gap: list[dict[str, Any]] = []
-    cells = [(m, c) for m in (small[:1] if ctx.smoke else [LLAMA, QWEN05]) for c in (False, True)]
-    for i, (model, compiled) in enumerate(cells):
-        tag = f"{model.split(':')[-1]}-{'compile' if compiled else 'eager'}"
-        cmd = ["jb", "profile", "--model", model, "--precision", "fp32" if ctx.smoke else "bf16",
-               "--device", ctx.device, "--prompts", "quick" if ctx.smoke else "paper",
-               "--n", "2", "--method", "direct", "--output-length", "8" if ctx.smoke else "64",
-               "--warmup", "2", "--min-window-s", "0.5", "--min-repeats", "2",
-               "--max-repeats", "3", "--idle-s", "1", "--meter", ctx.meter, "--json",
-               "--store", str(ctx.store)] + (["--compile"] if compiled else [])  # fmt: skip
-        try:
-            rc, out = run(ctx, cmd, f"profiler-gap-{tag}", ctx.left_s() / (len(cells) - i))
-            r = json_out(rc, out, "joulebench profile")
-        except (StepTimeout, RuntimeError) as exc:
-            rec.check(f"launch-gap {tag}", False, str(exc))
-            continue
-        rec.methods.update(r.get("meter_methods", {}).values())
-        gap.append({"model": model, "compile": compiled, "result": r})
-    rec.figures["launch_gap"] = launch_gap_rows(gap)
-    for row in rec.figures["launch_gap"]:
-        rec.check(f"launch-gap {row['model']}", row["compile_vs_eager_energy"] is not None,
-                  row["verdict"])  # fmt: skip
-    trends = study_trends(ctx.store, "gpu-checks-batch") | precision_trend(
-        ctx.store, "gpu-checks-precision"
-    )
-    rec.figures["study_trends"] = trends
-    for key, t in trends.items():
-        rec.notes.append(f"{key}: study — {t['claim']} | here — {t['here']} ({t['verdict']})")
-
-
-# -- 4. serving (#5) ---------------------------------------------------------------------------
-def _plan(ctx: Ctx, name: str, schedulers: list[str], arrivals: list[str], n: int) -> Path:
-    serving: dict[str, Any] = {
-        "model": "tiny" if ctx.smoke else LLAMA, "precision": "fp32" if ctx.smoke else "bf16",
-        "schedulers": schedulers, "arrivals": arrivals, "n": n,
-        "prompts": "quick" if ctx.smoke else "paper", "output_length": 8 if ctx.smoke else 64,
-        "idle_s": 0.5 if ctx.smoke else 5.0, "warmup_n": 1 if ctx.smoke else 4,
-        "timeout_s": 60 if ctx.smoke else 180, "max_batch_size": 16,
+    return {
+        "model": loaded.name, "precision": loaded.precision.name, "batch_size": batch, "n": n,
+        "output_tokens_forced": output, "compile": compile, "tokens": r.get("tokens"),
+        "padding_ratio": r.get("padding_ratio"), "prefill": phase("prefill"),
+        "decode": phase("decode"), "normalized": r.get("normalized"),
+        "consistency": {k: cons.get(k) for k in ("rel_err", "passed", "tolerance")} if cons else None,
+        "roofline_efficiency": {ph: (roof.get(ph) or {}).get("efficiency") for ph in ("prefill", "decode")},
+        "roofline_hardware": (roof.get("hardware") or {}).get("name"),
+        "latency": r.get("latency"), "meter_methods": r.get("meter_methods"),
+        "audits_failed": [a["name"] for a in r.get("audit", []) if a.get("passed") is False],
+        "warnings": r.get("warnings"), "load_time_s": loaded.load_time_s,
+        "memory_bytes": loaded.memory_bytes, "config": r.get("config"),
     }  # fmt: skip
-    return _write_yaml(ctx, f"serving/{name}.yaml", {"name": name, "device": ctx.device,
-                                                     "serving": serving})  # fmt: skip
 
 
-def step_serving(ctx: Ctx, rec: StepRecord) -> None:
-    n = 4 if ctx.smoke else 16
-    plans = [("gpu-checks-serving", ["continuous"], ARRIVALS, n, 0.7),
-             ("gpu-checks-naive", ["sequential"], ["sequential"], max(2, n // 2), 1.0)]  # fmt: skip
-    for name, scheds, arrivals, k, share in plans:
-        plan = _plan(ctx, name, scheds, arrivals, k)
-        rec.files.append(f"serving/{name}.yaml")
-        cmd = ["jb", "reproduce", "--plan", str(plan), "--store", str(ctx.store), "--meter",
-               ctx.meter, "--out", str(ctx.path("serving", name, "x").parent), "--json"]  # fmt: skip
+# -- 1. NVML ---------------------------------------------------------------------------------
+class AveragedPower:
+    """``nvmlDeviceGetPowerUsage`` (the driver's averaged power) sampled at 20 Hz and integrated
+    (trapezoid), beside the meters: NvmlMeter integrates the instantaneous field where it can."""
+
+    def __init__(self, pynvml: Any, handles: list[Any]) -> None:
+        self._nv, self._handles, self.energy_j = pynvml, handles, 0.0
+        self._stop, self._last = threading.Event(), self._sample()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> tuple[float, float]:
+        watts = sum(self._nv.nvmlDeviceGetPowerUsage(h) for h in self._handles) / 1000.0
+        return time.monotonic(), watts
+
+    def _loop(self) -> None:
+        while not self._stop.wait(0.05):
+            now = self._sample()
+            self.energy_j += (now[0] - self._last[0]) * (now[1] + self._last[1]) / 2
+            self._last = now
+
+    def read(self) -> float:
+        return self.energy_j
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(2.0)
+
+
+def _matmul_loop(device: str, seconds: float) -> tuple[float, int]:
+    """bf16 (GPU) / fp32 (CPU) matrix products for ``seconds``, synchronized; (duration, count)."""
+    import torch
+
+    n = 8192 if device.startswith("cuda") else 256
+    dt = torch.bfloat16 if device.startswith("cuda") else torch.float32
+    a = torch.randn(n, n, device=device, dtype=dt)
+    b = torch.randn(n, n, device=device, dtype=dt)
+    sync(device)
+    start, k = time.monotonic(), 0
+    while time.monotonic() - start < seconds:
+        for _ in range(4):
+            a @ b
+        sync(device)
+        k += 4
+    return time.monotonic() - start, k
+
+
+def _total(meter: Any) -> Callable[[], float]:
+    """Energy of every measured domain of ``meter``, summed (J since it opened)."""
+    return lambda: float(sum(meter.read().energy_j.values()))
+
+
+def _matmul(device: str, seconds: float) -> Callable[[], tuple[float, int]]:
+    return lambda: _matmul_loop(device, seconds)
+
+
+def _window(meters: dict[str, Callable[[], float]], device: str, work: Callable[[], Any]) -> dict[str, Any]:  # fmt: skip
+    sync(device)
+    before = {k: f() for k, f in meters.items()}
+    t0 = time.monotonic()
+    info = work()
+    sync(device)
+    dur = time.monotonic() - t0
+    after = {k: f() for k, f in meters.items()}
+    energy = {k: after[k] - before[k] for k in meters}
+    return {"duration_s": dur, "energy_j": energy, "power_w": {k: e / dur for k, e in energy.items()},
+            "work": info}  # fmt: skip
+
+
+def step_nvml(ctx: Ctx, rec: StepRecord) -> None:
+    from joulebench.meters import nvml
+
+    probe = nvml.probe()
+    rec.figure("probe", {"available": probe.available, "reason": probe.reason})
+    if not probe.available:
+        rec.check(
+            "nvml_available", None if ctx.smoke else False, f"NVML unavailable: {probe.reason}"
+        )
+        meter = open_meter(ctx)  # smoke: the same windows through the estimator, plumbing only
         try:
-            rc, out = run(ctx, cmd, f"serving-{name}", ctx.left_s() * share)
-        except StepTimeout as exc:
-            rec.check(f"reproduce {name}", False, str(exc))
-            continue
-        r = json_out(rc, out, "joulebench reproduce")
-        st = r.get("studies", {}).get("serving", {})
-        rec.check(f"reproduce {name}", rc == 0 and not st.get("failed"),
-                  f"{st.get('done')} runs done, {st.get('skipped')} resumed, {st.get('failed')} failed")  # fmt: skip
-    rows = serving_rows(ctx.store, "reproduce-gpu-checks-")
-    rec.figures["runs"] = rows
-    for r in rows:
-        rec.methods.add(r["method"])
-        # each accounting has a value, or (steady state of sparse arrivals) a stated reason
-        have = [a for a, v in r["per_request_wh"].items() if v is not None or r["how"].get(a)]
-        err = r["attribution_sum_rel_err"]
-        rec.check(f"{r['arrival']} · {r['scheduler']}",
-                  r["ok"] > 0 and not r["failed"] and len(have) == 4
-                  and err is not None and err <= 0.01,
-                  f"{r['ok']} ok / {r['failed']} failed; accountings {len(have)}/4; attribution "
-                  f"sum error {r['attribution_sum_rel_err']}; audits failed: "
-                  f"{', '.join(r['audits_failed']) or 'none'}")  # fmt: skip
+            total = _total(meter)
+            windows = [_window({"estimate": total}, ctx.device, _matmul(ctx.device, s))
+                       | {"target_s": s} for s in MATMUL_WINDOWS_S[:2]]  # fmt: skip
+        finally:
+            meter.close()
+        rec.methods.update(str(m) for m in meter.domains.values())
+        rec.figure("windows", windows)
+        rec.check("windows_measured", all(w["energy_j"]["estimate"] > 0 for w in windows),
+                  f"{len(windows)} matmul windows through the {ctx.meter} meter")  # fmt: skip
+        return
+    from joulebench.errors import MeterUnavailable
+
+    try:
+        counter = nvml.NvmlMeter(mode="counter")
+    except MeterUnavailable as exc:
+        counter = None
+        rec.check("counter_supported", False, f"the energy counter does not work here: {exc}")
+    polled = nvml.NvmlMeter(mode="polled")
+    averaged = AveragedPower(polled.pynvml, list(polled.handles.values()))
+    try:
+        meters: dict[str, Callable[[], float]] = {
+            "polled": _total(polled),
+            "averaged": averaged.read,
+        }
+        if counter is not None:
+            meters["counter"] = _total(counter)
+            rec.methods.update(str(m) for m in counter.domains.values())
+            rec.figure("counter_update_period", counter.parameters().get("update_period"))
+        rec.methods.update(str(m) for m in polled.domains.values())
+        rec.figure("polled_methods", {d: str(m) for d, m in polled.domains.items()})
+        rec.figure("devices", polled.parameters().get("devices"))
+        # the counter must move at all on this (virtualised) driver before anything else
+        first = _window(meters, ctx.device, _matmul(ctx.device, 1.0))
+        if counter is not None:
+            moved = first["energy_j"]["counter"] > 0
+            rec.check("counter_supported", moved, f"counter rose {first['energy_j']['counter']:.1f} J "
+                      f"over {first['duration_s']:.2f} s of matmul (polled {first['energy_j']['polled']:.1f} J)")  # fmt: skip
+        idle = _window(meters, ctx.device, lambda: time.sleep(3.0))
+        rec.figure("idle", idle)
+        rec.check("idle_power", idle["power_w"]["polled"] > 0,
+                  "idle power " + ", ".join(f"{k} {v:.1f} W" for k, v in idle["power_w"].items()))  # fmt: skip
+        windows = []
+        for s in MATMUL_WINDOWS_S:
+            if ctx.left_s() < s + 5:
+                rec.check(f"window_{s}s", None, f"skipped: {ctx.left_s():.0f} s left in the step")
+                continue
+            w = _window(meters, ctx.device, _matmul(ctx.device, s)) | {"target_s": s}
+            windows.append(w)
+            rec.figure("windows", windows)
+            if "counter" in w["energy_j"] and w["energy_j"]["counter"] > 0:
+                c = w["energy_j"]["counter"]
+                rel = {k: w["energy_j"][k] / c - 1 for k in ("polled", "averaged")}
+                w["rel_to_counter"] = rel
+                rec.check(f"window_{s}s_polled_vs_counter", abs(rel["polled"]) <= (0.05 if s >= 1 else 0.25),
+                          f"counter {c:.1f} J; polled {rel['polled']:+.1%}, averaged {rel['averaged']:+.1%} "
+                          f"over {w['duration_s']:.3f} s (≤ 5 % from 1 s, ≤ 25 % below)")  # fmt: skip
+    finally:
+        averaged.close()
+        polled.close()
+        if counter is not None:
+            counter.close()
 
 
-# -- 5. shaping (#6) ---------------------------------------------------------------------------
-def step_shaping(ctx: Ctx, rec: StepRecord) -> None:
-    meter = "fake" if ctx.smoke else ctx.meter  # the server runs in another process: see note
-    model, precision = ("tiny", "fp32") if ctx.smoke else (LLAMA, "bf16")
-    if ctx.smoke:
-        rec.notes.append("smoke: meter fake (constant power) — the server is another process, "
-                         "which the process-scoped estimator would not see; plumbing only")  # fmt: skip
-    args = ["--model", model, "--precision", precision, "--device", ctx.device, "--scheduler",
-            "continuous", "--meter", meter, "--idle-s", "0", "--max-batch-size", "16"]  # fmt: skip
-    with server(ctx, args, "shaping-server") as url:
-        out_json = ctx.path("shaping", "shaping.json")
-        cmd = [sys.executable, "benchmarks/shaping.py", "--url", url, "--meter", meter,
-               "--rate", "4", "--n", "8" if ctx.smoke else "32", "--policy", "window:8,400ms",
-               "--output-length", "8" if ctx.smoke else "32", "--idle-s", "0.5" if ctx.smoke else "5",
-               "--out", str(out_json)]  # fmt: skip
-        rc, _ = run(ctx, cmd, "shaping-benchmark")
-    rec.files.append("shaping/shaping.json")
-    s = json_out(rc, out_json.read_text() if out_json.exists() else "", "benchmarks/shaping.py")
-    rec.methods.update(m for m in (s.get("energy_method") or "").split("+") if m)
-    rec.figures["table"] = s.get("table")
-    rec.figures["goal"] = s.get("goal")
-    rec.check("benchmark_exit_0", rc == 0, f"shaping.py rc {rc}")
-    for run_ in ("direct", "shaped"):
-        req = (s.get(run_) or {}).get("load", {}).get("requests", {})
-        rec.check(f"{run_}_requests_ok", bool(req.get("ok")) and not req.get("failed"),
-                  f"{req.get('ok')} ok, {req.get('failed')} failed")  # fmt: skip
-    g = s.get("goal") or {}
-    rec.notes.append(f"net saving {g.get('net_saving')} (goal ≥ 0.30), TTFT p99 within bound: "
-                     f"{g.get('ttft_p99_within_bound')} — reported, not a pass/fail check")  # fmt: skip
+# -- 2. phases and 3. batching (units in child processes) -------------------------------------
+def unit_main(args: argparse.Namespace) -> int:
+    """A child of ``phases``/``batching``: load each precision once, one JSON line per cell."""
+    import torch
+
+    from joulebench.analysis.roofline import calibrate_cpu
+    from joulebench.profile.phases import measure_idle_watched
+    from joulebench.profile.sweep import free_cuda
+    from joulebench.workloads.models import load_model
+
+    smoke = args.smoke
+    device = "cpu" if smoke else "cuda"
+    hw = calibrate_cpu() if smoke else None
+    meter = open_meter(Ctx(out=args.out, smoke=smoke))
+    out = Path(args.rows)
+    try:
+        for precision in args.precisions.split(","):
+
+            def emit(row: dict[str, Any]) -> None:
+                with out.open("a") as f:
+                    f.write(json.dumps(row, default=str) + "\n")
+
+            try:
+                loaded = load_model(args.model, precision, device, seed=0)
+            except Exception as exc:
+                emit(
+                    {
+                        "model": args.model,
+                        "precision": precision,
+                        "error": f"load: {type(exc).__name__}: {exc}",
+                    }
+                )
+                continue
+            try:
+                idle = measure_idle_watched(meter, 0.3 if smoke else 1.0)
+                if args.compile:
+                    for row in compile_rows(loaded, meter, idle, hw, smoke):
+                        emit(row)  # the token check first: it survives a slow compiled cell
+                    continue
+                for b in (int(x) for x in args.batches.split(",")):
+                    n = max(b, args.min_n)
+                    try:
+                        emit(profile_row(loaded, meter, idle, hw, batch=b, n=n, output=args.output,
+                                         method=args.method, smoke=smoke))  # fmt: skip
+                    except Exception as exc:
+                        emit({"model": loaded.name, "precision": precision, "batch_size": b,
+                              "error": f"{type(exc).__name__}: {exc}"})  # fmt: skip
+            finally:
+                del loaded
+                free_cuda()
+                torch.cuda.reset_peak_memory_stats() if torch.cuda.is_available() else None
+    finally:
+        meter.close()
+    return 0
 
 
-# -- 6. report (#7) ----------------------------------------------------------------------------
-def step_report(ctx: Ctx, rec: StepRecord) -> None:
-    if not ctx.store.exists():
-        raise RuntimeError(f"no results store at {ctx.store}: run the other steps first")
-    rc, out = run(ctx, ["jb", "report", str(ctx.store), "--out", str(ctx.path("report", "x").parent),
-                        "--title", f"joulebench GPU checks ({ctx.out.name})", "--json"], "report")  # fmt: skip
-    r = json_out(rc, out, "joulebench report")
-    figs = r.get("figures", [])
-    rec.figures["figures"] = [f["key"] for f in figs]
-    rec.figures["missing"] = [f"{m['key']}: {m['reason']}" for m in r.get("missing", [])]
-    for f in figs:
-        rec.methods.update(f.get("methods", []))
-    index = Path(r.get("index_html", ""))
-    rec.files.append("report/index.html")
-    rec.check("index_html", rc == 0 and index.is_file(), f"{index} written (rc {rc})")
-    rec.check(
-        "figures", bool(figs), f"{len(figs)} figures, {len(rec.figures['missing'])} not drawn"
+def compile_rows(
+    loaded: Any, meter: Any, idle: Any, hw: Any, smoke: bool
+) -> Iterator[dict[str, Any]]:
+    """Eager vs compiled decode on one batch: token-identical output (yielded first), then the
+    same row with the energy of each."""
+    from joulebench.profile.batching import make_batches
+    from joulebench.profile.ops import ModelOps
+    from joulebench.workloads.output_length import OutputLength
+    from joulebench.workloads.prompts import load_prompts
+
+    output = 8 if smoke else 32
+    prompts = load_prompts("quick", n=1, seed=0, tokenizer=loaded.tokenizer)
+    tok = loaded.tokenizer
+    device = next(loaded.model.parameters()).device
+    batch = make_batches(list(prompts.encode(tok)), batch_size=1, pad_token_id=tok.pad_token_id,
+                         output_length=OutputLength.parse(str(output)), bucketing="none", device=device)[0]  # fmt: skip
+    tokens = {}
+    for compiled in (False, True):
+        ops = ModelOps(
+            loaded.model, pad_token_id=tok.pad_token_id, eos_token_ids=None, compile=compiled
+        )
+        t0 = time.monotonic()
+        tokens[compiled] = ops.decode(ops.prepare_decode(batch)).tolist()[0]
+        if compiled:
+            first_compiled_s = time.monotonic() - t0
+    same = tokens[False] == tokens[True]
+    diverge = next(
+        (i for i, (a, b) in enumerate(zip(tokens[False], tokens[True], strict=True)) if a != b),
+        None,
     )
+    head = {"model": loaded.name, "precision": loaded.precision.name, "kind": "compile",
+            "tokens_identical": same, "first_divergence": diverge, "tokens_compared": len(tokens[False]),
+            "first_compiled_decode_s": first_compiled_s}  # fmt: skip
+    yield head
+    rows = {c: profile_row(loaded, meter, idle, hw, batch=1, n=1, output=output, method="direct",
+                           smoke=smoke, compile=c) for c in (False, True)}  # fmt: skip
+    e = [rows[c]["decode"]["energy_per_token_j"] for c in (False, True)]
+    t = [(rows[c]["latency"] or {}).get("decode_s_per_token") for c in (False, True)]
+    yield head | {"eager_j_per_token": e[0], "compiled_j_per_token": e[1],
+            "eager_s_per_token": t[0], "compiled_s_per_token": t[1],
+            "compiled_vs_eager_energy": None if not e[0] or e[1] is None else e[1] / e[0],
+            "compiled_vs_eager_time": None if not t[0] or t[1] is None else t[1] / t[0],
+            "eager": rows[False], "compiled": rows[True]}  # fmt: skip
 
 
-STEPS = {
-    "meters": (step_meters, 90, "#2 NVML counter vs polled around a matmul loop; idle power"),
-    "workloads": (step_workloads, 240, "#3 shape-only model load time and memory per precision"),
-    "profiler": (step_profiler, 540, "#4 precision/batch sweeps, launch gap, study trends"),
-    "serving": (step_serving, 240, "#5 embedded server under the study's arrivals, 4 accountings"),
-    "shaping": (step_shaping, 180, "#6 shaped vs unshaped (benchmarks/shaping.py)"),
-    "report": (step_report, 60, "#7 joulebench report over the store"),
+def run_unit(
+    ctx: Ctx, rec: StepRecord, tag: str, limit_s: float, **opts: Any
+) -> list[dict[str, Any]]:
+    """Run one unit under ``limit_s``; the rows it streamed (also when it timed out)."""
+    rows_path = ctx.path(rec.name, f"{tag}.jsonl")
+    rows_path.unlink(missing_ok=True)
+    cmd = [sys.executable, str(Path(__file__).resolve()), "unit", "--out", str(ctx.out),
+           "--rows", str(rows_path)] + (["--smoke"] if ctx.smoke else [])  # fmt: skip
+    for k, v in opts.items():
+        cmd += [f"--{k.replace('_', '-')}"] + ([] if v is True else [str(v)])
+    try:
+        rc, _ = run(ctx, cmd, f"{rec.name}-{tag}", limit_s)
+        if rc != 0:
+            rec.check(f"{tag}_exit", False, f"unit exited {rc} (see logs/{rec.name}-{tag}.log)")
+    except StepTimeout as exc:
+        rec.check(f"{tag}_time", False, str(exc))
+    text = rows_path.read_text() if rows_path.exists() else ""
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def _row_checks(rec: StepRecord, rows: list[dict[str, Any]]) -> None:
+    for r in rows:
+        label = f"{r.get('model')} {r.get('precision')} b={r.get('batch_size')}"
+        if "error" in r:
+            rec.check(label, False, r["error"])
+            continue
+        rec.methods.update((r.get("meter_methods") or {}).values())
+        eff = {k: v for k, v in (r.get("roofline_efficiency") or {}).items() if v is not None}
+        rec.check(f"{label} roofline ≤ 1", bool(eff) and all(v <= 1.0 for v in eff.values()),
+                  "efficiency " + (", ".join(f"{k} {v:.3f}" for k, v in eff.items()) or "not computed"))  # fmt: skip
+        cons = r.get("consistency")
+        if cons:
+            rec.check(f"{label} phase consistency", bool(cons.get("passed")),
+                      f"prefill + decode vs generate: {cons.get('rel_err', 0):.1%} (tolerance {cons.get('tolerance')})")  # fmt: skip
+
+
+def step_phases(ctx: Ctx, rec: StepRecord) -> None:
+    # (tag, model, precisions, batch sizes, share of the time before the compile unit)
+    units = [("qwen", "tiny:qwen2:tiny", ("bf16",), "1", 0.3),
+             ("llama", "tiny", SMOKE_PRECISIONS, "1,2", 1.0)] if ctx.smoke else [
+             ("llama", LLAMA, GPU_PRECISIONS, "1,8", 0.75),
+             ("qwen", QWEN05, GPU_PRECISIONS, "1,8", 1.0)]  # fmt: skip
+    compile_s = 35.0 if ctx.smoke else 75.0  # kept for the launch-gap unit
+    all_rows: list[dict[str, Any]] = []
+    for tag, model, precisions, batches, share in units:
+        all_rows += run_unit(ctx, rec, tag, (ctx.left_s() - compile_s) * share, model=model,
+                             precisions=",".join(precisions), batches=batches, min_n=1,
+                             method="both", output=4 if ctx.smoke else 16)  # fmt: skip
+        rec.figure("rows", all_rows)
+    _row_checks(rec, all_rows)
+    comp = run_unit(ctx, rec, "compile", ctx.left_s() - 2, model="tiny" if ctx.smoke else QWEN05,
+                    precisions="fp32" if ctx.smoke else "bf16", compile=True, batches="1", min_n=1,
+                    method="direct", output=8)  # fmt: skip
+    rec.figure("compile", comp)
+    for c in comp:
+        if "error" in c:
+            rec.check("compile", False, c["error"])
+            continue
+        if "compiled_vs_eager_energy" not in c:
+            rec.check("compile tokens identical", bool(c["tokens_identical"]),
+                      f"{c['tokens_compared']} greedy tokens, first divergence at {c['first_divergence']}")  # fmt: skip
+            continue
+        ratio = c["compiled_vs_eager_energy"]
+        rec.check("compile vs eager measured", ratio is not None,
+                  f"compiled decode {ratio if ratio is None else f'{ratio:.2f}'}× eager J/token, "
+                  f"{c['compiled_vs_eager_time']}× time (first compiled decode {c['first_compiled_decode_s']:.1f} s)")  # fmt: skip
+
+
+def step_batching(ctx: Ctx, rec: StepRecord) -> None:
+    batches = BATCHES[:2] if ctx.smoke else BATCHES
+    rows = run_unit(ctx, rec, "llama", ctx.left_s() - 2, model="tiny" if ctx.smoke else LLAMA,
+                    precisions="fp32" if ctx.smoke else "bf16", batches=",".join(map(str, batches)),
+                    min_n=2 if ctx.smoke else 4, method="direct", output=4 if ctx.smoke else 16)  # fmt: skip
+    rec.figure("rows", rows)
+    _row_checks(rec, rows)
+    done = sorted(r["batch_size"] for r in rows if "error" not in r)
+    rec.check("batch sizes measured", done == list(batches), f"{done} of {list(batches)}")
+
+
+def _serving(ctx: Ctx, rec: StepRecord) -> None:
+    from gpu_checks_serving import step_serving
+
+    step_serving(ctx, rec)
+
+
+STEPS: dict[str, tuple[Callable[[Ctx, StepRecord], None], str]] = {
+    "nvml": (step_nvml, "NVML counter vs polled vs averaged power over bf16 matmul windows; idle"),
+    "phases": (step_phases, "prefill/decode by precision × batch, roofline, eager vs compiled"),
+    "batching": (
+        step_batching,
+        "Llama-3.1-8B J per effective/computed input and output token vs b",
+    ),
+    "serving": (_serving, "embedded continuous server under the study's arrivals; shaped Poisson"),
 }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("step", choices=[*STEPS, "unit"])
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--limit-s", type=float, default=600.0)
+    ap.add_argument("--smoke", action="store_true")
+    for opt in ("rows", "model", "precisions", "batches", "method"):  # unit options
+        ap.add_argument(f"--{opt}")
+    ap.add_argument("--min-n", type=int, default=1)
+    ap.add_argument("--output", type=int, default=16)
+    ap.add_argument("--compile", action="store_true")
+    args = ap.parse_args(argv)
+    if args.step == "unit":
+        return unit_main(args)
+    fn, what = STEPS[args.step]
+    ctx = Ctx(out=args.out, smoke=args.smoke, deadline=time.monotonic() + args.limit_s - 3)
+    rec = StepRecord(args.step, path=args.out / f"{args.step}.json", what=what,
+                     mode="smoke" if args.smoke else "gpu", limit_s=args.limit_s)  # fmt: skip
+    rec.logs = ctx.logs
+    rec.save()
+    try:
+        fn(ctx, rec)
+    except StepTimeout as exc:
+        rec.status = "timeout"
+        rec.error = str(exc)
+        rec.save()
+        return 1
+    except Exception as exc:  # recorded; the next step still runs
+        rec.notes.append(traceback.format_exc(limit=8))
+        rec.finish(f"{type(exc).__name__}: {exc}")
+        return 1
+    rec.finish()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,148 +1,151 @@
-"""Read what ``scripts/gpu_checks.py`` stored and set it beside the study's trends.
+"""Set what ``scripts/gpu_checks.py`` measured beside the study's trends and headlines.
 
-Nothing is measured here: rows come from the results store (:func:`joulebench.analysis.records.
-read_store`) and from ``joulebench profile --json`` objects; the study's claims come from
-:mod:`joulebench.analysis.paper`. Each verdict says "agrees", "differs" or "not enough data".
+Nothing is measured here: the rows come from the steps' JSON (``phases.json``, ``batching.json``,
+``serving.json``), the claims from :mod:`joulebench.analysis.paper`. Each verdict says
+"agrees", "differs" or "not enough data".
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-from joulebench.analysis.paper import TRENDS, batch_observations
-from joulebench.analysis.records import ACCOUNTINGS, ProfileCell, StoreContents, read_store
-from joulebench.results.store import ResultStore
+from joulebench.analysis.paper import HEADLINES, TRENDS, batch_observations
+from joulebench.analysis.records import ProfileCell
 
 QUANTIZED = ("int8-bnb", "int4-fp4", "int4-nf4")
-
-
-def _contents(store: Path) -> StoreContents | None:
-    if not store.exists():
-        return None
-    with ResultStore(store, read_only=True) as db:
-        return read_store(db)
+NO_DATA = "not enough data"
 
 
 def _claim(key: str) -> str:
     return next(t.claim for t in TRENDS if t.key == key)
 
 
-def _cells(contents: StoreContents | None, run_name: str) -> list[ProfileCell]:
-    """Completed cells of the sweep run named ``run_name``."""
-    if contents is None:
-        return []
-    ids = {r.run_id for r in contents.runs if r.name == run_name}
-    return [c for c in contents.cells if c.ok and c.run_id in ids]
+def _rows(step: dict[str, Any] | None, key: str = "rows") -> list[dict[str, Any]]:
+    rows = ((step or {}).get("figures") or {}).get(key) or []
+    return [r for r in rows if "error" not in r]
 
 
-def precision_trend(store: Path, run_name: str) -> dict[str, Any]:
-    """Per model: decode J per output token by precision; does quantization cost more in decode?"""
-    cells = _cells(_contents(store), run_name)
-    by_model: dict[str, dict[str, dict[str, float | None]]] = {}
-    for c in cells:
-        by_model.setdefault(c.model, {})[c.precision] = c.per_token_j()
+def _decode_j_per_token(row: dict[str, Any]) -> float | None:
+    return (row.get("normalized") or {}).get("per_output_token_j") or (row.get("decode") or {}).get(
+        "energy_per_token_j"
+    )
+
+
+def precision_trend(phases: dict[str, Any] | None) -> dict[str, Any]:
+    """Per model and batch: decode J/output token of each quantized precision vs bf16."""
+    table: dict[str, dict[str, float | None]] = {}
+    for r in _rows(phases):
+        table.setdefault(f"{r['model']} b={r['batch_size']}", {})[r["precision"]] = (
+            _decode_j_per_token(r)
+        )
     costlier, compared = [], 0
-    for model, prec in by_model.items():
-        base = (prec.get("bf16") or {}).get("output")
-        quant = {p: (prec.get(p) or {}).get("output") for p in QUANTIZED if p in prec}
-        quant = {p: v for p, v in quant.items() if v is not None}
-        if base is None or not quant:
+    for group, prec in table.items():
+        base = prec.get("bf16")
+        quant = {p: v for p in QUANTIZED if (v := prec.get(p)) is not None}
+        if not base or not quant:
             continue
         compared += 1
-        costlier += [f"{model} {p} {v / base:.2f}× bf16" for p, v in quant.items() if v > base]
+        costlier += [f"{group} {p} {v / base:.2f}× bf16" for p, v in quant.items() if v > base]
     if not compared:
-        here, verdict = (
-            "no model with both bf16 and a quantized precision measured",
-            "not enough data",
-        )
+        here, verdict = "no group with bf16 and a quantized precision measured", NO_DATA
     else:
-        n_models = len({s.split(" ")[0] for s in costlier})
-        here = (f"decode J/output token above bf16 in {n_models}/{compared} models: "
-                + ("; ".join(costlier) or "none"))  # fmt: skip
-        verdict = "agrees" if n_models else "differs"
-    return {"precision": {"claim": _claim("precision"), "here": here, "verdict": verdict,
-                          "per_token_j": by_model}}  # fmt: skip
+        groups = len({" ".join(s.split(" ")[:2]) for s in costlier})
+        here = f"decode J/output token above bf16 in {groups}/{compared} model·batch groups: " + (
+            "; ".join(costlier) or "none"
+        )
+        verdict = "agrees" if groups else "differs"
+    return {"key": "precision", "claim": _claim("precision"), "here": here, "verdict": verdict,
+            "table": table}  # fmt: skip
 
 
-def study_trends(store: Path, run_name: str) -> dict[str, Any]:
-    """The batching trends, from :func:`joulebench.analysis.paper.batch_observations`."""
-    cells = _cells(_contents(store), run_name)
+def batch_trends(batching: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The three batching trends, through :func:`joulebench.analysis.paper.batch_observations`."""
+    rows = _rows(batching)
+    cells = [ProfileCell("gpu-checks", str(i), "batching", "done", r.get("config") or {}, r, None)
+             for i, r in enumerate(rows)]  # fmt: skip
     obs = batch_observations(cells)
-    out: dict[str, Any] = {}
+    sizes = sorted({r["batch_size"] for r in rows})
+    out = []
     for key in ("batch_prefill", "batch_decode", "batch_output"):
         here = obs.get(key)
         if here is None:
-            verdict = "not enough data"
+            verdict = NO_DATA
         elif key == "batch_prefill":
             verdict = "agrees" if here.startswith("rises") else "differs"
         elif key == "batch_output":
             verdict = "agrees" if here.startswith("falls") else "differs"
         else:  # U-shape: the optimum lies strictly inside the measured batch sizes
-            sizes = sorted({c.batch_size for c in cells if c.batch_size and not c.bucketing})
             best = int(here.split("b=")[1].split(" ")[0])
             verdict = "agrees" if sizes and sizes[0] < best < sizes[-1] else "differs"
-        out[key] = {"claim": _claim(key), "here": here or "no batch study", "verdict": verdict}
+        out.append({"key": key, "claim": _claim(key), "here": here or "no batch study",
+                    "verdict": verdict})  # fmt: skip
     return out
 
 
-def _num(d: Any, *path: str) -> float | None:
-    for k in path:
-        if not isinstance(d, dict) or d.get(k) is None:
-            return None
-        d = d[k]
-    return float(d) if isinstance(d, int | float) else None
+def _serving_runs(serving: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
+    return {r["arrival"]: r for r in _rows(serving, "runs")}
 
 
-def launch_gap_rows(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Eager vs compiled decode per model, from ``profile --json`` objects."""
-    rows = []
-    for model in dict.fromkeys(r["model"] for r in results):
-        pair = {r["compile"]: r["result"] for r in results if r["model"] == model}
-        eager, comp = pair.get(False), pair.get(True)
-        e_j = _num(eager, "decode", "energy_per_token_j")
-        c_j = _num(comp, "decode", "energy_per_token_j")
-        e_s = _num(eager, "latency", "decode_s_per_token")
-        c_s = _num(comp, "latency", "decode_s_per_token")
-        ratio = None if not e_j or c_j is None else c_j / e_j
-        t_ratio = None if not e_s or c_s is None else c_s / e_s
-        if ratio is None:
-            verdict = "missing eager or compiled measurement"
-        else:
-            verdict = (f"compiled decode uses {ratio:.2f}× the eager energy per token and "
-                       f"{'—' if t_ratio is None else f'{t_ratio:.2f}×'} the time: "
-                       + ("supports" if ratio < 0.9 else "does not support")
-                       + " the study's claim that launch gaps dominate decode energy")  # fmt: skip
-        rows.append({"model": model, "eager_j_per_token": e_j, "compiled_j_per_token": c_j,
-                     "eager_s_per_token": e_s, "compiled_s_per_token": c_s,
-                     "compile_vs_eager_energy": ratio, "compile_vs_eager_time": t_ratio,
-                     "verdict": verdict})  # fmt: skip
-    return rows
+def arrival_trend(serving: dict[str, Any] | None) -> dict[str, Any]:
+    """Sequential vs fixed 500 ms per-request energy, whole window ÷ requests (the study's)."""
+    runs = _serving_runs(serving)
+    seq = (runs.get("sequential") or {}).get("per_request_wh", {}).get("paper_whole_window")
+    fixed = (runs.get("fixed:500ms") or {}).get("per_request_wh", {}).get("paper_whole_window")
+    if not seq or not fixed:
+        here, verdict = "sequential or fixed 500 ms run missing", NO_DATA
+    else:
+        ratio = seq / fixed
+        here = (f"sequential {seq:.3g} Wh/request vs fixed 500 ms {fixed:.3g}: {ratio:.3g}× "
+                "(the study: ≈110×)")  # fmt: skip
+        verdict = "agrees" if ratio >= 10 else "differs"
+    return {"key": "arrival_shaping", "claim": _claim("arrival_shaping"), "here": here,
+            "verdict": verdict}  # fmt: skip
 
 
-def serving_rows(store: Path, prefix: str) -> list[dict[str, Any]]:
-    """Every load run whose name starts with ``prefix``: the four accountings side by side."""
-    contents = _contents(store)
-    if contents is None:
-        return []
-    failed_audits: dict[str, list[str]] = {}
-    for a in contents.audits:
-        if not a.get("passed"):
-            failed_audits.setdefault(str(a.get("run_id")), []).append(str(a.get("check_name")))
-    rows = []
-    for lr in contents.load_runs:
-        if not (lr.run.name or "").startswith(prefix):
-            continue
-        energy = (lr.run.summary or {}).get("energy") or {}
-        rows.append({
-            "run": lr.run.name, "arrival": lr.arrival, "scheduler": lr.scheduler,
-            "ok": lr.requests_ok or 0, "failed": lr.requests_failed or 0,
-            "method": lr.run.method,
-            "per_request_wh": {a: lr.per_request_wh(a) for a in ACCOUNTINGS},
-            "how": {a: (energy.get("accountings") or {}).get(a) for a in ACCOUNTINGS},
-            "gross_j": energy.get("gross_j"), "net_j": energy.get("net_j"),
-            "idle_power_w": energy.get("idle_power_w"),
-            "attribution_sum_rel_err": energy.get("attribution_sum_rel_err"),
-            "audits_failed": failed_audits.get(lr.run.run_id, []),
+def headlines(serving: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """Each study headline beside the matching run here (all four accountings)."""
+    runs = _serving_runs(serving)
+    spec = {
+        "naive_sequential": "sequential",
+        "tgi_burst": "burst",
+        "tgi_fixed_500ms": "fixed:500ms",
+    }
+    out = []
+    for h in HEADLINES:
+        run = runs.get(spec.get(h.key, ""))
+        floor = None if run is None else run.get("idle_x_interval_wh")
+        out.append({
+            "key": h.key, "label": h.label, "paper_wh": h.value,
+            "here_wh": None if run is None else run["per_request_wh"],
+            "here_method": None if run is None else run.get("method"),
+            "idle_floor_wh": floor,
+            "paper_below_idle_floor_here": None if floor is None else h.value < floor,
+            "caveat": h.caveat,
         })  # fmt: skip
-    return rows
+    return out
+
+
+def launch_gap(phases: dict[str, Any] | None) -> dict[str, Any]:
+    comp = [r for r in _rows(phases, "compile") if "compiled_vs_eager_energy" in r]
+    if not comp:
+        return {"key": "launch_gap", "claim": "idle gaps between kernel launches dominate decode "
+                "energy (the study's explanation)", "here": "no compiled run", "verdict": NO_DATA}  # fmt: skip
+    c = comp[0]
+    ratio, same = c.get("compiled_vs_eager_energy"), c.get("tokens_identical")
+    if ratio is None:
+        here, verdict = "compiled or eager measurement missing", NO_DATA
+    else:
+        here = (f"{c['model']} {c['precision']} b=1: compiled decode {ratio:.2f}× eager J/token, "
+                f"{c.get('compiled_vs_eager_time')}× time; tokens identical: {same}")  # fmt: skip
+        verdict = "agrees" if ratio < 0.9 else "differs"
+    return {"key": "launch_gap", "claim": "idle gaps between kernel launches dominate decode "
+            "energy (the study's explanation)", "here": here, "verdict": verdict}  # fmt: skip
+
+
+def all_trends(steps: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    return [
+        precision_trend(steps.get("phases")),
+        *batch_trends(steps.get("batching")),
+        arrival_trend(steps.get("serving")),
+        launch_gap(steps.get("phases")),
+    ]

@@ -1,8 +1,9 @@
-"""``scripts/gpu_checks.py --smoke``: cheap steps on the CPU write step JSON and a summary.
+"""``scripts/gpu_checks.py --smoke``: every step of the GPU kit, on the CPU, writes its JSON.
 
-The GPU variant cannot run here; these runs exercise the same step code with tiny models and the
-sensorless estimator, and check that NVML-only checks are skipped with a reason, that a failing
-or timed-out step is recorded without stopping the next one, and that bad flags are refused.
+The GPU run cannot happen here; the smoke run drives the same step code with tiny models and the
+sensorless estimator, and checks that NVML-only checks are skipped with a reason, that a step
+stopped at its limit still leaves its JSON (status "timeout") without stopping the next step,
+that results pack and unpack into docs/results/<date>-<gpu>/, and that bad flags are refused.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -18,9 +18,10 @@ import pytest
 pytestmark = pytest.mark.integration
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "gpu_checks.py"
+STEPS = ["nvml", "phases", "batching", "serving"]
 
 
-def gpu_checks(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+def gpu_checks(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=timeout
     )
@@ -34,67 +35,90 @@ def check(record: dict, name: str) -> dict:
     return next(c for c in record["checks"] if c["name"] == name)
 
 
-def test_smoke_meters_workloads_report(tmp_path):
-    out = tmp_path / "res"
-    p = gpu_checks("--smoke", "--only", "report,meters,workloads", "--out", str(out))
-    # the report over a store holding only a measure run draws no figure: that is a failure
-    assert p.returncode == 1, p.stderr
+def test_smoke_runs_every_step_and_lands_results(tmp_path):
+    out, packed = tmp_path / "res", tmp_path / "OUT"
+    p = gpu_checks("--smoke", "--out", str(out), "--pack", str(packed))
+    records = {n: step(out, n) for n in STEPS}
+    for name, rec in records.items():  # every step ran to its end and recorded checks
+        assert rec["status"] in ("passed", "failed"), (name, rec["status"], rec["error"], p.stderr)
+        assert rec["error"] is None, (name, rec["error"])
+        assert rec["checks"] and rec["mode"] == "smoke"
+        assert rec["meter_methods"] and set(rec["meter_methods"]) <= {"estimated", "fake"}
 
-    meters = step(out, "meters")
-    assert meters["status"] == "passed", meters
-    assert meters["meter_methods"] == ["estimated"]
-    skipped = check(meters, "nvml_counter_vs_polled")
+    nvml = records["nvml"]
+    skipped = check(nvml, "nvml_available")
     assert skipped["passed"] is None and "NVML unavailable" in skipped["detail"]
-    assert check(meters, "idle_power_recorded")["passed"] is True
-    assert meters["figures"]["measure"]["energy_j"] > 0
-    assert meters["figures"]["measure"]["domains"] == {"cpu:0": "estimated", "ram": "estimated"}
+    assert all(w["energy_j"]["estimate"] > 0 for w in nvml["figures"]["windows"])
 
-    workloads = step(out, "workloads")
-    assert workloads["status"] == "passed", workloads
-    rows = workloads["figures"]["rows"]
-    assert [r["precision"] for r in rows] == ["fp32", "bf16"]
-    assert all(r["load_time_s"] > 0 and r["memory_bytes"] > 0 for r in rows)
-    assert 1.9 < rows[0]["memory_bytes"] / rows[1]["memory_bytes"] <= 2.0  # fp32 vs bf16 weights
-    assert (out / "workloads" / "shape_loading.json").is_file()
+    rows = records["phases"]["figures"]["rows"]
+    got = {(r["model"], r["precision"], r["batch_size"]) for r in rows if "error" not in r}
+    assert got == {("tiny-qwen2-tiny", "bf16", 1)} | {
+        ("tiny-llama-tiny", p_, b) for p_ in ("fp32", "bf16") for b in (1, 2)
+    }
+    for r in rows:
+        assert all(0 < v <= 1 for v in r["roofline_efficiency"].values())
+        assert r["consistency"]["rel_err"] is not None
+        assert r["prefill"]["energy_j"] > 0 and r["decode"]["energy_per_token_j"] > 0
+    head, comp = records["phases"]["figures"]["compile"]  # the token check, then the energies
+    assert head.items() <= comp.items()
+    assert isinstance(comp["tokens_identical"], bool) and comp["tokens_compared"] == 8
+    assert comp["compiled_vs_eager_energy"] > 0
 
-    report = step(out, "report")
-    assert report["status"] == "failed"
-    assert check(report, "index_html")["passed"] is True
-    assert check(report, "figures")["passed"] is False
-    assert (out / "report" / "index.html").is_file()
+    batch = records["batching"]["figures"]["rows"]
+    assert [r["batch_size"] for r in batch] == [1, 2]
+    assert all(r["normalized"]["per_computed_input_token_j"] > 0 for r in batch)
 
-    summary = json.loads((out / "summary.json").read_text())
-    assert [s["step"] for s in summary["steps"]] == ["meters", "workloads", "report"]
-    assert summary["header"]["mode"].startswith("smoke")
-    assert summary["header"]["libraries"]["torch"]
+    runs = records["serving"]["figures"]["runs"]
+    assert [r["arrival"] for r in runs] == ["sequential", "burst", "fixed:50ms", "fixed:500ms"]
+    for r in runs:
+        assert r["requests"]["ok"] >= 2 and not r["requests"]["failed"]
+        assert set(r["per_request_wh"]) == {
+            "paper_whole_window", "idle_subtracted", "steady_state", "attributed_mean"
+        }  # fmt: skip
+        assert "load:energy_ge_idle_x_duration" in r["audits"]
+    assert runs[3]["idle_floor_wh_per_request"] > 0
+    assert records["serving"]["figures"]["shaping"]["table"]
+
     md = (out / "summary.md").read_text()
-    assert "ESTIMATED" in md and "date (UTC)" in md
-    assert "| meters | **passed** |" in md and "| report | **failed** |" in md
-    assert "[skipped] nvml_counter_vs_polled" in md and "[FAIL] figures" in md
+    assert "ESTIMATED" in md and "date (UTC)" in md and "Trends beside the study's" in md
+    for name in STEPS:
+        assert f"| {name} | **{records[name]['status']}** |" in md
+    for key in ("precision", "batch_prefill", "batch_decode", "batch_output", "arrival_shaping"):
+        assert f"| {key} |" in md
+    header = json.loads((out / "header-call0.json").read_text())
+    assert header["libraries"]["torch"] and header["mode"].startswith("smoke")
+
+    # at most 8 files come back from a device call; they land in docs/results/<date>-<gpu>/
+    files = sorted(f.name for f in packed.iterdir())
+    assert files == ["gpu-results-all.tar.gz", "summary-all.md"]
+    into = tmp_path / "docs-results"
+    u = gpu_checks("--unpack", str(packed / "gpu-results-all.tar.gz"), "--into", str(into))
+    assert u.returncode == 0, u.stderr
+    (landed,) = into.iterdir()
+    assert landed.name == f"{header['date_utc'][:10]}-cpu-smoke"
+    assert {f"{n}.json" for n in STEPS} <= {f.name for f in landed.iterdir()}
+    assert (landed / "summary.md").read_text() == md
 
 
-def test_timeout_is_recorded_and_next_step_runs(tmp_path):
+def test_timed_out_step_still_writes_json_and_next_step_runs(tmp_path):
     out = tmp_path / "res"
-    store = tmp_path / "elsewhere.duckdb"
-    p = gpu_checks(
-        "--smoke", "--only", "meters,report", "--limit", "meters=1.5", "--out", str(out),
-        "--store", str(store),
-    )  # fmt: skip
+    p = gpu_checks("--smoke", "--only", "nvml,batching", "--limit", "nvml=0.8", "--out", str(out))
     assert p.returncode == 1
-    meters = step(out, "meters")
-    assert meters["status"] == "timeout" and "stopped" in meters["error"]
-    report = step(out, "report")  # ran although meters did not finish: nothing to report on
-    assert report["status"] == "failed"
-    md = (out / "summary.md").read_text()
-    assert "| meters | **timeout** |" in md
+    nvml = step(out, "nvml")
+    assert nvml["status"] == "timeout" and "limit" in nvml["error"]
+    assert nvml["step"] == "nvml" and nvml["limit_s"] == 0.8
+    batching = step(out, "batching")  # ran although nvml did not finish
+    assert batching["status"] == "passed", batching
+    assert "| nvml | **timeout** |" in (out / "summary.md").read_text()
 
 
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--only", "meters,bogus"], "unknown step"),
-        (["--limit", "meters=abc"], "--limit"),
+        (["--only", "nvml,bogus"], "unknown step"),
+        (["--limit", "nvml=abc"], "--limit"),
         (["--limit", "nosuch=10"], "--limit"),
+        (["--call", "7"], "known calls are"),
     ],
 )
 def test_bad_flags_are_refused(tmp_path, args, message):
@@ -109,31 +133,5 @@ def test_gpu_mode_without_cuda_points_to_smoke(tmp_path):
 
     if torch.cuda.is_available():
         pytest.skip("a GPU is present: the full run is not a fast test")
-    p = gpu_checks("--only", "meters", "--out", str(tmp_path / "x"), timeout=120)
-    assert p.returncode == 2 and "--smoke" in p.stderr
-
-
-@pytest.mark.parametrize(("polled_w", "agrees"), [(100.0, True), (110.0, False)])
-def test_nvml_branch_compares_counter_and_polled(tmp_path, monkeypatch, polled_w, agrees):
-    """The GPU branch of the meters step, NVML replaced by fake meters of known power."""
-    monkeypatch.syspath_prepend(str(SCRIPT.parent))
-    import gpu_checks_steps as steps
-    from gpu_checks_proc import Ctx, StepRecord
-
-    from joulebench.meters import nvml
-    from joulebench.meters.base import Availability
-    from joulebench.meters.fake import FakeMeter
-
-    monkeypatch.setattr(nvml, "probe", lambda: Availability(True, "1 GPU(s): fake"))
-    monkeypatch.setattr(
-        nvml, "NvmlMeter", lambda mode: FakeMeter(100.0 if mode == "counter" else polled_w)
-    )
-    ctx = Ctx(out=tmp_path, store=tmp_path / "r.duckdb", smoke=True)
-    ctx.deadline = time.monotonic() + 120
-    rec = StepRecord("meters")
-    steps.step_meters(ctx, rec)
-    window = rec.figures["nvml_window"]
-    assert window["duration_s"] > 2.0  # the window encloses the whole `joulebench measure`
-    assert window["rel_diff"] == pytest.approx(polled_w / 100.0 - 1.0, abs=1e-6)
-    assert check({"checks": rec.checks}, "nvml_counter_vs_polled")["passed"] is agrees
-    assert {"counter", "polled", "estimated"} <= rec.methods
+    p = gpu_checks("--call", "1", "--out", str(tmp_path / "x"), timeout=120)
+    assert p.returncode == 2 and "run with --smoke for the CPU variant" in p.stderr
