@@ -81,6 +81,7 @@ def print_profile(r: dict[str, Any]) -> None:
         "latency s",
         "J/token",
         "repeats",
+        "subtraction J",
     ):
         table.add_column(col)
     rows = [("prefill", r["prefill"]), ("decode", r["decode"])]
@@ -88,17 +89,19 @@ def print_profile(r: dict[str, Any]) -> None:
         rows += [("prefill", r["subtraction"]["prefill"]), ("decode", r["subtraction"]["decode"])]
     if "generate" in r:
         rows.append(("generate", r["generate"]))
-    for name, s in rows:
+    for i, (name, s) in enumerate(rows):
         rel = s.get("ci_halfwidth_rel")
+        headline = i < 2  # the headline phases: the study's subtraction figure beside them
         table.add_row(
             name,
-            s["method"],
+            s["method"] + (" (headline)" if headline else ""),
             _fmt(s["energy_j"]),
             "—" if rel is None else f"{rel:.1%}",
             _fmt(s["net_energy_j"]),
             _fmt(s["latency_s"]),
             _fmt(s["energy_per_token_j"]),
             str(s["repeats"]),
+            _fmt(s.get("subtraction_energy_j")) if headline and s["method"] != "subtraction" else "",
         )
     console.print(table)
     n = r["normalized"]
@@ -113,13 +116,19 @@ def print_profile(r: dict[str, Any]) -> None:
         f"TTFT {_fmt(lat['ttft_s'], ' s')}, decode {_fmt(lat['decode_s_per_token'], ' s/token')}, "
         f"idle {_fmt(r['idle']['total_power_w'], ' W')}"
     )
+    ov = r.get("generate_overhead")
+    if ov:
+        console.print(
+            f"generate() overhead [{ov['method']}]: {_fmt(ov['per_call_s'] * 1e3, ' ms', 3)} / "
+            f"{_fmt(ov['per_call_j'], ' J', 3)} per call, "
+            f"{_fmt((ov['per_step_s'] or 0.0) * 1e3, ' ms', 3)} / "
+            f"{_fmt(ov['per_step_j'], ' J', 3)} per step"
+        )
     if r.get("consistency_rel_err") is not None:
         c = r.get("consistency", {})
         console.print(
-            f"prefill + decode vs full generate: {r['consistency_rel_err']:.1%} apart in energy, "
-            f"{abs(c.get('latency_rel_err') or 0.0):.1%} in time (generate() overhead "
-            f"{_fmt((c.get('generate_overhead_per_call_s') or 0.0) * 1e3, ' ms', 3)} per call, "
-            f"{_fmt((c.get('generate_overhead_per_step_s') or 0.0) * 1e3, ' ms', 3)} per step)"
+            f"consistency ({c.get('compared')}): {r['consistency_rel_err']:.1%} apart in energy, "
+            f"{abs(c.get('latency_rel_err') or 0.0):.1%} in time"
         )
     rf = r.get("roofline", {})
     if "prefill" in rf:

@@ -18,7 +18,16 @@ generation config and building the logits processors, stopping criteria and cach
 ``prepare_inputs_for_generation`` / ``_update_model_kwargs_for_generation`` bookkeeping, the
 logits-processor dispatch (which inspects signatures every step) and the concatenation onto the
 whole prompt. On a tiny CPU model that overhead is a large share of a ``generate`` (a forward is
-~1 ms); on a real model on a GPU it is small. The ``consistency`` section of a result measures it.
+~1 ms); on a real model on a GPU it is small.
+
+Every operation keeps a :class:`ForwardClock`: its wall seconds and the seconds spent inside the
+model's forward (timed around the call for prefill and decode, by forward hooks inside
+``generate``). What ``generate`` spends outside the forward, less what the direct path spends
+outside it, is generate()'s own overhead, measured in its own windows: the result reports it as
+``generate_overhead`` and the consistency check adds it to the direct phases (see
+:mod:`joulebench.profile.result`). The KV cache goes by the keyword the model's forward declares
+(:func:`joulebench.workloads.hf_compat.cache_kwargs`): the deprecated ``past_key_values`` made
+transformers 5.23 warn on every decode step.
 
 With ``compile=True`` decode uses a static KV cache, a fixed-shape attention mask and a
 ``torch.compile``d step (CUDA graphs on GPU via ``reduce-overhead``): the launch-gap experiment.
@@ -31,12 +40,14 @@ prompt length — otherwise the second run writes past ``max_cache_len`` (the in
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from joulebench.errors import ConfigError
 from joulebench.profile.batching import Batch, count_output_tokens
+from joulebench.workloads.hf_compat import cache_arg_name
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +63,30 @@ class DecodeState:
     output_counts: tuple[int, ...]  # decode-phase output tokens per row (pads excluded)
     mask: Any  # [B, L] (dynamic) or [B, L + steps] (static, zero beyond L)
     cache_position: Any = None  # static cache: a [1] tensor advanced in place (static address)
+
+
+@dataclass(slots=True)
+class ForwardClock:
+    """Wall seconds of the operations run, and the seconds of it spent inside ``model.forward``."""
+
+    ops: int = 0
+    op_s: float = 0.0
+    forward_s: float = 0.0
+    forwards: int = 0
+
+    @property
+    def outside_per_op_s(self) -> float | None:
+        """Seconds per operation spent outside the model's forward (``None`` before any op)."""
+        return (self.op_s - self.forward_s) / self.ops if self.ops else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ops": self.ops,
+            "op_s": self.op_s,
+            "forward_s": self.forward_s,
+            "forwards": self.forwards,
+            "outside_forward_per_op_s": self.outside_per_op_s,
+        }
 
 
 def rewind_static_cache(cache: Any, length: int) -> None:
@@ -105,10 +140,40 @@ class ModelOps:
             else torch.tensor(self.eos_token_ids, dtype=torch.long, device=self.device)
         )
         self._pad = torch.tensor(self.pad_token_id, dtype=torch.long, device=self.device)
+        self._cache_arg = cache_arg_name(model)
+        self.clock = ForwardClock()
+        self._fwd_t0: float | None = None
         self._step = model.forward
         if compile:
             mode = "reduce-overhead" if self.device.type == "cuda" else "default"
             self._step = torch.compile(model.forward, mode=mode, fullgraph=False, dynamic=False)
+
+    # -- time inside the forward ----------------------------------------------------------------
+    def take_clock(self) -> ForwardClock:
+        """The clock since the last take (or since the ops were made), and a fresh one."""
+        clock, self.clock = self.clock, ForwardClock()
+        return clock
+
+    def _pre_forward(self, *_: Any) -> None:
+        self._fwd_t0 = time.perf_counter()
+
+    def _post_forward(self, *_: Any) -> None:
+        if self._fwd_t0 is not None:
+            self.clock.forward_s += time.perf_counter() - self._fwd_t0
+            self.clock.forwards += 1
+            self._fwd_t0 = None
+
+    def _forward(self, fn: Any, **kwargs: Any) -> Any:
+        """``fn(**kwargs)`` (the model or its step), its seconds added to the forward clock."""
+        t0 = time.perf_counter()
+        out = fn(**kwargs)
+        self.clock.forward_s += time.perf_counter() - t0
+        self.clock.forwards += 1
+        return out
+
+    def _op_done(self, t0: float) -> None:
+        self.clock.ops += 1
+        self.clock.op_s += time.perf_counter() - t0
 
     # -- the per-token work shared by prefill and decode ---------------------------------------
     def _next_tokens(self, logits: Any, new_so_far: int, min_new_tokens: int) -> Any:
@@ -126,15 +191,19 @@ class ModelOps:
     # -- prefill --------------------------------------------------------------------------------
     def prefill(self, batch: Batch) -> Any:
         """Forward over the prompts; returns the first generated token per row (cache discarded)."""
+        t0 = time.perf_counter()
         with self.torch.inference_mode():
-            out = self.model(
+            out = self._forward(
+                self.model,
                 input_ids=batch.input_ids,
                 attention_mask=batch.attention_mask,
                 position_ids=batch.position_ids,
                 use_cache=True,
                 logits_to_keep=1,
             )
-            return self._next_tokens(out.logits, 0, batch.min_new_tokens)[:, None]
+            first = self._next_tokens(out.logits, 0, batch.min_new_tokens)[:, None]
+        self._op_done(t0)
+        return first
 
     # -- decode ---------------------------------------------------------------------------------
     def natural_counts(self, batch: Batch) -> list[int]:
@@ -172,9 +241,9 @@ class ModelOps:
                 input_ids=batch.input_ids,
                 attention_mask=prompt_mask,
                 position_ids=batch.position_ids,
-                past_key_values=cache,
                 use_cache=True,
                 logits_to_keep=1,
+                **{self._cache_arg: cache},
                 **kwargs,
             )
             first = self._next_tokens(out.logits, 0, batch.min_new_tokens)[:, None]
@@ -187,6 +256,7 @@ class ModelOps:
         finished rows hold the pad token), exactly what greedy ``generate`` returns.
         """
         torch = self.torch
+        t0 = time.perf_counter()
         batch = state.batch
         L = batch.padded_length
         min_new = batch.min_new_tokens
@@ -213,12 +283,13 @@ class ModelOps:
                         mask = torch.cat([mask, ones], dim=1)
                         extra = {}
                     pos = pos + 1
-                    out = self._step(
+                    out = self._forward(
+                        self._step,
                         input_ids=tok,
                         attention_mask=mask,
                         position_ids=pos,
-                        past_key_values=state.cache,
                         use_cache=True,
+                        **{self._cache_arg: state.cache},
                         **extra,
                     )
                     nxt = self._next_tokens(out.logits, 1 + s, min_new)
@@ -236,6 +307,7 @@ class ModelOps:
                     grown = state.cache.get_seq_length() - L
                     if grown > 0:
                         state.cache.crop(-grown)
+        self._op_done(t0)
         return tokens
 
     # -- generate -------------------------------------------------------------------------------
@@ -250,8 +322,20 @@ class ModelOps:
             kwargs["eos_token_id"] = self.eos_token_ids
         if min_new_tokens:
             kwargs["min_new_tokens"] = int(min_new_tokens)
-        with self.torch.inference_mode():
-            out = self.model.generate(
-                input_ids=batch.input_ids, attention_mask=batch.attention_mask, **kwargs
-            )
+        t0 = time.perf_counter()
+        # forward hooks time the model's work inside generate; removed after, so that a model
+        # shared by several ModelOps (a sweep's cells) carries none between calls
+        hooks = (
+            self.model.register_forward_pre_hook(self._pre_forward),
+            self.model.register_forward_hook(self._post_forward),
+        )
+        try:
+            with self.torch.inference_mode():
+                out = self.model.generate(
+                    input_ids=batch.input_ids, attention_mask=batch.attention_mask, **kwargs
+                )
+        finally:
+            for h in hooks:
+                h.remove()
+        self._op_done(t0)
         return out[:, batch.padded_length :]

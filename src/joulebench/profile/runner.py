@@ -242,9 +242,13 @@ def _measure(
         decode_output=sum(sum(s.output_counts) for s in states),
         decode_steps=sum(steps),
     )
+    clocks: dict[str, Any] = {}  # time inside the forward per measurement: generate()'s overhead
+    ops.take_clock()  # prepare_decode's work is no measurement's
     if direct:
         measured["prefill"] = measure_prefill(ops, batches, meter, **common)
+        clocks["prefill"] = ops.take_clock().to_dict()
         measured["decode"] = measure_decode(ops, states, meter, **common)
+        clocks["decode"] = ops.take_clock().to_dict()
     del states
     if subtraction:
 
@@ -259,9 +263,11 @@ def _measure(
         measured["generate_1"] = measure_repeated(
             gen1, meter, phase=Phase.PREFILL, method="subtraction", **common
         )
+        clocks["generate_1"] = ops.take_clock().to_dict()
         measured["generate_n"] = measure_repeated(
             genn, meter, phase=Phase.GENERATE, method="subtraction", **common
         )
+        clocks["generate_n"] = ops.take_clock().to_dict()
 
     def roofline_for(measured_s: dict[str, float]) -> dict[str, Any]:
         try:
@@ -304,6 +310,7 @@ def _measure(
         update_period_s=info.update_period_s,
         header=header,
         quiet_cores=config.quiet_cores,
+        clocks=clocks,
     )
     for msg in out["warnings"]:
         warnings.warn(msg, JoulebenchWarning, stacklevel=4)

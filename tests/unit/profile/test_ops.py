@@ -78,3 +78,34 @@ def test_rewind_static_cache_refuses_a_rolled_sliding_window():
     cache.layers[0].cumulative_length_int = 6
     rewind_static_cache(cache, 4)
     assert cache.layers[0].cumulative_length_int == 4
+
+
+def test_forward_clock_counts_ops_and_forwards(tiny_loaded, prompts, forced):
+    ops = ModelOps(tiny_loaded.model, pad_token_id=0, eos_token_ids=[1])
+    batch = make_batches(prompts[:2], batch_size=2, pad_token_id=0, output_length=forced())[0]
+    state = ops.prepare_decode(batch)
+    ops.take_clock()  # the preparation is no measurement
+    ops.prefill(batch)
+    pre = ops.take_clock()
+    assert (pre.ops, pre.forwards) == (1, 1) and 0 < pre.forward_s <= pre.op_s
+    ops.decode(state)
+    dec = ops.take_clock()
+    assert (dec.ops, dec.forwards) == (1, state.steps)
+    ops.generate(batch, batch.max_new_tokens, batch.min_new_tokens)
+    gen = ops.take_clock()
+    # the hooks time each forward inside generate: prefill + one per decode step
+    assert (gen.ops, gen.forwards) == (1, 1 + state.steps)
+    assert 0 < gen.forward_s < gen.op_s and gen.outside_per_op_s is not None
+    assert not tiny_loaded.model._forward_hooks and not tiny_loaded.model._forward_pre_hooks
+    assert ops.take_clock().ops == 0
+
+
+def test_decode_passes_the_cache_by_the_name_forward_declares(tiny_loaded, prompts, forced):
+    """transformers 5.23 deprecates ``past_key_values``: one FutureWarning per decode step."""
+    import warnings
+
+    ops = ModelOps(tiny_loaded.model, pad_token_id=0, eos_token_ids=[1])
+    batch = make_batches(prompts[:2], batch_size=2, pad_token_id=0, output_length=forced())[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ops.decode(ops.prepare_decode(batch))

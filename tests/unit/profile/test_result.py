@@ -11,46 +11,95 @@ TOKENS = Tokens(
 )  # fmt: skip
 
 
-def _m(key: str, energy_j: float, latency_s: float) -> PhaseMeasurement:
+def _m(key: str, energy_j: float, latency_s: float, method: str = "x") -> PhaseMeasurement:
     reps = [
-        RepeatRecord(key, "x", i, False, 3, latency_s * 3, latency_s, energy_j, energy_j / 2)
+        RepeatRecord(key, method, i, False, 3, latency_s * 3, latency_s, energy_j, energy_j / 2)
         for i in range(3)
     ]
-    return PhaseMeasurement(key, "x", [], reps, True, 0.1)
+    return PhaseMeasurement(key, method, [], reps, True, 0.1)
 
 
 def _measured(pre, dec, gen1, genn):
     return {
-        "prefill": _m("prefill", *pre),
-        "decode": _m("decode", *dec),
-        "generate_1": _m("generate_1", *gen1),
-        "generate_n": _m("generate_n", *genn),
+        "prefill": _m("prefill", *pre, method="direct"),
+        "decode": _m("decode", *dec, method="direct"),
+        "generate_1": _m("generate_1", *gen1, method="subtraction"),
+        "generate_n": _m("generate_n", *genn, method="subtraction"),
     }
 
 
-def test_gap_explained_by_generate_overhead():
-    # direct 10 + 20 = 30 J in 0.3 s; generate 40 J in 0.4 s: same power, 25 % more time
+def _clocks(pre: float, dec: float, gen1: float, genn: float) -> dict[str, dict[str, float]]:
+    """Forward clocks with these seconds per op spent outside the model's forward."""
+    return {
+        k: {"ops": 10, "op_s": 1.0, "forward_s": 1.0 - 10 * v, "outside_forward_per_op_s": v}
+        for k, v in (("prefill", pre), ("decode", dec), ("generate_1", gen1), ("generate_n", genn))
+    }
+
+
+# direct 10 + 20 = 30 J in 0.3 s; generate 40 J in 0.4 s (100 W): 25 % more time and energy
+GAP = ((10, 0.1), (20, 0.2), (14, 0.14), (40, 0.4))
+
+
+def test_generate_overhead_figure_per_call_and_per_step():
+    from joulebench.profile.result import generate_overhead
+
+    # outside the forward: direct prefill 0.002 s, decode 0.008 s; generate(1) 0.042 s,
+    # generate(N) 0.11 s per op (2 batches, 8 decode steps)
+    ov = generate_overhead(_measured(*GAP), TOKENS, _clocks(0.002, 0.008, 0.042, 0.11))
+    assert ov is not None and ov["method"] == "forward_clock"
+    assert ov["per_call_s"] == pytest.approx((0.042 - 0.002) / 2)
+    assert ov["per_step_s"] == pytest.approx((0.11 - 0.042 - 0.008) / 8)
+    assert ov["total_s"] == pytest.approx(0.11 - 0.002 - 0.008)
+    assert ov["power_w"] == pytest.approx(100.0)  # generate(N): 40 J in 0.4 s
+    assert ov["per_call_j"] == pytest.approx(ov["per_call_s"] * 100.0)
+    assert ov["per_step_j"] == pytest.approx(ov["per_step_s"] * 100.0)
+    assert ov["total_j"] == pytest.approx(10.0)
+    assert "outside the model's forward" in ov["note"]
+    assert generate_overhead(_measured(*GAP), TOKENS, {}) is None
+
+
+def test_gap_that_is_generate_overhead_passes():
+    # generate spends 0.1 s (10 J) more outside its forward than the direct path: the whole gap
     sec, chk = consistency_section(
-        _measured((10, 0.1), (20, 0.2), (14, 0.14), (40, 0.4)), TOKENS, 0.05
+        _measured(*GAP), TOKENS, 0.05, clocks=_clocks(0.002, 0.008, 0.042, 0.11)
     )
-    assert not chk.passed and sec["rel_err"] == pytest.approx(0.25)
-    assert sec["signed_rel_err"] == pytest.approx(-0.25)
-    assert sec["latency_rel_err"] == pytest.approx(-0.25)
-    assert sec["explained_by_generate_overhead"] is True
-    assert sec["generate_overhead_s"] == pytest.approx(0.1)
-    assert sec["generate_overhead_per_call_s"] == pytest.approx(0.02)  # (0.14 − 0.1) / 2 batches
-    assert sec["generate_overhead_per_step_s"] == pytest.approx((0.4 - 0.14 - 0.2) / 8)
-    assert "generate()'s own Python overhead" in chk.detail and sec["note"] in chk.detail
+    assert chk.passed and sec["passed"] and "note" not in sec
+    assert sec["rel_err"] == pytest.approx(0.0, abs=1e-9)
+    assert sec["generate_overhead_j"] == pytest.approx(10.0)
+    assert sec["predicted_energy_j"] == pytest.approx(40.0)
+    assert sec["latency_rel_err"] == pytest.approx(0.0, abs=1e-9)
+    assert "generate_overhead" in sec["compared"]
     assert "argmax" in " ".join(sec["direct_decode_does"])
 
 
-def test_gap_not_explained_when_time_agrees():
-    # same time, but generate drew far more energy: something else is wrong
+def test_gap_in_the_model_work_still_fails():
+    # same 25 % gap, but generate spends no more outside its forward than the direct path: the
+    # forward work differs, which no overhead explains
     sec, chk = consistency_section(
-        _measured((10, 0.1), (20, 0.2), (11, 0.1), (60, 0.3)), TOKENS, 0.05
+        _measured(*GAP), TOKENS, 0.05, clocks=_clocks(0.002, 0.008, 0.002, 0.01)
     )
-    assert not chk.passed and sec["explained_by_generate_overhead"] is False
-    assert "not explained" in sec["note"] and "not explained" in chk.detail
+    assert not chk.passed and sec["rel_err"] == pytest.approx(0.25)
+    assert sec["signed_rel_err"] == pytest.approx(-0.25)
+    assert "do not do the same model work" in chk.detail and sec["note"] in chk.detail
+
+
+def test_direct_above_generate_fails_as_negative_overhead():
+    # direct 30 J vs generate 24 J: the direct path spends 0.06 s more outside the forward
+    sec, chk = consistency_section(
+        _measured((10, 0.1), (20, 0.2), (8, 0.08), (24, 0.24)),
+        TOKENS,
+        0.05,
+        clocks=_clocks(0.01, 0.07, 0.01, 0.02),
+    )
+    assert sec["generate_overhead_j"] == pytest.approx(-6.0)
+    assert sec["rel_err"] == pytest.approx(0.0, abs=1e-9)  # the overhead would hide it ...
+    assert not chk.passed and "does work outside the forward" in chk.detail  # ... but fails
+
+
+def test_without_clocks_direct_is_compared_with_generate_alone():
+    sec, chk = consistency_section(_measured(*GAP), TOKENS, 0.05)
+    assert not chk.passed and sec["rel_err"] == pytest.approx(0.25)
+    assert sec["generate_overhead_j"] is None and "not measured" in sec["note"]
 
 
 def test_within_tolerance_passes_without_note():
@@ -63,25 +112,37 @@ def test_within_tolerance_passes_without_note():
 
 def test_compiled_decode_gap_is_not_blamed_on_generate():
     sec, chk = consistency_section(
-        _measured((10, 0.1), (20, 0.2), (14, 0.14), (40, 0.4)), TOKENS, 0.05, compiled=True
+        _measured(*GAP), TOKENS, 0.05, compiled=True, clocks=_clocks(0.002, 0.008, 0.002, 0.01)
     )
-    assert not chk.passed and sec["explained_by_generate_overhead"] is False
+    assert not chk.passed
     assert sec["direct_decode_compiled"] and "compile effect" in chk.detail
 
 
-def _assemble(measured):
+def test_headline_phases_carry_their_method_and_the_subtraction_beside():
+    out, _ = _assemble(_measured(*GAP), method="both", clocks=_clocks(0.002, 0.008, 0.042, 0.11))
+    assert out["headline_method"] == "direct"
+    assert out["prefill"]["method"] == out["decode"]["method"] == "direct"
+    assert out["prefill"]["subtraction_energy_j"] == pytest.approx(14.0)  # generate(1)
+    assert out["decode"]["subtraction_energy_j"] == pytest.approx(26.0)  # 40 − 14
+    assert out["decode"]["subtraction_latency_s"] == pytest.approx(0.26)
+    assert out["generate_overhead"]["total_j"] == pytest.approx(10.0)
+    assert out["consistency"]["passed"]
+
+
+def _assemble(measured, method="subtraction", **kw):
     from joulebench.profile.result import assemble
 
     return assemble(
         measured,
         TOKENS,
-        method="subtraction",
+        method=method,
         consistency_tolerance=0.05,
         device="cpu",
         roofline_for=lambda s: {"available": False, "reason": "test"},
         idle_w=None,
         update_period_s=0.01,
         header={},
+        **kw,
     )
 
 

@@ -1,0 +1,84 @@
+"""Direct prefill + decode + generate()'s measured overhead agree with a full generate.
+
+On the tiny ``small`` model at batch 4 the direct phases came out 25 % above (and on ``tiny``
+10-27 % below) a full ``generate``, so every profile failed ``phase_consistency``. The fake meter
+draws constant power, so the energies are the windows' seconds × that power: what is checked is
+that the direct windows do the model work generate does, with generate()'s own overhead measured
+apart. The CPU is shared: a measurement is retried (up to three times) before the test fails,
+and it runs on one intra-op thread, so that a neighbour taking one of the two cores slows every
+phase alike instead of stalling a two-thread pool at random.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+
+from joulebench.analysis.roofline import given_peak
+from joulebench.errors import JoulebenchWarning
+from joulebench.meters.fake import FakeMeter
+from joulebench.meters.window import IdleBaseline
+from joulebench.profile.config import ProfileConfig
+from joulebench.profile.runner import profile_cell
+
+ATTEMPTS = 3
+
+
+@pytest.mark.parametrize(("size", "batch_size"), [("small", 4), ("tiny", 1)])
+def test_direct_phases_agree_with_a_full_generate(size, batch_size):
+    torch = pytest.importorskip("torch")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        _check(size, batch_size)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _check(size: str, batch_size: int) -> None:
+    from joulebench.workloads.models import load_model
+    from joulebench.workloads.prompts import load_prompts
+    from joulebench.workloads.tiny import tiny_model_path
+
+    loaded = load_model(str(tiny_model_path("llama", size)), "fp32", "cpu", seed=0)
+    prompts = load_prompts("quick", n=8, seed=0, tokenizer=loaded.tokenizer)
+    config = ProfileConfig(
+        model=size,
+        batch_size=batch_size,
+        method="both",
+        warmup=2,
+        min_window_s=0.3,
+        min_repeats=3,
+        max_repeats=5,
+        ci_target=0.05,
+    )
+    results = []
+    for _ in range(ATTEMPTS):
+        with warnings.catch_warnings():  # a failed attempt warns; the result says why
+            warnings.simplefilter("ignore", JoulebenchWarning)
+            r = profile_cell(
+                loaded,
+                prompts,
+                config,
+                FakeMeter(50.0, update_period_s=0.02),
+                idle=IdleBaseline({"gpu:0": 10.0}, 1.0),
+                hardware=given_peak(100.0, 20.0),
+            )
+        results.append(r)
+        if r["consistency"]["passed"]:
+            break
+    for x in results:  # generate()'s machinery is its own figure, and it only costs
+        ov = x["generate_overhead"]
+        assert ov["per_call_s"] > 0 and ov["per_step_s"] > 0 and ov["per_step_j"] > 0
+    c = results[-1]["consistency"]
+    gaps = [f"{x['consistency']['signed_rel_err']:+.1%}" for x in results]
+    busy = [x for x in results if not all(
+        a["passed"] for a in x["audit"] if str(a["name"]).endswith("quiet_host")
+    )]  # fmt: skip
+    if not c["passed"] and len(busy) == len(results):
+        # phases measured one after another beside a changing neighbour differ by its load,
+        # not by their work; the quiet_host audit already marks such results
+        pytest.skip(f"the host was busy in every attempt (gaps {gaps}): no verdict")
+    assert c["passed"], f"direct + overhead vs generate: {gaps}; {c.get('note')}"
+    assert c["rel_err"] <= 0.05 and not results[-1]["warnings"]
