@@ -199,3 +199,28 @@ def test_continuous_streamed_request_is_failed_explicitly_by_a_restart(tiny_load
     assert all(f.reason is FinishReason.LENGTH for f in later)
     assert engine.metrics.restarts >= 1 and engine.metrics.failed_by_restart == 2
     assert sum(engine.metrics.requests.values()) == 5
+
+
+def test_continuous_restart_that_fails_answers_every_request(tiny_loaded, monkeypatch):
+    """If no new manager can be started, health() says why and every request still gets an
+    explicit error (none waits forever)."""
+    engine = _engine(tiny_loaded, "continuous", monkeypatch)
+
+    def cannot_launch():
+        raise RuntimeError("no memory for a new cache")
+
+    monkeypatch.setattr(engine.scheduler, "_launch", cannot_launch)
+    vocab = engine.model.config.vocab_size
+
+    async def scenario():
+        bad = await _run(engine, [(_out_of_vocab(vocab), GREEDY)])
+        return bad, await _run(engine, [(GOOD, GREEDY)] * 2)
+
+    try:
+        bad, later = asyncio.run(asyncio.wait_for(scenario(), 20.0))
+        health = engine.health()
+    finally:
+        engine.stop()
+    assert [f.reason for f in bad + later] == [FinishReason.ERROR] * 3
+    assert health["status"] == "unavailable" and "restart failed" in health["reason"]
+    assert engine.outstanding == 0

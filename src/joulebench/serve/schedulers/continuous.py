@@ -330,8 +330,9 @@ class ContinuousScheduler(Scheduler):
             self._held.clear()
         log.error("continuous batching manager died (%s); restarting it", message)
         self._drain(dead)
-        with contextlib.suppress(Exception):
-            dead.stop(block=True, timeout=5.0, hard_stop=True)
+        if getattr(dead, "batch_processor", None) is not None:  # not stopped yet (a retry)
+            with contextlib.suppress(Exception):
+                dead.stop(block=True, timeout=5.0, hard_stop=True)
         culprits = set(failing) if len(failing) == 1 else set(failing) & self._suspects
         try:
             manager = self._launch()
@@ -339,10 +340,16 @@ class ContinuousScheduler(Scheduler):
             log.exception("continuous batching could not be restarted")
             with self._lock:
                 self._restarting = f"{message}; the restart failed: {exc}"
+                live = list(self._live.values())  # with those submitted meanwhile
                 self._live.clear()
+                self._held.clear()
+                self._probation.clear()
+                self._on_probation = None
             for req in live:
                 self.sink.on_finish(req, FinishReason.ERROR, f"generation loop stopped: {message}")
-            self.sink.on_restart(requeued=0, failed=len(live))
+            if live:
+                self.sink.on_restart(requeued=0, failed=len(live))
+            self._stopping.wait(1.0)  # the reader tries again (health stays unavailable)
             return
         fail: list[tuple[GenRequest, str]] = []
         requeue: list[GenRequest] = []
