@@ -71,7 +71,11 @@ def print_profile(r: dict[str, Any]) -> None:
         f"{r['n_batches']} batches; input tokens {t['input_effective']} effective / "
         f"{t['input_computed']} computed (padding {r['padding_ratio']:.1%}); output {t['output']}"
     )
-    table = Table(title=f"per pass over the prompt set — energy [{label}]")
+    table = Table(
+        title=f"per pass over the prompt set — energy [{label}]",
+        caption="* headline figure; subtraction J: the study's generate(1) / generate(N) − "
+        "generate(1) figure beside it",
+    )
     for col in (
         "phase",
         "method",
@@ -94,7 +98,7 @@ def print_profile(r: dict[str, Any]) -> None:
         headline = i < 2  # the headline phases: the study's subtraction figure beside them
         table.add_row(
             name,
-            s["method"] + (" (headline)" if headline else ""),
+            s["method"] + ("*" if headline else ""),
             _fmt(s["energy_j"]),
             "—" if rel is None else f"{rel:.1%}",
             _fmt(s["net_energy_j"]),
@@ -119,7 +123,7 @@ def print_profile(r: dict[str, Any]) -> None:
     ov = r.get("generate_overhead")
     if ov:
         console.print(
-            f"generate() overhead [{ov['method']}]: {_fmt(ov['per_call_s'] * 1e3, ' ms', 3)} / "
+            f"generate() overhead ({ov['method']}): {_fmt(ov['per_call_s'] * 1e3, ' ms', 3)} / "
             f"{_fmt(ov['per_call_j'], ' J', 3)} per call, "
             f"{_fmt((ov['per_step_s'] or 0.0) * 1e3, ' ms', 3)} / "
             f"{_fmt(ov['per_step_j'], ' J', 3)} per step"
