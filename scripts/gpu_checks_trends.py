@@ -77,6 +77,9 @@ def batch_trends(batching: dict[str, Any] | None) -> list[dict[str, Any]]:
         else:  # U-shape: the optimum lies strictly inside the measured batch sizes
             best = int(here.split("b=")[1].split(" ")[0])
             verdict = "agrees" if sizes and sizes[0] < best < sizes[-1] else "differs"
+        precisions = sorted({r["precision"] for r in rows} - {"fp32"})
+        if here and precisions:  # the study's batching ran in fp32
+            here += f" — {', '.join(precisions)} here, fp32 in the study"
         out.append({"key": key, "claim": _claim(key), "here": here or "no batch study",
                     "verdict": verdict})  # fmt: skip
     return out
