@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from gpu_checks_plan import ROOT, WHEELS, WHEELS_DIR, missing_wheels
+from gpu_checks_plan import ROOT, WHEELS, WHEELS_DIR, missing_wheels, wheel_name
 
 PLATFORMS = (
     "manylinux2014_x86_64",
@@ -61,8 +61,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _stems(group: str) -> list[str]:
-    from gpu_checks_plan import wheel_name
-
     return [wheel_name(r) + "-" for r in WHEELS[group]]
 
 
