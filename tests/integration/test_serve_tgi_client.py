@@ -74,6 +74,8 @@ def test_tgi_errors_are_tgi_shaped_and_map_to_the_client_classes(served, tiny_lo
         client.text_generation("hello " * (tiny_loaded.context_length + 5), max_new_tokens=2)
     with pytest.raises(ValidationError, match="stop sequences"):
         client.text_generation("hello", max_new_tokens=2, stop=list("abcde"))
+    r = httpx.post(url + "/generate", json={"inputs": "hi", "parameters": {"max_new_tokens": 0}})
+    assert r.status_code == 422 and "max_new_tokens must be ≥ 1" in r.json()["error"]
     r = httpx.post(url + "/generate", json={"inputs": "hi", "parameters": {"seed": 2**70}})
     assert r.status_code == 422
     assert r.json()["error_type"] == "validation" and "seed" in r.json()["error"]

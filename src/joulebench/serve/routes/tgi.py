@@ -15,7 +15,7 @@ from fastapi import APIRouter, Request
 from fastapi.params import Depends
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from joulebench.serve.engine import RequestHandle
+from joulebench.serve.engine import Rejected, RequestHandle
 from joulebench.serve.errors import ApiError, Route, tgi_body
 from joulebench.serve.protocol import TGIError, TGIRequest
 from joulebench.serve.request import FinishEvent, FinishReason, TokenEvent
@@ -68,7 +68,15 @@ def router(gen: Generation, label: str, dependencies: Sequence[Depends]) -> APIR
         if (why := p.unsupported()) is not None:
             raise ApiError(400, why[1], param=f"parameters.{why[0]}")
         ids = await gen.tokenize(body.inputs)
-        handle = gen.start(ids, p.max_new_tokens, p.sampling(), "tgi")
+        try:
+            handle = gen.start(ids, p.max_new_tokens, p.sampling(), "tgi")
+        except Rejected as exc:  # the engine speaks OpenAI's names; TGI calls it max_new_tokens
+            if exc.param != "max_tokens":
+                raise
+            message = exc.message.replace("max_tokens", "max_new_tokens")
+            raise Rejected(
+                exc.status, message, exc.headers, param="parameters.max_new_tokens", code=exc.code
+            ) from None
         return handle, TextAssembler(tok, p.stop, keep_stop=True)
 
     async def generate_once(request: Request, body: TGIRequest) -> Any:
