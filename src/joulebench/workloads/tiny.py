@@ -24,6 +24,7 @@ from typing import Any
 from joulebench.errors import ConfigError, UnknownName
 from joulebench.extras import require
 from joulebench.workloads.corpus import corpus_texts
+from joulebench.workloads.hf_compat import no_progress_bars
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +156,8 @@ def make_tiny(
     model.generation_config.bos_token_id = None
 
     out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out)
+    with no_progress_bars():  # transformers' 'Writing model shards' bar
+        model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     meta = {
         "arch": arch,
