@@ -174,6 +174,7 @@ def main() -> None:
     times["decode_fresh_cache"] = []
     times["generate_n_in_forward"] = []
     times["generate_1_in_forward"] = []
+    times["direct_outside_forward"] = []
     for fn in variants.values():  # warm-up
         fn()
     for r in range(args.rounds):
@@ -183,10 +184,18 @@ def main() -> None:
         for name, fn in order:
             if name.startswith("generate"):
                 clock.total_s, clock.on = 0.0, True
+            ops.take_clock()
             times[name].append(_timed(fn))
+            if name == "direct_prefill":
+                outside = ops.take_clock()
+                pre_out = outside.op_s - outside.forward_s
+            elif name == "direct_decode":
+                outside = ops.take_clock()
+                dec_out = outside.op_s - outside.forward_s
             if name.startswith("generate"):
                 clock.on = False
                 times[f"{name}_in_forward"].append(clock.total_s)
+        times["direct_outside_forward"].append(pre_out + dec_out)
         fresh_cache.dt = 0.0  # type: ignore[attr-defined]
         fresh_cache()
         times["decode_fresh_cache"].append(fresh_cache.dt)  # type: ignore[attr-defined]
