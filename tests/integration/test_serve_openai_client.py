@@ -149,6 +149,74 @@ def test_body_over_the_limit_is_413_and_not_echoed(served, tiny_loaded):
     assert r.status_code == 413 and r.json()["error_type"] == "validation"
 
 
+def test_async_clients_get_the_413_of_a_body_far_over_the_limit(served, tiny_loaded):
+    """httpx's async client (the gateway's, ``openai.AsyncOpenAI``'s) writes the whole body
+    before it reads: a 413 sent while it writes reached it as a reset connection."""
+    url, _ = served
+    huge = "hello " * 700_000  # ≈ 4 MB, 16 × the 0.25 MiB limit
+
+    async def send() -> None:
+        client = openai.AsyncOpenAI(base_url=url + "/v1", api_key="unused", max_retries=0)
+        for _ in range(2):  # and again on the same kept-alive connection
+            with pytest.raises(openai.APIStatusError) as e:
+                await client.completions.create(model=tiny_loaded.name, prompt=huge, max_tokens=1)
+            assert e.value.status_code == 413 and e.value.code == "request_too_large"
+        ok = await client.completions.create(model=tiny_loaded.name, prompt="hi", max_tokens=1)
+        assert ok.choices[0].finish_reason == "length"
+        await client.close()
+
+    asyncio.run(send())
+
+
+def test_bodies_sent_as_form_data_are_read_as_json(served, tiny_loaded):
+    """``curl -d '{...}'`` labels its JSON application/x-www-form-urlencoded."""
+    url, _ = served
+    form = {"content-type": "application/x-www-form-urlencoded"}
+    r = httpx.post(
+        url + "/v1/completions", content=b'{"prompt": "hi", "max_tokens": 2}', headers=form
+    )
+    assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] == 2
+    r = httpx.post(url + "/v1/completions", content=b'{"prompt": "hi", "n": 3}', headers=form)
+    assert r.status_code == 400 and r.json()["error"]["param"] == "n"
+    r = httpx.post(url + "/generate", content=b'{"inputs": "hi"}', headers=form)
+    assert r.status_code == 200 and "generated_text" in r.json()
+
+
+@pytest.mark.parametrize(
+    ("body", "says"),
+    [(b"", "no body"), (b"[1, 2]", "must be a JSON object"), (b'"hi"', "must be a JSON object")],
+)
+def test_a_missing_or_non_object_body_is_named(served, body, says):
+    url, _ = served
+    r = httpx.post(url + "/v1/completions", content=body, headers=JSON)
+    assert r.status_code == 400 and says in r.json()["error"]["message"]
+    r = httpx.post(url + "/generate", content=body, headers=JSON)
+    assert r.status_code == 422 and says in r.json()["error"]
+
+
+def test_a_full_queue_is_a_rate_limit_error(tiny_loaded):
+    with embedded_server(
+        tiny_loaded, scheduler="sequential", meter=FakeMeter(1.0, **FAST), max_queue=1
+    ) as url:
+
+        async def flood() -> list[object]:
+            client = openai.AsyncOpenAI(base_url=url + "/v1", api_key="unused", max_retries=0)
+            calls = [
+                client.completions.create(model=tiny_loaded.name, prompt="hello", max_tokens=20)
+                for _ in range(8)
+            ]
+            out = await asyncio.gather(*calls, return_exceptions=True)
+            await client.close()
+            return out
+
+        outcomes = asyncio.run(flood())
+    limited = [o for o in outcomes if isinstance(o, openai.RateLimitError)]
+    assert limited and len(limited) < len(outcomes)
+    assert all(o.response.headers["retry-after"] == "1" for o in limited)
+    assert all(o.type == "rate_limit_error" and o.body["param"] is None for o in limited)
+    assert all(not isinstance(o, Exception) for o in outcomes if o not in limited)
+
+
 def test_404_405_and_500_are_openai_shaped(tiny_loaded, monkeypatch):
     original = tiny_loaded.model.generate
 

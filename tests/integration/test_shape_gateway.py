@@ -227,7 +227,7 @@ def test_gateway_errors_are_in_the_upstream_protocols_shape() -> None:
 
 
 def test_joulebench_serve_answers_pass_through_unchanged(tiny_model_dir) -> None:
-    """In front of the real server: its 400/404/422, /v1/models/{id}, /info, POST / and a
+    """In front of the real server: its 400/404/413/422, /v1/models/{id}, /info, POST / and a
     non-streamed disconnect all behave as they do without the gateway."""
     from joulebench.meters.fake import FakeMeter
     from joulebench.serve.launch import embedded_server
@@ -236,7 +236,9 @@ def test_joulebench_serve_answers_pass_through_unchanged(tiny_model_dir) -> None
     loaded = load_model(str(tiny_model_dir), "fp32")
     meter = FakeMeter(1.0, update_period_s=1e-4)
     with (
-        embedded_server(loaded, scheduler="dynamic", meter=meter, default_max_tokens=4000) as url,
+        embedded_server(
+            loaded, scheduler="dynamic", meter=meter, default_max_tokens=4000, max_body_mib=0.25
+        ) as url,
         run_gateway(url, "cadence:10ms") as gw,
         httpx.Client(timeout=30) as client,
     ):
@@ -250,6 +252,9 @@ def test_joulebench_serve_answers_pass_through_unchanged(tiny_model_dir) -> None
             ("GET", f"/v1/models/{loaded.name}", None),
             ("GET", "/v1/models/nope", None),
             ("GET", "/v1/completions", None),
+            # 16 × the body limit: the gateway's client writes it all before reading the 413
+            ("POST", "/v1/completions", {"prompt": "hello " * 700_000}),
+            ("POST", "/generate", {"inputs": "hello " * 700_000}),
         ]
         for method, path, body in cases:
             direct = client.request(method, url + path, json=body)

@@ -27,6 +27,9 @@ from joulebench.serve.validate import InvalidBody, param_name, parse_json
 
 log = logging.getLogger(__name__)
 
+#: An oversized body is read to its end (and dropped) up to this size at least, see BodyLimit.
+DRAIN_MIN_BYTES = 64 * 2**20
+
 
 class ApiError(HTTPException):
     """A refusal with OpenAI's ``param`` and ``code`` (an HTTPException, so FastAPI re-raises it
@@ -83,6 +86,10 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
     specific = [e for e in errors if not str(e.get("type", "")).endswith("_type")]
     first = (specific or errors)[0]
     param = param_name(first.get("loc", ()))
+    if param is None:  # the body itself: absent, or JSON but not an object
+        if first.get("type") == "missing":
+            return "the request has no body; send a JSON object", None
+        return "the request body must be a JSON object", None
     if first.get("type") == "missing":
         return f"missing required parameter '{param}'", param
     msg = str(first.get("msg", "invalid value"))
@@ -140,6 +147,17 @@ class StrictRequest(Request):
         return self._json
 
 
+def _as_json(scope: Any) -> Any:
+    """Every body these routes take is JSON: one sent with another content type (``curl -d``
+    sends ``application/x-www-form-urlencoded``) is parsed as JSON too, instead of being refused
+    as "not a dictionary". Dropping the header does it (the app parses untyped bodies as JSON)."""
+    headers = scope.get("headers") or []
+    kind = next((v for k, v in headers if k == b"content-type"), None)
+    if kind is None or b"json" in kind.split(b";")[0].lower():
+        return scope
+    return {**scope, "headers": [(k, v) for k, v in headers if k != b"content-type"]}
+
+
 class Route(APIRoute):
     """Strict JSON, and a crash becomes a 500 response in the protocol's shape instead of an
     exception that reaches uvicorn (which would then drop the keep-alive connection)."""
@@ -149,7 +167,8 @@ class Route(APIRoute):
 
         async def route(request: Request) -> Response:
             try:
-                return await handler(StrictRequest(request.scope, request.receive))
+                strict = StrictRequest(_as_json(request.scope), request.receive)
+                return await handler(strict)
             except (HTTPException, RequestValidationError, Rejected):
                 raise
             except Exception as exc:
@@ -161,11 +180,18 @@ class Route(APIRoute):
 
 class BodyLimit:
     """ASGI middleware: a request body over ``max_bytes`` gets 413 (in the route's shape) before
-    the app sees it; the body is read here once and replayed, so nothing is echoed back."""
+    the app sees it; the body is read here once and replayed, so nothing is echoed back.
 
-    def __init__(self, app: Any, max_bytes: int) -> None:
+    The rest of an oversized body is read and discarded (up to ``drain_bytes`` in all) before
+    the 413 goes out: a client that writes its whole body before reading the answer (httpx's
+    async client, hence the gateway and ``openai.AsyncOpenAI``) would otherwise see the
+    connection reset instead of the 413. A body beyond ``drain_bytes`` is not read: the 413 is
+    sent at once and the connection closed."""
+
+    def __init__(self, app: Any, max_bytes: int, drain_bytes: int | None = None) -> None:
         self.app = app
         self.max_bytes = int(max_bytes)
+        self.drain_bytes = int(drain_bytes or max(4 * self.max_bytes, DRAIN_MIN_BYTES))
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -173,7 +199,8 @@ class BodyLimit:
             return
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._too_large(scope, receive, send)
+            drained = int(declared) <= self.drain_bytes and await self._drain(receive, 0)
+            await self._too_large(scope, receive, send, drained=drained)
             return
         chunks: list[bytes] = []
         size = 0
@@ -184,7 +211,9 @@ class BodyLimit:
             chunk = msg.get("body", b"")
             size += len(chunk)
             if size > self.max_bytes:
-                await self._too_large(scope, receive, send)
+                more = msg.get("more_body", False)
+                drained = not more or await self._drain(receive, size)
+                await self._too_large(scope, receive, send, drained=drained)
                 return
             chunks.append(chunk)
             if not msg.get("more_body", False):
@@ -200,15 +229,27 @@ class BodyLimit:
 
         await self.app(scope, replay, send)
 
-    async def _too_large(self, scope: Any, receive: Any, send: Any) -> None:
+    async def _drain(self, receive: Any, size: int) -> bool:
+        """Read and drop the rest of the body; False if it passed ``drain_bytes`` or the client
+        left first."""
+        while size <= self.drain_bytes:
+            msg = await receive()
+            if msg["type"] == "http.disconnect":
+                return False
+            size += len(msg.get("body", b""))
+            if not msg.get("more_body", False):
+                return size <= self.drain_bytes
+        return False
+
+    async def _too_large(self, scope: Any, receive: Any, send: Any, *, drained: bool) -> None:
         mib = self.max_bytes / 2**20
         response = error_response(
             scope.get("path", ""),
             413,
             f"the request body is over this server's limit of {mib:g} MiB "
             "(joulebench serve --max-body-mib)",
-            # the client may still be sending: tell it this connection ends here
-            headers={"connection": "close"},
+            # a body left unread: the client may still be sending, so this connection ends here
+            headers=None if drained else {"connection": "close"},
         )
         await response(scope, receive, send)
 
