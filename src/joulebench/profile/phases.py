@@ -1,6 +1,6 @@
 """Named phases and the repeated, synchronized measurement window around them.
 
-``measure_repeated`` is the one loop every profiler measurement goes through:
+:class:`RepeatedMeasurement` is what every profiler measurement goes through:
 
 1. warm-ups, each timed alone and reported apart (``warmup=True``, no energy);
 2. repeats: one energy window per repeat, device-synchronized at both edges, in which the
@@ -12,7 +12,10 @@
 With a :class:`~joulebench.meters.host.HostMonitor`, every window (and the idle baseline,
 :func:`measure_idle_watched`) also records other processes' CPU use, and the
 :class:`~joulebench.meters.host.ContentionPolicy` flags, waits and re-runs, or fails a window
-beside a busy neighbour. Every repeat is kept. ``measure_prefill`` and ``measure_decode`` are the direct-method phases.
+beside a busy neighbour. Every repeat is kept. ``measure_repeated`` runs one measurement to its
+end; ``measure_interleaved`` runs several in rounds, one window of each per round, so that what
+the host does meanwhile affects them alike (the profiler measures its phases that way).
+``prefill_measurement`` and ``decode_measurement`` are the direct-method phases.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -200,79 +203,114 @@ def window_chunk(remaining_s: float, op_s: float | None) -> int:
     return max(1, int(ops_left * CHUNK_SHARE))
 
 
-def measure_repeated(
-    op: Callable[[], object],
-    meter: Meter,
-    *,
-    phase: Phase,
-    method: str,
-    rule: StoppingRule,
-    min_window_s: float,
-    warmup: int = 5,
-    idle: IdleBaseline | None = None,
-    sync: SyncFn = default_sync,
-    device: Any = None,
-    clock: Callable[[], float] = time.perf_counter,
-    host: HostMonitor | None = None,
-    contention: ContentionPolicy | None = None,
-    sleep: Callable[[float], None] = time.sleep,
-) -> PhaseMeasurement:
-    """Warm up, then measure ``op`` in windows of ≥ ``min_window_s`` until ``rule`` says stop.
+class RepeatedMeasurement:
+    """One measured operation: its warm-ups, then one window per :meth:`window` call.
 
-    ``host``: watch other processes during each window, under ``contention`` (default: flag).
+    :func:`measure_repeated` runs one to the end; :func:`measure_interleaved` runs several in
+    rounds (one window of each per round), so that a host that slows down or speeds up between
+    windows affects every operation alike instead of the one that happened to run then.
     """
-    if warmup < 0:
-        raise ValueError(f"warmup must be ≥ 0, got {warmup}")
-    target_s = max(float(min_window_s), float(meter.update_period_s))
-    info = MeterInfo.of(meter)
-    timer = DeviceTimer(device, sync)
-    warmups: list[RepeatRecord] = []
-    op_s: float | None = None
-    for i in range(warmup):
-        sync()
-        timer.start()
-        op()
-        op_s = timer.stop()
-        warmups.append(RepeatRecord(str(phase), method, i, True, 1, op_s, op_s))
-    repeats: list[RepeatRecord] = []
-    per_op: list[float] = []
-    policy = contention or ContentionPolicy()
-    log_ = ContentionLog()
 
-    def run_window() -> tuple[int, float, Any, Any]:
-        k = window_chunk(target_s / 2, op_s)  # the warm-up / last window estimate: half
-        sync()
-        r0 = meter.read()
-        timer.start()
-        t0 = clock()
+    def __init__(
+        self,
+        op: Callable[[], object],
+        meter: Meter,
+        *,
+        phase: Phase,
+        method: str,
+        rule: StoppingRule,
+        min_window_s: float,
+        warmup: int = 5,
+        idle: IdleBaseline | None = None,
+        sync: SyncFn = default_sync,
+        device: Any = None,
+        clock: Callable[[], float] = time.perf_counter,
+        host: HostMonitor | None = None,
+        contention: ContentionPolicy | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if warmup < 0:
+            raise ValueError(f"warmup must be ≥ 0, got {warmup}")
+        self.op = op
+        self.meter = meter
+        self.phase = phase
+        self.method = method
+        self.rule = rule
+        self.warmup_n = warmup
+        self.idle = idle
+        self.sync = sync
+        self.clock = clock
+        self.host = host
+        self.sleep = sleep
+        self.target_s = max(float(min_window_s), float(meter.update_period_s))
+        self.info = MeterInfo.of(meter)
+        self.timer = DeviceTimer(device, sync)
+        self.policy = contention or ContentionPolicy()
+        self.log = ContentionLog()
+        self.warmups: list[RepeatRecord] = []
+        self.repeats: list[RepeatRecord] = []
+        self.per_op: list[float] = []
+        self.op_s: float | None = None
+
+    def warm_up(self) -> None:
+        """The warm-ups, each timed alone (reported apart, no energy)."""
+        for i in range(self.warmup_n):
+            self.sync()
+            self.timer.start()
+            self.op()
+            self.op_s = self.timer.stop()
+            self.warmups.append(
+                RepeatRecord(str(self.phase), self.method, i, True, 1, self.op_s, self.op_s)
+            )
+
+    @property
+    def done(self) -> bool:
+        """The stopping rule is met (CI target after the minimum repeats) or the cap is hit."""
+        return self.rule.done(self.per_op) or len(self.repeats) >= self.rule.max_repeats
+
+    def _run_window(self) -> tuple[int, float, Any, Any]:
+        target_s, op = self.target_s, self.op
+        k = window_chunk(target_s / 2, self.op_s)  # the warm-up / last window estimate: half
+        self.sync()
+        r0 = self.meter.read()
+        self.timer.start()
+        t0 = self.clock()
         n = 0
         last = 0.0
         while True:
             for _ in range(k):
                 op()
             n += k
-            sync()
-            elapsed = clock() - t0
+            self.sync()
+            elapsed = self.clock() - t0
             if elapsed >= target_s:
                 break
             # the slower of the window's mean and the last chunk: ops that slow down are seen
             k = window_chunk(target_s - elapsed, max(elapsed / n, (elapsed - last) / k))
             last = elapsed
-        device_s = timer.stop()
-        r1 = meter.read()
+        device_s = self.timer.stop()
+        r1 = self.meter.read()
         return n, device_s, r0, r1
 
-    while True:
+    def window(self) -> RepeatRecord:
+        """Measure one window (watched under the contention policy) and keep it."""
+        phase = self.phase
         hw: HostWindow | None = None
-        if host is None:
-            n, device_s, r0, r1 = run_window()
+        if self.host is None:
+            n, device_s, r0, r1 = self._run_window()
         else:
-            what = f"{phase}/{method} window {len(repeats)}"
+            what = f"{phase}/{self.method} window {len(self.repeats)}"
             (n, device_s, r0, r1), hw = watch(
-                run_window, host, policy, log_, what=what, clock=clock, sleep=sleep
+                self._run_window,
+                self.host,
+                self.policy,
+                self.log,
+                what=what,
+                clock=self.clock,
+                sleep=self.sleep,
             )
-        w = window_between(r0, r1, info, idle)
-        op_s = device_s / n
+        w = window_between(r0, r1, self.info, self.idle)
+        self.op_s = device_s / n
         domains = [
             {
                 "name": d.name,
@@ -284,12 +322,12 @@ def measure_repeated(
         ]
         rec = RepeatRecord(
             str(phase),
-            method,
-            len(repeats),
+            self.method,
+            len(self.repeats),
             False,
             n,
             w.duration_s,
-            op_s,
+            self.op_s,
             None if w.energy_j is None else w.energy_j / n,
             None if w.net_energy_j is None else w.net_energy_j / n,
             domains,
@@ -299,22 +337,62 @@ def measure_repeated(
             log.warning(
                 "%s window of %.4f s is shorter than the meter update period", phase, w.duration_s
             )
-        repeats.append(rec)
+        self.repeats.append(rec)
         if rec.energy_j is not None:
-            per_op.append(rec.energy_j)
-        if rule.done(per_op) or len(repeats) >= rule.max_repeats:
-            break
-    return PhaseMeasurement(
-        str(phase),
-        method,
-        warmups,
-        repeats,
-        rule.converged(per_op),
-        target_s,
-        rule.ci_target,
-        rule.max_repeats,
-        None if host is None else log_.to_dict(),
-    )
+            self.per_op.append(rec.energy_j)
+        return rec
+
+    def result(self) -> PhaseMeasurement:
+        return PhaseMeasurement(
+            str(self.phase),
+            self.method,
+            self.warmups,
+            self.repeats,
+            self.rule.converged(self.per_op),
+            self.target_s,
+            self.rule.ci_target,
+            self.rule.max_repeats,
+            None if self.host is None else self.log.to_dict(),
+        )
+
+
+def measure_repeated(op: Callable[[], object], meter: Meter, **kwargs: Any) -> PhaseMeasurement:
+    """Warm up, then measure ``op`` in windows of ≥ ``min_window_s`` until the rule says stop.
+
+    Keyword arguments are :class:`RepeatedMeasurement`'s (``phase``, ``method``, ``rule``,
+    ``min_window_s`` required). ``host``: watch other processes during each window, under
+    ``contention`` (default: flag).
+    """
+    m = RepeatedMeasurement(op, meter, **kwargs)
+    m.warm_up()
+    while True:
+        m.window()
+        if m.done:
+            return m.result()
+
+
+def measure_interleaved(
+    measurements: Mapping[str, RepeatedMeasurement],
+) -> dict[str, PhaseMeasurement]:
+    """Warm every operation up, then measure them in rounds: one window of each per round.
+
+    Rounds go on until every operation meets its stopping rule (or its cap), and each round
+    measures all of them, so every operation gets the same number of windows, taken side by
+    side: the phases a consistency check compares see the same host. Measured one after another
+    (every prefill window, then every decode window, …) they differed by whatever the shared
+    host did meanwhile — ±10-25 % between runs on a 2-core VM, enough to fail a 5 % check.
+    """
+    for m in measurements.values():
+        m.warm_up()
+    items = list(measurements.values())
+    r = 0
+    while True:
+        order = items if r % 2 == 0 else items[::-1]  # no op always runs after the same one
+        for m in order:
+            m.window()
+        r += 1
+        if all(m.done for m in items):
+            return {k: m.result() for k, m in measurements.items()}
 
 
 def measure_idle_watched(
@@ -355,19 +433,37 @@ def _run_all(fn: Callable[[Any], object], items: Sequence[Any]) -> Callable[[], 
     return op
 
 
+def prefill_measurement(
+    ops: Any, batches: Sequence[Any], meter: Meter, **kwargs: Any
+) -> RepeatedMeasurement:
+    """Direct prefill: one op = a forward over every batch of the prompt set (cache discarded)."""
+    return RepeatedMeasurement(
+        _run_all(ops.prefill, batches), meter, phase=Phase.PREFILL, method="direct", **kwargs
+    )
+
+
+def decode_measurement(
+    ops: Any, states: Sequence[Any], meter: Meter, **kwargs: Any
+) -> RepeatedMeasurement:
+    """Direct decode: one op = the decode steps of every batch from its prepared cache."""
+    return RepeatedMeasurement(
+        _run_all(ops.decode, states), meter, phase=Phase.DECODE, method="direct", **kwargs
+    )
+
+
 def measure_prefill(
     ops: Any, batches: Sequence[Any], meter: Meter, **kwargs: Any
 ) -> PhaseMeasurement:
-    """Direct prefill: one op = a forward over every batch of the prompt set (cache discarded)."""
-    return measure_repeated(
-        _run_all(ops.prefill, batches), meter, phase=Phase.PREFILL, method="direct", **kwargs
-    )
+    """Direct prefill measured alone (see :func:`prefill_measurement`)."""
+    return measure_interleaved({"prefill": prefill_measurement(ops, batches, meter, **kwargs)})[
+        "prefill"
+    ]
 
 
 def measure_decode(
     ops: Any, states: Sequence[Any], meter: Meter, **kwargs: Any
 ) -> PhaseMeasurement:
-    """Direct decode: one op = the decode steps of every batch from its prepared cache."""
-    return measure_repeated(
-        _run_all(ops.decode, states), meter, phase=Phase.DECODE, method="direct", **kwargs
-    )
+    """Direct decode measured alone (see :func:`decode_measurement`)."""
+    return measure_interleaved({"decode": decode_measurement(ops, states, meter, **kwargs)})[
+        "decode"
+    ]

@@ -234,6 +234,19 @@ def generate_overhead(
     }
 
 
+def _gap_spread(*phases: Summary | None) -> float | None:
+    """95 % CI half-width of (prefill + decode − generate), relative to generate.
+
+    The phases are measured in separate windows, so their half-widths add in quadrature.
+    ``None`` when a phase has no energy or no spread (one repeat).
+    """
+    halves = [None if p is None else p.ci_halfwidth for p in phases]
+    gen = phases[-1]
+    if gen is None or not gen.mean or any(h is None for h in halves):
+        return None
+    return math.sqrt(math.fsum(h * h for h in halves if h is not None)) / abs(gen.mean)
+
+
 def consistency_section(
     measured: Mapping[str, PhaseMeasurement],
     t: Tokens,
@@ -276,6 +289,7 @@ def consistency_section(
     signed = None
     if predicted_j is not None and gen_e is not None and gen_e.mean:
         signed = (predicted_j - gen_e.mean) / gen_e.mean
+    spread = _gap_spread(pre_e, dec_e, gen_e)
     section: dict[str, Any] = {
         "compared": (
             "direct prefill + direct decode + generate_overhead vs generate(N)"
@@ -285,6 +299,7 @@ def consistency_section(
         "rel_err": rel,
         "signed_rel_err": signed,
         "tolerance": tolerance,
+        "gap_ci95_rel": spread,
         "passed": chk.passed,
         "direct_energy_j": direct_j,
         "generate_overhead_j": overhead_j,
@@ -311,10 +326,17 @@ def consistency_section(
             )
         elif overhead is None:
             note += ": generate()'s overhead was not measured"
+        elif spread is not None and rel is not None and rel - spread <= tolerance:
+            note += (
+                f", within the measurement's own spread (±{spread:.1%}, 95 % CI of the gap): "
+                "no verdict on the work the phases do; more repeats (--max-repeats), longer "
+                "windows (--min-window-s) or a quieter host (see quiet_host) are needed"
+            )
         else:
             note += (
-                ": the direct windows and generate do not do the same model work (or the host "
-                "changed between them); check the meter, the window lengths and quiet_host"
+                f", beyond the measurement's spread (±{spread or 0.0:.1%}): the direct windows "
+                "and generate do not do the same model work (or the host changed between "
+                "them); check the meter, the window lengths and quiet_host"
             )
         section["note"] = note
         chk = audit.AuditCheck(chk.name, chk.passed, f"{chk.detail}; {note}")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import platform
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from joulebench.analysis.roofline import (
@@ -29,14 +29,15 @@ from joulebench.meters.sync import SyncFn, default_sync
 from joulebench.meters.window import IdleBaseline
 from joulebench.profile.batching import Batch, make_batches, padding_ratio
 from joulebench.profile.config import ProfileConfig
-from joulebench.profile.ops import ModelOps
+from joulebench.profile.ops import ForwardClock, ModelOps
 from joulebench.profile.phases import (
     Phase,
     PhaseMeasurement,
-    measure_decode,
+    RepeatedMeasurement,
+    decode_measurement,
     measure_idle_watched,
-    measure_prefill,
-    measure_repeated,
+    measure_interleaved,
+    prefill_measurement,
 )
 from joulebench.profile.result import Tokens, assemble, batch_shapes, repeat_rows
 
@@ -195,6 +196,18 @@ def profile_cell(
     return result
 
 
+def _clocked(
+    ops: ModelOps, clocks: dict[str, ForwardClock], key: str, op: Callable[[], object]
+) -> Callable[[], None]:
+    """``op`` with the ModelOps clock switched to ``clocks[key]`` while it runs."""
+
+    def run() -> None:
+        ops.clock = clocks[key]
+        op()
+
+    return run
+
+
 def _measure(
     loaded: Any,
     batches: Sequence[Batch],
@@ -242,14 +255,10 @@ def _measure(
         decode_output=sum(sum(s.output_counts) for s in states),
         decode_steps=sum(steps),
     )
-    clocks: dict[str, Any] = {}  # time inside the forward per measurement: generate()'s overhead
-    ops.take_clock()  # prepare_decode's work is no measurement's
+    todo: dict[str, RepeatedMeasurement] = {}
     if direct:
-        measured["prefill"] = measure_prefill(ops, batches, meter, **common)
-        clocks["prefill"] = ops.take_clock().to_dict()
-        measured["decode"] = measure_decode(ops, states, meter, **common)
-        clocks["decode"] = ops.take_clock().to_dict()
-    del states
+        todo["prefill"] = prefill_measurement(ops, batches, meter, **common)
+        todo["decode"] = decode_measurement(ops, states, meter, **common)
     if subtraction:
 
         def gen1() -> None:
@@ -260,14 +269,21 @@ def _measure(
             for b in batches:
                 ops.generate(b, b.max_new_tokens, b.min_new_tokens)
 
-        measured["generate_1"] = measure_repeated(
+        todo["generate_1"] = RepeatedMeasurement(
             gen1, meter, phase=Phase.PREFILL, method="subtraction", **common
         )
-        clocks["generate_1"] = ops.take_clock().to_dict()
-        measured["generate_n"] = measure_repeated(
+        todo["generate_n"] = RepeatedMeasurement(
             genn, meter, phase=Phase.GENERATE, method="subtraction", **common
         )
-        clocks["generate_n"] = ops.take_clock().to_dict()
+    # every op's ModelOps calls go to its own clock: the time generate() spends outside the
+    # forward is compared op by op (generate_overhead), so the clocks must not mix
+    clocks: dict[str, ForwardClock] = {k: ForwardClock() for k in todo}
+    for key, m in todo.items():
+        m.op = _clocked(ops, clocks, key, m.op)
+    measured.update(measure_interleaved(todo))
+    del states
+    per_op = len(batches)  # one measurement op runs every batch: ModelOps calls per op
+    clock_dicts = {k: c.to_dict(per_op) for k, c in clocks.items()}
 
     def roofline_for(measured_s: dict[str, float]) -> dict[str, Any]:
         try:
@@ -310,7 +326,7 @@ def _measure(
         update_period_s=info.update_period_s,
         header=header,
         quiet_cores=config.quiet_cores,
-        clocks=clocks,
+        clocks=clock_dicts,
     )
     for msg in out["warnings"]:
         warnings.warn(msg, JoulebenchWarning, stacklevel=4)

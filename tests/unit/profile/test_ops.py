@@ -87,17 +87,17 @@ def test_forward_clock_counts_ops_and_forwards(tiny_loaded, prompts, forced):
     ops.take_clock()  # the preparation is no measurement
     ops.prefill(batch)
     pre = ops.take_clock()
-    assert (pre.ops, pre.forwards) == (1, 1) and 0 < pre.forward_s <= pre.op_s
+    assert (pre.calls, pre.forwards) == (1, 1) and 0 < pre.forward_s <= pre.op_s
     ops.decode(state)
     dec = ops.take_clock()
-    assert (dec.ops, dec.forwards) == (1, state.steps)
+    assert (dec.calls, dec.forwards) == (1, state.steps)
     ops.generate(batch, batch.max_new_tokens, batch.min_new_tokens)
     gen = ops.take_clock()
     # the hooks time each forward inside generate: prefill + one per decode step
-    assert (gen.ops, gen.forwards) == (1, 1 + state.steps)
-    assert 0 < gen.forward_s < gen.op_s and gen.outside_per_op_s is not None
+    assert (gen.calls, gen.forwards) == (1, 1 + state.steps)
+    assert 0 < gen.forward_s < gen.op_s and gen.outside_per_op_s() is not None
     assert not tiny_loaded.model._forward_hooks and not tiny_loaded.model._forward_pre_hooks
-    assert ops.take_clock().ops == 0
+    assert ops.take_clock().calls == 0
 
 
 def test_decode_passes_the_cache_by_the_name_forward_declares(tiny_loaded, prompts, forced):
@@ -109,3 +109,16 @@ def test_decode_passes_the_cache_by_the_name_forward_declares(tiny_loaded, promp
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         ops.decode(ops.prepare_decode(batch))
+
+
+def test_forward_clock_per_measurement_op_covers_every_batch():
+    """A measurement op runs every batch: its outside-forward seconds are per set, not per call."""
+    from joulebench.profile.ops import ForwardClock
+
+    clock = ForwardClock(calls=16, op_s=1.0, forward_s=0.6, forwards=16)  # 2 ops × 8 batches
+    d = clock.to_dict(calls_per_op=8)
+    assert d["ops"] == 2 and d["calls"] == 16
+    assert d["outside_forward_per_op_s"] == pytest.approx(0.2)  # 0.4 s over 2 ops
+    assert clock.to_dict()["outside_forward_per_op_s"] == pytest.approx(0.025)
+    with pytest.raises(ValueError):
+        clock.to_dict(calls_per_op=0)

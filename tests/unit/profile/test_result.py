@@ -179,3 +179,25 @@ def test_one_resolved_repeat_reports_no_spread():
     assert sec["latency_std_s"] == pytest.approx(0.0)  # two latencies: a real (zero) spread
     one = phase_section(PhaseMeasurement("prefill", "direct", [], reps[:1], False, 0.1), 10, "x")
     assert one["latency_std_s"] is None
+
+
+def _spread_m(key: str, energies: list[float], method: str = "x") -> PhaseMeasurement:
+    reps = [RepeatRecord(key, method, i, False, 3, e / 100 * 3, e / 100, e, e / 2)
+            for i, e in enumerate(energies)]  # fmt: skip
+    return PhaseMeasurement(key, method, [], reps, True, 0.1)
+
+
+def test_a_gap_within_the_measurement_spread_says_no_verdict():
+    # direct 30 J ± a lot vs generate 40 J: 25 % apart, but the windows scatter by ±40 %
+    measured = {
+        "prefill": _spread_m("prefill", [5, 10, 15], "direct"),
+        "decode": _spread_m("decode", [10, 20, 30], "direct"),
+        "generate_1": _spread_m("generate_1", [14, 14, 14], "subtraction"),
+        "generate_n": _spread_m("generate_n", [20, 40, 60], "subtraction"),
+    }
+    sec, chk = consistency_section(measured, TOKENS, 0.05, clocks=_clocks(0.0, 0.0, 0.0, 0.0))
+    assert not chk.passed and sec["gap_ci95_rel"] > 0.25
+    assert "no verdict" in sec["note"] and "within the measurement's own spread" in chk.detail
+    # the same means without spread: a real difference in the work
+    sec, chk = consistency_section(_measured(*GAP), TOKENS, 0.05, clocks=_clocks(0, 0, 0, 0))
+    assert sec["gap_ci95_rel"] == pytest.approx(0.0) and "same model work" in sec["note"]

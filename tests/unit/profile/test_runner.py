@@ -183,13 +183,14 @@ def test_subtraction_only_and_inconsistency_warning(tiny_loaded, prompts, forced
     with pytest.warns(JoulebenchWarning, match="phase consistency"):
         import joulebench.profile.runner as runner
 
-        orig = runner.measure_repeated
+        orig = runner.RepeatedMeasurement
 
-        def spiky(op, m, **kw):
-            state["p"] = 1000.0 if str(kw["phase"]) == "generate" else 10.0
-            return orig(op, m, **kw)
+        class Spiky(orig):  # type: ignore[misc,valid-type]
+            def window(self):
+                state["p"] = 1000.0 if str(self.phase) == "generate" else 10.0
+                return super().window()
 
-        runner.measure_repeated = spiky
+        runner.RepeatedMeasurement = Spiky
         try:
             r = profile_cell(
                 tiny_loaded,
@@ -201,7 +202,7 @@ def test_subtraction_only_and_inconsistency_warning(tiny_loaded, prompts, forced
                 output_length=forced(),
             )
         finally:
-            runner.measure_repeated = orig
+            runner.RepeatedMeasurement = orig
     assert r["consistency_rel_err"] > 0.05 and r["warnings"]
 
 
