@@ -79,9 +79,14 @@ def test_shape_compare_and_sweep_commands(tmp_path) -> None:
         res = runner.invoke(
             app,
             ["shape-sweep", "--policy", "cadence:40ms", "--policy", "window:3,50ms",
-             "--out", str(tmp_path), *common],
+             "--policy", "slo:60ms", "--out", str(tmp_path), *common],
         )  # fmt: skip
         assert res.exit_code == 0, res.output
     sweep = json.loads((tmp_path / "sweep.json").read_text())
-    assert [p["policy"] for p in sweep["points"]] == ["direct", "cadence:40ms", "window:3,50ms"]
+    assert [p["policy"] for p in sweep["points"]] == [
+        "direct", "cadence:40ms", "window:3,50ms", "slo:60ms",
+    ]  # fmt: skip
+    slo_run = sweep["runs"][3]
+    assert slo_run["gateway"]["released"] == 10 and slo_run["added_delay_ms"]["max"] <= 60
+    assert len(slo_run["gateway"]["decisions"]["releases"]) == slo_run["gateway"]["groups"]
     assert (tmp_path / "pareto.png").stat().st_size > 1000

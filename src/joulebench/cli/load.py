@@ -360,7 +360,7 @@ def load(
         typer.Option(
             "--via-shape",
             help="Also run the trace through the shaping gateway "
-            "with this policy (cadence:500ms, window:8,200ms) and compare.",
+            "with this policy (cadence:500ms, window:8,200ms, slo:500ms) and compare.",
         ),
     ] = None,
 ) -> None:

@@ -32,6 +32,7 @@ DEFAULT_SWEEP = (
     "cadence:500ms",
     "window:4,200ms",
     "window:8,400ms",
+    "slo:500ms",
 )
 
 
@@ -62,6 +63,24 @@ def print_comparison(result: Any) -> None:
             )
     if result.method and "estimated" in result.method:
         err_console.print("[yellow]energy is estimated (no sensor on this machine)[/]")
+    print_decisions(result.shaped.gateway)
+
+
+def print_decisions(gateway: dict[str, Any] | None) -> None:
+    """One line on an adaptive policy's releases (``slo``); nothing for fixed policies."""
+    from joulebench.shape.slo import summarize
+
+    if not gateway or not gateway.get("decisions"):
+        return
+    s = summarize(gateway["decisions"])
+    reasons = ", ".join(f"{k} {v}" for k, v in sorted(s.decisions.items()))
+    console.print(
+        f"{s.releases} releases, mean group {_fmt(s.mean_group_size)}, "
+        f"mean delay {_fmt(s.mean_delay_ms)} ms (max {_fmt(s.max_delay_ms)}), "
+        f"batch predicted {_fmt(s.mean_predicted_batch)} vs realised "
+        f"{_fmt(s.mean_realised_batch)}; by reason: {reasons}",
+        markup=False,
+    )
 
 
 def run_comparison(
@@ -95,7 +114,10 @@ def run_comparison(
 def shape(
     upstream: str = typer.Option(..., "--upstream", help="Base URL of the server to front."),
     policy: str = typer.Option(
-        "passthrough", "--policy", help="passthrough, cadence:500ms or window:N,T (window:8,200ms)."
+        "passthrough",
+        "--policy",
+        help="passthrough, cadence:500ms, window:N,T (window:8,200ms) or slo:BUDGET "
+        "(slo:500ms: adaptive, least energy per request within that added delay).",
     ),
     max_delay_ms: float = typer.Option(
         None, "--max-delay-ms", help="Most delay any request may get."

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +27,8 @@ from joulebench.meters.base import Meter
 from joulebench.meters.window import measure_idle
 from joulebench.shape.policies import Policy, parse_policy
 from joulebench.shape.runner import run_gateway
+from joulebench.shape.upstream import metric_total as _total
+from joulebench.shape.upstream import parse_prometheus
 
 log = logging.getLogger(__name__)
 
@@ -43,35 +44,8 @@ GROSS_NET = {
 
 LoadFn = Callable[..., Any]  # joulebench.load.runner.run_load's signature
 
-_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)")
-
 
 # -- server metrics ---------------------------------------------------------------------------
-def parse_prometheus(text: str) -> dict[str, float]:
-    """``name{labels}`` → value (labels kept verbatim); comments and bad lines skipped."""
-    out: dict[str, float] = {}
-    for line in text.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        m = _SAMPLE.match(line)
-        if not m:
-            continue
-        try:
-            out[m.group(1) + (m.group(2) or "")] = float(m.group(3))
-        except ValueError:
-            continue
-    return out
-
-
-def _total(samples: dict[str, float], name: str, must_contain: str = "") -> float | None:
-    vals = [
-        v
-        for k, v in samples.items()
-        if (k == name or k.startswith(name + "{")) and must_contain in k
-    ]
-    return sum(vals) if vals else None
-
-
 def scrape(url: str, timeout_s: float = 5.0) -> dict[str, float] | None:
     """The server's ``/metrics`` samples, or ``None`` if it has none (not every server does)."""
     try:
@@ -170,7 +144,7 @@ class RunSummary:
             **self.headline(),
             "server": self.server,
             "gateway": self.gateway,
-            "load": self.load,
+            "load": {k: v for k, v in self.load.items() if k != "gateway"},  # said just above
         }
 
 
@@ -264,12 +238,20 @@ def measure_run(
     result = load_fn(send_url, **load_kwargs)
     after = scrape(server_url)
     rows = result.request_rows() if hasattr(result, "request_rows") else []
+    load = result.to_json()
+    snapshot = None
+    if gateway is not None:
+        snapshot = gateway.metrics.snapshot()
+        decisions = gateway.policy.explain()  # adaptive policies: every release, explained
+        if decisions is not None:
+            snapshot["decisions"] = decisions
+        load["gateway"] = snapshot  # stored runs carry it in their summary
     return RunSummary(
         label=label,
-        load=result.to_json(),
+        load=load,
         attributed_net_mean_j=_attributed_net_mean(result),
         server=server_batching(before, after),
-        gateway=None if gateway is None else gateway.metrics.snapshot(),
+        gateway=snapshot,
         requests=list(rows),
         timeline=list(getattr(result, "timeline", None) or []),
     )

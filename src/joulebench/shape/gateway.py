@@ -33,6 +33,7 @@ from joulebench.serve.protocol import is_tgi, openai_body, tgi_body
 from joulebench.shape.metrics import GatewayMetrics
 from joulebench.shape.policies import Policy
 from joulebench.shape.shaper import QueueFull, Release, Shaper
+from joulebench.shape.upstream import poll_upstream
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +115,28 @@ async def _race(work: asyncio.Task[Any], disconnect: asyncio.Task[None]) -> bool
     return False
 
 
+class _Outcome:
+    """What one shaped request's response did (fed back to the policy): wraps ``send``."""
+
+    __slots__ = ("clock", "complete", "first_byte_s", "send", "status")
+
+    def __init__(self, send: Send, clock: Callable[[], float]) -> None:
+        self.send, self.clock = send, clock
+        self.status: int | None = None
+        self.first_byte_s: float | None = None
+        self.complete = False
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.status = int(message["status"])
+        elif message["type"] == "http.response.body":
+            if self.first_byte_s is None and message.get("body"):
+                self.first_byte_s = self.clock()
+            if not message.get("more_body", False):
+                self.complete = True
+        await self.send(message)
+
+
 class Gateway:
     """ASGI application. ``upstream`` is the base URL of the server (``http://host:port``)."""
 
@@ -136,6 +159,7 @@ class Gateway:
         self._timeout = httpx.Timeout(upstream_timeout_s, connect=connect_timeout_s, pool=None)
         self._transport = transport
         self._client: httpx.AsyncClient | None = None
+        self._monitor: asyncio.Task[None] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
     @property
@@ -152,8 +176,23 @@ class Gateway:
     async def startup(self) -> None:
         self.shaper.start()
         _ = self.client
+        interval_s = self.policy.metrics_interval_s
+        if interval_s is not None:  # an adaptive policy reads the upstream's load
+            self._monitor = asyncio.create_task(
+                poll_upstream(
+                    self.client,
+                    self.upstream,
+                    self.policy.observe_upstream,
+                    interval_s=interval_s,
+                    clock=self.shaper.clock,
+                )
+            )
 
     async def shutdown(self) -> None:
+        if self._monitor is not None:
+            self._monitor.cancel()
+            await asyncio.gather(self._monitor, return_exceptions=True)
+            self._monitor = None
         self.shaper.close()
         if self._client is not None:
             await self._client.aclose()
@@ -169,9 +208,8 @@ class Gateway:
         if path == "/health" and method == "GET":
             await self._health(send)
         elif path == "/metrics" and method == "GET":
-            await _send_simple(
-                send, 200, self.metrics.render().encode(), content_type="text/plain; version=0.0.4"
-            )
+            text = self.metrics.render() + "".join(x + "\n" for x in self.policy.render_metrics())
+            await _send_simple(send, 200, text.encode(), content_type="text/plain; version=0.0.4")
         else:  # the upstream answers wrong methods and unknown paths, in its own shape
             shaped = path in SHAPED_ROUTES and method == "POST"
             await self._proxy(scope, receive, send, shaped=shaped)
@@ -245,10 +283,22 @@ class Gateway:
                     )
                     return
             self.metrics.in_flight += 1
+            outcome = _Outcome(send, self.shaper.clock)
+            broke = True  # an exception out of the exchange: no answer the policy can trust
             try:
-                await self._exchange(scope, body, release, send, disconnect)
+                await self._exchange(scope, body, release, outcome, disconnect)
+                broke = False
             finally:
                 self.metrics.in_flight -= 1
+                if release is not None:
+                    self.policy.observe_response(
+                        release.group,
+                        release.released_s,
+                        outcome.first_byte_s,
+                        self.shaper.clock(),
+                        None if broke else outcome.status,
+                        outcome.complete and not broke,
+                    )
         finally:
             disconnect.cancel()
 

@@ -17,6 +17,14 @@ Policies (chosen by name, see :func:`parse_policy`):
     a group is released as soon as ``N`` requests wait (exactly ``N``: a burst of ``3N`` gives
     three groups), or when the oldest waiting request has waited ``T``.
 
+``slo:BUDGET[,MAX_BATCH]``
+    adaptive: learns the arrival rate and what a release costs upstream, and holds each group
+    only as long as that is expected to lower energy per request, never past ``BUDGET``
+    (:mod:`joulebench.shape.slo`).
+
+Adaptive policies also receive feedback through the ``observe_*`` hooks (arrivals, releases,
+responses, upstream ``/metrics`` samples); fixed policies ignore it.
+
 ``max_delay_s`` bounds the delay any request may get: when the oldest waiting request reaches it,
 everything queued is released together (the group stays intact and nobody waits longer). A
 request's added delay is therefore at most ``min(policy bound, max_delay_s)``.
@@ -122,6 +130,43 @@ class Policy(ABC):
             "max_delay_ms": None if self.max_delay_s is None else self.max_delay_s * 1e3,
             "bound_ms": None if self.bound_s() is None else self.bound_s() * 1e3,  # type: ignore[operator]
         }
+
+    # -- feedback: the Shaper and Gateway report what happens; fixed policies ignore it ------
+    #: Seconds between scrapes of the upstream's ``/metrics`` (``None``: not wanted).
+    metrics_interval_s: float | None = None
+
+    def observe_arrival(self, t_s: float) -> None:
+        """A request entered the queue at ``t_s``."""
+        return None
+
+    def observe_release(self, group: int, arrivals_s: Sequence[float], released_s: float) -> None:
+        """Group ``group`` (these arrival times, in order) was released at ``released_s``."""
+        return None
+
+    def observe_response(
+        self,
+        group: int,
+        released_s: float,
+        first_byte_s: float | None,
+        ended_s: float,
+        status: int | None,
+        complete: bool,
+    ) -> None:
+        """One request of ``group`` is over: HTTP ``status`` (``None``: no response), whether
+        its body was relayed to the end, and when its first body byte came back."""
+        return None
+
+    def observe_upstream(self, t_s: float, samples: dict[str, float]) -> None:
+        """A scrape of the upstream's ``/metrics`` (parsed samples) taken at ``t_s``."""
+        return None
+
+    def explain(self) -> dict[str, object] | None:
+        """The policy's decisions and estimates, JSON-able (``None`` for fixed policies)."""
+        return None
+
+    def render_metrics(self) -> list[str]:
+        """Extra Prometheus lines for the gateway's ``/metrics``."""
+        return []
 
     def release_schedule(self, arrivals_s: Sequence[float]) -> list[float]:
         """Offline simulation: the release time of each arrival (sorted), with an exact clock.
@@ -252,15 +297,23 @@ def _make_window(args: str, max_delay_s: float | None) -> Policy:
     return Window(size, parse_duration_s(parts[1], what="window timeout"), max_delay_s=max_delay_s)
 
 
+def _make_slo(args: str, max_delay_s: float | None) -> Policy:
+    from joulebench.shape.slo import parse_slo
+
+    return parse_slo(args, max_delay_s)
+
+
 POLICIES: dict[str, Callable[[str, float | None], Policy]] = {
     "passthrough": _make_passthrough,
     "cadence": _make_cadence,
     "window": _make_window,
+    "slo": _make_slo,
 }
 
 
 def parse_policy(spec: str, *, max_delay_ms: float | None = None) -> Policy:
-    """``passthrough`` | ``cadence:500ms`` | ``window:8,200ms`` (+ optional max delay) → Policy."""
+    """``passthrough`` | ``cadence:500ms`` | ``window:8,200ms`` | ``slo:500ms`` (+ optional max
+    delay) → Policy."""
     if not isinstance(spec, str) or not spec.strip():
         raise ConfigError("empty shaping policy; known: " + ", ".join(sorted(POLICIES)))
     name, _, args = spec.strip().partition(":")

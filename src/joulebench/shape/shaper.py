@@ -124,6 +124,7 @@ class Shaper:
         waiter = _Waiter(next(self._seq), self.clock(), loop.create_future())
         self._queue.append(waiter)
         self.metrics.admitted += 1
+        self.policy.observe_arrival(waiter.arrived_s)
         self._pump()
         try:
             return await waiter.future
@@ -160,6 +161,7 @@ class Shaper:
             for i, w in enumerate(group)
         ]
         self.metrics.observe_group(r.delay_s for r in releases)
+        self.policy.observe_release(gid, [w.arrived_s for w in group], now)
         for w, r in zip(group, releases, strict=True):
             if not w.future.done():
                 w.future.set_result(r)

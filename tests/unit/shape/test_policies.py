@@ -36,7 +36,7 @@ def test_parse_policies_round_trip() -> None:
         ("window:x,10ms", "must be an integer"),
         ("window:0,10ms", "≥ 1"),
         ("passthrough:3", "takes no arguments"),
-        ("", "known: cadence, passthrough, window"),
+        ("", "known: cadence, passthrough, slo, window"),
     ],
 )
 def test_bad_specs_say_what_to_fix(spec: str, fragment: str) -> None:
@@ -47,7 +47,7 @@ def test_bad_specs_say_what_to_fix(spec: str, fragment: str) -> None:
 def test_unknown_policy_lists_known_names() -> None:
     with pytest.raises(UnknownName) as info:
         parse_policy("pace:5ms")
-    assert info.value.known == ["cadence", "passthrough", "window"]
+    assert info.value.known == ["cadence", "passthrough", "slo", "window"]
 
 
 def test_bad_max_delay() -> None:

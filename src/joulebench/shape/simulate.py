@@ -1,0 +1,112 @@
+"""A gateway policy in front of a modelled upstream, on a simulated clock (a test double).
+
+:func:`simulate` drives a :class:`~joulebench.shape.policies.Policy` exactly as the
+:class:`~joulebench.shape.shaper.Shaper` and the gateway do — decide after every arrival and at
+every wake-up, release from the head of a FIFO queue, report arrivals, releases, responses and
+``/metrics`` scrapes through the ``observe_*`` hooks — but with scripted arrival times and an
+upstream whose timings follow :class:`ModelUpstream`. Nothing sleeps; a run of thousands of
+requests takes milliseconds, so tests can check every request's delay against a bound.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from joulebench.shape.policies import Policy
+from joulebench.shape.shaper import Release
+
+
+@dataclass(frozen=True, slots=True)
+class ModelUpstream:
+    """A continuous-batching server, coarsely: a request released while ``b`` requests run
+    (itself included) takes ``base_s + per_row_s·(b − 1)``; a group of ``g`` gets its first
+    token after ``ttft_base_s + ttft_per_row_s·(g − 1)``. ``fails(seq)`` makes a request 502."""
+
+    base_s: float = 0.12
+    per_row_s: float = 0.02
+    ttft_base_s: float = 0.04
+    ttft_per_row_s: float = 0.01
+    fails: Callable[[int], bool] | None = None
+    metrics: bool = True
+
+
+_DONE, _SCRAPE, _ARRIVE, _WAKE = range(4)  # order of simultaneous events
+
+
+def simulate(
+    policy: Policy,
+    arrivals_s: Sequence[float],
+    upstream: ModelUpstream | None = None,
+    *,
+    origin_s: float = 0.0,
+) -> list[Release]:
+    """Every request's :class:`Release`, in release order. ``arrivals_s`` must be sorted."""
+    up = upstream or ModelUpstream()
+    if any(b < a for a, b in itertools.pairwise(arrivals_s)):
+        raise ValueError("arrival times must be sorted")
+    events: list[tuple[float, int, int, tuple[object, ...]]] = []
+    order = itertools.count()
+
+    def push(t: float, kind: int, *data: object) -> None:
+        heapq.heappush(events, (t, kind, next(order), data))
+
+    for seq, t in enumerate(arrivals_s):
+        push(t, _ARRIVE, seq)
+    interval = policy.metrics_interval_s
+    if up.metrics and interval is not None and arrivals_s:
+        push(origin_s, _SCRAPE)
+    policy.start(origin_s)
+    queue: deque[tuple[int, float]] = deque()
+    out: list[Release] = []
+    groups = itertools.count()
+    state = {"in_flight": 0, "wake": 0}
+
+    def pump(now: float) -> None:
+        while queue:
+            d = policy.decide([a for _, a in queue], now)
+            if d.release_n <= 0:
+                state["wake"] += 1
+                if d.wake_at_s is not None:
+                    push(max(d.wake_at_s, now), _WAKE, state["wake"])
+                return
+            group = [queue.popleft() for _ in range(d.release_n)]
+            gid = next(groups)
+            policy.observe_release(gid, [a for _, a in group], now)
+            state["in_flight"] += len(group)
+            first = now + up.ttft_base_s + up.ttft_per_row_s * (len(group) - 1)
+            end = now + up.base_s + up.per_row_s * (state["in_flight"] - 1)
+            for pos, (seq, arrived) in enumerate(group):
+                out.append(Release(seq, gid, pos, len(group), arrived, now))
+                status = 502 if up.fails is not None and up.fails(seq) else 200
+                push(end, _DONE, gid, now, min(first, end), status)
+
+    while events:
+        now, kind, _, data = heapq.heappop(events)
+        if kind == _ARRIVE:
+            queue.append((int(data[0]), now))  # type: ignore[call-overload]
+            policy.observe_arrival(now)
+            pump(now)
+        elif kind == _WAKE:
+            if data[0] == state["wake"]:
+                pump(now)
+        elif kind == _DONE:
+            gid, released, first, status = data
+            state["in_flight"] -= 1
+            policy.observe_response(gid, released, first, now, status, True)  # type: ignore[arg-type]
+        elif kind == _SCRAPE:
+            n = float(state["in_flight"])
+            policy.observe_upstream(
+                now,
+                {
+                    "joulebench_running_requests": n,
+                    "joulebench_queue_length": 0.0,
+                    "joulebench_batch_size": n,
+                },
+            )
+            if any(k != _SCRAPE for _, k, _, _ in events) or queue:
+                push(now + interval, _SCRAPE)  # type: ignore[operator]
+    return out

@@ -1,0 +1,191 @@
+"""The online estimates behind the ``slo`` policy: arrival rate, upstream cost, upstream health.
+
+All take times from their caller (no clock of their own) and hold O(1) or bounded state.
+
+:class:`RateEstimator`
+    λ from the last ``k`` arrivals (k-nearest-neighbour: ``(n − 1) / (now − oldest)``), capped
+    by ``3 / gap`` where ``gap`` is the time since the newest arrival or the gap before it, so a
+    step up is seen within ``k`` arrivals and a silence pulls the estimate down at once.
+:class:`LinearFit`
+    ``y ≈ a + s·x`` by least squares with exponential forgetting and a ridge prior pulling the
+    slope towards ``ratio × a`` (with only one batch size seen, the slope is not identifiable;
+    the prior decides until the data vary).
+:class:`CostModel`
+    upstream seconds per request ``D(b) = d0 + d1·b`` against the concurrency ``b`` it ran at,
+    so busy seconds per request are ``c(b) = D(b) / b``; and the first-token time of a group of
+    ``g``, whose growth with ``g`` is the latency a bigger group costs its own members.
+:class:`Health`
+    the last outcomes: failing after 3 failures in a row or half of the last ones.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+#: Fallback rate cap: λ ≤ RATE_GAP_FACTOR / (largest recent gap).
+RATE_GAP_FACTOR = 3.0
+MIN_SPAN_S = 1e-3
+
+
+@dataclass(slots=True)
+class RateEstimator:
+    k: int = 16
+    min_arrivals: int = 8
+    max_age_s: float = 10.0
+    _times: deque[float] = field(default_factory=deque)
+
+    def observe(self, t_s: float) -> None:
+        self._times.append(t_s)
+        while len(self._times) > self.k:
+            self._times.popleft()
+
+    def recent(self, now_s: float) -> int:
+        return sum(1 for t in self._times if now_s - t <= self.max_age_s)
+
+    def rate_rps(self, now_s: float) -> float | None:
+        """Arrivals per second now, or ``None`` with fewer than ``min_arrivals`` recent ones."""
+        ts = [t for t in self._times if now_s - t <= self.max_age_s]
+        if len(ts) < max(self.min_arrivals, 2):
+            return None
+        knn = (len(ts) - 1) / max(now_s - ts[0], MIN_SPAN_S)
+        gap = max(now_s - ts[-1], ts[-1] - ts[-2])
+        return min(knn, RATE_GAP_FACTOR / gap) if gap > MIN_SPAN_S else knn
+
+
+@dataclass(slots=True)
+class LinearFit:
+    """Forgetting least squares of ``y = a + s·x`` with a ridge prior ``s ≈ ratio·a``."""
+
+    ratio: float
+    prior_weight: float = 2.0
+    forget: float = 0.99
+    sw: float = 0.0
+    sx: float = 0.0
+    sxx: float = 0.0
+    sy: float = 0.0
+    sxy: float = 0.0
+
+    def observe(self, x: float, y: float) -> None:
+        if not (math.isfinite(x) and math.isfinite(y)):
+            return
+        f = self.forget
+        self.sw = f * self.sw + 1.0
+        self.sx = f * self.sx + x
+        self.sxx = f * self.sxx + x * x
+        self.sy = f * self.sy + y
+        self.sxy = f * self.sxy + x * y
+
+    def params(self) -> tuple[float, float] | None:
+        """``(a, s)``, or ``None`` before any observation."""
+        if self.sw <= 0:
+            return None
+        k, r = self.prior_weight, self.ratio
+        m11, m12 = self.sw + k * r * r, self.sx - k * r
+        m22 = self.sxx + k
+        det = m11 * m22 - m12 * m12
+        if det <= 1e-12:
+            return None
+        a = (self.sy * m22 - m12 * self.sxy) / det
+        s = (m11 * self.sxy - m12 * self.sy) / det
+        return (a, s) if math.isfinite(a) and math.isfinite(s) else None
+
+
+def poisson_mean(mean: float, fn: Callable[[int], float]) -> float:
+    """``E[fn(N)]`` for ``N ~ Poisson(mean)`` (the tail beyond 6σ is dropped)."""
+    if mean <= 0:
+        return float(fn(0))
+    kmax = int(mean + 6 * math.sqrt(mean) + 6)
+    p = math.exp(-mean)
+    total = mass = 0.0
+    for k in range(kmax + 1):
+        total += p * float(fn(k))
+        mass += p
+        p *= mean / (k + 1)
+    return total / mass
+
+
+@dataclass(slots=True)
+class CostModel:
+    """What a request costs upstream as a function of its batch, learnt from responses."""
+
+    #: A priori, one more concurrent request costs 15 % of a lone one's time, and a group's
+    #: first token comes 30 % later per extra member; the data take over as they vary.
+    duration: LinearFit = field(default_factory=lambda: LinearFit(0.15))
+    ttft: LinearFit = field(default_factory=lambda: LinearFit(0.3))
+    n_responses: int = 0
+
+    def observe(self, batch: float, duration_s: float, group: int, ttft_s: float | None) -> None:
+        self.n_responses += 1
+        self.duration.observe(batch, duration_s)
+        if ttft_s is not None and ttft_s >= 0:
+            self.ttft.observe(float(group), ttft_s)
+
+    def duration_params(self) -> tuple[float, float] | None:
+        return self.duration.params()
+
+    def usable(self) -> bool:
+        p = self.duration.params()
+        return p is not None and (p[0] > 0 or p[1] > 0)
+
+    def per_request_s(self, batch: float) -> float:
+        """Busy seconds per request at ``batch``: ``c(b) = d0 / b + d1`` (terms floored at 0)."""
+        d0, d1 = self.duration.params() or (1.0, 0.0)
+        return max(d0, 0.0) / max(batch, 1.0) + max(d1, 0.0)
+
+    def target_batch(self, gain_floor: float, max_batch: int) -> int:
+        """Smallest batch where one more row saves < ``gain_floor`` of ``c(b)`` (≤ max)."""
+        for b in range(1, max_batch):
+            c = self.per_request_s(b)
+            if c <= 0 or (c - self.per_request_s(b + 1)) / c < gain_floor:
+                return b
+        return max_batch
+
+    def expected_gain(self, batch: float, mean_arrivals: float, max_batch: int) -> float:
+        """``1 − E[c(batch + N)] / c(batch)``, ``N ~ Poisson(mean_arrivals)``."""
+        c0 = self.per_request_s(batch)
+        if c0 <= 0:
+            return 0.0
+        cap = max(float(max_batch), batch)
+        later = poisson_mean(mean_arrivals, lambda k: self.per_request_s(min(batch + k, cap)))
+        return 1.0 - later / c0
+
+    def ttft_penalty_s(self, group: float) -> float:
+        """How much later a group of ``group`` gets its first token than a lone request."""
+        p = self.ttft.params()
+        if p is None:
+            return 0.0
+        return max(p[1], 0.0) * max(group - 1.0, 0.0)
+
+    def to_dict(self, gain_floor: float, max_batch: int) -> dict[str, object]:
+        d = self.duration.params()
+        t = self.ttft.params()
+        return {
+            "responses": self.n_responses,
+            "duration_s": None if d is None else {"d0": d[0], "d1": d[1]},
+            "ttft_s": None if t is None else {"t0": t[0], "t1": t[1]},
+            "target_batch": self.target_batch(gain_floor, max_batch),
+        }
+
+
+@dataclass(slots=True)
+class Health:
+    window: int = 20
+    _outcomes: deque[bool] = field(default_factory=deque)
+
+    def observe(self, ok: bool) -> None:
+        self._outcomes.append(ok)
+        while len(self._outcomes) > self.window:
+            self._outcomes.popleft()
+
+    def failing(self) -> str | None:
+        """Why the upstream counts as failing now, or ``None``."""
+        xs = list(self._outcomes)
+        if len(xs) >= 3 and not any(xs[-3:]):
+            return "upstream failing (last 3 responses failed)"
+        bad = xs.count(False)
+        if len(xs) >= 4 and bad * 2 >= len(xs):
+            return f"upstream failing ({bad} of the last {len(xs)} responses failed)"
+        return None

@@ -1,0 +1,213 @@
+"""The ``slo`` policy on a simulated clock: scripted arrivals, a modelled upstream."""
+
+from __future__ import annotations
+
+import itertools
+import random
+import statistics
+
+import pytest
+
+from joulebench.errors import ConfigError
+from joulebench.shape.policies import EPS_S, parse_policy
+from joulebench.shape.shaper import Release
+from joulebench.shape.simulate import ModelUpstream, simulate
+from joulebench.shape.slo import SloPolicy
+
+BUDGET_S = 0.5
+
+
+def poisson(rng: random.Random, rate: float, t0: float, t1: float) -> list[float]:
+    out, t = [], t0
+    while (t := t + rng.expovariate(rate)) < t1:
+        out.append(t)
+    return out
+
+
+def check_invariants(arrivals: list[float], releases: list[Release], bound_s: float) -> None:
+    """Every request released once, within the bound, FIFO, groups intact and in order."""
+    assert sorted(r.seq for r in releases) == list(range(len(arrivals)))  # nothing lost/doubled
+    assert [r.seq for r in releases] == list(range(len(arrivals)))  # released in arrival order
+    for r in releases:
+        assert r.arrived_s == arrivals[r.seq]
+        assert -EPS_S <= r.delay_s <= bound_s + EPS_S, r
+    for _, members in itertools.groupby(releases, key=lambda r: r.group):
+        group = list(members)
+        assert [r.position for r in group] == list(range(len(group)))
+        assert {r.group_size for r in group} == {len(group)}
+        assert len({r.released_s for r in group}) == 1
+
+
+# -- parsing ---------------------------------------------------------------------------------
+def test_parse_slo_specs() -> None:
+    p = parse_policy("slo:500ms")
+    assert isinstance(p, SloPolicy)
+    assert p.budget_s == pytest.approx(0.5) and p.max_batch == 32
+    assert p.spec() == "slo:500ms" and p.bound_s() == pytest.approx(0.5)
+    q = parse_policy("slo:0.25s,8", max_delay_ms=100)
+    assert q.spec() == "slo:250ms,8" and q.bound_s() == pytest.approx(0.1)
+    assert parse_policy(q.spec()).spec() == q.spec()  # round trip
+
+
+@pytest.mark.parametrize(
+    ("spec", "match"),
+    [
+        ("slo", "needs a budget"),
+        ("slo:", "needs a budget"),
+        ("slo:fast", "cannot read duration"),
+        ("slo:0ms", "must be positive"),
+        ("slo:500ms,x", "max batch must be an integer"),
+        ("slo:500ms,0", "max batch must be ≥ 1"),
+        ("slo:500ms,4,2", "needs a budget"),
+    ],
+)
+def test_bad_slo_specs_say_what_to_fix(spec: str, match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        parse_policy(spec)
+
+
+# -- the bound, order, and the hold ----------------------------------------------------------
+def test_rate_step_2_to_50_holds_bound_and_hold_shrinks() -> None:
+    rng = random.Random(7)
+    arrivals = poisson(rng, 2.0, 0.0, 60.0) + poisson(rng, 50.0, 60.0, 72.0)
+    policy = SloPolicy(BUDGET_S)
+    releases = simulate(policy, arrivals)
+    check_invariants(arrivals, releases, BUDGET_S)
+    slow = [r.delay_s for r in releases if 20.0 < r.arrived_s < 60.0]
+    fast = [r.delay_s for r in releases if r.arrived_s > 62.0]
+    assert statistics.mean(slow) > 0.2  # at 2 req/s it waits for company…
+    assert statistics.mean(fast) < 0.5 * statistics.mean(slow)  # …at 50 far less
+    big = [rec.size for rec in policy.releases if rec.released_s > 62.0]
+    small = [rec.size for rec in policy.releases if 20.0 < rec.released_s < 60.0]
+    assert statistics.mean(small) < 3 and max(small) < 8
+    # at 50 req/s the upstream runs many at once: the policy knows it and predicted it
+    late = [rec for rec in policy.releases if rec.released_s > 62.0 and rec.realised_batch]
+    assert statistics.mean(r.predicted_batch for r in late) > 5
+    assert statistics.mean(r.realised_batch for r in late) > 5  # type: ignore[misc]
+    assert big  # the fast phase was released, not left waiting
+
+
+@pytest.mark.parametrize("rates", [(2.0, 10.0, 30.0)])
+def test_mean_hold_decreases_with_steady_rate(rates: tuple[float, ...]) -> None:
+    holds = []
+    for rate in rates:
+        rng = random.Random(int(rate))
+        arrivals = poisson(rng, rate, 0.0, 300 / rate)
+        releases = simulate(SloPolicy(BUDGET_S), arrivals)
+        check_invariants(arrivals, releases, BUDGET_S)
+        holds.append(statistics.mean(r.delay_s for r in releases[50:]))
+    assert holds == sorted(holds, reverse=True), holds
+    assert holds[-1] < 0.5 * holds[0]
+
+
+def test_bursts_are_released_whole_in_order_within_the_bound() -> None:
+    rng = random.Random(3)
+    arrivals = poisson(rng, 5.0, 0.0, 10.0)
+    for start in (10.0, 12.0, 14.0):  # three bursts of 40 simultaneous requests
+        arrivals += [start] * 40
+        arrivals += poisson(rng, 5.0, start + 1e-6, start + 2.0)
+    policy = SloPolicy(BUDGET_S)
+    releases = simulate(policy, arrivals)
+    check_invariants(arrivals, releases, BUDGET_S)
+    for start in (12.0, 14.0):  # warmed up: a burst fills the target batch, sent at once
+        burst = [r for r in releases if r.arrived_s == start]
+        assert len(burst) == 40
+        assert max(r.delay_s for r in burst) < 1e-9
+        assert statistics.mean(r.group_size for r in burst) >= 8  # in big groups, not one by one
+
+
+def test_silence_then_a_lone_request_is_not_held_for_company() -> None:
+    rng = random.Random(5)
+    arrivals = poisson(rng, 10.0, 0.0, 20.0)
+    arrivals += [60.0]  # 40 s of silence, then one request
+    policy = SloPolicy(BUDGET_S)
+    releases = simulate(policy, arrivals)
+    check_invariants(arrivals, releases, BUDGET_S)
+    assert releases[-1].delay_s == 0.0
+    assert policy.releases[-1].reason.startswith("passthrough: too few arrivals")
+
+    # the rate estimate falls through a silence instead of freezing at the last value
+    est = SloPolicy(BUDGET_S).rate
+    for t in arrivals[:-1]:
+        est.observe(t)
+    assert est.rate_rps(20.0) > 5  # type: ignore[operator]
+    assert est.rate_rps(22.0) < 2  # type: ignore[operator]
+    assert est.rate_rps(31.0) is None  # nothing left in the window: unusable, not stale
+
+
+def test_too_few_requests_pass_straight_through() -> None:
+    arrivals = [0.0, 0.3, 0.6, 0.9, 1.2]
+    policy = SloPolicy(BUDGET_S)
+    releases = simulate(policy, arrivals)
+    assert [r.delay_s for r in releases] == [0.0] * 5
+    assert all(rec.reason.startswith("passthrough") for rec in policy.releases)
+
+
+def test_failing_upstream_degrades_to_passthrough_and_recovers() -> None:
+    rng = random.Random(11)
+    arrivals = poisson(rng, 10.0, 0.0, 40.0)
+    failing = {i for i, t in enumerate(arrivals) if 10.0 <= t < 20.0}
+    policy = SloPolicy(BUDGET_S)
+    releases = simulate(policy, arrivals, ModelUpstream(fails=failing.__contains__))
+    check_invariants(arrivals, releases, BUDGET_S)
+    during = [rec for rec in policy.releases if 12.0 < rec.released_s < 20.0]
+    assert during and all("upstream failing" in rec.reason for rec in during)
+    assert all(rec.delay_max_ms == 0.0 for rec in during)
+    after = [rec for rec in policy.releases if rec.released_s > 30.0]
+    assert statistics.mean(rec.size for rec in after) > 1.5  # shaping again once it answers
+
+
+def test_busy_upstream_gets_requests_at_once() -> None:
+    policy = SloPolicy(BUDGET_S)
+    sim_rng = random.Random(2)
+    simulate(policy, poisson(sim_rng, 10.0, 0.0, 10.0))  # learn rate and cost
+    now = 10.0
+    for t in (9.9, 9.95, 10.0):
+        policy.observe_arrival(t)
+    waiting = [10.0]
+    assert policy.decide(waiting, now).release_n == 0  # idle upstream: worth holding
+    policy.observe_upstream(
+        now, {"joulebench_running_requests": 2.0, "joulebench_queue_length": 3.0}
+    )
+    assert policy.decide(waiting, now).release_n == 1  # requests wait up there: send now
+    policy.observe_upstream(
+        now, {"joulebench_running_requests": 40.0, "joulebench_queue_length": 0}
+    )
+    assert policy.decide(waiting, now).release_n == 1  # already a big batch: joins it
+    # a scrape older than half a second is not trusted
+    assert policy.decide([10.5], 10.6).release_n == 0
+
+
+def test_batching_that_does_not_pay_is_not_held_for() -> None:
+    """An upstream whose time per request grows in proportion to its batch (no sharing)."""
+    rng = random.Random(4)
+    arrivals = poisson(rng, 10.0, 0.0, 30.0)
+    flat = ModelUpstream(base_s=0.0 + 1e-4, per_row_s=0.1)
+    policy = SloPolicy(BUDGET_S)
+    releases = simulate(policy, arrivals, flat)
+    check_invariants(arrivals, releases, BUDGET_S)
+    assert statistics.mean(r.delay_s for r in releases[100:]) < 0.05
+
+
+def test_every_release_is_explained() -> None:
+    rng = random.Random(9)
+    policy = SloPolicy(BUDGET_S)
+    simulate(policy, poisson(rng, 10.0, 0.0, 20.0))
+    info = policy.explain()
+    recs = info["releases"]
+    assert isinstance(recs, list) and len(recs) == len(policy.releases)
+    for rec in recs:
+        assert rec["size"] >= 1 and rec["reason"] and rec["predicted_batch"] >= rec["size"]
+        assert rec["answered"] == rec["size"] and rec["realised_batch"] is not None
+        assert 0 <= rec["delay_max_ms"] <= BUDGET_S * 1e3
+    assert sum(info["decisions"].values()) == len(recs)  # type: ignore[union-attr]
+    model = info["model"]
+    assert model["duration_s"]["d1"] == pytest.approx(0.02, rel=0.3)  # type: ignore[index]
+    text = "\n".join(policy.render_metrics())
+    last = policy.releases[-1]
+    assert (
+        f'joulebench_gateway_slo_release_group_size{{group="{last.group}"}} {float(last.size)!r}'
+        in text
+    )
+    assert "joulebench_gateway_slo_arrival_rate_rps" in text
+    assert 'joulebench_gateway_slo_decisions_total{reason="' in text
