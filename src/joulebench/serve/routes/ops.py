@@ -19,13 +19,21 @@ from joulebench.serve.metrics import CONTENT_TYPE
 def router(engine: ServingEngine, dependencies: Sequence[Depends]) -> APIRouter:
     api = APIRouter(route_class=Route, tags=["ops"])
 
-    @api.get("/health", responses={503: {"description": "the engine cannot serve now"}})
+    @api.get(
+        "/health",
+        responses={
+            503: {
+                "description": "the engine cannot serve now (the reason is in the body)",
+                "content": {"application/json": {}},
+            }
+        },
+    )
     async def health() -> Any:
         state = engine.health()
         body = {**state, **engine.describe(), "status": state["status"]}
         return JSONResponse(body, status_code=200 if state["status"] == "ok" else 503)
 
-    @api.get("/metrics", dependencies=list(dependencies))
+    @api.get("/metrics", dependencies=list(dependencies), response_class=PlainTextResponse)
     async def metrics() -> PlainTextResponse:
         text = await asyncio.to_thread(engine.render_metrics)
         return PlainTextResponse(text, media_type=CONTENT_TYPE)
