@@ -376,11 +376,12 @@ def measure_interleaved(
 ) -> dict[str, PhaseMeasurement]:
     """Warm every operation up, then measure them in rounds: one window of each per round.
 
-    Rounds go on until every operation meets its stopping rule (or its cap), and each round
-    measures all of them, so every operation gets the same number of windows, taken side by
-    side: the phases a consistency check compares see the same host. Measured one after another
-    (every prefill window, then every decode window, …) they differed by whatever the shared
-    host did meanwhile — ±10-25 % between runs on a 2-core VM, enough to fail a 5 % check.
+    Every operation gets at least its minimum number of windows side by side with the others,
+    so the phases a consistency check compares see the same host; after that an operation that
+    has met its stopping rule (or its cap) sits out the later rounds, so a noisy one (direct
+    prefill) costs only its own extra windows. Measured one after another (every prefill window,
+    then every decode window, …) they differed by whatever the shared host did meanwhile:
+    ±10-25 % between runs on a 2-core VM, enough to fail a 5 % check.
     """
     for m in measurements.values():
         m.warm_up()
@@ -389,7 +390,8 @@ def measure_interleaved(
     while True:
         order = items if r % 2 == 0 else items[::-1]  # no op always runs after the same one
         for m in order:
-            m.window()
+            if not m.done:
+                m.window()
         r += 1
         if all(m.done for m in items):
             return {k: m.result() for k, m in measurements.items()}

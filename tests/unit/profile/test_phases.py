@@ -120,3 +120,32 @@ def test_converged_repeats_pass_precision_reached():
     )
     checks = {c.name: c for c in phase_audits(m, None, None, 0.01)}
     assert m.converged and checks["prefill/direct:precision_reached"].passed
+
+
+def test_interleaved_measurements_alternate_windows_and_stop_on_their_own_rule():
+    """One window of each op per round (order alternating), until each op's rule is met."""
+    from joulebench.profile.phases import RepeatedMeasurement, measure_interleaved
+
+    log: list[str] = []
+    meter = FakeMeter(lambda t: {"gpu:0": 10.0 + 1e3 * t}, update_period_s=0.001)  # never steady
+
+    def make(name: str, max_repeats: int) -> RepeatedMeasurement:
+        def op() -> None:
+            log.append(name)
+            time.sleep(0.001)
+
+        return RepeatedMeasurement(
+            op, meter, phase=Phase.PREFILL, method=name, min_window_s=0.01, warmup=1,
+            rule=StoppingRule(ci_target=1e-9, min_repeats=2, max_repeats=max_repeats),
+        )  # fmt: skip
+
+    out = measure_interleaved({"a": make("a", 2), "b": make("b", 4)})
+    assert [len(out[k].repeats) for k in "ab"] == [2, 4]
+    assert not out["a"].converged and out["a"].method == "a"
+    # warm-ups first, then windows: a b | b a | b | b (runs of ops, one run per window)
+    runs = [log[0]]
+    for x in log[1:]:
+        if x != runs[-1]:
+            runs.append(x)
+    assert runs[:2] == ["a", "b"]  # the warm-ups, one each
+    assert runs[2:] == ["a", "b", "a", "b"]  # a's 2 windows paired with b's; b goes on alone
