@@ -1,6 +1,19 @@
-"""Arrival shaping on the embedded server: Poisson arrivals, shaped vs unshaped, same seed.
+"""Arrival shaping on the embedded server: direct, fixed policies and ``slo:500ms``, same seed.
 
-Goal (issue #6): ≥ 30 % less *net* energy per request (idle-subtracted accounting) at equal
+Default (issue #15): at each arrival pattern — Poisson 4, 10 and 30 req/s and a bursty gamma
+trace (10 req/s, CV 3) — one shape-sweep on the same server and idle baseline: direct, the fixed
+candidates below (each bounded by 500 ms of gateway delay) and ``slo:500ms`` (one spec for every
+rate, never tuned per rate). Goals: the adaptive policy's added TTFT p99 (its TTFT p99 minus
+direct's) ≤ 500 ms at every rate; its net energy per request within 10 % of the best fixed
+policy meeting the same budget; at 10 req/s ≥ 50 % below direct. Batch sizes (the server's mean,
+the gateway's groups, the policy's predicted vs realised batch) explain the figures.
+
+    .venv/bin/python benchmarks/shaping.py --out docs/results/shaping-slo-cpu.json \
+        --store docs/results/shaping-slo-cpu.duckdb
+
+``--policy P`` runs the earlier single comparison instead (issue #6):
+
+Goal: ≥ 30 % less *net* energy per request (idle-subtracted accounting) at equal
 offered load, with TTFT p99 within a stated bound: shaped TTFT p99 ≤ direct TTFT p99 + the
 policy's delay bound + 100 ms. Both runs use the same server process, the same meter (on a
 machine without sensors the estimator, so every figure is labelled "estimated"), the same idle
@@ -17,10 +30,28 @@ import json
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 from joulebench.meters.registry import open_meter
-from joulebench.shape.experiment import compare
+from joulebench.meters.window import measure_idle
+from joulebench.shape.experiment import _target, compare
 from joulebench.shape.policies import parse_policy
+from joulebench.shape.slo import summarize
+from joulebench.shape.sweep import Sweep, sweep
+
+ADAPTIVE = "slo:500ms"
+BUDGET_MS = 500.0
+#: What shape-sweep searches at each rate: fixed policies whose gateway delay is ≤ the budget.
+FIXED = (
+    "cadence:250ms",
+    "cadence:400ms",
+    "window:4,400ms",
+    "window:8,400ms",
+    "window:8,500ms",
+    "window:16,500ms",
+)
+#: (arrival, requests per run): about 8–15 s of traffic each.
+ARRIVALS = (("poisson:4", 60), ("poisson:10", 100), ("poisson:30", 150), ("gamma:10,3", 100))
 
 PROMPTS = [
     "Explain in two sentences why batching requests saves energy on a GPU.",
@@ -38,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--rate", type=float, default=10.0, help="Poisson rate, requests/s")
     ap.add_argument("--n", type=int, default=80, help="requests per run")
-    ap.add_argument("--policy", default="window:8,800ms")
+    ap.add_argument("--policy", default=None, help="one comparison (issue #6) instead")
+    ap.add_argument("--scale", type=float, default=1.0, help="multiply requests per run")
     ap.add_argument("--max-delay-ms", type=float, default=None)
     ap.add_argument("--output-length", type=int, default=32)
     ap.add_argument("--scheduler", default="continuous")
@@ -48,9 +80,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--url", default=None, help="measure a running server instead")
     ap.add_argument("--out", type=Path, default=None, help="write the full JSON here")
+    ap.add_argument("--store", type=Path, default=None, help="keep every run in this DuckDB")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-
+    if args.policy is None:
+        return adaptive_matrix(args)
     policy = parse_policy(args.policy, max_delay_ms=args.max_delay_ms)
     meter = open_meter(args.meter)
     try:
@@ -92,12 +126,157 @@ def main(argv: list[str] | None = None) -> int:
         fb = "—" if b is None else f"{b:.4g}"
         fc = "" if c is None else f"{c * 100:+.1f} %"
         print(f"{name:45s} {fa:>12s} {fb:>12s} {fc:>10s}")
+    return _finish(out, args.out)
+
+
+def _finish(out: dict[str, Any], path: Path | None) -> int:
     print(json.dumps(out["goal"], indent=2))
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(out, indent=2, default=str))
-        print(f"wrote {args.out}")
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(out, indent=2, default=str))
+        print(f"wrote {path}")
     return 0
+
+
+def _added_p99(run: Any, direct: Any) -> float | None:
+    a, b = run.latency_ms("ttft_ms", "p99"), direct.latency_ms("ttft_ms", "p99")
+    return None if a is None or b is None else a - b
+
+
+def _row(run: Any, direct: Any) -> dict[str, Any]:
+    gw = run.gateway or {}
+    out = {
+        "policy": run.label,
+        "net_j": run.per_request_j()["idle_subtracted"],
+        "ttft_p99_ms": run.latency_ms("ttft_ms", "p99"),
+        "added_ttft_p99_ms": _added_p99(run, direct),
+        "gateway_delay_max_ms": run.added_delay_ms.get("max"),
+        "server_mean_batch": run.server.get("mean_batch_size"),
+        "mean_group": gw.get("mean_group_size"),
+        "failed": (run.load.get("requests") or {}).get("failed"),
+    }
+    if gw.get("decisions"):
+        out["slo"] = summarize(gw["decisions"]).to_dict()
+    return out
+
+
+def judge(result: Sweep) -> dict[str, Any]:
+    """Direct, the best fixed policy within the budget, and the adaptive one, with the goals."""
+    direct = result.runs[0]
+    rows = [_row(r, direct) for r in result.runs]
+    fixed = [
+        r
+        for r in rows[1:]
+        if r["policy"] != ADAPTIVE
+        and not r["failed"]
+        and r["net_j"] is not None
+        and r["net_j"] > 0
+        and r["added_ttft_p99_ms"] is not None
+        and r["added_ttft_p99_ms"] <= BUDGET_MS
+    ]
+    best = min(fixed, key=lambda r: r["net_j"], default=None)
+    slo = next(r for r in rows if r["policy"] == ADAPTIVE)
+    d_net, s_net = rows[0]["net_j"], slo["net_j"]
+    within = slo["added_ttft_p99_ms"] is not None and slo["added_ttft_p99_ms"] <= BUDGET_MS
+    vs_best = None if best is None or s_net is None else s_net / best["net_j"] - 1
+    vs_direct = None if not d_net or s_net is None or d_net <= 0 else s_net / d_net - 1
+    return {
+        "rows": rows,
+        "best_fixed": None if best is None else best["policy"],
+        "slo_added_ttft_p99_within_budget": within,
+        "slo_vs_best_fixed": vs_best,
+        "slo_within_10pct_of_best_fixed": None if vs_best is None else vs_best <= 0.10,
+        "slo_vs_direct": vs_direct,
+    }
+
+
+def _store(path: Path, result: Sweep, arrival: str) -> None:
+    from joulebench.reproduce.serving import store_load
+    from joulebench.results.store import ResultStore
+
+    with ResultStore(path) as db:
+        for run in result.runs:
+            via = None if run.label == "direct" else run.label
+            store_load(
+                db,
+                run.load,
+                name=f"shaping-slo/{arrival}/{run.label}",
+                extra_config={
+                    "via_shape": via,
+                    "shape_policy": None if via is None else parse_policy(via).to_dict(),
+                    "benchmark": "shaping.py",
+                },
+                meter_info=run.load.get("meter"),
+                requests=run.requests,
+                timeline=run.timeline,
+                methods=run.load.get("meter_methods") or None,
+            )
+
+
+def adaptive_matrix(args: argparse.Namespace) -> int:
+    meter = open_meter(args.meter)
+    embedded = {"model": args.model, "scheduler": args.scheduler}
+    report: dict[str, Any] = {"budget_ms": BUDGET_MS, "adaptive": ADAPTIVE, "fixed": FIXED}
+    try:
+        with _target(args.url, None if args.url else embedded, meter) as url:
+            # one idle baseline, loaded and quiet, for every run
+            idle_w = measure_idle(meter, args.idle_s).total_power_w if args.idle_s > 0 else None
+            report["idle_power_w"] = idle_w
+            for arrival, n in ARRIVALS:
+                n = max(8, round(n * args.scale))
+                result = sweep(
+                    url, [*FIXED, ADAPTIVE], arrival, PROMPTS, n=n,
+                    output_length=args.output_length, seed=args.seed, meter=meter,
+                    idle_power_w=idle_w, idle_s=0.0, warmup_n=4,
+                )  # fmt: skip
+                report.setdefault("energy_method", result.method)
+                verdict = judge(result)
+                report[arrival] = {"n": n, **verdict}
+                _print(arrival, n, verdict)
+                if args.store is not None:
+                    _store(args.store, result, arrival)
+    finally:
+        meter.close()
+    per = [report[a] for a, _ in ARRIVALS]
+    at10 = report["poisson:10"]["slo_vs_direct"]
+    print(f"energy method: {report.get('energy_method')}")
+    report["goal"] = {
+        "added_ttft_p99_within_budget_everywhere": all(
+            v["slo_added_ttft_p99_within_budget"] for v in per
+        ),
+        "within_10pct_of_best_fixed_everywhere": all(
+            v["slo_within_10pct_of_best_fixed"] for v in per
+        ),
+        "at_10rps_vs_direct": at10,
+        "at_10rps_at_least_50pct_below_direct": at10 is not None and at10 <= -0.5,
+    }
+    return _finish(report, args.out)
+
+
+def _print(arrival: str, n: int, verdict: dict[str, Any]) -> None:
+    def f(x: Any, spec: str = ".4g") -> str:
+        return "—" if x is None else format(x, spec)
+
+    print(f"\n{arrival}  (n={n}; best fixed within budget: {verdict['best_fixed']})")
+    print(f"{'policy':18s} {'net J/req':>10s} {'TTFT p99':>9s} {'added':>7s} {'hold max':>9s} "
+          f"{'srv batch':>9s} {'group':>6s} {'failed':>6s}")  # fmt: skip
+    for r in verdict["rows"]:
+        print(
+            f"{r['policy']:18s} {f(r['net_j']):>10s} {f(r['ttft_p99_ms'], '.0f'):>9s} "
+            f"{f(r['added_ttft_p99_ms'], '.0f'):>7s} {f(r['gateway_delay_max_ms'], '.0f'):>9s} "
+            f"{f(r['server_mean_batch'], '.2f'):>9s} {f(r['mean_group'], '.2f'):>6s} "
+            f"{f(r['failed'], 'd'):>6s}"
+        )
+        if "slo" in r:
+            s = r["slo"]
+            print(
+                f"{'':18s} slo: batch predicted {f(s['mean_predicted_batch'], '.2f')} vs "
+                f"realised {f(s['mean_realised_batch'], '.2f')}; {s['decisions']}"
+            )
+    print(
+        f"slo vs best fixed: {f(verdict['slo_vs_best_fixed'], '+.1%')}, "
+        f"vs direct: {f(verdict['slo_vs_direct'], '+.1%')}"
+    )
 
 
 if __name__ == "__main__":

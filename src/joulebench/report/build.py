@@ -16,13 +16,14 @@ from joulebench.analysis.paper import batch_observations, compare
 from joulebench.analysis.records import StoreContents, read_store
 from joulebench.report.figures_profile import PROFILE_FIGURES
 from joulebench.report.figures_serving import SERVING_FIGURES
+from joulebench.report.figures_shaping import shaping_adaptive
 from joulebench.report.html import render_html
 from joulebench.report.plotting import FigureFile, MissingFigure
 from joulebench.results.store import ResultStore
 
 log = logging.getLogger(__name__)
 
-FIGURES = PROFILE_FIGURES + SERVING_FIGURES
+FIGURES = (*PROFILE_FIGURES, *SERVING_FIGURES, shaping_adaptive)
 
 
 @dataclass(slots=True)

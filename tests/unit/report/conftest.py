@@ -178,6 +178,9 @@ def _add_load(db: ResultStore, shaped: bool) -> list[str]:
     runs = [(a, s, wh, False) for a, s, wh in ARRIVALS]
     if shaped:
         runs.append(({"spec": "uniform:50ms,300ms", "kind": "uniform"}, "continuous", 0.002, True))
+        runs.append(
+            ({"spec": "uniform:50ms,300ms", "kind": "uniform"}, "continuous", 0.0018, "slo")
+        )
     for i, (arrival, scheduler, wh, via_shape) in enumerate(runs):
         config = {
             "arrival": arrival,
@@ -185,7 +188,10 @@ def _add_load(db: ResultStore, shaped: bool) -> list[str]:
             "protocol": "openai",
             "model": "tiny-a",
         }
-        if via_shape:
+        if via_shape == "slo":
+            config["via_shape"] = "slo:500ms"
+            config["shape_policy"] = {"spec": "slo:500ms", "kind": "slo", "bound_ms": 500.0}
+        elif via_shape:
             config["via_shape"] = {"policy": "fixed-cadence", "period_ms": 200}
         run = db.start_run("load", config=config, environment=ENVIRONMENT, meter=METER)
         rows = [

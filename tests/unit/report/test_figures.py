@@ -19,7 +19,9 @@ PROFILE_KEYS = {
     "latency_profile",
     "roofline_efficiency",
 }
-SERVING_KEYS = {"energy_per_request_arrival", "latency_arrival", "shaping_pareto"}
+SERVING_KEYS = {
+    "energy_per_request_arrival", "latency_arrival", "shaping_pareto", "shaping_adaptive",
+}  # fmt: skip
 
 
 def _draw(store: Path, out: Path):
@@ -52,8 +54,9 @@ def test_load_only_store_without_shaping(load_only_store: Path, tmp_path: Path) 
     drawn, missing = _draw(load_only_store, tmp_path)
     assert {f.key for f in drawn} == {"energy_per_request_arrival", "latency_arrival"}
     reasons = {m.key: m.reason for m in missing}
-    assert set(reasons) == PROFILE_KEYS | {"shaping_pareto"}
+    assert set(reasons) == PROFILE_KEYS | {"shaping_pareto", "shaping_adaptive"}
     assert "shaped" in reasons["shaping_pareto"]
+    assert "slo" in reasons["shaping_adaptive"]
 
 
 def test_empty_store_draws_nothing(empty_store: Path, tmp_path: Path) -> None:
@@ -96,3 +99,17 @@ def test_pareto_front() -> None:
 def test_method_caption(methods: tuple[str, ...], needle: str, absent: str) -> None:
     text = method_caption(methods)
     assert needle in text and absent not in text
+
+
+def test_adaptive_figure_puts_slo_beside_fixed_and_direct(full_store: Path, tmp_path: Path) -> None:
+    from joulebench.report.figures_shaping import panels, shaping_adaptive
+
+    with ResultStore(full_store, read_only=True) as db:
+        contents = read_store(db)
+    groups = panels(contents)
+    assert list(groups) == ["uniform:50ms,300ms"]  # only the arrival with an slo run
+    roles = groups["uniform:50ms,300ms"]
+    assert [label for _, label in roles["adaptive"]] == ["slo:500ms"]
+    assert len(roles["fixed"]) == 1 and [label for _, label in roles["direct"]] == ["direct"]
+    fig = shaping_adaptive(contents, tmp_path)
+    assert fig.key == "shaping_adaptive" and fig.png.stat().st_size > 5000  # type: ignore[union-attr]

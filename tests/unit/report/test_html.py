@@ -13,7 +13,7 @@ def test_report_is_self_contained(full_report: ReportResult) -> None:
     result = full_report
     page = result.index_html.read_text()
     imgs = re.findall(r'<img src="([^"]*)"', page)
-    assert len(imgs) == len(result.figures) == 7
+    assert len(imgs) == len(result.figures) == 8
     assert all(src.startswith("data:image/png;base64,") and len(src) > 5000 for src in imgs)
     # no external resource of any kind
     assert not re.search(r'(src|href)="(https?:)?//', page)
