@@ -217,6 +217,27 @@ def test_a_full_queue_is_a_rate_limit_error(tiny_loaded):
     assert all(not isinstance(o, Exception) for o in outcomes if o not in limited)
 
 
+def test_a_missing_api_key_is_a_declared_401_in_each_protocols_shape(tiny_loaded):
+    with embedded_server(
+        tiny_loaded, scheduler="sequential", meter=FakeMeter(1.0, **FAST), api_key="s3cret"
+    ) as url:
+        with pytest.raises(openai.AuthenticationError) as e:
+            _client(url).models.list()
+        assert e.value.type == "authentication_error"
+        schema = httpx.get(url + "/openapi.json").json()
+        guarded = [(p, m, op) for p, ops in schema["paths"].items() for m, op in ops.items()]
+        for path, method, op in guarded:
+            if path == "/health":
+                continue
+            body = {} if method == "post" else None
+            r = httpx.request(method, url + path.replace("{model_id}", "x"), json=body)
+            assert r.status_code == 401 and "401" in op["responses"], (method, path)
+            if path in ("/", "/generate", "/generate_stream", "/info"):
+                assert set(r.json()) == {"error", "error_type"}, path
+            else:
+                assert r.json()["error"]["type"] == "authentication_error", path
+
+
 def test_404_405_and_500_are_openai_shaped(tiny_loaded, monkeypatch):
     original = tiny_loaded.model.generate
 
@@ -262,13 +283,14 @@ def test_openapi_declares_errors_and_sse(served):
     schema = httpx.get(url + "/openapi.json").json()
     for path in ("/v1/completions", "/v1/chat/completions"):  # OpenAI: invalid input is 400
         responses = schema["paths"][path]["post"]["responses"]
-        assert {"400", "404", "413", "429", "500"} <= set(responses) and "422" not in responses
+        assert {"400", "401", "404", "413", "429", "500"} <= set(responses)
+        assert "422" not in responses
         assert responses["400"]["content"]["application/json"]["schema"]["$ref"].endswith(
             "/OpenAIError"
         )
     for path in ("/", "/generate", "/generate_stream"):  # TGI: invalid input is 422, TGI-shaped
         responses = schema["paths"][path]["post"]["responses"]
-        assert {"422", "413", "429"} <= set(responses)
+        assert {"401", "422", "413", "429"} <= set(responses)
         assert responses["422"]["content"]["application/json"]["schema"]["$ref"].endswith(
             "/TGIError"
         )

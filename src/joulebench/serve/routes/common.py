@@ -13,6 +13,12 @@ from joulebench.serve.request import FinishEvent, FinishReason, SamplingParams, 
 from joulebench.serve.text import TextAssembler
 
 SSE = "text/event-stream"
+UNAUTHORIZED = "missing or wrong API key (a server started with --api-key)"
+
+
+def unauthorized(error_model: type) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` of a guarded route that takes no body: its 401."""
+    return {401: {"model": error_model, "description": UNAUTHORIZED}}
 
 
 def energy_headers(handle: RequestHandle, energy: dict[str, Any] | None) -> dict[str, str]:
@@ -44,6 +50,7 @@ def responses(
         code: {"model": error_model, "description": why}
         for code, why in (
             (invalid, "invalid request (the parameter is named)"),
+            (401, UNAUTHORIZED),
             (404, "unknown model or route"),
             (413, "request body over the limit"),
             (429, "queue full (Retry-After)"),

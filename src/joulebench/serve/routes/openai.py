@@ -23,6 +23,7 @@ from joulebench.serve.routes.common import (
     responses,
     sse,
     stream_headers,
+    unauthorized,
 )
 from joulebench.serve.text import TextAssembler
 
@@ -177,11 +178,14 @@ def router(gen: Generation, label: str, dependencies: Sequence[Depends]) -> APIR
         ids = await chat_ids(body)
         return await generate(request, body, ids, body.token_limit, chat=True)
 
-    @api.get("/v1/models")
+    @api.get("/v1/models", responses=unauthorized(OpenAIError))
     async def models() -> dict[str, Any]:
         return {"object": "list", "data": [model_card()]}
 
-    @api.get("/v1/models/{model_id:path}", responses={404: {"model": OpenAIError}})
+    @api.get(
+        "/v1/models/{model_id:path}",
+        responses={404: {"model": OpenAIError}} | unauthorized(OpenAIError),
+    )
     async def model(model_id: str) -> dict[str, Any]:
         check_model(model_id)
         return model_card()

@@ -14,6 +14,8 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from joulebench.serve.engine import ServingEngine
 from joulebench.serve.errors import Route
 from joulebench.serve.metrics import CONTENT_TYPE
+from joulebench.serve.protocol import OpenAIError
+from joulebench.serve.routes.common import unauthorized
 
 
 def router(engine: ServingEngine, dependencies: Sequence[Depends]) -> APIRouter:
@@ -33,7 +35,12 @@ def router(engine: ServingEngine, dependencies: Sequence[Depends]) -> APIRouter:
         body = {**state, **engine.describe(), "status": state["status"]}
         return JSONResponse(body, status_code=200 if state["status"] == "ok" else 503)
 
-    @api.get("/metrics", dependencies=list(dependencies), response_class=PlainTextResponse)
+    @api.get(
+        "/metrics",
+        dependencies=list(dependencies),
+        response_class=PlainTextResponse,
+        responses=unauthorized(OpenAIError),
+    )
     async def metrics() -> PlainTextResponse:
         text = await asyncio.to_thread(engine.render_metrics)
         return PlainTextResponse(text, media_type=CONTENT_TYPE)

@@ -26,6 +26,7 @@ from joulebench.serve.routes.common import (
     responses,
     sse,
     stream_headers,
+    unauthorized,
 )
 from joulebench.serve.text import TextAssembler
 from joulebench.serve.validate import MAX_STOP_SEQUENCES
@@ -163,7 +164,7 @@ def router(gen: Generation, label: str, dependencies: Sequence[Depends]) -> APIR
     async def stream_route(body: TGIRequest) -> Any:
         return await generate_stream(body)
 
-    @api.get("/info")
+    @api.get("/info", responses=unauthorized(TGIError))
     async def info() -> dict[str, Any]:
         """TGI's ``Info`` (its router's fields), plus ``joulebench`` with the engine's own."""
         described = engine.describe()
