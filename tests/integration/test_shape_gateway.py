@@ -192,8 +192,24 @@ def test_client_leaving_while_queued_never_reaches_upstream(upstream) -> None:
     assert "impatient" not in [s.request_id for s in app.seen]
 
 
-def test_full_queue_answers_429_with_retry_after(upstream) -> None:
+def _tgi_client_outcome(url: str) -> str:
+    """What ``huggingface_hub.InferenceClient`` makes of a ``POST /`` through the gateway."""
+    hub = pytest.importorskip("huggingface_hub")
+    from huggingface_hub.errors import OverloadedError
+
+    try:
+        hub.InferenceClient(base_url=url).text_generation("x", max_new_tokens=1)
+    except OverloadedError:
+        return "overloaded"
+    except Exception as exc:  # the test says which other error it was
+        return repr(exc)
+    return "ok"
+
+
+def test_full_queue_answers_429_with_retry_after(upstream, monkeypatch) -> None:
     url, _ = upstream
+    constants = pytest.importorskip("huggingface_hub.constants")
+    monkeypatch.setattr(constants, "is_offline_mode", lambda: False)  # loopback only
     with run_gateway(url, "window:100,2s", max_queue=2) as gw:
 
         async def main() -> list[httpx.Response]:
@@ -205,11 +221,12 @@ def test_full_queue_answers_429_with_retry_after(upstream) -> None:
                 while gw.gateway.shaper.queue_length < 2:
                     await asyncio.sleep(0.01)
                 rejected = await client.post("/generate", json={"id": "q2"})
+                assert await asyncio.to_thread(_tgi_client_outcome, gw.url) == "overloaded"
                 return [rejected, *await asyncio.gather(*waiting)]
 
         rejected, *held = asyncio.run(main())
     assert rejected.status_code == 429
-    assert rejected.json()["error_type"] == "queue_full"
+    assert rejected.json()["error_type"] == "overloaded"  # TGI's word for it
     assert 1 <= int(rejected.headers["retry-after"]) <= 2
     assert [r.status_code for r in held] == [200, 200]  # the queued ones still complete
     assert all(float(r.headers["x-gateway-delay-ms"]) >= 1900 for r in held)

@@ -65,9 +65,10 @@ HOP_BY_HOP = frozenset(
 
 
 def _error_body(path: str, status: int, kind: str, message: str) -> bytes:
-    """Errors in the dialect of the route: TGI's flat form or OpenAI's nested one."""
+    """Errors in the dialect of the route: TGI's flat form or OpenAI's nested one. A full queue
+    is TGI's own ``overloaded`` (what TGI clients raise ``OverloadedError`` for)."""
     if is_tgi(path):
-        return json.dumps(tgi_body(status, message, kind)).encode()
+        return json.dumps(tgi_body(status, message, None if status == 429 else kind)).encode()
     return json.dumps(openai_body(status, message, code=kind)).encode()
 
 
