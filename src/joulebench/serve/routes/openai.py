@@ -184,7 +184,7 @@ def router(gen: Generation, label: str, dependencies: Sequence[Depends]) -> APIR
 
     @api.get(
         "/v1/models/{model_id:path}",
-        responses={404: {"model": OpenAIError}} | unauthorized(OpenAIError),
+        responses={**unauthorized(OpenAIError), 404: {"model": OpenAIError}},
     )
     async def model(model_id: str) -> dict[str, Any]:
         check_model(model_id)
