@@ -105,7 +105,9 @@ def print_profile(r: dict[str, Any]) -> None:
             _fmt(s["latency_s"]),
             _fmt(s["energy_per_token_j"]),
             str(s["repeats"]),
-            _fmt(s.get("subtraction_energy_j")) if headline and s["method"] != "subtraction" else "",
+            _fmt(s.get("subtraction_energy_j"))
+            if headline and s["method"] != "subtraction"
+            else "",
         )
     console.print(table)
     n = r["normalized"]
@@ -170,8 +172,30 @@ def register(app: typer.Typer) -> None:
         compile: Annotated[
             bool, typer.Option("--compile", help="static cache + torch.compile decode")
         ] = False,
-        warmup: Annotated[int, typer.Option("--warmup", min=0)] = 5,
-        min_window_s: Annotated[float, typer.Option("--min-window-s")] = 1.0,
+        warmup: Annotated[
+            int,
+            typer.Option(
+                "--warmup",
+                min=0,
+                help="warm-ups per measurement: a cap under --warmup-rule settled, the count "
+                "under exact",
+            ),
+        ] = 5,
+        warmup_rule: Annotated[
+            str,
+            typer.Option(
+                "--warmup-rule",
+                help="settled: stop once two warm-ups in a row agree within 10 %; exact: all "
+                "--warmup of them (the study's protocol: --warmup 5 --warmup-rule exact)",
+            ),
+        ] = "settled",
+        min_window_s: Annotated[
+            float | None,
+            typer.Option(
+                "--min-window-s",
+                help="shortest window (default: max(0.25 s, 10 × the meter's update period))",
+            ),
+        ] = None,
         ci_target: Annotated[float, typer.Option("--ci-target")] = 0.02,
         min_repeats: Annotated[int, typer.Option("--min-repeats")] = 3,
         max_repeats: Annotated[int, typer.Option("--max-repeats")] = 10,
@@ -229,6 +253,7 @@ def register(app: typer.Typer) -> None:
                 bucketing=bucketing,
                 compile=compile,
                 warmup=warmup,
+                warmup_rule=warmup_rule,  # type: ignore[arg-type]  # validated by pydantic
                 min_window_s=min_window_s,
                 ci_target=ci_target,
                 min_repeats=min_repeats,

@@ -169,9 +169,14 @@ def register(app: typer.Typer) -> None:
             for i, c in enumerate(p.cells, 1):
                 table.add_row(str(i), escape(_cell_label(c)), escape(c.cell_key()))
             console.print(table)
+            window = (
+                f"{cfg.min_window_s:g} s"
+                if cfg.min_window_s is not None
+                else "0.25–1 s (auto: 10 meter update periods, ≥ 0.25 s)"
+            )
             console.print(
                 f"estimated time: {p.estimate_min_s / 60:.1f}–{p.estimate_max_s / 60:.1f} min "
-                f"(min to max repeats, {cfg.min_window_s} s windows, model loads ~10 s each)"
+                f"(min to max repeats, {window} windows, model loads ~10 s each)"
             )
             return
         path = store or DEFAULT_STORE

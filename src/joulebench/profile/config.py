@@ -12,6 +12,7 @@ from joulebench.meters.host import DEFAULT_MAX_OTHER_CORES, ContentionMode, Cont
 from joulebench.profile.batching import parse_bucketing
 
 Method = Literal["direct", "subtraction", "both"]
+WarmupRule = Literal["settled", "exact"]
 
 #: How the host's other processes are handled is not part of a cell's identity: a resumed sweep
 #: with another policy skips the cells already done (each stored with its quiet_host audit).
@@ -28,8 +29,17 @@ class MeasurementSettings(BaseModel):
     n: int | None = Field(None, ge=1, description="number of prompts (None: the set's default)")
     method: Method = "both"
     output_length: str = "reference"
-    warmup: int = Field(5, ge=0)
-    min_window_s: float = Field(1.0, gt=0)
+    warmup: int = Field(
+        5, ge=0, description="warm-ups per measurement: a cap (settled) or the count (exact)"
+    )
+    warmup_rule: WarmupRule = Field(
+        "settled",
+        description="settled: stop once two warm-ups in a row agree within 10 %; exact: run "
+        "all `warmup` of them (the study's protocol)",
+    )
+    min_window_s: float | None = Field(
+        None, gt=0, description="None: max(0.25 s, 10 × the meter's update period)"
+    )
     ci_target: float = Field(0.02, gt=0, lt=1)
     min_repeats: int = Field(3, ge=2)
     max_repeats: int = Field(10, ge=2)

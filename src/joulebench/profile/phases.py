@@ -2,11 +2,15 @@
 
 :class:`RepeatedMeasurement` is what every profiler measurement goes through:
 
-1. warm-ups, each timed alone and reported apart (``warmup=True``, no energy);
+1. warm-ups, each timed alone and reported apart (``warmup=True``, no energy): exactly
+   ``warmup`` of them, or (``warmup_settle``) until two in a row took within that share of each
+   other, ``warmup`` being then a cap (:class:`WarmupStop` says how many ran and why they
+   stopped);
 2. repeats: one energy window per repeat, device-synchronized at both edges, in which the
    operation runs as many times as needed for the window to last at least
    ``max(min_window_s, meter.update_period_s)`` — a shorter window is never reported — in
-   shrinking chunks (:func:`window_chunk`) so it ends about one op past that target;
+   shrinking chunks (:func:`window_chunk`) so it ends about one op past that target (the
+   profiler's default ``min_window_s`` is :func:`auto_window_s` of the meter's update period);
 3. the stopping rule (95 % CI half-width of the per-op energy ≤ target, or the cap).
 
 With a :class:`~joulebench.meters.host.HostMonitor`, every window (and the idle baseline,
@@ -90,6 +94,51 @@ class RepeatRecord:
         }
 
 
+#: ``--warmup-rule settled``: warm-ups stop once two in a row took within this share of each other.
+WARMUP_SETTLE_REL = 0.10
+#: Shortest default window, and how many meter update periods a default window spans at least.
+AUTO_WINDOW_FLOOR_S = 0.25
+AUTO_WINDOW_PERIODS = 10
+
+
+def auto_window_s(update_period_s: float) -> float:
+    """The default window length: ``max(0.25 s, 10 × the meter's update period)``.
+
+    Ten update periods keep one counter tick (the quantisation of a window's energy) at ≤ 10 %
+    of a window; NVML's ~100 ms counter gets 1 s windows, RAPL and the estimator 0.25 s. Every
+    window still runs whole ops, so an op longer than this makes its own window length.
+    """
+    return max(AUTO_WINDOW_FLOOR_S, AUTO_WINDOW_PERIODS * float(update_period_s))
+
+
+def warmups_settled(times_s: Sequence[float], settle_rel: float) -> bool:
+    """The last two warm-ups took within ``settle_rel`` of the shorter one."""
+    if len(times_s) < 2:
+        return False
+    a, b = times_s[-2], times_s[-1]
+    return abs(a - b) <= settle_rel * min(a, b)
+
+
+@dataclass(frozen=True, slots=True)
+class WarmupStop:
+    """How many warm-ups ran and why they stopped (stored with the phase)."""
+
+    rule: str  # "exact" (the configured count) or "settled" (the count is a cap)
+    cap: int
+    n: int
+    reason: str  # "count", "settled" or "cap"
+    settle_rel: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "rule": self.rule,
+            "cap": self.cap,
+            "n": self.n,
+            "stopped": self.reason,
+            "settle_rel": self.settle_rel,
+        }
+
+
 @dataclass(slots=True)
 class PhaseMeasurement:
     phase: str
@@ -101,6 +150,7 @@ class PhaseMeasurement:
     ci_target: float | None = None
     max_repeats: int | None = None
     contention: dict[str, Any] | None = None  # ContentionLog.to_dict() when the host was watched
+    warmup_stop: WarmupStop | None = None
 
     def _values(self, attr: str) -> list[float]:
         return [getattr(r, attr) for r in self.repeats if getattr(r, attr) is not None]
@@ -221,6 +271,7 @@ class RepeatedMeasurement:
         rule: StoppingRule,
         min_window_s: float,
         warmup: int = 5,
+        warmup_settle: float | None = None,
         idle: IdleBaseline | None = None,
         sync: SyncFn = default_sync,
         device: Any = None,
@@ -231,12 +282,18 @@ class RepeatedMeasurement:
     ) -> None:
         if warmup < 0:
             raise ValueError(f"warmup must be ≥ 0, got {warmup}")
+        if warmup_settle is not None and not warmup_settle > 0:
+            raise ValueError(
+                f"warmup_settle must be > 0 (or None: exact count), got {warmup_settle}"
+            )
         self.op = op
         self.meter = meter
         self.phase = phase
         self.method = method
         self.rule = rule
         self.warmup_n = warmup
+        self.warmup_settle = warmup_settle
+        self.warmup_stop: WarmupStop | None = None
         self.idle = idle
         self.sync = sync
         self.clock = clock
@@ -252,16 +309,32 @@ class RepeatedMeasurement:
         self.per_op: list[float] = []
         self.op_s: float | None = None
 
-    def warm_up(self) -> None:
-        """The warm-ups, each timed alone (reported apart, no energy)."""
+    def warm_up(self) -> WarmupStop:
+        """The warm-ups, each timed alone (reported apart, no energy).
+
+        Exactly ``warmup`` of them, or with ``warmup_settle`` until two in a row took within that
+        share of each other (at most ``warmup``): a 1-s decode is warm after two or three, and
+        five cost as much as its windows. Returns (and keeps) how many ran and why they stopped.
+        """
+        settle = self.warmup_settle
+        times: list[float] = []
+        reason = "count" if settle is None else "cap"
         for i in range(self.warmup_n):
             self.sync()
             self.timer.start()
             self.op()
             self.op_s = self.timer.stop()
+            times.append(self.op_s)
             self.warmups.append(
                 RepeatRecord(str(self.phase), self.method, i, True, 1, self.op_s, self.op_s)
             )
+            if settle is not None and warmups_settled(times, settle):
+                reason = "settled"
+                break
+        self.warmup_stop = WarmupStop(
+            "exact" if settle is None else "settled", self.warmup_n, len(times), reason, settle
+        )
+        return self.warmup_stop
 
     @property
     def done(self) -> bool:
@@ -353,6 +426,7 @@ class RepeatedMeasurement:
             self.rule.ci_target,
             self.rule.max_repeats,
             None if self.host is None else self.log.to_dict(),
+            self.warmup_stop,
         )
 
 

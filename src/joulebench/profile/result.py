@@ -96,7 +96,11 @@ def phase_section(m: PhaseMeasurement, tokens: int, kind: str) -> dict[str, Any]
         "converged": m.converged,
         "ops_per_window": [r.n_ops for r in m.repeats],
         "min_window_s": m.min_window_s,
-        "warmups": {"n": len(m.warmups), "latency_s": [w.latency_s for w in m.warmups]},
+        "warmups": {
+            "n": len(m.warmups),
+            "latency_s": [w.latency_s for w in m.warmups],
+            **({} if m.warmup_stop is None else m.warmup_stop.to_dict()),
+        },
         "domains": m.per_domain_mean(),
         "host": m.host,
     }

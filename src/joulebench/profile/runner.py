@@ -31,9 +31,13 @@ from joulebench.profile.batching import Batch, make_batches, padding_ratio
 from joulebench.profile.config import ProfileConfig
 from joulebench.profile.ops import ForwardClock, ModelOps
 from joulebench.profile.phases import (
+    AUTO_WINDOW_FLOOR_S,
+    AUTO_WINDOW_PERIODS,
+    WARMUP_SETTLE_REL,
     Phase,
     PhaseMeasurement,
     RepeatedMeasurement,
+    auto_window_s,
     decode_measurement,
     measure_idle_watched,
     measure_interleaved,
@@ -196,6 +200,17 @@ def profile_cell(
     return result
 
 
+def window_setting(min_window_s: float | None, update_period_s: float) -> tuple[float, str]:
+    """The window length a cell uses and how it was chosen (stored in the result)."""
+    if min_window_s is not None:
+        return float(min_window_s), f"given: --min-window-s {min_window_s:g}"
+    s = auto_window_s(update_period_s)
+    return s, (
+        f"auto: max({AUTO_WINDOW_FLOOR_S:g} s, {AUTO_WINDOW_PERIODS} × the meter's update "
+        f"period {update_period_s:g} s) = {s:g} s"
+    )
+
+
 def _clocked(
     ops: ModelOps, clocks: dict[str, ForwardClock], key: str, op: Callable[[], object]
 ) -> Callable[[], None]:
@@ -230,10 +245,12 @@ def _measure(
     contention = config.contention_policy()
     if idle is None:
         idle = measure_idle_watched(meter, idle_s, host=host, contention=contention, sync=sync)
+    window_s, window_rule = window_setting(config.min_window_s, info.update_period_s)
     common: dict[str, Any] = dict(
         rule=rule,
-        min_window_s=config.min_window_s,
+        min_window_s=window_s,
         warmup=config.warmup,
+        warmup_settle=WARMUP_SETTLE_REL if config.warmup_rule == "settled" else None,
         idle=idle,
         sync=sync,
         device=device,
@@ -313,6 +330,7 @@ def _measure(
         "meter_methods": dict(info.methods),
         "estimated": info.is_estimated,
         "idle": idle.to_dict(),
+        "window": {"min_window_s": window_s, "rule": window_rule},
     }
     out, _ = assemble(
         measured,

@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 
 #: Seconds assumed for loading one model in the dry-run estimate.
 LOAD_ESTIMATE_S = 10.0
+#: Update period assumed for the dry-run's longest automatic window (NVML's energy counter).
+NVML_PERIOD_ESTIMATE_S = 0.1
 
 
 class SweepConfig(MeasurementSettings):
@@ -151,14 +153,23 @@ class DryRun:
 
 
 def dry_run(sweep: SweepConfig) -> DryRun:
-    """The cells and a time estimate (min: every phase converges at min_repeats; max: the cap)."""
+    """The cells and a time estimate (min: every phase converges at min_repeats; max: the cap).
+
+    Without ``min_window_s`` the window length depends on the meter (:func:`auto_window_s` of
+    its update period), which a dry run does not open: 0.25 s (RAPL, the estimator) for the
+    minimum, 1 s (NVML's ~100 ms counter) for the maximum.
+    """
+    from joulebench.profile.phases import AUTO_WINDOW_FLOOR_S, auto_window_s
+
     cells = sweep.cells()
     windows = {"direct": 2, "subtraction": 2, "both": 4}[sweep.method]
     groups = len(sweep.models) * len(sweep.precisions)
     fixed = groups * (LOAD_ESTIMATE_S + sweep.idle_s)
-    per_window = sweep.min_window_s * 1.1
-    lo = fixed + len(cells) * windows * sweep.min_repeats * per_window
-    hi = fixed + len(cells) * windows * sweep.max_repeats * per_window
+    given = sweep.min_window_s
+    short_s = AUTO_WINDOW_FLOOR_S if given is None else given
+    long_s = auto_window_s(NVML_PERIOD_ESTIMATE_S) if given is None else given
+    lo = fixed + len(cells) * windows * sweep.min_repeats * short_s * 1.1
+    hi = fixed + len(cells) * windows * sweep.max_repeats * long_s * 1.1
     return DryRun(cells, groups, lo, hi)
 
 

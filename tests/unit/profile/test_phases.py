@@ -149,3 +149,73 @@ def test_interleaved_measurements_alternate_windows_and_stop_on_their_own_rule()
             runs.append(x)
     assert runs[:2] == ["a", "b"]  # the warm-ups, one each
     assert runs[2:] == ["a", "b", "a", "b"]  # a's 2 windows paired with b's; b goes on alone
+
+
+class ScriptedTimer:
+    """A device timer whose stop() returns the scripted op times, one per op."""
+
+    def __init__(self, times_s: list[float]) -> None:
+        self.times = iter(times_s)
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> float:
+        return next(self.times)
+
+
+def _warmups(times_s: list[float], cap: int, settle: float | None):
+    from joulebench.profile.phases import RepeatedMeasurement
+
+    calls: list[int] = []
+    m = RepeatedMeasurement(
+        lambda: calls.append(1),
+        FakeMeter(10.0, update_period_s=0.01),
+        phase=Phase.DECODE,
+        method="direct",
+        rule=StoppingRule(),
+        min_window_s=0.01,
+        warmup=cap,
+        warmup_settle=settle,
+    )
+    m.timer = ScriptedTimer(times_s)  # type: ignore[assignment]
+    stop = m.warm_up()
+    assert len(calls) == len(m.warmups) == stop.n  # every warm-up ran once and is kept apart
+    assert all(w.warmup and w.energy_j is None for w in m.warmups)
+    return m, stop
+
+
+def test_settled_warmups_stop_once_two_in_a_row_agree():
+    # cold first op, then 0.20 → 0.21 s: within 10 % after the third warm-up; 5 is only the cap
+    m, stop = _warmups([0.5, 0.2, 0.21, 0.2, 0.2], cap=5, settle=0.10)
+    assert (stop.n, stop.reason, stop.rule, stop.cap) == (3, "settled", "settled", 5)
+    assert [w.latency_s for w in m.warmups] == [0.5, 0.2, 0.21]
+    assert m.result().warmup_stop == stop
+    assert m.op_s == 0.21  # the first window is sized from the last warm-up
+
+
+def test_warmups_that_never_settle_run_to_the_cap_and_say_so():
+    _, stop = _warmups([0.1, 0.2, 0.1, 0.2, 0.1, 0.2], cap=5, settle=0.10)
+    assert (stop.n, stop.reason) == (5, "cap")
+
+
+def test_exact_warmups_run_the_whole_count_even_when_settled():
+    _, stop = _warmups([0.2] * 5, cap=5, settle=None)  # the study's protocol: 5 warm-ups
+    assert (stop.n, stop.reason, stop.rule) == (5, "count", "exact")
+
+
+def test_warmups_settled_compares_the_last_two_to_the_shorter():
+    from joulebench.profile.phases import warmups_settled
+
+    assert not warmups_settled([0.2], 0.1)  # one warm-up: nothing to compare
+    assert warmups_settled([0.9, 0.20, 0.22], 0.1)  # 0.02 ≤ 10 % of 0.20
+    assert not warmups_settled([0.20, 0.23], 0.1)  # 0.03 > 10 % of 0.20
+    assert not warmups_settled([0.23, 0.20], 0.1)  # symmetric
+
+
+def test_auto_window_is_ten_update_periods_but_never_under_a_quarter_second():
+    from joulebench.profile.phases import auto_window_s
+
+    assert auto_window_s(0.01) == 0.25  # the estimator, RAPL
+    assert auto_window_s(0.1) == pytest.approx(1.0)  # NVML's ~100 ms counter: the old 1 s
+    assert auto_window_s(0.2) == pytest.approx(2.0)

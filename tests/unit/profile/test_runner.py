@@ -218,3 +218,58 @@ def test_natural_lengths_count_only_real_tokens(tiny_loaded, prompts, forced):
     )
     assert 4 <= r["tokens"]["output"] <= 24
     assert r["tokens"]["decode_output"] == r["tokens"]["output"] - 4
+
+
+def test_default_window_follows_the_meter_and_warmups_say_why_they_stopped(
+    tiny_loaded, prompts, forced, tmp_path
+):
+    with ResultStore(tmp_path / "r.duckdb") as store:
+        r = profile_cell(
+            tiny_loaded,
+            prompts,
+            _config(method="direct", min_window_s=None, warmup=4),
+            FakeMeter(80.0, update_period_s=0.04),  # auto: max(0.25 s, 10 × 40 ms) = 0.4 s
+            store=store,
+            idle=IdleBaseline({"gpu:0": 30.0}, 1.0),
+            hardware=PEAK,
+            output_length=forced(),
+        )
+        rows = store.query("SELECT phase, warmup, duration_s FROM repeats")
+    assert r["window"]["min_window_s"] == pytest.approx(0.4)
+    assert r["window"]["rule"].startswith("auto: max(0.25 s, 10 × the meter's update period")
+    for phase in ("prefill", "decode"):
+        s = r[phase]
+        assert s["min_window_s"] == pytest.approx(0.4)
+        w = s["warmups"]
+        assert w["rule"] == "settled" and w["cap"] == 4 and 1 <= w["n"] <= 4
+        assert w["n"] == len(w["latency_s"]) and w["stopped"] in ("settled", "cap")
+        if w["stopped"] == "settled":  # the last two warm-ups agreed within 10 %
+            a, b = w["latency_s"][-2:]
+            assert abs(a - b) <= 0.1 * min(a, b)
+        # every warm-up that ran is stored apart; every window lasted the automatic length
+        assert sum(1 for x in rows if x["phase"] == phase and x["warmup"]) == w["n"]
+        windows = [x["duration_s"] for x in rows if x["phase"] == phase and not x["warmup"]]
+        assert windows and min(windows) >= 0.4
+
+
+def test_exact_warmup_rule_and_a_given_window_are_the_studys_protocol(tiny_loaded, prompts, forced):
+    r = profile_cell(
+        tiny_loaded,
+        prompts,
+        _config(method="direct", min_window_s=0.1, warmup=3, warmup_rule="exact"),
+        FakeMeter(80.0, update_period_s=0.02),
+        idle=IdleBaseline({"gpu:0": 30.0}, 1.0),
+        hardware=PEAK,
+        output_length=forced(),
+    )
+    assert r["window"] == {"min_window_s": 0.1, "rule": "given: --min-window-s 0.1"}
+    for phase in ("prefill", "decode"):
+        w = r[phase]["warmups"]
+        assert (w["n"], w["rule"], w["stopped"]) == (3, "exact", "count")
+
+
+def test_unknown_warmup_rule_is_refused():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="warmup_rule"):
+        _config(warmup_rule="sometimes")
