@@ -76,6 +76,12 @@ def test_shape_compare_and_sweep_commands(tmp_path) -> None:
         out = json.loads(res.stdout)
         assert out["shaped"]["gateway"]["released"] == 10
         assert out["config"]["idle_power_w"] is not None
+        table = [a for a in common if a != "--json"]
+        res = runner.invoke(app, ["shape-compare", "--policy", "slo:80ms", *table])
+        assert res.exit_code == 0, res.output
+        text = " ".join(res.output.split())  # rich wraps long lines
+        assert "slo:80ms" in text and "releases, mean group" in text
+        assert "batch predicted" in text and "vs realised" in text and "passthrough" in text
         res = runner.invoke(
             app,
             ["shape-sweep", "--policy", "cadence:40ms", "--policy", "window:3,50ms",

@@ -213,7 +213,9 @@ class SloPolicy(Policy):
         self.rate.observe(t_s)
 
     def observe_release(self, group: int, arrivals_s: Sequence[float], released_s: float) -> None:
-        v = self._verdict or _Verdict("max delay", float(len(arrivals_s)), None)
+        v = self._verdict
+        if v is None or v.reason == "hold":  # the base class's --max-delay-ms overrode a hold
+            v = _Verdict("max delay", float(len(arrivals_s)), None if v is None else v.target)
         self._verdict = None
         reason_key = v.reason.split(":")[0]
         self.decisions[reason_key] += 1

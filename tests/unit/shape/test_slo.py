@@ -211,3 +211,14 @@ def test_every_release_is_explained() -> None:
     )
     assert "joulebench_gateway_slo_arrival_rate_rps" in text
     assert 'joulebench_gateway_slo_decisions_total{reason="' in text
+
+
+def test_max_delay_caps_the_hold_and_says_so() -> None:
+    rng = random.Random(6)
+    arrivals = poisson(rng, 4.0, 0.0, 30.0)
+    policy = parse_policy("slo:500ms", max_delay_ms=100)
+    releases = simulate(policy, arrivals)
+    check_invariants(arrivals, releases, 0.1)
+    assert isinstance(policy, SloPolicy)
+    assert any(rec.reason == "max delay" for rec in policy.releases)
+    assert not any(rec.reason == "hold" for rec in policy.releases)
