@@ -222,3 +222,15 @@ def test_max_delay_caps_the_hold_and_says_so() -> None:
     assert isinstance(policy, SloPolicy)
     assert any(rec.reason == "max delay" for rec in policy.releases)
     assert not any(rec.reason == "hold" for rec in policy.releases)
+
+
+def test_reproduce_plans_take_slo_policies() -> None:
+    from pydantic import ValidationError
+
+    from joulebench.reproduce.plan import ShapingPlan, bundled_plan
+
+    assert ShapingPlan(arrival="poisson:5", policies=["slo:500ms"], n=3).policies == ["slo:500ms"]
+    with pytest.raises(ValidationError, match="cannot read duration"):
+        ShapingPlan(arrival="poisson:5", policies=["slo:fast"], n=3)
+    full = bundled_plan("full")
+    assert full.shaping is not None and "slo:500ms" in full.shaping.policies
