@@ -15,7 +15,8 @@ already running upstream (the upstream's ``/metrics`` when fresh, else the gatew
 
 1. ``now ≥ a0 + budget − guard``: release (the hard bound; nobody waits longer).
 2. estimates unusable (too few arrivals or responses, upstream failing): release (passthrough).
-3. the upstream has requests waiting: release (it is saturated and batches them anyway).
+3. the upstream has had requests waiting for two scrapes in a row: release (it is saturated
+   and batches them anyway).
 4. ``q + r ≥ target``, the batch past which one more row saves less than ``gain_floor`` of the
    energy per request: release (holding cannot lower it further).
 5. the hold left is the budget minus the predicted first-token penalty of the bigger group; if
@@ -135,6 +136,7 @@ class SloPolicy(Policy):
         self._in_flight = 0
         self._area = 0.0  # ∫ in-flight dt: mean concurrency over any interval
         self._area_t: float | None = None
+        self._waiting_scrapes = 0  # consecutive scrapes with requests waiting upstream
 
     # -- the decision --------------------------------------------------------------------------
     def _decide(self, waiting_s: Sequence[float], now_s: float) -> Decision:
@@ -192,8 +194,10 @@ class SloPolicy(Policy):
         e = self.engine
         if e is not None and now_s - e.t_s <= FRESH_S:
             running = e.running if e.running is not None else float(self._in_flight)
+            # a queue seen once may be our own group not yet scheduled; seen twice, it is real
+            waiting = (e.waiting or 0.0) if self._waiting_scrapes >= 2 else 0.0
             # requests released since the scrape are not in it yet
-            return max(running, float(self._in_flight)), e.waiting or 0.0
+            return max(running, float(self._in_flight)), waiting
         return float(self._in_flight), 0.0
 
     def _own_bound_s(self) -> float | None:
@@ -277,6 +281,7 @@ class SloPolicy(Policy):
         if state is None:
             return
         self.engine = state
+        self._waiting_scrapes = self._waiting_scrapes + 1 if (state.waiting or 0) > 0 else 0
         if state.batch is not None:
             for og in self._open.values():
                 og.batch_sum += state.batch

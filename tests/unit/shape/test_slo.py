@@ -166,10 +166,11 @@ def test_busy_upstream_gets_requests_at_once() -> None:
         policy.observe_arrival(t)
     waiting = [10.0]
     assert policy.decide(waiting, now).release_n == 0  # idle upstream: worth holding
-    policy.observe_upstream(
-        now, {"joulebench_running_requests": 2.0, "joulebench_queue_length": 3.0}
-    )
-    assert policy.decide(waiting, now).release_n == 1  # requests wait up there: send now
+    busy = {"joulebench_running_requests": 2.0, "joulebench_queue_length": 3.0}
+    policy.observe_upstream(now - 0.1, busy)
+    assert policy.decide(waiting, now).release_n == 0  # one scrape: maybe our own group
+    policy.observe_upstream(now, busy)
+    assert policy.decide(waiting, now).release_n == 1  # still waiting up there: send now
     policy.observe_upstream(
         now, {"joulebench_running_requests": 40.0, "joulebench_queue_length": 0}
     )
