@@ -31,6 +31,7 @@ Two per-request figures, two scopes — each output says which it is:
 from __future__ import annotations
 
 import bisect
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -207,8 +208,12 @@ def steady_state(
         return SteadyState(None, None, plateau, None, 0.0, None, note)
     tokens = 0.0
     for r in ok:
-        assert r.output_tokens is not None and r.first_token_s is not None and r.end_s is not None
-        a, b = r.first_token_s, r.end_s
+        # tokens counted by the server's usage can come without a streamed text chunk: the
+        # request's output then spreads over its whole span, from the send
+        a = r.first_token_s if r.first_token_s is not None else r.actual_send_s
+        b = r.end_s
+        if a is None or b is None or not r.output_tokens:
+            continue
         if b <= a:
             tokens += r.output_tokens if start <= a <= end else 0.0
             continue
@@ -268,15 +273,30 @@ def account(
     aligned = clocks_aligned(records, series)
     resolved = window.passed and aligned.passed
     net_j = attribution.per_key_net_j or {}
+    at_or_below_idle = 0
     for r in records:
-        r.energy_j = attribution.per_key_j.get(r.idx) if resolved else None
-        r.energy_net_j = net_j.get(r.idx) if resolved else None
+        # only a request that ended properly gets a per-request figure; a net share at or
+        # below zero is no energy of the request's ("≤ idle"), never stored as a number
+        mine = resolved and r.ok
+        r.energy_j = attribution.per_key_j.get(r.idx) if mine else None
+        net_r = net_j.get(r.idx) if mine else None
+        if net_r is not None and net_r <= 0:
+            at_or_below_idle += 1
+            net_r = None
+        r.energy_net_j = net_r
     attributed = [r.energy_j for r in ok if r.energy_j is not None]
+    # what the requests that did not end properly drew: part of the total, nobody's figure
+    not_ok_j = (
+        math.fsum(attribution.per_key_j.get(r.idx, 0.0) for r in records if not r.ok)
+        if resolved
+        else None
+    )
     steady = steady_state(records, series, concurrency=concurrency, min_duration_s=min_window_s)
     label = meter_label or "unknown"
+    net_above_idle = net is not None and net > 0
     per_request_j = {
         "paper_whole_window": gross / n_ok if n_ok else None,
-        "idle_subtracted": net / n_ok if n_ok and net is not None else None,
+        "idle_subtracted": net / n_ok if n_ok and net is not None and net > 0 else None,
         "steady_state": steady.per_request_j,
         "attributed_mean": sum(attributed) / len(attributed) if attributed else None,
     }
@@ -285,9 +305,12 @@ def account(
     accountings = {
         "paper_whole_window": f"{label}; whole window ÷ {n_ok} successful requests (the study's)",
         "idle_subtracted": (
-            f"{label}; (window − {idle_power_w:.3g} W idle × {duration:.3g} s) ÷ {n_ok}"
-            if idle_power_w is not None
-            else "not computed: no idle baseline (pass --idle-s)"
+            "not computed: no idle baseline (pass --idle-s)"
+            if idle_power_w is None or net is None
+            else f"{label}; (window − {idle_power_w:.3g} W idle × {duration:.3g} s) ÷ {n_ok}"
+            if net_above_idle
+            else f"≤ idle: the window's energy ({gross:.4g} J) is at or below idle power × its "
+            f"duration ({idle_power_w * duration:.4g} J); no per-request net figure"
         ),
         "steady_state": f"{label}; {steady.note}",
         "attributed_mean": f"{label}; {ATTRIBUTION_METHOD}, mean over successful requests; "
@@ -313,6 +336,9 @@ def account(
         "idle_power_w": idle_power_w,
         "window_s": duration,
         "successful_requests": n_ok,
+        "net_at_or_below_idle": not net_above_idle if net is not None else None,
+        "requests_net_at_or_below_idle": at_or_below_idle,
+        "not_ok_share_j": not_ok_j,
         "per_request_j": per_request_j,
         "per_request_wh": {k: _wh(v) for k, v in per_request_j.items()},
         # the spread behind ``attributed_mean``: a mean alone hides a long tail of costly requests

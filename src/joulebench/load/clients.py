@@ -12,6 +12,18 @@ Server-reported energy is captured when present: an ``x-energy-j`` response head
 finishing chunk's ``energy`` or TGI's ``details.energy``; its label is normalised by
 :func:`energy_label`, so streamed and non-streamed answers of one server read the same.
 Queue time is read from an ``x-queue-time`` (TGI, ms) or ``x-queue-ms`` header.
+
+Outcome. An answer is ``ok`` only if it ended properly: an OpenAI stream with a
+``finish_reason`` (``[DONE]`` alone is not an end: llama.cpp's server closed overlapping streams
+after one token with ``[DONE]`` and no reason), TGI's final event carrying ``details`` with a
+``finish_reason``. A finish reason that says the server gave up (``error``, ``abort``,
+``cancelled``) is ``failed``. With a *forced* length (``forced=True``: a fixed number or the
+prompts' reference lengths, min = max) the answer must also hold the tokens asked for: OpenAI
+requests then carry ``ignore_eos`` (vLLM, SGLang, llama.cpp and joulebench serve honour it; TGI
+has no such parameter), and an answer that stopped early (``finish_reason`` other than
+``length``, or a server-counted ``completion_tokens`` below ``max_tokens``) is ``truncated``.
+Anything else that started but did not end properly is ``truncated`` too; it is counted, never
+averaged in, and never given a per-request energy.
 """
 
 from __future__ import annotations
@@ -25,7 +37,7 @@ from typing import Any, ClassVar
 import httpx
 
 from joulebench.errors import UnknownName
-from joulebench.load.metrics import FAILED, OK, RequestRecord
+from joulebench.load.metrics import FAILED, OK, TRUNCATED, RequestRecord
 
 Tokenizer = Callable[[str], int]  # text → token count
 PromptInput = str | list[dict[str, str]]  # plain text, or chat messages
@@ -53,15 +65,25 @@ def energy_label(energy: dict[str, Any]) -> str | None:
     return f"{method};meter={meter}" if meter else str(method)
 
 
+#: Finish reasons by which a server says it gave the answer up (vLLM ``abort``, joulebench's).
+GAVE_UP = frozenset({"error", "abort", "cancelled"})
+#: Finish reasons that mean the answer reached ``max_tokens``.
+LENGTH_REASONS = frozenset({"length"})
+
+
 class ProtocolClient(ABC):
     """One wire protocol. Subclasses build the payload and read one SSE event."""
 
     name: ClassVar[str]
     path: ClassVar[str]
+    end_marker: ClassVar[str] = "end of stream"  # what ends a stream, named in truncations
 
-    def __init__(self, model: str | None = None, tokenizer: Tokenizer | None = None) -> None:
+    def __init__(
+        self, model: str | None = None, tokenizer: Tokenizer | None = None, forced: bool = False
+    ) -> None:
         self.model = model
         self.tokenizer = tokenizer
+        self.forced = forced
         # built requests by (id(prompt), max_tokens), with the prompt kept to check identity:
         # building one (URL and header merging, JSON encoding) costs as much as sending it
         self._requests: dict[tuple[int, int], tuple[PromptInput, httpx.Request]] = {}
@@ -155,14 +177,32 @@ class ProtocolClient(ABC):
             rec.error = f"{type(exc).__name__}: {exc}"[:_ERROR_CHARS]
             return rec
         rec.end_s = clock()
-        if rec.error is None and not done:
-            rec.error = "stream ended before the server said it was complete"
-        if rec.error is None:
-            rec.status = OK
-            self._finish_tokens(rec, prompt)
-        else:
+        rec.asked_tokens = max_tokens
+        if rec.error is not None:
             rec.status = FAILED
+            return rec
+        self._finish_tokens(rec, prompt)
+        rec.status, rec.error = self.outcome(rec, done, max_tokens)
         return rec
+
+    def outcome(self, rec: RequestRecord, done: bool, max_tokens: int) -> tuple[str, str | None]:
+        """``(status, why)`` of an answer that streamed without an error (module docstring)."""
+        reason = rec.finish_reason
+        if reason is None:
+            if done:
+                return TRUNCATED, f"{self.end_marker} without a finish_reason"
+            return TRUNCATED, "stream ended before the server said it was complete"
+        if reason in GAVE_UP:
+            return FAILED, f"the server ended the answer with finish_reason {reason!r}"
+        if self.forced:
+            counted = rec.output_tokens if rec.token_source == "usage" else None
+            if reason not in LENGTH_REASONS or (counted is not None and counted < max_tokens):
+                got = "?" if rec.output_tokens is None else rec.output_tokens
+                return TRUNCATED, (
+                    f"forced length: {got} of {max_tokens} tokens asked for "
+                    f"(finish_reason {reason!r})"
+                )
+        return OK, None
 
     def _request(
         self, http: httpx.AsyncClient, prompt: PromptInput, max_tokens: int
@@ -237,19 +277,27 @@ def _queue_ms(rec: RequestRecord, value: Any) -> None:
 
 
 class _OpenAI(ProtocolClient):
+    end_marker = "[DONE]"
+
     def _common(self, max_tokens: int) -> dict[str, Any]:
-        return {
+        body: dict[str, Any] = {
             "model": self.model or "default",
             "max_tokens": max_tokens,
             "stream": True,
             "stream_options": {"include_usage": True},
         }
+        if self.forced:
+            body["ignore_eos"] = True  # the forced length: no early stop at EOS
+        return body
 
     def on_event(self, event: dict[str, Any], rec: RequestRecord, now_s: float) -> bool:
         finished = False
         for choice in event.get("choices") or ():
             self._text(rec, self._choice_text(choice), now_s)
-            finished = finished or choice.get("finish_reason") is not None
+            reason = choice.get("finish_reason")
+            if reason is not None:
+                rec.finish_reason = str(reason)
+                finished = True
         if event.get("usage"):
             _usage(rec, event["usage"])
         elif event.get("energy") is not None:  # joulebench serve's finishing chunk
@@ -287,9 +335,14 @@ class OpenAICompletions(_OpenAI):
         return choice.get("text")
 
 
+#: TGI's finish reasons in OpenAI's words (``eos_token`` and ``stop_sequence`` end naturally).
+_TGI_REASON = {"eos_token": "stop", "stop_sequence": "stop", "length": "length"}
+
+
 class TGI(ProtocolClient):
     name = "tgi"
     path = "/generate_stream"
+    end_marker = "final event"
 
     def payload(self, prompt: PromptInput, max_tokens: int) -> dict[str, Any]:
         return {
@@ -303,6 +356,10 @@ class TGI(ProtocolClient):
             self._text(rec, token.get("text"), now_s)
         details = event.get("details")
         if isinstance(details, dict):
+            if details.get("finish_reason") is not None and event.get("generated_text") is not None:
+                rec.finish_reason = _TGI_REASON.get(
+                    details["finish_reason"], details["finish_reason"]
+                )
             if details.get("generated_tokens") is not None:
                 rec.output_tokens = int(details["generated_tokens"])
                 rec.token_source = "usage"
@@ -327,10 +384,17 @@ PROTOCOLS: dict[str, type[ProtocolClient]] = {
 
 
 def make_client(
-    protocol: str, *, model: str | None = None, tokenizer: Tokenizer | None = None
+    protocol: str,
+    *,
+    model: str | None = None,
+    tokenizer: Tokenizer | None = None,
+    forced: bool = False,
 ) -> ProtocolClient:
-    """The client for ``protocol``; an unknown name lists the known ones."""
+    """The client for ``protocol``; an unknown name lists the known ones.
+
+    ``forced``: the output length is forced (min = max): answers must hold ``max_tokens``.
+    """
     cls = PROTOCOLS.get(protocol)
     if cls is None:
         raise UnknownName("protocol", protocol, list(PROTOCOLS))
-    return cls(model=model, tokenizer=tokenizer)
+    return cls(model=model, tokenizer=tokenizer, forced=forced)

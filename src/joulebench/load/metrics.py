@@ -1,8 +1,11 @@
 """Per-request records of a load test and the latency statistics derived from them.
 
-All instants are on the runner's clock (monotonic seconds). Failed and timed-out requests keep
-their record (status, HTTP status, error) but never enter the latency percentiles, which are
-computed over successful requests only.
+All instants are on the runner's clock (monotonic seconds). A request's ``status`` is ``ok`` only
+when its answer ended properly (a finish reason, TGI's final event with details) and, with a
+forced output length, holds the tokens asked for; an answer cut short is ``truncated``, an error
+``failed``, a request past its deadline ``timeout``. Only ``ok`` requests enter the latency
+percentiles and get a per-request energy; the others keep their record (status, HTTP status,
+error, finish reason) and are counted.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from dataclasses import dataclass, field
 OK = "ok"
 FAILED = "failed"
 TIMEOUT = "timeout"
+TRUNCATED = "truncated"
 
 
 @dataclass(slots=True)
@@ -32,6 +36,8 @@ class RequestRecord:
     input_tokens: int | None = None
     output_tokens: int | None = None
     token_source: str | None = None  # "usage", "tokenizer" or "chunks"
+    finish_reason: str | None = None  # as the server said it (OpenAI finish_reason, TGI details)
+    asked_tokens: int | None = None  # max_tokens sent; with a forced length, the tokens required
     chunk_times_s: list[float] = field(default_factory=list)
     text_parts: list[str] = field(default_factory=list)
     queue_ms: float | None = None  # from the server (header) when it says
@@ -99,6 +105,8 @@ class RequestRecord:
             "energy_net_j": self.energy_net_j,
             "lag_ms": self.lag_ms,
             "token_source": self.token_source,
+            "finish_reason": self.finish_reason,
+            "asked_tokens": self.asked_tokens,
             "itl_ms_mean": sum(itl) / len(itl) if itl else None,
             "server_energy_j": self.server_energy_j,
             "server_energy_method": self.server_energy_method,

@@ -26,7 +26,7 @@ from joulebench.errors import ConfigError
 from joulebench.load.accounting import account
 from joulebench.load.arrivals import ArrivalProcess, parse_arrival
 from joulebench.load.clients import PromptInput, ProtocolClient, Tokenizer, make_client
-from joulebench.load.metrics import FAILED, TIMEOUT, RequestRecord, summarize
+from joulebench.load.metrics import FAILED, TIMEOUT, TRUNCATED, RequestRecord, summarize
 from joulebench.load.pool import LoadClient
 from joulebench.meters.base import Meter, MeterInfo
 from joulebench.meters.timeline import PowerTimeline
@@ -88,8 +88,11 @@ class LoadResult:
             "requests": {
                 "total": len(self.records),
                 "ok": len(ok),
-                "failed": len(failed),
+                "failed": len(failed),  # every request that is not ok: the three below together
+                "truncated": sum(r.status == TRUNCATED for r in failed),
                 "timed_out": sum(r.status == TIMEOUT for r in failed),
+                "errored": sum(r.status == FAILED for r in failed),
+                "failed_rate": len(failed) / len(self.records) if self.records else None,
                 "errors": errors,
             },
             "duration_s": self.duration_s,
@@ -303,11 +306,14 @@ async def run_load_async(
     clock: Callable[[], float] = time.monotonic,
     tokenizer: Tokenizer | None = None,
     timeline_hz: float = 10.0,
+    forced: bool = False,
 ) -> LoadResult:
     """Send ``n`` requests to ``url`` and measure them (see the module docstring).
 
     ``clock`` must be the meter's clock when a meter is given (both default to
-    ``time.monotonic``), so request spans and the power timeline line up.
+    ``time.monotonic``), so request spans and the power timeline line up. ``forced``: the
+    output lengths are forced (min = max); an answer with fewer tokens is ``truncated``
+    (:mod:`joulebench.load.clients`).
     """
     if n < 1:
         raise ConfigError(f"--n must be ≥ 1, got {n}")
@@ -319,7 +325,7 @@ async def run_load_async(
     if not texts:
         raise ConfigError("no prompts to send")
     proc = parse_arrival(arrival, seed=seed) if isinstance(arrival, str) else arrival
-    client = make_client(protocol, model=model, tokenizer=tokenizer)
+    client = make_client(protocol, model=model, tokenizer=tokenizer, forced=forced)
     lengths = _lengths(output_length, n)
     timeline = PowerTimeline(meter, hz=timeline_hz) if meter is not None else None
     info = MeterInfo.of(meter) if meter is not None else None
@@ -371,6 +377,7 @@ async def run_load_async(
         "arrival": proc.describe(),
         "n": n,
         "output_length": output_length if isinstance(output_length, int) else "per-prompt",
+        "forced_length": forced,
         "concurrency": concurrency,
         "timeout_s": timeout_s,
         "seed": seed,

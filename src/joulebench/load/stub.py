@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 
 log = logging.getLogger(__name__)
 
+_TGI_REASON = {"length": "length", "stop": "eos_token"}
 _REASONS = {
     200: "OK",
     400: "Bad Request",
@@ -49,12 +50,22 @@ class StubConfig:
     max_concurrency: int | None = None
     model: str = "stub"
     seed: int = 0
+    # streams cut short like llama.cpp's server under overlapping streams: after
+    # ``truncate_after`` tokens, ``[DONE]`` without a finish_reason (TGI: no final event)
+    truncate_rate: float = 0.0
+    truncate_after: int = 1
+    # the model's EOS after this many tokens (finish_reason "stop"), unless the request asks
+    # ``ignore_eos`` (vLLM's extension)
+    eos_after: int | None = None
 
     def __post_init__(self) -> None:
         if self.tokens < 0:
             raise ValueError(f"tokens must be ≥ 0, got {self.tokens}")
-        if not 0.0 <= self.failure_rate <= 1.0:
-            raise ValueError(f"failure_rate must be in [0, 1], got {self.failure_rate}")
+        for name in ("failure_rate", "truncate_rate"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        if self.truncate_after < 0 or (self.eos_after is not None and self.eos_after < 1):
+            raise ValueError("truncate_after must be ≥ 0 and eos_after ≥ 1")
         if self.token_delay_s < 0 or self.first_token_delay_s < 0:
             raise ValueError("delays must be ≥ 0")
         if self.max_concurrency is not None and self.max_concurrency < 1:
@@ -65,6 +76,7 @@ class StubConfig:
 class StubStats:
     requests: int = 0
     failed: int = 0
+    truncated: int = 0
     tokens: int = 0
     paths: dict[str, int] = field(default_factory=dict)
 
@@ -181,6 +193,12 @@ class StubServer:
         except (TypeError, ValueError):
             w.write(_response(400, b'{"error":"max_tokens must be an integer"}'))
             return
+        reason = "length"
+        if cfg.eos_after is not None and cfg.eos_after < n and not p.get("ignore_eos"):
+            n, reason = cfg.eos_after, "stop"
+        cut = cfg.truncate_rate and self._rng.random() < cfg.truncate_rate
+        if cut:
+            self.stats.truncated += 1
         prompt = p.get("prompt") or p.get("inputs") or json.dumps(p.get("messages", ""))
         prompt_tokens = max(1, len(str(prompt).split()))
         t_arrive = time.monotonic()
@@ -198,9 +216,10 @@ class StubServer:
             stream = bool(p.get("stream")) or path == "/generate_stream"
             self.stats.tokens += n
             if stream:
-                await self._stream(path, p, n, prompt_tokens, energy, headers, w)
+                cut_at = min(n, cfg.truncate_after) if cut else None
+                await self._stream(path, p, n, prompt_tokens, energy, headers, w, reason, cut_at)
             else:
-                await self._plain(path, n, prompt_tokens, energy, headers, w)
+                await self._plain(path, n, prompt_tokens, energy, headers, w, reason)
         finally:
             if slots is not None:
                 slots.release()
@@ -224,6 +243,8 @@ class StubServer:
         energy: float | None,
         headers: dict[str, str],
         w: asyncio.StreamWriter,
+        reason: str = "length",
+        cut_at: int | None = None,
     ) -> None:
         cfg = self.config
         head = [
@@ -244,12 +265,13 @@ class StubServer:
         if cfg.first_token_delay_s:
             await w.drain()
             await asyncio.sleep(cfg.first_token_delay_s)
-        for i in range(n):
+        for i in range(n if cut_at is None else cut_at):
             if i and cfg.token_delay_s:
                 await w.drain()
                 await asyncio.sleep(cfg.token_delay_s)
             word = f" tok{i}"
-            last = i == n - 1
+            last = i == n - 1 and cut_at is None
+            fin = reason if last else None
             if tgi:
                 event: dict = {
                     "index": i,
@@ -259,7 +281,7 @@ class StubServer:
                 }
                 if last:
                     event["generated_text"] = "".join(f" tok{j}" for j in range(n))
-                    event["details"] = {"finish_reason": "length", "generated_tokens": n}
+                    event["details"] = {"finish_reason": _TGI_REASON[reason], "generated_tokens": n}
             elif chat:
                 event = {
                     **base,
@@ -267,21 +289,19 @@ class StubServer:
                         {
                             "index": 0,
                             "delta": {"content": word},
-                            "finish_reason": "length" if last else None,
+                            "finish_reason": fin,
                         }
                     ],
                 }
             else:
                 event = {
                     **base,
-                    "choices": [
-                        {"index": 0, "text": word, "finish_reason": "length" if last else None}
-                    ],
+                    "choices": [{"index": 0, "text": word, "finish_reason": fin}],
                 }
             w.write(_sse(event))
         if not tgi:
             opts = p.get("stream_options") or {}
-            if opts.get("include_usage"):
+            if opts.get("include_usage") and cut_at is None:
                 w.write(
                     _sse({**base, "choices": [], "usage": self._usage(n, prompt_tokens, energy)})
                 )
@@ -296,6 +316,7 @@ class StubServer:
         energy: float | None,
         headers: dict[str, str],
         w: asyncio.StreamWriter,
+        reason: str = "length",
     ) -> None:
         cfg = self.config
         delay = cfg.first_token_delay_s + cfg.token_delay_s * max(0, n - 1)
@@ -305,7 +326,7 @@ class StubServer:
         if path == "/generate":
             obj: dict = {
                 "generated_text": text,
-                "details": {"finish_reason": "length", "generated_tokens": n},
+                "details": {"finish_reason": _TGI_REASON[reason], "generated_tokens": n},
             }
         elif path == "/v1/chat/completions":
             obj = {
@@ -315,7 +336,7 @@ class StubServer:
                 "choices": [
                     {
                         "index": 0,
-                        "finish_reason": "length",
+                        "finish_reason": reason,
                         "message": {"role": "assistant", "content": text},
                     }
                 ],
@@ -326,7 +347,7 @@ class StubServer:
                 "id": "stub",
                 "object": "text_completion",
                 "model": cfg.model,
-                "choices": [{"index": 0, "text": text, "finish_reason": "length"}],
+                "choices": [{"index": 0, "text": text, "finish_reason": reason}],
                 "usage": self._usage(n, prompt_tokens, energy),
             }
         w.write(_response(200, json.dumps(obj).encode(), headers))

@@ -279,7 +279,7 @@ class ServingEngine:
             sampling=sampling,
             arrival_s=arrival,
             sink=loop_sink(loop, queue),
-            eos_token_ids=self.eos_token_ids,
+            eos_token_ids=frozenset() if sampling.ignore_eos else self.eos_token_ids,
         )
         with self._lock:
             self._outstanding += 1

@@ -117,6 +117,7 @@ class _OpenAIBase(_Body):
     logit_bias: dict[str, float] | None = None
     response_format: dict[str, Any] | None = None
     user: str | None = None
+    ignore_eos: bool = False  # vLLM's extension: generate max_tokens tokens, EOS or not
 
     def unsupported(self) -> Unsupported | None:
         """The first parameter set to something joulebench does not implement, and why."""
@@ -147,6 +148,7 @@ class _OpenAIBase(_Body):
             temperature=_temperature(self.temperature, 0.0),
             top_p=self.top_p if self.top_p is not None else 1.0,
             seed=self.seed,
+            ignore_eos=self.ignore_eos,
         )
 
     def stop_list(self) -> list[str]:

@@ -36,6 +36,7 @@ class SamplingParams:
     temperature: float = 0.0
     top_p: float = 1.0
     seed: int | None = None
+    ignore_eos: bool = False  # generate to max_tokens past EOS (vLLM's extension; forced lengths)
 
     @property
     def greedy(self) -> bool:

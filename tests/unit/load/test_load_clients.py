@@ -141,7 +141,8 @@ def test_streamed_energy_label_matches_the_plain_header_for_every_protocol():
     usage = {"prompt_tokens": 3, "completion_tokens": 1, "energy": ENERGY, "queue_ms": 4.5}
     chat, _ = run("openai-chat", sse(chat_chunk("a", "stop"), {"choices": [], "usage": usage}))
     done = {"token": {"text": "a"}, "generated_text": "a",
-            "details": {"generated_tokens": 1, "energy": ENERGY, "queue_ms": 2.0}}  # fmt: skip
+            "details": {"finish_reason": "length", "generated_tokens": 1, "energy": ENERGY,
+                        "queue_ms": 2.0}}  # fmt: skip
     tgi, _ = run("tgi", sse(done, done=False))
     # a server that only labels its header (older joulebench serve, or another server)
     plain, _ = run(

@@ -74,6 +74,8 @@ class SequentialScheduler(ThreadedScheduler):
             top_p=sp.top_p if not sp.greedy else None,
             top_k=None,
             eos_token_id=sorted(req.eos_token_ids) or None,
+            # ignore_eos: generate() would fall back to the model's EOS, so EOS is held off
+            min_new_tokens=req.max_new_tokens if sp.ignore_eos else None,
             pad_token_id=self.tokenizer.pad_token_id,
         )
         device = getattr(self.model, "device", "cpu")
