@@ -54,7 +54,9 @@ def test_cli_json_store_and_failures(tmp_path, prompts):
             "--store",
             str(db),
         )
-    assert proc.returncode == 0, proc.stderr
+    # requests were lost: the exit status says so, and the run is stored partial
+    assert proc.returncode == 1, proc.stderr
+    assert "incomplete run" in proc.stderr and "--max-failed-rate" in proc.stderr
     j = json.loads(proc.stdout)
     assert j["requests"]["ok"] + j["requests"]["failed"] == 30
     assert j["requests"]["failed"] > 0
@@ -69,8 +71,8 @@ def test_cli_json_store_and_failures(tmp_path, prompts):
     assert con.execute("SELECT count(*) FROM timelines").fetchone()[0] > 2
     kind, status, summary = con.execute("SELECT kind, status, summary FROM runs").fetchone()
     assert kind == "load" and json.loads(summary)["requests"]["ok"] == n_ok
-    # status says the run finished; audit verdicts are in the summary and the audits table
-    assert status == "done"
+    # status says the run lost requests; audit verdicts are in the summary and the audits table
+    assert status == "partial"
     stored = json.loads(summary)
     assert stored["audits"] == j["audits"] and stored["config"]["scheduler"] == "external server"
     n_audits = con.execute("SELECT count(*) FROM audits").fetchone()[0]
@@ -149,3 +151,50 @@ def test_cli_trace_replay(tmp_path, prompts):
     j = json.loads(proc.stdout)
     assert j["requests"]["ok"] == 4
     assert j["target_rate_rps"] == pytest.approx(60.0)
+
+
+def _stub_load(url: str, prompts: str, *extra: str) -> subprocess.CompletedProcess[str]:
+    return jb(
+        "load", "--url", url, "--protocol", "openai-chat", "--arrival", "fixed:10ms",
+        "--n", "60", "--prompts", prompts, "--output-length", "4", "--meter", "fake",
+        "--hz", "50", "--json", *extra,
+    )  # fmt: skip
+
+
+def test_most_requests_failing_exits_1_and_is_stored_partial(tmp_path, prompts):
+    db = tmp_path / "r.duckdb"
+    with stub_server(StubConfig(tokens=4, failure_rate=50 / 60, seed=1)) as url:
+        proc = _stub_load(url, prompts, "--store", str(db))
+        allowed = _stub_load(url, prompts, "--max-failed-rate", "0.95")
+    assert proc.returncode == 1 and "failed or were truncated" in proc.stderr
+    j = json.loads(proc.stdout)
+    assert 0 < j["requests"]["ok"] < 60 and j["requests"]["errored"] == j["requests"]["failed"]
+    con = duckdb.connect(str(db), read_only=True)
+    assert con.execute("SELECT status FROM runs").fetchone()[0] == "partial"
+    assert allowed.returncode == 0, allowed.stderr  # the user allowed that many losses
+
+
+def test_truncated_streams_are_counted_and_fail_the_run(prompts):
+    with stub_server(StubConfig(tokens=4, truncate_rate=0.5, truncate_after=1, seed=3)) as url:
+        proc = _stub_load(url, prompts)
+    assert proc.returncode == 1
+    j = json.loads(proc.stdout)
+    assert j["requests"]["truncated"] > 0
+    assert j["requests"]["ok"] + j["requests"]["truncated"] == 60
+    assert any("[DONE] without a finish_reason" in e for e in j["requests"]["errors"])
+    assert j["energy"]["successful_requests"] == j["requests"]["ok"]
+
+
+def test_a_locked_store_fails_before_any_request_is_sent(tmp_path, prompts):
+    from joulebench.load.stub import StubServer
+
+    db = tmp_path / "r.duckdb"
+    stub = StubServer(StubConfig(tokens=4))
+    holder = duckdb.connect(str(db))  # another process holds the store
+    try:
+        with stub_server(server=stub) as url:
+            proc = _stub_load(url, prompts, "--store", str(db))
+    finally:
+        holder.close()
+    assert proc.returncode == 2 and "cannot open the results store" in proc.stderr
+    assert proc.stdout == "" and stub.stats.requests == 0  # nothing sent, nothing thrown away

@@ -47,10 +47,11 @@ def test_failing_audit_keeps_status_done_and_the_run_in_the_figures(tmp_path: Pa
     # idle power far above the 50 W the meter reports: energy ≥ idle × duration must fail
     result, j = _run(idle_power_w=5000.0)
     assert "load:energy_ge_idle_x_duration" in j["audits"]["failed"]
-    run_id = load_cli._store(db, result, j, "audited")
     clean, j2 = _run(idle_power_w=10.0)
     assert j2["audits"]["failed"] == []
-    clean_id = load_cli._store(db, clean, j2, "clean")
+    with ResultStore(db) as store:
+        run_id = load_cli._store(store, result, j, "audited")
+        clean_id = load_cli._store(store, clean, j2, "clean")
 
     con = duckdb.connect(str(db), read_only=True)
     rows = dict(con.execute("SELECT run_id, status FROM runs").fetchall())
@@ -81,7 +82,8 @@ def test_no_successful_request_is_failed_and_still_listed(tmp_path: Path) -> Non
     db = tmp_path / "r.duckdb"
     result, j = _run(idle_power_w=10.0, failure_rate=1.0)
     assert j["requests"]["ok"] == 0
-    run_id = load_cli._store(db, result, j, "all-failed")
+    with ResultStore(db) as store:
+        run_id = load_cli._store(store, result, j, "all-failed")
     with ResultStore(db, read_only=True) as store:
         contents = read_store(store)
     (run,) = contents.runs
@@ -95,7 +97,10 @@ def test_no_successful_request_is_failed_and_still_listed(tmp_path: Path) -> Non
 
 def test_interrupted_load_is_recorded_as_interrupted(tmp_path: Path) -> None:
     db = tmp_path / "r.duckdb"
-    run_id = load_cli._store_interrupted(db, {"n": 5, "arrival": {"spec": "burst"}}, "ctrl-c")
+    with ResultStore(db) as store:
+        run_id = load_cli._store_interrupted(
+            store, {"n": 5, "arrival": {"spec": "burst"}}, "ctrl-c"
+        )
     with ResultStore(db, read_only=True) as store:
         contents = read_store(store)
     (run,) = contents.runs
@@ -106,6 +111,8 @@ def test_interrupted_load_is_recorded_as_interrupted(tmp_path: Path) -> None:
 
 
 def test_run_status_ignores_audits() -> None:
-    assert run_status({"requests": {"ok": 3}, "audits": {"failed": ["x"]}}) == "done"
-    assert run_status({"requests": {"ok": 0}}) == "failed"
+    ok = {"ok": 3, "total": 3}
+    assert run_status({"requests": ok, "audits": {"failed": ["x"]}}) == "done"
+    assert run_status({"requests": {"ok": 2, "total": 3}}) == "partial"  # a request was lost
+    assert run_status({"requests": {"ok": 0, "total": 3}}) == "failed"
     assert run_status({}) == "failed"

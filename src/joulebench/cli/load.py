@@ -20,9 +20,12 @@ Per-request energy appears twice in ``--json`` and the two are not the same quan
 server and meter, and prints them side by side (:mod:`joulebench.shape.experiment`); with
 ``--store`` both runs are kept as ``load`` runs (the shaped one with ``via_shape``).
 
-A stored run's status says whether it finished: ``done`` (at least one request succeeded),
-``failed`` (none did) or ``interrupted`` (Ctrl-C). Audit verdicts never change it: they are in
-the audits table and in the summary's ``audits`` (``passed``, ``failed`` check names).
+A stored run's status says whether it finished whole: ``done`` (every request ended properly),
+``partial`` (some failed, timed out or were truncated: counted, never averaged in), ``failed``
+(none succeeded) or ``interrupted`` (Ctrl-C). The exit status is 1 when any request was lost
+(``--max-failed-rate R`` allows a share R). ``--store`` is opened, and so locked, before the first
+request. Audit verdicts never change the status: they are in the audits table and in the
+summary's ``audits`` (``passed``, ``failed`` check names).
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from joulebench.cli.common import console, err_console, handle_errors, print_json
@@ -64,6 +68,7 @@ from joulebench.load.arrivals import parse_arrival
 from joulebench.load.clients import PROTOCOLS, Tokenizer
 from joulebench.load.runner import LoadResult, run_load
 from joulebench.meters.window import measure_idle
+from joulebench.workloads.output_length import OutputLength
 
 log = logging.getLogger(__name__)
 
@@ -128,12 +133,13 @@ def _target(
 def print_table(j: dict[str, Any]) -> None:
     req = j["requests"]
     console.print(
-        f"[bold]{req['ok']}[/] ok, [bold red]{req['failed']}[/] failed "
-        f"({req['timed_out']} timed out) in {j['duration_s']:.2f} s; "
+        f"[bold]{req['ok']}[/] ok, [bold red]{req['failed']}[/] not ok "
+        f"({req.get('truncated', 0)} truncated, {req['timed_out']} timed out, "
+        f"{req.get('errored', 0)} failed) in {j['duration_s']:.2f} s; "
         f"target {_fmt(j['target_rate_rps'])} req/s, achieved {_fmt(j['achieved_rate_rps'])} req/s"
     )
     for err, count in req["errors"].items():
-        console.print(f"  [red]{count}×[/] {err}")
+        console.print(f"  [red]{count}×[/] {escape(err)}")
     lat = Table("latency (ms, successful only)", "p50", "p90", "p99", title="Latency")
     for key in ("schedule_lag_ms", "ttft_ms", "tpot_ms", "itl_ms", "e2e_ms", "queue_ms"):
         s = j[key]
@@ -145,11 +151,12 @@ def print_table(j: dict[str, Any]) -> None:
         return
     table = Table("accounting", "Wh / request", "J / request", "how", title="Energy per request")
     for key, title in ACCOUNTING_TITLES.items():
+        below = key == "idle_subtracted" and e.get("net_at_or_below_idle")
         table.add_row(
             title,
-            _fmt(e["per_request_wh"][key]),
-            _fmt(e["per_request_j"][key]),
-            e["accountings"][key],
+            "≤ idle" if below else _fmt(e["per_request_wh"][key]),
+            "≤ idle" if below else _fmt(e["per_request_j"][key]),
+            escape(str(e["accountings"][key])),
         )
     console.print(table)
     spread = e.get("attributed_spread_j")
@@ -192,34 +199,60 @@ def _pct(x: float | None) -> str:
     return "—" if x is None else f"{x:.1%}"
 
 
-def _store(path: Path, result: LoadResult, j: dict[str, Any], name: str | None) -> str:
-    """Store one load as a ``load`` run: ``done`` if a request succeeded, else ``failed``; audit
-    verdicts never change the status (:func:`joulebench.reproduce.serving.store_load`)."""
+def _store(db: Any, result: LoadResult, j: dict[str, Any], name: str | None) -> str:
+    """Store one load as a ``load`` run in the open store ``db`` (its status from
+    :func:`joulebench.reproduce.serving.run_status`; audit verdicts never change it)."""
     from joulebench.reproduce.serving import store_load
-    from joulebench.results.store import ResultStore
 
-    with ResultStore(path) as db:
-        return store_load(
-            db,
-            j,
-            name=name,
-            extra_config=result.config,
-            meter_info=result.meter.to_dict() if result.meter else None,
-            requests=result.request_rows(),
-            timeline=result.timeline,
-            methods=dict(result.meter.methods) if result.meter else None,
-        )
+    return store_load(
+        db,
+        j,
+        name=name,
+        extra_config=result.config,
+        meter_info=result.meter.to_dict() if result.meter else None,
+        requests=result.request_rows(),
+        timeline=result.timeline,
+        methods=dict(result.meter.methods) if result.meter else None,
+    )
 
 
-def _store_interrupted(path: Path, config: dict[str, Any], name: str | None) -> str:
+def _store_interrupted(db: Any, config: dict[str, Any], name: str | None) -> str:
     """Record a load stopped by Ctrl-C as an ``interrupted`` run (config only, no numbers)."""
     from joulebench.environment import collect_environment
-    from joulebench.results.store import ResultStore
 
-    with ResultStore(path) as db:
-        run_id = db.start_run("load", config=config, environment=collect_environment(), name=name)
-        db.finish_run(run_id, status="interrupted", summary={"run_id": run_id, "config": config})
+    run_id = db.start_run("load", config=config, environment=collect_environment(), name=name)
+    db.finish_run(run_id, status="interrupted", summary={"run_id": run_id, "config": config})
     return run_id
+
+
+@contextlib.contextmanager
+def _open_store(path: Path | None) -> Iterator[Any]:
+    """The results store, opened (and so locked by DuckDB) before the first request is sent: a
+    store another process holds fails now, not after a finished load is thrown away."""
+    if path is None:
+        yield None
+        return
+    from joulebench.results.store import ResultStore, check_writable
+
+    check_writable(path)
+    with ResultStore(path) as db:
+        yield db
+
+
+def lost_requests(requests: dict[str, Any], max_failed_rate: float) -> str | None:
+    """Why a load's exit status is non-zero (requests failed or truncated beyond the allowed
+    rate, or none succeeded), or ``None`` when it is whole enough."""
+    total, ok = int(requests.get("total") or 0), int(requests.get("ok") or 0)
+    lost = total - ok
+    if total and not ok:
+        return f"no request succeeded ({lost} of {total} failed or truncated)"
+    if lost and lost / total > max_failed_rate:
+        return (
+            f"{lost} of {total} requests failed or were truncated "
+            f"({requests.get('truncated', 0)} truncated, {requests.get('timed_out', 0)} timed "
+            f"out); allowed: {max_failed_rate:.1%} (--max-failed-rate)"
+        )
+    return None
 
 
 def _compare(
@@ -257,29 +290,27 @@ def _compare(
 
 
 def _store_comparison(
-    path: Path, comparison: Any, config: dict[str, Any], name: str | None
+    db: Any, comparison: Any, config: dict[str, Any], name: str | None
 ) -> list[str]:
     """Both runs of a ``--via-shape`` comparison as ``load`` runs, per-request rows and timeline
     included; the shaped one carries ``via_shape`` (the report's Pareto figure pairs them)."""
     from joulebench.reproduce.serving import store_load
-    from joulebench.results.store import ResultStore
 
     ids = []
-    with ResultStore(path) as db:
-        for run, via in ((comparison.direct, None), (comparison.shaped, comparison.policy)):
-            label = "direct" if via is None else "shaped"
-            ids.append(
-                store_load(
-                    db,
-                    run.load,
-                    name=f"{name}/{label}" if name else None,
-                    extra_config={**config, "via_shape": via, "shape_policy": comparison.policy},
-                    meter_info=run.load.get("meter"),
-                    requests=run.requests,
-                    timeline=run.timeline,
-                    methods=run.load.get("meter_methods") or None,
-                )
+    for run, via in ((comparison.direct, None), (comparison.shaped, comparison.policy)):
+        label = "direct" if via is None else "shaped"
+        ids.append(
+            store_load(
+                db,
+                run.load,
+                name=f"{name}/{label}" if name else None,
+                extra_config={**config, "via_shape": via, "shape_policy": comparison.policy},
+                meter_info=run.load.get("meter"),
+                requests=run.requests,
+                timeline=run.timeline,
+                methods=run.load.get("meter_methods") or None,
             )
+        )
     return ids
 
 
@@ -336,6 +367,16 @@ def load(
         Path | None, typer.Option("--store", help="DuckDB results file to add the run to.")
     ] = None,
     name: Annotated[str | None, typer.Option("--name", help="Run name in the store.")] = None,
+    max_failed_rate: Annotated[
+        float,
+        typer.Option(
+            "--max-failed-rate",
+            min=0.0,
+            max=1.0,
+            help="Share of requests that may fail or be truncated before the exit status is 1 "
+            "[default: 0: any lost request fails the run].",
+        ),
+    ] = 0.0,
     meter: MeterOpt = "auto",
     idle_s: IdleOpt = 0.0,
     hz: HzOpt = 10.0,
@@ -382,10 +423,7 @@ def load(
     tok = _load_tokenizer(model) if url else None  # embedded: the set's default (tiny) tokenizer
     items, refs = read_prompts(prompts, n=n, seed=seed, tokenizer=tok)
     lengths = output_lengths(output_length, refs)
-    if store is not None:
-        from joulebench.results.store import check_writable
-
-        check_writable(store)  # fail before the load, not after
+    forced = OutputLength.parse(output_length).kind != "natural"  # N or reference: min = max
     scope = estimate_scope if estimate_scope != "auto" else ("system" if url else "process")
     options: dict[str, Any] = {
         "cpu_tdp_w": cpu_tdp_w,
@@ -409,6 +447,51 @@ def load(
             {"scheduler": "external server"} if url else {**server, "server_model": model or "tiny"}
         ),
     }
+    with _open_store(store) as db:  # opened and locked before anything is measured
+        _run_and_report(
+            db, store, url=url, embedded=embedded, model=model, meter=meter, options=options,
+            require_isolated_gpu=require_isolated_gpu, server=server, via_shape=via_shape,
+            arrival=arrival, process=process, items=items, lengths=lengths, forced=forced,
+            as_json=as_json, idle_s=idle_s, n=n, protocol=protocol, concurrency=concurrency,
+            timeout_s=timeout_s, seed=seed, tok=tok, hz=hz, prompts=prompts,
+            output_length=output_length, cli_config=cli_config, name=name,
+            max_failed_rate=max_failed_rate,
+        )  # fmt: skip
+
+
+def _run_and_report(
+    db: Any,
+    store: Path | None,
+    *,
+    url: str | None,
+    embedded: bool,
+    model: str | None,
+    meter: str,
+    options: dict[str, Any],
+    require_isolated_gpu: bool,
+    server: dict[str, Any],
+    via_shape: str | None,
+    arrival: str,
+    process: Any,
+    items: list[Any],
+    lengths: int | list[int],
+    forced: bool,
+    as_json: bool,
+    idle_s: float,
+    n: int,
+    protocol: str,
+    concurrency: int | None,
+    timeout_s: float,
+    seed: int,
+    tok: Any,
+    hz: float,
+    prompts: str,
+    output_length: str,
+    cli_config: dict[str, Any],
+    name: str | None,
+    max_failed_rate: float,
+) -> None:
+    """Open the meter, run the load (or the via-shape comparison), store, print, exit status."""
     m = open_cli_meter(meter, require_isolated_gpu=require_isolated_gpu, **options)
     comparison = None
     try:
@@ -438,35 +521,46 @@ def load(
                         model=model if url else None,
                         tokenizer=_counter(tok),
                         timeline_hz=hz,
+                        forced=forced,
                     )
                 except KeyboardInterrupt:
-                    if store is not None:
+                    if db is not None:
                         cfg = {**cli_config, "url": base, "protocol": protocol, "n": n}
                         cfg["arrival"] = process.describe()
-                        run_id = _store_interrupted(store, cfg, name)
+                        run_id = _store_interrupted(db, cfg, name)
                         err_console.print(f"interrupted: recorded as run {run_id} in {store}")
                     raise
     finally:
         m.close()
     if comparison is not None:
         runs = (comparison.direct, comparison.shaped)
-        if store is not None:
-            ids = _store_comparison(store, comparison, cli_config, name)
+        if db is not None:
+            ids = _store_comparison(db, comparison, cli_config, name)
             err_console.print(f"stored as runs {', '.join(ids)} (direct, shaped) in {store}")
-        if not all(run.load["requests"]["ok"] for run in runs):
+        lost = [
+            f"{label}: {w}"
+            for label, run in zip(("direct", "shaped"), runs, strict=True)
+            if (w := lost_requests(run.load["requests"], max_failed_rate))
+        ]
+        if lost:
+            err_console.print(f"[bold red]incomplete run:[/] {escape('; '.join(lost))}")
             raise typer.Exit(1)
         return
     j = result.to_json()
     j["config"].update(cli_config)
-    if store is not None:
-        j["run_id"] = _store(store, result, j, name)
+    j["config"]["max_failed_rate"] = max_failed_rate
+    if db is not None:
+        j["run_id"] = _store(db, result, j, name)
     if as_json:
         print_json(j)
     else:
         print_table(j)
-        if store is not None:
+        if db is not None:
             err_console.print(f"stored as run {j['run_id']} in {store}")
-    if j["requests"]["ok"] == 0:
+    why = lost_requests(j["requests"], max_failed_rate)
+    if why:
+        status = "stored as partial: " if db is not None and j["requests"]["ok"] else ""
+        err_console.print(f"[bold red]incomplete run:[/] {status}{escape(why)}")
         raise typer.Exit(1)
 
 

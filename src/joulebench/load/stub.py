@@ -378,9 +378,14 @@ class StubServer:
 
 
 @contextlib.contextmanager
-def stub_server(config: StubConfig | None = None, *, host: str = "127.0.0.1") -> Iterator[str]:
-    """Start a :class:`StubServer` on a free port in a background thread; yield its base URL."""
-    server = StubServer(config)
+def stub_server(
+    config: StubConfig | None = None, *, host: str = "127.0.0.1", server: StubServer | None = None
+) -> Iterator[str]:
+    """Start a :class:`StubServer` on a free port in a background thread; yield its base URL.
+
+    ``server``: a stub made by the caller (to read its ``stats`` afterwards); ``config`` unused.
+    """
+    server = server if server is not None else StubServer(config)
     ready = threading.Event()
     holder: dict[str, object] = {}
 

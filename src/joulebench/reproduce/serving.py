@@ -111,9 +111,14 @@ def _idle_power_w(meter: Meter, serving: ServingPlan) -> float | None:
 
 
 def run_status(summary: dict[str, Any]) -> str:
-    """``done`` when at least one request of a load summary succeeded, else ``failed``; audit
-    verdicts never count (they live in the audits table and the summary's ``audits``)."""
-    return "done" if (summary.get("requests") or {}).get("ok") else "failed"
+    """``done`` when every request of a load summary ended properly, ``partial`` when some
+    failed, timed out or were truncated, ``failed`` when none succeeded. Audit verdicts never
+    count (they live in the audits table and the summary's ``audits``)."""
+    requests = summary.get("requests") or {}
+    ok, total = int(requests.get("ok") or 0), int(requests.get("total") or 0)
+    if not ok:
+        return "failed"
+    return "done" if ok == total else "partial"
 
 
 def store_load(
@@ -131,7 +136,7 @@ def store_load(
 
     The run is ``done`` even when an audit fails: failures go to the audits table, where the CLI
     and the report show them (a failing check must be visible, not drop the run from figures).
-    A run in which no request succeeded is ``failed`` (and redone on resume).
+    Its status is :func:`run_status`'s: a ``partial`` or ``failed`` run is redone on resume.
     """
     from joulebench.environment import collect_environment
 
@@ -216,8 +221,13 @@ def run_serving(
                     timeline=result.timeline,
                     methods=dict(info.methods),
                 )
-                ok = bool(summary["requests"]["ok"])
-                progress.finished(label, [run_id], summary, ok=ok, error="no request succeeded")
+                req = summary["requests"]
+                ok = bool(req["ok"]) and req["ok"] == req["total"]
+                progress.finished(
+                    label, [run_id], summary, ok=ok,
+                    error=f"{req['total'] - req['ok']} of {req['total']} requests failed or were "
+                    "truncated",
+                )  # fmt: skip
     return progress.counts
 
 
@@ -315,8 +325,8 @@ def run_shaping(
                         methods=dict(info.methods),
                     )
                 )
-            ok = all((r.load.get("requests") or {}).get("ok") for r in (comp.direct, comp.shaped))
+            ok = all(run_status(r.load) == "done" for r in (comp.direct, comp.shaped))
             progress.finished(
-                label, ids, comp.shaped.load, ok=ok, error="no request succeeded in one of the runs"
+                label, ids, comp.shaped.load, ok=ok, error="requests failed or were truncated"
             )
     return progress.counts
