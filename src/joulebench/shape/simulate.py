@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import math
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -37,14 +38,38 @@ class ModelUpstream:
 _DONE, _SCRAPE, _ARRIVE, _WAKE = range(4)  # order of simultaneous events
 
 
+@dataclass(frozen=True, slots=True)
+class Served:
+    """One request's time upstream in the simulation."""
+
+    seq: int
+    released_s: float
+    first_byte_s: float
+    ended_s: float
+
+
+def busy_s(served: Sequence[Served]) -> float:
+    """Seconds during which at least one request was upstream (the modelled server's busy time:
+    a continuous-batching server's energy above idle grows with it)."""
+    total, end = 0.0, -math.inf
+    for s in sorted(served, key=lambda x: x.released_s):
+        if s.ended_s > end:
+            total += s.ended_s - max(s.released_s, end)
+            end = s.ended_s
+    return total
+
+
 def simulate(
     policy: Policy,
     arrivals_s: Sequence[float],
     upstream: ModelUpstream | None = None,
     *,
     origin_s: float = 0.0,
+    served: list[Served] | None = None,
 ) -> list[Release]:
-    """Every request's :class:`Release`, in release order. ``arrivals_s`` must be sorted."""
+    """Every request's :class:`Release`, in release order. ``arrivals_s`` must be sorted.
+
+    ``served``, when given, receives each request's upstream times (:class:`Served`)."""
     up = upstream or ModelUpstream()
     if any(b < a for a, b in itertools.pairwise(arrivals_s)):
         raise ValueError("arrival times must be sorted")
@@ -83,6 +108,8 @@ def simulate(
                 out.append(Release(seq, gid, pos, len(group), arrived, now))
                 status = 502 if up.fails is not None and up.fails(seq) else 200
                 push(end, _DONE, gid, now, min(first, end), status)
+                if served is not None:
+                    served.append(Served(seq, now, min(first, end), end))
 
     while events:
         now, kind, _, data = heapq.heappop(events)
