@@ -49,7 +49,12 @@ the project's torch (``torch==<this torch>``, CPU wheel), ``transformers<5`` and
 ``optimum-benchmark[codecarbon]``. If that venv cannot be built or optimum-benchmark cannot run,
 the script prints exactly why and exits 2. Goal: joulebench ≥ 5× faster.
 
-    .venv/bin/python benchmarks/vs_optimum_benchmark.py [--mode precision|equal-time]
+``--mode defaults`` runs each tool at its own defaults on the grid of issue #10 part 5
+(:mod:`vs_ob_defaults`): fp32/bf16 × batch 1/4, 32 new tokens; both wall times, the ratio and
+joulebench's achieved CI per cell. Goal there: joulebench faster, every CI target reached.
+
+    .venv/bin/python benchmarks/vs_optimum_benchmark.py [--mode precision|equal-time|defaults]
+        [--with-previous-defaults]
         [--venv DIR] [--new-tokens 16] [--seq-len 64] [--duration-s 10] [--iterations 10]
         [--warmup 10] [--ci-target 0.02] [--jb-window-s 0.25] [--jb-min-repeats 3]
         [--jb-max-repeats 10] [--jb-attempts 3] [--jb-repeats 3] [--jb-adaptive]
@@ -194,23 +199,35 @@ OB_RUNNER = textwrap.dedent(
         for dtype in args["dtypes"]:
             for bs in args["batch_sizes"]:
                 t0 = time.perf_counter()
-                config = BenchmarkConfig(
-                    name=f"tiny-{dtype}-b{bs}",
-                    launcher=ProcessConfig(device_isolation=False),
-                    scenario=InferenceConfig(
+                gen = {"max_new_tokens": args["new_tokens"], "min_new_tokens": args["new_tokens"]}
+                if args["at_defaults"]:  # the grid's shapes and new tokens, all else its own
+                    launcher = ProcessConfig()
+                    # sequence_length: ob has no default for it (its input generator asserts)
+                    scenario = InferenceConfig(
+                        input_shapes={"batch_size": bs, "sequence_length": args["seq_len"]},
+                        generate_kwargs=gen)
+                else:
+                    launcher = ProcessConfig(device_isolation=False)
+                    scenario = InferenceConfig(
                         latency=True, energy=True, memory=False,
                         warmup_runs=args["warmup"], iterations=args["iterations"],
                         duration=args["duration_s"],
                         input_shapes={"batch_size": bs, "sequence_length": args["seq_len"]},
-                        generate_kwargs={"max_new_tokens": args["new_tokens"],
-                                         "min_new_tokens": args["new_tokens"]},
-                    ),
+                        generate_kwargs=gen,
+                    )
+                config = BenchmarkConfig(
+                    name=f"tiny-{dtype}-b{bs}",
+                    launcher=launcher,
+                    scenario=scenario,
                     backend=PyTorchConfig(model=args["model"], device="cpu", torch_dtype=dtype,
                                           task="text-generation", no_weights=False),
                 )
                 report = Benchmark.launch(config)
                 d = report.to_dict()
                 out.append({"dtype": dtype, "batch_size": bs, "wall_s": time.perf_counter() - t0,
+                            "scenario": {k: getattr(scenario, k, None) for k in (
+                                "latency", "energy", "memory", "duration", "iterations",
+                                "warmup_runs", "input_shapes", "generate_kwargs")},
                             "prefill": {k: d.get("prefill", {}).get(k) for k in ("latency", "energy")},
                             "decode": {k: d.get("decode", {}).get(k) for k in ("latency", "energy")}})
         print("OB_RESULT " + json.dumps(out, default=str))
@@ -316,11 +333,20 @@ def run_joulebench(
     return wall, json.loads(line.removeprefix("JB_RESULT "))
 
 
-def run_optimum(py: Path, model: Path, tmp: Path, args: argparse.Namespace) -> tuple[float, list]:
+def run_optimum(
+    py: Path,
+    model: Path,
+    tmp: Path,
+    args: argparse.Namespace,
+    precisions: dict[str, str] = PRECISIONS,
+    batch_sizes: tuple[int, ...] = BATCH_SIZES,
+    at_defaults: bool = False,
+) -> tuple[float, list]:
     payload = {
         "model": str(model),
-        "dtypes": list(PRECISIONS.values()),
-        "batch_sizes": list(BATCH_SIZES),
+        "dtypes": list(precisions.values()),
+        "batch_sizes": list(batch_sizes),
+        "at_defaults": at_defaults,
         "seq_len": args.seq_len,
         "new_tokens": args.new_tokens,
         "warmup": args.warmup,
@@ -546,10 +572,16 @@ def main() -> None:
     import torch
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--mode", choices=("precision", "equal-time"), default="precision",
+    parser.add_argument("--mode", choices=("precision", "equal-time", "defaults"),
+                        default="precision",
                         help="precision (default): ob at its settings, jb to ≥ its precision; "
-                        "equal-time: the same measured time per phase")  # fmt: skip
-    parser.add_argument("--new-tokens", type=int, default=16)
+                        "equal-time: the same measured time per phase; defaults: each tool at "
+                        "its own defaults on the issue #10 grid (fp32/bf16 × b=1/4, 32 new "
+                        "tokens)")  # fmt: skip
+    parser.add_argument("--with-previous-defaults", action="store_true",
+                        help="defaults: also run joulebench at its settings before issue #10 "
+                        "part 5 (5 exact warm-ups, 1 s windows)")  # fmt: skip
+    parser.add_argument("--new-tokens", type=int, default=16, help="precision, equal-time")
     parser.add_argument("--seq-len", type=int, default=64, help="prompt length in tokens")
     parser.add_argument("--duration-s", type=int, default=None,
                         help="ob's min seconds per pass (default: optimum-benchmark's)")  # fmt: skip
@@ -584,12 +616,24 @@ def main() -> None:
     args.warmup = defaults["warmup_runs"] if args.warmup is None else args.warmup
     used = (args.duration_s, args.iterations, args.warmup)
     at_defaults = used == (defaults["duration"], defaults["iterations"], defaults["warmup_runs"])
-    print(f"mode: {args.mode}" + (
-        " (optimum-benchmark at its settings; joulebench to at least the precision it achieved)"
-        if args.mode == "precision" else " (the same measured time per phase in both tools)"))  # fmt: skip
+    print(f"mode: {args.mode}" + {
+        "precision": " (optimum-benchmark at its settings; joulebench to at least the "
+                     "precision it achieved)",
+        "equal-time": " (the same measured time per phase in both tools)",
+        "defaults": " (each tool at its own defaults, side by side)"}[args.mode])  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="jb-vs-ob-") as d:
         tmp = Path(d)
         model = prepare_model(tmp)
+        if args.mode == "defaults":
+            from vs_ob_defaults import run_defaults
+
+            print(f"optimum-benchmark defaults (its InferenceConfig): {defaults}", flush=True)
+            ob_wall, jb_wall = run_defaults(py, model, tmp, args, run_optimum)
+            reached = args.comparable
+            print(f"goal joulebench faster than optimum-benchmark at both tools' defaults, "
+                  f"every CI target reached: {'met' if jb_wall < ob_wall and reached else 'NOT met'}"
+                  f" ({ob_wall:.1f} s vs {jb_wall:.1f} s)")  # fmt: skip
+            return
         print(f"grid: {list(PRECISIONS)} × batch {list(BATCH_SIZES)} on the tiny llama (one "
               f"copy for both), CPU, {torch.get_num_threads()} threads; per cell one batch of "
               f"batch-size prompts × {args.seq_len} random tokens, {args.new_tokens} new tokens "
