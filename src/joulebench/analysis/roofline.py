@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import platform
+import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -54,6 +55,15 @@ def normalize_precision(name: str) -> str:
     )
 
 
+def _dtype_name(dtype: Any) -> str | None:
+    """``torch.bfloat16`` / ``"bfloat16"`` → ``"bf16"``; ``None`` for anything not a float dtype."""
+    if dtype is None:
+        return None
+    name = str(dtype).removeprefix("torch.")
+    p = _ALIASES.get(name, name)
+    return p if p in ("fp32", "bf16", "fp16") else None
+
+
 @dataclass(frozen=True, slots=True)
 class ModelShape:
     """The numbers the roofline needs from a model config."""
@@ -65,6 +75,9 @@ class ModelShape:
     head_dim: int
     intermediate: int
     vocab: int
+    # the KV cache's dtype: the model's own (config ``dtype``), which a quantized model keeps
+    # for its activations and cache whatever its weights are (None: not in the config)
+    kv_dtype: str | None = None
 
     @classmethod
     def from_config(cls, config: Any) -> ModelShape:
@@ -98,6 +111,7 @@ class ModelShape:
             head_dim=int(get("head_dim") or hidden // heads),
             intermediate=int(get("intermediate_size")),
             vocab=int(get("vocab_size")),
+            kv_dtype=_dtype_name(get("dtype") or get("torch_dtype")),
         )
 
     @property
@@ -243,8 +257,41 @@ GPU_TABLE: dict[str, HardwarePeak] = {
         "NVIDIA H200 Tensor Core GPU datasheet (SXM)",
         fp8=1979,
     ),
-    "A100 40GB": _gpu("A100 40GB", 19.5, 156, 312, 624, 1555, "NVIDIA A100 datasheet (40GB SXM)"),
-    "A100 80GB": _gpu("A100 80GB", 19.5, 156, 312, 624, 2039, "NVIDIA A100 datasheet (80GB SXM)"),
+    "H100 NVL": _gpu(
+        "H100 NVL",
+        60,
+        417.5,
+        835.5,
+        1670.5,
+        3900,
+        "NVIDIA H100 Tensor Core GPU datasheet (H100 NVL, per GPU; sparse figures halved)",
+        fp8=1670.5,
+    ),
+    "H200 NVL": _gpu(
+        "H200 NVL",
+        60,
+        417.5,
+        835.5,
+        1670.5,
+        4800,
+        "NVIDIA H200 Tensor Core GPU datasheet (H200 NVL; sparse figures halved)",
+        fp8=1670.5,
+    ),
+    "A100 SXM 40GB": _gpu(
+        "A100 SXM 40GB", 19.5, 156, 312, 624, 1555, "NVIDIA A100 datasheet (40GB SXM)"
+    ),
+    "A100 SXM 80GB": _gpu(
+        "A100 SXM 80GB", 19.5, 156, 312, 624, 2039, "NVIDIA A100 datasheet (80GB SXM)"
+    ),
+    "A100 PCIe 40GB": _gpu(
+        "A100 PCIe 40GB", 19.5, 156, 312, 624, 1555, "NVIDIA A100 datasheet (40GB PCIe)"
+    ),
+    "A100 PCIe 80GB": _gpu(
+        "A100 PCIe 80GB", 19.5, 156, 312, 624, 1935, "NVIDIA A100 datasheet (80GB PCIe)"
+    ),
+    "L40": _gpu(
+        "L40", 90.5, 90.5, 181, 362, 864, "NVIDIA L40 datasheet (sparse figures halved)", fp8=362
+    ),
     "L4": _gpu(
         "L4", 30.3, 60, 121, 242.5, 300, "NVIDIA L4 datasheet (sparse figures halved)", fp8=242.5
     ),
@@ -272,25 +319,44 @@ GPU_TABLE: dict[str, HardwarePeak] = {
     ),
 }
 
-_GPU_MATCH = (  # (substrings all present in the device name, table key); first match wins
-    (("H200",), "H200"),
-    (("H100", "PCIE"), "H100 PCIe"),
-    (("H100",), "H100 SXM"),
-    (("A100", "80GB"), "A100 80GB"),
-    (("A100",), "A100 40GB"),
-    (("L40S",), "L40S"),
-    (("L4",), "L4"),
-    (("A10G",), "A10G"),
-    (("4090",), "RTX 4090"),
+#: Product names as NVML / ``torch.cuda.get_device_name`` give them, as whole words: each entry
+#: (pattern, table key, memory in GB or None). ``L4`` must not match an L40, an H100 NVL or
+#: PCIe must not borrow the SXM figures, and an A100 is told apart by its memory where its name
+#: does not say it. A device that matches nothing has no roofline (and says so).
+_GPU_MATCH: tuple[tuple[str, str, int | None], ...] = (
+    (r"\bH200 NVL\b", "H200 NVL", None),
+    (r"\bH200\b(?!.*\bNVL\b)", "H200", None),
+    (r"\bH100 NVL\b", "H100 NVL", None),
+    (r"\bH100\b.*\bPCIE\b", "H100 PCIe", None),
+    (r"\bH100\b.*\b(SXM5?|HBM3)\b", "H100 SXM", None),
+    (r"\bA100\b.*\bPCIE\b.*\b40GB\b|\bA100\b.*\b40GB\b.*\bPCIE\b", "A100 PCIe 40GB", None),
+    (r"\bA100\b.*\bPCIE\b.*\b80GB\b|\bA100\b.*\b80GB\b.*\bPCIE\b", "A100 PCIe 80GB", None),
+    (r"\bA100\b.*\bSXM4?\b.*\b40GB\b", "A100 SXM 40GB", None),
+    (r"\bA100\b.*\bSXM4?\b.*\b80GB\b", "A100 SXM 80GB", None),
+    (r"\bA100\b.*\bPCIE\b", "A100 PCIe 40GB", 40),
+    (r"\bA100\b.*\bPCIE\b", "A100 PCIe 80GB", 80),
+    (r"\bL40S\b", "L40S", None),
+    (r"\bL40\b", "L40", None),
+    (r"\bL4\b", "L4", None),
+    (r"\bA10G\b", "A10G", None),
+    (r"\bRTX 4090\b", "RTX 4090", None),
 )
 
 
-def gpu_peak(device_name: str) -> HardwarePeak | None:
-    """Table entry matching a CUDA device name (``torch.cuda.get_device_name``), or None."""
-    upper = device_name.upper()
-    for needles, key in _GPU_MATCH:
-        if all(n in upper for n in needles):
-            return GPU_TABLE[key]
+def gpu_peak(device_name: str, memory_gb: float | None = None) -> HardwarePeak | None:
+    """Table entry for a CUDA device name (``torch.cuda.get_device_name``), or None if unknown.
+
+    ``memory_gb``: the device's total memory, which tells apart products whose name does not
+    (an ``A100-PCIE`` of 40 or 80 GB). Matching is by whole product words: an unknown or
+    ambiguous device gets no peaks rather than a neighbour's.
+    """
+    upper = " ".join(device_name.upper().replace("-", " ").replace("_", " ").split())
+    for pattern, key, memory in _GPU_MATCH:
+        if not re.search(pattern, upper):
+            continue
+        if memory is not None and (memory_gb is None or abs(memory_gb - memory) > memory * 0.2):
+            continue
+        return GPU_TABLE[key]
     return None
 
 
@@ -421,7 +487,10 @@ def roofline(
     p = normalize_precision(precision)
     wbytes = BYTES_PER_PARAM[p]
     cdt = compute_dtype(precision, compute)
-    act = 4.0 if cdt in ("fp32", "tf32") else 2.0  # KV cache dtype follows the compute dtype
+    # the KV cache is written and read in the model's dtype, not the matmul compute dtype (an
+    # int8-bnb model computes in fp16 but keeps an fp32 cache when loaded in fp32)
+    kv_dtype = shape.kv_dtype or ("fp32" if cdt in ("fp32", "tf32") else "bf16")
+    act = BYTES_PER_PARAM[kv_dtype]
     peak = hardware.peak_for(cdt)
     work = {"prefill": PhaseWork(0.0, 0.0), "decode": PhaseWork(0.0, 0.0)}
     for b in batches:
@@ -433,6 +502,8 @@ def roofline(
         "hardware": hardware.to_dict(),
         "precision": p,
         "compute_dtype": cdt,
+        "kv_dtype": kv_dtype,
+        "kv_dtype_source": "model config" if shape.kv_dtype else "compute dtype (config has none)",
         "peak_flops_per_s": peak,
         "bandwidth_bytes_s": hardware.bandwidth_bytes_s,
     }

@@ -79,9 +79,12 @@ def _hardware(device: Any, given: HardwarePeak | None) -> HardwarePeak | None:
         import torch
 
         name = torch.cuda.get_device_name(device)
-        peak = gpu_peak(name)
+        memory_gb = torch.cuda.get_device_properties(device).total_memory / 1e9
+        peak = gpu_peak(name, memory_gb)
         if peak is None:
-            log.warning("GPU %r is not in the roofline table: no roofline", name)
+            log.warning(
+                "GPU %r (%.0f GB) is not in the roofline table: no roofline", name, memory_gb
+            )
         return peak
     return calibrate_cpu()
 

@@ -71,10 +71,57 @@ def test_precision_names_and_gpu_matching():
         normalize_precision("int3")
     assert gpu_peak("NVIDIA H100 80GB HBM3").name == "H100 SXM"
     assert gpu_peak("NVIDIA H100 PCIe").name == "H100 PCIe"
-    assert gpu_peak("NVIDIA A100-SXM4-80GB").name == "A100 80GB"
     assert gpu_peak("NVIDIA L4").name == "L4"
     assert gpu_peak("NVIDIA L40S").name == "L40S"
     assert gpu_peak("Some Unknown Card") is None
+
+
+@pytest.mark.parametrize(
+    ("device", "memory_gb", "key"),
+    [
+        ("NVIDIA L40", None, "L40"),  # not the L4's 300 GB/s
+        ("NVIDIA L4", 23.0, "L4"),
+        ("NVIDIA H100 NVL", 94.0, "H100 NVL"),  # not the SXM's figures
+        ("NVIDIA H100 PCIe", 80.0, "H100 PCIe"),
+        ("NVIDIA H100 80GB HBM3", 80.0, "H100 SXM"),
+        ("NVIDIA H200", 141.0, "H200"),
+        ("NVIDIA H200 NVL", 141.0, "H200 NVL"),
+        ("NVIDIA A100-SXM4-40GB", 40.0, "A100 SXM 40GB"),
+        ("NVIDIA A100-SXM4-80GB", 80.0, "A100 SXM 80GB"),
+        ("NVIDIA A100-PCIE-40GB", 40.0, "A100 PCIe 40GB"),
+        ("NVIDIA A100 80GB PCIe", 80.0, "A100 PCIe 80GB"),
+        ("NVIDIA A100-PCIE", 79.2, "A100 PCIe 80GB"),  # the memory tells them apart
+        ("NVIDIA A100-PCIE", 39.4, "A100 PCIe 40GB"),
+        ("NVIDIA GeForce RTX 4090", 24.0, "RTX 4090"),
+    ],
+)
+def test_gpu_matching_by_exact_product_and_memory(device, memory_gb, key):
+    assert gpu_peak(device, memory_gb) is GPU_TABLE[key]
+
+
+@pytest.mark.parametrize(
+    "device",
+    ["NVIDIA A100-PCIE", "NVIDIA H100", "NVIDIA GH200 480GB", "NVIDIA L4S", "NVIDIA L400", "A10"],
+)
+def test_an_ambiguous_or_unknown_gpu_borrows_no_neighbours_peaks(device):
+    assert gpu_peak(device) is None  # no memory given for the A100-PCIE: which one is unknown
+
+
+def test_kv_cache_bytes_use_the_models_dtype_not_the_compute_dtype():
+    # an int8-bnb model computes its matmuls in int8/fp16 but keeps an fp32 cache when loaded
+    # in fp32: decode reads 4 bytes per cached element, not 2
+    fp32_model = ModelShape.from_config({**LLAMA8B, "dtype": "float32"})
+    bf16_model = ModelShape.from_config({**LLAMA8B, "torch_dtype": "bfloat16"})
+    assert fp32_model.kv_dtype == "fp32" and bf16_model.kv_dtype == "bf16"
+    b = [BatchShape(4, 1000, 100)]
+    big = roofline(fp32_model, b, "int8-bnb", GPU_TABLE["H100 SXM"])
+    small = roofline(bf16_model, b, "int8-bnb", GPU_TABLE["H100 SXM"])
+    assert big["kv_dtype"] == "fp32" and big["kv_dtype_source"] == "model config"
+    kv_elems = fp32_model.kv_per_token * sum(4 * (1000 + s + 1) for s in range(100))
+    assert big["decode"]["bytes"] - small["decode"]["bytes"] == pytest.approx(2.0 * kv_elems)
+    assert roofline(ModelShape.from_config(LLAMA8B), b, "bf16", GPU_TABLE["H100 SXM"])[
+        "kv_dtype_source"
+    ].startswith("compute dtype")
     assert all(p.source for p in GPU_TABLE.values())
     with pytest.raises(ConfigError):
         given_peak(0, 10)
