@@ -29,7 +29,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from joulebench.load.metrics import percentile
+from joulebench.analysis.stats import quantile
 from joulebench.load.runner import run_load
 
 LADDER = (100, 250, 500, 1000, 1500, 2000, 2500, 3000, 4000, 5000, 6000, 8000)
@@ -220,7 +220,7 @@ def guidellm_at(exe: Path, url: str, rate: float, duration_s: float, tokens: int
     starts = sorted(r["request_start_time"] for r in ok if r.get("request_start_time"))
     achieved = (len(starts) - 1) / (starts[-1] - starts[0]) if len(starts) > 1 else None
     ratio = achieved / rate if achieved else None
-    lag99 = percentile(lags, 99)
+    lag99 = quantile(lags, 0.99)
     return {
         "tool": "guidellm",
         "rate": rate,
@@ -229,7 +229,7 @@ def guidellm_at(exe: Path, url: str, rate: float, duration_s: float, tokens: int
         "failed": failed,
         "achieved_rps": achieved,
         "ratio": ratio,
-        "lag_p50_ms": percentile(lags, 50),
+        "lag_p50_ms": quantile(lags, 0.50),
         "lag_p99_ms": lag99,
         "passed": verdict(ratio, lag99, failed),
     }

@@ -60,6 +60,23 @@ class Summary:
         }
 
 
+def quantile(values: Sequence[float], q: float) -> float | None:
+    """Linear-interpolated quantile, ``q`` in [0, 1] (numpy's default); ``None`` for no values.
+
+    The one quantile of joulebench: latency percentiles (p50/p90/p99 = q 0.5/0.9/0.99), the
+    gateway's /metrics summaries and the benchmarks all use it.
+    """
+    if not 0.0 <= q <= 1.0:
+        raise ValueError(f"quantile q must be in [0, 1], got {q}")
+    if not values:
+        return None
+    xs = sorted(values)
+    pos = q * (len(xs) - 1)
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(xs) - 1)
+    return float(xs[lo] + (xs[hi] - xs[lo]) * (pos - lo))
+
+
 def summarize(values: Sequence[float]) -> Summary:
     """Summarise repeat values; raises ValueError on an empty sequence or a non-finite value."""
     if not values:

@@ -68,11 +68,11 @@ def print_comparison(result: Any) -> None:
 
 def print_decisions(gateway: dict[str, Any] | None) -> None:
     """One line on an adaptive policy's releases (``slo``); nothing for fixed policies."""
-    from joulebench.shape.slo import summarize
+    from joulebench.shape.slo import summarize_decisions
 
     if not gateway or not gateway.get("decisions"):
         return
-    s = summarize(gateway["decisions"])
+    s = summarize_decisions(gateway["decisions"])
     reasons = ", ".join(f"{k} {v}" for k, v in sorted(s.decisions.items()))
     console.print(
         f"{s.releases} releases, mean group {_fmt(s.mean_group_size)}, "

@@ -43,7 +43,7 @@ from joulebench.analysis.audit import (
     energy_above_idle,
     window_long_enough,
 )
-from joulebench.load.metrics import RequestRecord, in_flight_steps, summarize
+from joulebench.load.metrics import RequestRecord, in_flight_steps, latency_summary
 
 J_PER_WH = 3600.0
 
@@ -342,7 +342,7 @@ def account(
         "per_request_j": per_request_j,
         "per_request_wh": {k: _wh(v) for k, v in per_request_j.items()},
         # the spread behind ``attributed_mean``: a mean alone hides a long tail of costly requests
-        "attributed_spread_j": summarize(attributed),
+        "attributed_spread_j": latency_summary(attributed),
         "accountings": accountings,
         "steady_state": steady.to_dict(),
         "attribution": attribution.to_dict(),

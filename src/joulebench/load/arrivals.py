@@ -30,26 +30,13 @@ from __future__ import annotations
 import csv
 import math
 import random
-import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from pathlib import Path
 from typing import ClassVar
 
 from joulebench.errors import ConfigError, UnknownName
-
-_DURATION = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(us|µs|ms|s)\s*$")
-_UNIT_S = {"us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0}
-
-
-def parse_duration_s(text: str, *, what: str) -> float:
-    """``'500ms'`` → 0.5. A unit is required (``us``, ``ms`` or ``s``)."""
-    m = _DURATION.match(text)
-    if not m:
-        raise ConfigError(
-            f"{what}: cannot read duration {text!r}; write a number with a unit, e.g. 500ms or 0.5s"
-        )
-    return float(m.group(1)) * _UNIT_S[m.group(2)]
+from joulebench.units import parse_duration_s
 
 
 def _positive_float(text: str, *, what: str) -> float:
@@ -210,7 +197,7 @@ class UniformRenewal(ArrivalProcess):
             raise ConfigError(
                 f"arrival 'uniform' needs two durations, e.g. uniform:50ms,300ms; got {args!r}"
             )
-        low = parse_duration_s(parts[0], what="uniform low")
+        low = parse_duration_s(parts[0], what="uniform low", allow_zero=True)
         high = parse_duration_s(parts[1], what="uniform high")
         return cls(low, high, seed)
 

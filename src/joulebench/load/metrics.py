@@ -11,9 +11,10 @@ error, finish reason) and are counted.
 from __future__ import annotations
 
 import itertools
-import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+
+from joulebench.analysis.stats import quantile
 
 OK = "ok"
 FAILED = "failed"
@@ -113,25 +114,12 @@ class RequestRecord:
         }
 
 
-def percentile(values: Sequence[float], q: float) -> float | None:
-    """Linear-interpolated percentile (``q`` in [0, 100]) of ``values``; ``None`` if empty."""
-    if not values:
-        return None
-    xs = sorted(values)
-    if len(xs) == 1:
-        return float(xs[0])
-    pos = (len(xs) - 1) * q / 100.0
-    lo = math.floor(pos)
-    hi = min(lo + 1, len(xs) - 1)
-    return float(xs[lo] + (xs[hi] - xs[lo]) * (pos - lo))
-
-
-def summarize(
+def latency_summary(
     values: Iterable[float | None], qs: Sequence[int] = (50, 90, 99)
 ) -> dict[str, object]:
     """``{p50, p90, p99, mean, n}`` over the non-``None`` values."""
     xs = [float(v) for v in values if v is not None]
-    out: dict[str, object] = {f"p{q}": percentile(xs, q) for q in qs}
+    out: dict[str, object] = {f"p{q}": quantile(xs, q / 100) for q in qs}
     out["mean"] = sum(xs) / len(xs) if xs else None
     out["n"] = len(xs)
     return out

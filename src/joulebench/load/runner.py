@@ -26,7 +26,7 @@ from joulebench.errors import ConfigError
 from joulebench.load.accounting import account
 from joulebench.load.arrivals import ArrivalProcess, parse_arrival
 from joulebench.load.clients import PromptInput, ProtocolClient, Tokenizer, make_client
-from joulebench.load.metrics import FAILED, TIMEOUT, TRUNCATED, RequestRecord, summarize
+from joulebench.load.metrics import FAILED, TIMEOUT, TRUNCATED, RequestRecord, latency_summary
 from joulebench.load.pool import LoadClient
 from joulebench.meters.base import Meter, MeterInfo
 from joulebench.meters.timeline import PowerTimeline
@@ -100,12 +100,12 @@ class LoadResult:
             "achieved_rate_rps": achieved,
             "achieved_over_target": achieved / target if target and achieved else None,
             "throughput_rps": self.throughput_rps,
-            "schedule_lag_ms": summarize(r.lag_ms for r in self.records),
-            "ttft_ms": summarize(r.ttft_ms for r in ok),
-            "tpot_ms": summarize(r.tpot_ms for r in ok),
-            "itl_ms": summarize(itl),
-            "e2e_ms": summarize(r.e2e_ms for r in ok),
-            "queue_ms": summarize(r.queue_ms for r in ok),
+            "schedule_lag_ms": latency_summary(r.lag_ms for r in self.records),
+            "ttft_ms": latency_summary(r.ttft_ms for r in ok),
+            "tpot_ms": latency_summary(r.tpot_ms for r in ok),
+            "itl_ms": latency_summary(itl),
+            "e2e_ms": latency_summary(r.e2e_ms for r in ok),
+            "queue_ms": latency_summary(r.queue_ms for r in ok),
             "tokens": {
                 "input": sum(r.input_tokens or 0 for r in ok),
                 "output": sum(out_tokens),

@@ -7,10 +7,11 @@ experiment), rendered as Prometheus text exposition format 0.0.4 without a clien
 from __future__ import annotations
 
 import bisect
-import math
 from collections import Counter, deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+
+from joulebench.analysis.stats import quantile
 
 PREFIX = "joulebench_gateway"
 
@@ -21,17 +22,6 @@ DELAY_BUCKETS_S: tuple[float, ...] = (
 #: Upper bounds of the group-size histogram.
 GROUP_BUCKETS: tuple[float, ...] = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 QUANTILES: tuple[float, ...] = (0.5, 0.9, 0.99)
-
-
-def quantile(values: Sequence[float], q: float) -> float | None:
-    """Linear-interpolated quantile (numpy's default), ``None`` for no values."""
-    if not values:
-        return None
-    xs = sorted(values)
-    pos = q * (len(xs) - 1)
-    lo = math.floor(pos)
-    hi = min(lo + 1, len(xs) - 1)
-    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
 
 
 @dataclass(slots=True)

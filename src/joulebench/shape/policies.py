@@ -34,29 +34,15 @@ from __future__ import annotations
 
 import itertools
 import math
-import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from joulebench.errors import ConfigError, UnknownName
+from joulebench.units import parse_duration_s
 
 #: Tolerance for "the deadline has come" comparisons (float tick arithmetic, timer jitter).
 EPS_S = 1e-9
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|us|µs)?\s*$")
-_UNIT_S = {"ms": 1e-3, "s": 1.0, "us": 1e-6, "µs": 1e-6}
-
-
-def parse_duration_s(text: str, *, what: str, default_unit: str = "ms") -> float:
-    """``"500ms"``, ``"0.5s"``, ``"500"`` (milliseconds by default) → seconds (> 0)."""
-    m = _DURATION.match(text)
-    if not m:
-        raise ConfigError(f"{what}: cannot read duration {text!r}; write e.g. 500ms or 0.5s")
-    value = float(m.group(1)) * _UNIT_S[m.group(2) or default_unit]
-    if value <= 0:
-        raise ConfigError(f"{what}: duration must be positive, got {text!r}")
-    return value
 
 
 @dataclass(frozen=True, slots=True)

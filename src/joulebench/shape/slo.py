@@ -43,9 +43,10 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from joulebench.errors import ConfigError
-from joulebench.shape.policies import EPS_S, Decision, Policy, parse_duration_s
+from joulebench.shape.policies import EPS_S, Decision, Policy
 from joulebench.shape.slo_model import CostModel, Health, RateEstimator
 from joulebench.shape.upstream import EngineState, engine_state
+from joulebench.units import parse_duration_s
 
 #: Releases kept for ``explain()`` (the run record) and shown on ``/metrics`` (the latest).
 LEDGER = 10_000
@@ -374,7 +375,7 @@ class Summary:
         return asdict(self)
 
 
-def summarize(decisions: dict[str, Any]) -> Summary:
+def summarize_decisions(decisions: dict[str, Any]) -> Summary:
     """Releases, mean group, delays and batches (predicted vs realised) from ``explain()``."""
     recs = [r for r in decisions.get("releases") or [] if isinstance(r, dict)]
 

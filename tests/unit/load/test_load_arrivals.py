@@ -12,7 +12,6 @@ from joulebench.load.arrivals import (
     UniformRenewal,
     known_arrivals,
     parse_arrival,
-    parse_duration_s,
     read_trace,
 )
 
@@ -29,17 +28,12 @@ def test_registry_lists_known_names_on_unknown():
         assert name in str(exc.value)
 
 
-@pytest.mark.parametrize(
-    ("text", "seconds"), [("500ms", 0.5), ("0.5s", 0.5), ("250us", 250e-6), ("1e3ms", 1.0)]
-)
-def test_durations(text, seconds):
-    assert parse_duration_s(text, what="x") == pytest.approx(seconds)
-
-
-@pytest.mark.parametrize("text", ["500", "ms", "-5ms", "5 minutes", ""])
-def test_bad_durations_say_how_to_fix(text):
-    with pytest.raises(ConfigError, match="unit"):
-        parse_duration_s(text, what="fixed interval")
+def test_fixed_and_uniform_read_durations_like_the_shaping_policies():
+    # one parser: a bare number is milliseconds here as in cadence:500
+    assert parse_arrival("fixed:500").spec == parse_arrival("fixed:500ms").spec == "fixed:500ms"
+    assert parse_arrival("uniform:0,300ms").spec == "uniform:0ms,300ms"  # U(0, l) is allowed
+    with pytest.raises(ConfigError, match="fixed interval"):
+        parse_arrival("fixed:0ms")
 
 
 def test_sequential_is_closed_loop_and_burst_is_simultaneous():

@@ -2,8 +2,9 @@ from __future__ import annotations
 
 import pytest
 
+from joulebench.analysis.stats import quantile
 from joulebench.shape.experiment import parse_prometheus, server_batching
-from joulebench.shape.metrics import GatewayMetrics, quantile
+from joulebench.shape.metrics import GatewayMetrics
 from joulebench.shape.sweep import pareto_front
 
 SCRAPE = """# HELP joulebench_steps_total Forward steps run.

@@ -8,7 +8,6 @@ from joulebench.shape.policies import (
     Decision,
     Passthrough,
     Window,
-    parse_duration_s,
     parse_policy,
 )
 
@@ -55,12 +54,6 @@ def test_bad_max_delay() -> None:
         parse_policy("cadence:10ms", max_delay_ms=-1)
     with pytest.raises(ConfigError, match="max-delay"):
         parse_policy("cadence:10ms", max_delay_ms=float("nan"))
-
-
-def test_duration_units() -> None:
-    assert parse_duration_s("750", what="x") == pytest.approx(0.75)
-    assert parse_duration_s("2s", what="x") == pytest.approx(2.0)
-    assert parse_duration_s("500us", what="x") == pytest.approx(5e-4)
 
 
 def test_passthrough_releases_on_arrival() -> None:
