@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from joulebench.analysis.pareto import excluded, pareto_front
 from joulebench.analysis.records import ACCOUNTINGS, LoadRun, StoreContents, num
 from joulebench.analysis.stats import t_quantile_975
 from joulebench.report.plotting import (
@@ -168,23 +169,18 @@ def _point(summary: dict[str, Any], label: str, shaped: bool) -> dict[str, Any] 
         return None
     # figures over successful requests only: a run that lost some, or whose energy is ≤ 0, is
     # drawn but may not be on the front (its cheap, fast successes are not a better policy)
-    failed = num(summary, "requests", "failed") or 0
+    failed = int(num(summary, "requests", "failed") or 0)
     return {"label": label, "wh": wh, "p99_ms": p99, "shaped": shaped,
-            "eligible": failed == 0 and wh > 0}  # fmt: skip
+            "eligible": excluded(wh, p99, failed) is None}  # fmt: skip
 
 
-def pareto_front(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Points no other point beats on both energy and p99 latency, sorted by latency."""
-    front = [
-        p
-        for p in points
-        if not any(
-            q is not p and q["wh"] <= p["wh"] and q["p99_ms"] <= p["p99_ms"]
-            and (q["wh"] < p["wh"] or q["p99_ms"] < p["p99_ms"])
-            for q in points
-        )
-    ]  # fmt: skip
-    return sorted(front, key=lambda p: p["p99_ms"])
+def front_points(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The eligible points no other beats on both energy and p99 latency, sorted by latency."""
+    eligible = [p for p in points if p["eligible"]]
+    flags = pareto_front([(p["wh"], p["p99_ms"]) for p in eligible])
+    return sorted(
+        (p for p, on in zip(eligible, flags, strict=True) if on), key=lambda p: p["p99_ms"]
+    )
 
 
 def shaping_pareto(contents: StoreContents, out: Path) -> FigureFile | MissingFigure:
@@ -218,7 +214,7 @@ def shaping_pareto(contents: StoreContents, out: Path) -> FigureFile | MissingFi
             )
             for p in sel:
                 ax.annotate(p["label"], (p["p99_ms"], p["wh"]), fontsize=7, alpha=0.8)
-    front = pareto_front([p for p in points if p["eligible"]])
+    front = front_points(points)
     ax.plot(
         [p["p99_ms"] for p in front], [p["wh"] for p in front], "k--", lw=1, label="Pareto front"
     )

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from joulebench.analysis.pareto import excluded, pareto_front
 from joulebench.errors import ConfigError
 from joulebench.extras import require
 from joulebench.meters.base import Meter
@@ -59,33 +60,9 @@ class SweepPoint:
         }
 
 
-def pareto_front(points: Sequence[tuple[float, float]]) -> list[bool]:
-    """For each (cost_a, cost_b), True if no other point is ≤ on both and < on one."""
-    flags = []
-    for i, (a, b) in enumerate(points):
-        dominated = any(
-            (a2 <= a and b2 <= b) and (a2 < a or b2 < b)
-            for j, (a2, b2) in enumerate(points)
-            if j != i
-        )
-        flags.append(not dominated)
-    return flags
-
-
 def _excluded(p: SweepPoint) -> str | None:
-    """Why ``p`` may not be on the Pareto front, or ``None``.
-
-    Energy and latency are over *successful* requests: a run that lost some (429s, timeouts)
-    looks cheap and fast because the hard requests are missing, and a net energy ≤ 0 is below
-    the idle baseline, not a saving. Such points are listed, never on the front.
-    """
-    if p.energy_j is None or p.latency_ms is None:
-        return "no energy or no latency"
-    if p.failed:
-        return f"{p.failed} failed request(s): its figures cover the successful ones only"
-    if p.energy_j <= 0:
-        return "energy per request ≤ 0 (below the idle baseline): not resolved"
-    return None
+    """Why ``p`` may not be on the Pareto front, or ``None`` (:func:`analysis.pareto.excluded`)."""
+    return excluded(p.energy_j, p.latency_ms, p.failed)
 
 
 @dataclass(slots=True)

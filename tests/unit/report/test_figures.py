@@ -9,7 +9,7 @@ import pytest
 from joulebench.analysis.records import read_store
 from joulebench.report.build import FIGURES, ReportResult, draw_figures
 from joulebench.report.figures_profile import batch_groups, precision_cells
-from joulebench.report.figures_serving import pareto_front
+from joulebench.report.figures_serving import front_points
 from joulebench.report.plotting import method_caption
 from joulebench.results.store import ResultStore
 
@@ -76,14 +76,15 @@ def test_cell_selection_skips_failed_cells(full_store: Path) -> None:
     assert all(c.status == "done" for cs in groups.values() for c in cs)
 
 
-def test_pareto_front() -> None:
+def test_front_points_keep_only_eligible_points_on_the_front() -> None:
     pts = [
-        {"label": "a", "wh": 1.0, "p99_ms": 100.0},
-        {"label": "b", "wh": 0.5, "p99_ms": 200.0},
-        {"label": "c", "wh": 0.6, "p99_ms": 300.0},  # beaten by b on both axes
-        {"label": "d", "wh": 0.1, "p99_ms": 900.0},
+        {"label": "a", "wh": 1.0, "p99_ms": 100.0, "eligible": True},
+        {"label": "b", "wh": 0.5, "p99_ms": 200.0, "eligible": True},
+        {"label": "c", "wh": 0.6, "p99_ms": 300.0, "eligible": True},  # beaten by b on both
+        {"label": "d", "wh": 0.1, "p99_ms": 900.0, "eligible": True},
+        {"label": "e", "wh": 0.01, "p99_ms": 50.0, "eligible": False},  # lost requests
     ]
-    assert [p["label"] for p in pareto_front(pts)] == ["a", "b", "d"]
+    assert [p["label"] for p in front_points(pts)] == ["a", "b", "d"]
 
 
 @pytest.mark.parametrize(

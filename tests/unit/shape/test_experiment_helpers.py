@@ -2,10 +2,10 @@ from __future__ import annotations
 
 import pytest
 
+from joulebench.analysis.pareto import pareto_front
 from joulebench.analysis.stats import quantile
 from joulebench.shape.experiment import parse_prometheus, server_batching
 from joulebench.shape.metrics import GatewayMetrics
-from joulebench.shape.sweep import pareto_front
 
 SCRAPE = """# HELP joulebench_steps_total Forward steps run.
 # TYPE joulebench_steps_total counter
@@ -33,10 +33,15 @@ def test_server_batching_prefers_a_histogram() -> None:
     assert server_batching(before, after)["mean_batch_size"] == pytest.approx(6.0)
 
 
-def test_pareto_front() -> None:
+def test_pareto_front_and_its_eligibility() -> None:
+    from joulebench.analysis.pareto import excluded
+
     # (energy, latency): b dominates d; a and c trade off; e ties a on energy but is slower
     pts = [(1.0, 10.0), (2.0, 5.0), (0.5, 30.0), (2.5, 6.0), (1.0, 12.0)]
     assert pareto_front(pts) == [True, True, True, False, False]
+    assert excluded(1.0, 10.0, 0) is None
+    assert "failed" in (excluded(1.0, 10.0, 2) or "")
+    assert "idle" in (excluded(0.0, 10.0, 0) or "") and excluded(None, 1.0, 0)
 
 
 def test_metrics_render_and_quantiles() -> None:
