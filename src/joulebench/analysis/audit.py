@@ -252,3 +252,47 @@ def failing(checks: Sequence[AuditCheck | Mapping[str, object]]) -> list[dict[st
         if not d["passed"]:
             out.append(d)
     return out
+
+
+#: Relative tolerance of :func:`server_energy_agrees`: an engine's own energy figure and the
+#: client-side meter's figure for the same scope must agree within it.
+SERVER_ENERGY_TOLERANCE = 0.10
+
+
+def server_energy_agrees(
+    server_j: float | None,
+    reference_j: float | None,
+    *,
+    what: str,
+    tolerance: float = SERVER_ENERGY_TOLERANCE,
+    upper_bound_only: bool = False,
+    scope: str | None = None,
+) -> AuditCheck:
+    """The energy an engine reports about itself must match the meter's energy over the same scope.
+
+    ``what`` says which scope both figures cover (the engine's own words for its figure, and how
+    the reference was cut from the meter's timeline). ``upper_bound_only``: the scopes are not
+    known to be the same, so only ``server ≤ reference × (1 + tolerance)`` is checked (an engine
+    cannot have used more than the meter measured over everything it could have counted).
+    """
+    name = _label("server_energy_vs_meter", scope)
+    if server_j is None:
+        return AuditCheck(name, True, "not applicable: the engine reported no energy")
+    if reference_j is None or reference_j <= 0:
+        return AuditCheck(
+            name, False, f"engine reports {server_j:.4g} J but the meter has no figure for {what}"
+        )
+    ratio = server_j / reference_j
+    if upper_bound_only:
+        ok = ratio <= 1 + tolerance
+        detail = (
+            f"engine {server_j:.4g} J vs meter {reference_j:.4g} J ({what}): ratio {ratio:.3f} "
+            f"{'≤' if ok else '>'} {1 + tolerance:.2f} (scopes not known to match: upper bound only)"
+        )
+        return AuditCheck(name, ok, detail)
+    ok = abs(ratio - 1) <= tolerance
+    detail = (
+        f"engine {server_j:.4g} J vs meter {reference_j:.4g} J ({what}): "
+        f"{ratio - 1:+.1%}, {'within' if ok else 'outside'} ±{tolerance:.0%}"
+    )
+    return AuditCheck(name, ok, detail)

@@ -41,11 +41,26 @@ from rich.markup import escape
 from rich.table import Table
 
 from joulebench.cli.common import console, err_console, handle_errors, print_json
+from joulebench.cli.engine_options import (
+    EngineArgsOpt,
+    EngineLogOpt,
+    EngineOpt,
+    LaunchOpt,
+    ReadyPathOpt,
+    ReadyTimeoutOpt,
+    StopGraceOpt,
+    launch_options,
+    launched,
+    plan_launch,
+    print_engine,
+)
 from joulebench.cli.meter_options import (
+    AllowMissingGpuOpt,
     CountryOpt,
     CpuIdleOpt,
     CpuTdpOpt,
     FakePowerOpt,
+    GpusOpt,
     HzOpt,
     IdleOpt,
     IsolatedOpt,
@@ -404,6 +419,15 @@ def load(
             "with this policy (cadence:500ms, window:8,200ms, slo:500ms) and compare.",
         ),
     ] = None,
+    launch: LaunchOpt = None,
+    engine: EngineOpt = None,
+    engine_args: EngineArgsOpt = None,
+    ready_path: ReadyPathOpt = None,
+    ready_timeout_s: ReadyTimeoutOpt = 600.0,
+    stop_grace_s: StopGraceOpt = 15.0,
+    engine_log_dir: EngineLogOpt = None,
+    gpus: GpusOpt = None,
+    allow_missing_gpu: AllowMissingGpuOpt = False,
 ) -> None:
     """Send N requests on an arrival schedule; report latency and four energy accountings."""
     if protocol not in PROTOCOLS:
@@ -411,6 +435,12 @@ def load(
 
         raise UnknownName("protocol", protocol, list(PROTOCOLS))
     process = parse_arrival(arrival, seed=seed)  # bad specs fail before anything starts
+    launch_plan = plan_launch(
+        launch_options(launch, engine, engine_args, ready_path, ready_timeout_s, stop_grace_s,
+                       engine_log_dir),
+        url=url, model=model, gpus=gpus, store=store, meter=meter, fake_power_w=fake_power_w,
+    )  # fmt: skip
+    url = launch_plan.url if launch_plan is not None else url
     server_opts = {"scheduler": scheduler, "precision": precision, "device": device}
     given = [f"--{k}" for k, v in server_opts.items() if v is not None]
     if url and not embedded and given:
@@ -437,6 +467,8 @@ def load(
         "replay_path": replay_path,
         "fake_power_w": fake_power_w,
         "nvml_mode": nvml_mode,
+        "gpus": gpus,  # the engine's GPUs too (CUDA_VISIBLE_DEVICES), when it is launched
+        "allow_missing_gpu": allow_missing_gpu,
     }
     cli_config = {
         "target": "url" if url else "embedded",
@@ -455,7 +487,7 @@ def load(
             as_json=as_json, idle_s=idle_s, n=n, protocol=protocol, concurrency=concurrency,
             timeout_s=timeout_s, seed=seed, tok=tok, hz=hz, prompts=prompts,
             output_length=output_length, cli_config=cli_config, name=name,
-            max_failed_rate=max_failed_rate,
+            max_failed_rate=max_failed_rate, launch_plan=launch_plan,
         )  # fmt: skip
 
 
@@ -490,49 +522,46 @@ def _run_and_report(
     cli_config: dict[str, Any],
     name: str | None,
     max_failed_rate: float,
+    launch_plan: Any = None,
 ) -> None:
-    """Open the meter, run the load (or the via-shape comparison), store, print, exit status."""
+    """Open the meter, (launch the engine,) run the load (or the via-shape comparison), stop the
+    engine, store, print, exit status."""
     m = open_cli_meter(meter, require_isolated_gpu=require_isolated_gpu, **options)
-    comparison = None
+    comparison = session = None
     try:
-        with _target(url, embedded, model, m, server) as base:
+        with launched(launch_plan) as session, _target(url, embedded, model, m, server) as base:
             if via_shape:  # direct vs shaped, same trace/server/meter (joulebench.shape.experiment)
                 comparison = _compare(base, via_shape, arrival, items, lengths, meter=m,
                                       as_json=as_json, idle_s=idle_s, n=n, protocol=protocol,
                                       concurrency=concurrency, timeout_s=timeout_s, seed=seed,
-                                      model=model if url else None, tokenizer=_counter(tok),
+                                      model=model if url and not session else None, tokenizer=_counter(tok),
                                       hz=hz, config={"prompts": prompts,
                                       "output_length": describe_output_length(output_length)})  # fmt: skip
             else:
+                # a launched engine has its model loaded now: the baseline is idle, not empty
                 idle_w = measure_idle(m, idle_s).total_power_w if idle_s > 0 else None
                 try:
-                    result = run_load(
-                        base,
-                        protocol,
-                        process,
-                        items,
-                        n=n,
-                        output_length=lengths,
-                        concurrency=concurrency,
-                        timeout_s=timeout_s,
-                        meter=m,
-                        idle_power_w=idle_w,
-                        seed=seed,
-                        model=model if url else None,
-                        tokenizer=_counter(tok),
-                        timeline_hz=hz,
-                        forced=forced,
-                    )
+                    with session.watching() if session else contextlib.nullcontext():
+                        result = run_load(
+                            base, protocol, process, items, n=n, output_length=lengths,
+                            concurrency=concurrency, timeout_s=timeout_s, meter=m,
+                            idle_power_w=idle_w, seed=seed, model=model if url and not session else None,
+                            tokenizer=_counter(tok), timeline_hz=hz, forced=forced,
+                        )  # fmt: skip
                 except KeyboardInterrupt:
                     if db is not None:
                         cfg = {**cli_config, "url": base, "protocol": protocol, "n": n}
                         cfg["arrival"] = process.describe()
+                        if session is not None:
+                            cfg["engine"] = session.engine.to_dict()
                         run_id = _store_interrupted(db, cfg, name)
                         err_console.print(f"interrupted: recorded as run {run_id} in {store}")
                     raise
     finally:
         m.close()
     if comparison is not None:
+        if session is not None:  # stopped now: its exit status is known
+            cli_config = {**cli_config, "engine": session.engine.to_dict()}
         runs = (comparison.direct, comparison.shaped)
         if db is not None:
             ids = _store_comparison(db, comparison, cli_config, name)
@@ -549,12 +578,15 @@ def _run_and_report(
     j = result.to_json()
     j["config"].update(cli_config)
     j["config"]["max_failed_rate"] = max_failed_rate
+    if session is not None:  # stopped now: exit status, metrics, server-energy audit
+        session.annotate(j, result.records, result.timeline)
     if db is not None:
         j["run_id"] = _store(db, result, j, name)
     if as_json:
         print_json(j)
     else:
         print_table(j)
+        print_engine(j)
         if db is not None:
             err_console.print(f"stored as run {j['run_id']} in {store}")
     why = lost_requests(j["requests"], max_failed_rate)

@@ -9,7 +9,8 @@ the counts come from a tokenizer when one is given, else from the number of stre
 
 Server-reported energy is captured when present: an ``x-energy-j`` response header (with
 ``x-energy-method``), a ``usage.energy`` extension (a number or ``{"energy_j", "method"}``), the
-finishing chunk's ``energy`` or TGI's ``details.energy``; its label is normalised by
+finishing chunk's ``energy``, TGI's ``details.energy`` (joulebench serve) or ``details.energy_mj``
+(TGI's own, GPU millijoules, converted to J and labelled :data:`TGI_ENERGY_LABEL`); its label is normalised by
 :func:`energy_label`, so streamed and non-streamed answers of one server read the same.
 Queue time is read from an ``x-queue-time`` (TGI, ms) or ``x-queue-ms`` header.
 
@@ -67,6 +68,9 @@ def energy_label(energy: dict[str, Any]) -> str | None:
 
 #: Finish reasons by which a server says it gave the answer up (vLLM ``abort``, joulebench's).
 GAVE_UP = frozenset({"error", "abort", "cancelled"})
+#: The label of TGI's own per-request energy (``details.energy_mj``: GPU energy while the router
+#: handled the request, batch-mates overlapping), converted to J at the boundary.
+TGI_ENERGY_LABEL = "tgi:details.energy_mj;gpu"
 #: Finish reasons that mean the answer reached ``max_tokens``.
 LENGTH_REASONS = frozenset({"length"})
 
@@ -370,6 +374,9 @@ class TGI(ProtocolClient):
                 rec.input_tokens = int(details["input_length"])
             if details.get("energy") is not None:
                 self._energy(rec, details["energy"])
+            elif isinstance(details.get("energy_mj"), (int, float)):  # TGI's own, GPU mJ
+                rec.server_energy_j = float(details["energy_mj"]) / 1e3
+                rec.server_energy_method = TGI_ENERGY_LABEL
             _queue_ms(rec, details.get("queue_ms"))
         if event.get("usage"):
             _usage(rec, event["usage"])

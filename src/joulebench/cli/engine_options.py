@@ -1,0 +1,164 @@
+"""Typer options for launching the engine under test (``load``, ``shape-compare``, ``shape-sweep``).
+
+Use the ``Annotated`` aliases as parameter types, then :func:`launch_options` to bundle them::
+
+    def load(launch: LaunchOpt = None, engine: EngineOpt = None, ...):
+        opts = launch_options(launch, engine, ...)
+
+The flags, their presets and the stop rules are described in :mod:`joulebench.load.engines`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+
+from joulebench.cli.common import console, err_console
+from joulebench.load.engines.presets import PRESETS
+from joulebench.load.engines.session import (
+    EngineSession,
+    LaunchOptions,
+    LaunchPlan,
+    engine_session,
+    plan,
+)
+
+_PANEL = "Engine (launched by joulebench)"
+
+
+def _option(*flags: str, **kwargs: Any) -> Any:
+    return typer.Option(*flags, rich_help_panel=_PANEL, **kwargs)
+
+
+LaunchOpt = Annotated[
+    str | None,
+    _option(
+        "--launch",
+        help="Start this engine command first (own process group, logs kept), wait until --url "
+        "answers, measure idle with the model loaded, run, then stop it (also on Ctrl-C).",
+    ),
+]
+EngineOpt = Annotated[
+    str | None,
+    _option(
+        "--engine",
+        help=f"Launch a preset engine serving --model: {', '.join(PRESETS)} "
+        "(tensor parallel = the number of --gpus; see docs/engines.md).",
+    ),
+]
+EngineArgsOpt = Annotated[
+    str | None, _option("--engine-args", help="Extra words appended to the --engine command.")
+]
+ReadyPathOpt = Annotated[
+    str | None,
+    _option(
+        "--ready-path",
+        help="Path that answers 2xx once the engine serves (default: /health, then /v1/models).",
+    ),
+]
+ReadyTimeoutOpt = Annotated[
+    float, _option("--ready-timeout-s", min=0.1, help="How long to wait for the engine to serve.")
+]
+StopGraceOpt = Annotated[
+    float,
+    _option("--stop-grace-s", min=0.0, help="SIGTERM, then SIGKILL after this many seconds."),
+]
+EngineLogOpt = Annotated[
+    Path | None,
+    _option(
+        "--engine-log-dir",
+        help="Where the engine's log goes (default: next to --store, else joulebench-results/engine-logs).",
+    ),
+]
+
+
+def launch_options(
+    launch: str | None,
+    engine: str | None,
+    engine_args: str | None,
+    ready_path: str | None,
+    ready_timeout_s: float,
+    stop_grace_s: float,
+    log_dir: Path | None,
+) -> LaunchOptions:
+    return LaunchOptions(
+        launch=launch,
+        engine=engine,
+        engine_args=engine_args,
+        ready_path=ready_path,
+        ready_timeout_s=ready_timeout_s,
+        stop_grace_s=stop_grace_s,
+        log_dir=log_dir,
+    )
+
+
+def plan_launch(
+    opts: LaunchOptions,
+    *,
+    url: str | None,
+    model: str | None,
+    gpus: str | None,
+    store: Path | None,
+    meter: str,
+    fake_power_w: float,
+) -> LaunchPlan | None:
+    """The launch the flags ask for (``None``: nothing to launch); the engine's log goes next to
+    ``--store`` unless ``--engine-log-dir`` says otherwise."""
+    if not opts.wanted:
+        return None
+    return plan(
+        opts, url=url, model=model, gpus=gpus, meter=meter,
+        fake_power_w=fake_power_w if meter == "fake" else None,
+        log_dir=store.parent / "engine-logs" if store is not None else None,
+    )  # fmt: skip
+
+
+@contextlib.contextmanager
+def launched(launch: LaunchPlan | None) -> Iterator[EngineSession | None]:
+    """The launched engine's session, stopped on exit (``None`` when nothing is launched)."""
+    if launch is None:
+        yield None
+        return
+    err_console.print(f"starting engine ({launch.name}); log: {launch.log_path}")
+    with engine_session(launch) as session:
+        err_console.print(
+            f"engine ready at {launch.url} after {session.engine.ready_s or 0.0:.1f} s "
+            f"(pid {session.engine.pid})"
+        )
+        yield session
+
+
+def print_engine(j: dict[str, Any]) -> None:
+    """The ``engine`` section in a few lines: readiness, exit, occupancy, self-reported energy."""
+    e = j.get("engine")
+    if not e:
+        return
+    version = (e.get("version") or {}).get("version") or "?"
+    died = " [bold red]died during the run[/]" if e.get("died_during_run") else ""
+    console.print(
+        f"engine {escape(str(e.get('preset')))} (version {escape(str(version))}): ready after "
+        f"{e.get('ready_s') or 0:.1f} s, exit {e.get('exit_code')} ({e.get('stopped_by') or 'by itself'})"
+        f"{died}; log {escape(str(e.get('log_file')))}"
+    )
+    m = e.get("metrics")
+    if m:
+        samples = m.get("samples") or []
+        running = [s["running"] for s in samples if "running" in s]
+        peak = f", running ≤ {max(running):g}" if running else ""
+        console.print(
+            f"engine metrics: {len(samples)} scrapes of {escape(m['path'])}{peak}"
+            + (f" ({escape(m['note'])})" if m.get("note") else "")
+        )
+    se = e.get("server_energy")
+    if se:
+        ratio = se.get("ratio")
+        console.print(
+            f"engine-reported energy: {se['sum_j']:.4g} J ({escape(se['method'])}, {se['scope']}); "
+            f"meter {se.get('reference_j') or 0:.4g} J"
+            + (f", ratio {ratio:.3f}" if ratio is not None else "")
+        )
