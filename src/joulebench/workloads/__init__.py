@@ -14,7 +14,8 @@ from joulebench.workloads.precision import (
     parse_precision,
     supported_precisions,
 )
-from joulebench.workloads.prompts import EncodedPrompt, Prompt, PromptSet, load_prompts
+from joulebench.workloads.prompt_set import EncodedPrompt, Prompt, PromptSet
+from joulebench.workloads.prompts import load_prompts
 from joulebench.workloads.shapes import SHAPES, count_parameters
 from joulebench.workloads.tiny import make_tiny, tiny_model_path
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from joulebench.errors import ConfigError
 from joulebench.extras import require
-from joulebench.workloads.prompts import Prompt, PromptSet, validate_messages
+from joulebench.workloads.prompt_set import Prompt, PromptSet, validate_messages
 
 log = logging.getLogger(__name__)
 

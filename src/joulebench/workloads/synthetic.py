@@ -19,7 +19,7 @@ from typing import Any
 
 from joulebench.errors import ConfigError, UnknownName
 from joulebench.workloads.corpus import THANKS, Exchange, load_corpus
-from joulebench.workloads.prompts import Prompt, PromptSet, chat_input_ids, count_tokens
+from joulebench.workloads.prompt_set import Prompt, PromptSet, chat_input_ids, count_tokens
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ import pytest
 
 from joulebench.errors import ConfigError
 from joulebench.workloads.output_length import DEFAULT_NATURAL_CAP, OutputLength
-from joulebench.workloads.prompts import EncodedPrompt
+from joulebench.workloads.prompt_set import EncodedPrompt
 
 PROMPT = EncodedPrompt("p1", [1, 2, 3], 42)
 NO_REF = EncodedPrompt("p2", [1, 2, 3], None)

@@ -8,7 +8,8 @@ import pytest
 
 from joulebench.errors import ConfigError
 from joulebench.workloads.corpus import THANKS, corpus_texts
-from joulebench.workloads.prompts import PromptSet, chat_input_ids, load_prompts
+from joulebench.workloads.prompt_set import PromptSet, chat_input_ids
+from joulebench.workloads.prompts import load_prompts
 
 
 @pytest.fixture(scope="module")
