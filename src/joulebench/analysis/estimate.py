@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from joulebench.analysis.records import ACCOUNTINGS, LoadRun, ProfileCell, StoreContents
 from joulebench.errors import ConfigError, UnknownName
+from joulebench.validation import validation_message
 
 #: French average household consumption used by the study (kWh per year).
 DEFAULT_HOUSEHOLD_KWH_PER_YEAR = 4255.0
@@ -111,14 +112,11 @@ _FLAG_NAMES = {
 
 
 def _config_error(exc: ValidationError) -> ConfigError:
-    parts = []
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"])
-        name = _FLAG_NAMES.get(loc, loc or "input")
-        given = err.get("input")
-        shown = "" if isinstance(given, dict) else f" (got {given!r})"
-        parts.append(f"{name}: {err['msg']}{shown}")
-    return ConfigError("invalid estimate input — " + "; ".join(parts))
+    return ConfigError(
+        validation_message(
+            exc, "invalid estimate input", name=_FLAG_NAMES, top="input", show_input=True
+        )
+    )
 
 
 @dataclass(frozen=True, slots=True)

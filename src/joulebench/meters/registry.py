@@ -30,6 +30,7 @@ from joulebench.errors import (
     UnknownName,
 )
 from joulebench.meters.base import Availability, Meter
+from joulebench.validation import validation_message
 
 log = logging.getLogger(__name__)
 
@@ -197,10 +198,7 @@ def meter_options(**options: Any) -> MeterOptions:
     try:
         return MeterOptions(**{k: v for k, v in options.items() if v is not None})
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'options'}: {e['msg']}" for e in exc.errors()
-        )
-        raise ConfigError(f"invalid meter options: {problems}") from None
+        raise ConfigError(validation_message(exc, "invalid meter options", top="options")) from None
 
 
 def probe_all(**options: Any) -> dict[str, Availability]:

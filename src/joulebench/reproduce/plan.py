@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from joulebench.errors import ConfigError, JoulebenchError, UnknownName
 from joulebench.profile.sweep import SweepConfig
+from joulebench.validation import validation_message
 from joulebench.yamlfile import read_yaml
 
 #: Bundled plans, by mode.
@@ -243,16 +244,13 @@ def check_model_source(model: str) -> None:
 
 
 def _format_errors(source: str, exc: ValidationError) -> str:
-    lines = [f"{source}: invalid reproduce plan"]
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        msg = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            parent = err["loc"][:-1]
-            fields = _fields_at(parent)
-            msg = "unknown key" + (f"; known keys: {', '.join(fields)}" if fields else "")
-        lines.append(f"  key '{loc}': {msg}")
-    return "\n".join(lines)
+    return validation_message(
+        exc,
+        f"{source}: invalid reproduce plan",
+        name=lambda path: f"key '{path}'",
+        known_keys=_fields_at,
+        one_per_line=True,
+    )
 
 
 def _fields_at(loc: tuple[Any, ...]) -> list[str]:

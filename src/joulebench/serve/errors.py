@@ -24,6 +24,7 @@ from starlette.responses import Response
 from joulebench.serve.engine import Rejected
 from joulebench.serve.protocol import is_tgi, openai_body, tgi_body
 from joulebench.serve.validate import InvalidBody, param_name, parse_json
+from joulebench.validation import problems
 
 log = logging.getLogger(__name__)
 
@@ -78,22 +79,20 @@ def _printable(text: str) -> str:
 
 
 def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
-    errors = exc.errors()
-    if not errors:
+    found = problems(exc)
+    if not found:
         return "invalid request body", None
     # in a union (prompt: str | list[int]) every branch reports; a broken constraint ("≥ 0") says
     # more than "should be a valid string", so it wins over a type mismatch
-    specific = [e for e in errors if not str(e.get("type", "")).endswith("_type")]
-    first = (specific or errors)[0]
-    param = param_name(first.get("loc", ()))
+    first = ([p for p in found if not p.type_mismatch] or found)[0]
+    param = param_name(first.loc)
     if param is None:  # the body itself: absent, or JSON but not an object
-        if first.get("type") == "missing":
+        if first.kind == "missing":
             return "the request has no body; send a JSON object", None
         return "the request body must be a JSON object", None
-    if first.get("type") == "missing":
+    if first.kind == "missing":
         return f"missing required parameter '{param}'", param
-    msg = str(first.get("msg", "invalid value"))
-    return (f"invalid '{param}': {msg}" if param else msg), param
+    return f"invalid '{param}': {first.msg}", param
 
 
 def install(app: FastAPI) -> None:
