@@ -22,46 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from joulebench.errors import ConfigError
+from joulebench.workloads.precision import BITS, PrecisionSpec, parse_precision, short_dtype
 
 log = logging.getLogger(__name__)
-
-#: Storage bytes per parameter by precision name (quantization scales ignored, < 3 %).
-BYTES_PER_PARAM = {
-    "fp32": 4.0,
-    "bf16": 2.0,
-    "fp16": 2.0,
-    "fp8": 1.0,
-    "int8": 1.0,
-    "int4": 0.5,
-    "nf4": 0.5,
-    "fp4": 0.5,
-}
-_ALIASES = {
-    "float32": "fp32",
-    "bfloat16": "bf16",
-    "float16": "fp16",
-    "half": "fp16",
-    "float": "fp32",
-}
-
-
-def normalize_precision(name: str) -> str:
-    key = _ALIASES.get(name.lower(), name.lower())
-    for known in BYTES_PER_PARAM:
-        if key.startswith(known):
-            return known
-    raise ConfigError(
-        f"unknown precision {name!r} for the roofline; known: {', '.join(BYTES_PER_PARAM)}"
-    )
-
-
-def _dtype_name(dtype: Any) -> str | None:
-    """``torch.bfloat16`` / ``"bfloat16"`` → ``"bf16"``; ``None`` for anything not a float dtype."""
-    if dtype is None:
-        return None
-    name = str(dtype).removeprefix("torch.")
-    p = _ALIASES.get(name, name)
-    return p if p in ("fp32", "bf16", "fp16") else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +74,7 @@ class ModelShape:
             head_dim=int(get("head_dim") or hidden // heads),
             intermediate=int(get("intermediate_size")),
             vocab=int(get("vocab_size")),
-            kv_dtype=_dtype_name(get("dtype") or get("torch_dtype")),
+            kv_dtype=short_dtype(get("dtype") or get("torch_dtype")),
         )
 
     @property
@@ -451,20 +414,6 @@ def given_peak(gflops: float, bandwidth_gb_s: float, name: str = "CPU (given)") 
     )
 
 
-def compute_dtype(precision: str, compute: str | None = None) -> str:
-    """The peak to use: int8 for LLM.int8 (bitsandbytes int8 matmuls), fp8 for float8 matmuls,
-    otherwise the compute dtype of the layers (weight-only quantization dequantizes)."""
-    name = precision.lower()
-    if name in ("int8", "int8-bnb"):
-        return "int8"
-    if name in ("fp8", "float8"):
-        return "fp8"
-    if compute:
-        return normalize_precision(compute)
-    p = normalize_precision(name)
-    return "fp32" if p in ("int4", "nf4", "fp4", "int8") else p
-
-
 @dataclass(frozen=True, slots=True)
 class BatchShape:
     """One static batch: ``batch`` sequences padded to ``length``, decoded for ``steps`` steps."""
@@ -477,20 +426,28 @@ class BatchShape:
 def roofline(
     shape: ModelShape,
     batches: Sequence[BatchShape],
-    precision: str,
+    precision: PrecisionSpec | str,
     hardware: HardwarePeak,
     *,
     compute: str | None = None,
     measured_s: Mapping[str, float | None] | None = None,
 ) -> dict[str, Any]:
-    """Per-phase FLOPs, bytes, time floor and (given measured seconds) efficiency."""
-    p = normalize_precision(precision)
-    wbytes = BYTES_PER_PARAM[p]
-    cdt = compute_dtype(precision, compute)
+    """Per-phase FLOPs, bytes, time floor and (given measured seconds) efficiency.
+
+    ``precision``: the parsed precision, or a name :func:`parse_precision` knows. Its weight
+    format gives the bytes per parameter and its :attr:`~PrecisionSpec.peak_dtype` the peak.
+    ``compute`` overrides the precision's compute dtype (a knob a bare name cannot carry); a
+    precision that has no such knob refuses a different one.
+    """
+    spec = parse_precision(precision)
+    if compute is not None and short_dtype(compute) != short_dtype(spec.compute_dtype):
+        spec = parse_precision(spec, compute_dtype=compute)
+    wbytes = spec.weight_bits / 8
+    cdt = spec.peak_dtype
     # the KV cache is written and read in the model's dtype, not the matmul compute dtype (an
     # int8-bnb model computes in fp16 but keeps an fp32 cache when loaded in fp32)
     kv_dtype = shape.kv_dtype or ("fp32" if cdt in ("fp32", "tf32") else "bf16")
-    act = BYTES_PER_PARAM[kv_dtype]
+    act = BITS[kv_dtype] / 8
     peak = hardware.peak_for(cdt)
     work = {"prefill": PhaseWork(0.0, 0.0), "decode": PhaseWork(0.0, 0.0)}
     for b in batches:
@@ -500,7 +457,7 @@ def roofline(
         )
     out: dict[str, Any] = {
         "hardware": hardware.to_dict(),
-        "precision": p,
+        "precision": spec.weight_kind,
         "compute_dtype": cdt,
         "kv_dtype": kv_dtype,
         "kv_dtype_source": "model config" if shape.kv_dtype else "compute dtype (config has none)",

@@ -32,22 +32,40 @@ PRECISIONS: tuple[str, ...] = (
 
 _ALIASES = {
     "float32": "fp32",
+    "float": "fp32",
     "bfloat16": "bf16",
     "float16": "fp16",
+    "half": "fp16",
     "int8": "int8-bnb",
     "nf4": "int4-nf4",
     "fp4": "int4-fp4",
     "float8": "fp8",
 }
 
+#: Bits per stored element, by short format name: the float dtypes and the quantized weight
+#: formats (quantization scales and zero points ignored, < 3 % of the weights). The one table of
+#: sizes: model memory estimates and the roofline both read it through :class:`PrecisionSpec`.
+BITS: dict[str, int] = {"fp32": 32, "bf16": 16, "fp16": 16, "fp8": 8, "int8": 8, "int4": 4}
+
+#: Full dtype name (as torch and transformers configs spell it) → short name.
+_SHORT_DTYPES = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
+
+#: Every accepted spelling of a float dtype → its full name.
 _DTYPES = {
-    "float32": "float32",
-    "fp32": "float32",
-    "bfloat16": "bfloat16",
-    "bf16": "bfloat16",
-    "float16": "float16",
-    "fp16": "float16",
+    **{full: full for full in _SHORT_DTYPES},
+    **{short: full for full, short in _SHORT_DTYPES.items()},
+    "float": "float32",
+    "half": "float16",
 }
+
+
+def short_dtype(dtype: Any) -> str | None:
+    """``torch.bfloat16`` / ``"bfloat16"`` / ``"bf16"`` → ``"bf16"``; None for anything else."""
+    if dtype is None:
+        return None
+    full = _DTYPES.get(str(dtype).removeprefix("torch.").lower())
+    return _SHORT_DTYPES[full] if full else None
+
 
 #: Compute capability from which torchao float8 matmuls run (Ada Lovelace / Hopper and newer).
 FP8_MIN_CAPABILITY = (8, 9)
@@ -118,6 +136,18 @@ _DEFAULTS: dict[str, tuple[str, str, dict[str, Any]]] = {
     ),
 }
 
+#: How each quantized precision stores its quantized weights (a key of :data:`BITS`), and whether
+#: its matmuls run in that format (LLM.int8's int8 matmuls, float8's scaled matmuls) instead of
+#: dequantizing to the compute dtype first (weight-only quantization).
+_QUANTIZED: dict[str, tuple[str, bool]] = {
+    "int8-bnb": ("int8", True),
+    "int4-nf4": ("int4", False),
+    "int4-fp4": ("int4", False),
+    "int8-torchao": ("int8", False),
+    "int4-torchao": ("int4", False),
+    "fp8": ("fp8", True),
+}
+
 _OVERRIDABLE = {
     "fp32": set(),
     "bf16": set(),
@@ -152,6 +182,32 @@ class PrecisionSpec:
     @property
     def compute_dtype(self) -> str:
         return str(self.knobs.get("compute_dtype", self.knobs["dtype"]))
+
+    @property
+    def weight_kind(self) -> str:
+        """Short name of how the weights are stored: ``int4``, ``int8``, ``fp8`` (the quantized
+        linears) or the dtype (``fp32``, ``bf16``, ``fp16``) when nothing is quantized."""
+        if self.name in _QUANTIZED:
+            return _QUANTIZED[self.name][0]
+        return _SHORT_DTYPES[self.dtype]
+
+    @property
+    def weight_bits(self) -> int:
+        """Bits per weight of the quantized linears (of every weight when unquantized)."""
+        return BITS[self.weight_kind]
+
+    @property
+    def dtype_bits(self) -> int:
+        """Bits per element of the layers that are not quantized."""
+        return BITS[_SHORT_DTYPES[self.dtype]]
+
+    @property
+    def peak_dtype(self) -> str:
+        """The short dtype whose peak throughput bounds the matmuls: ``int8`` for LLM.int8,
+        ``fp8`` for float8, otherwise the compute dtype (weight-only formats dequantize)."""
+        if _QUANTIZED.get(self.name, ("", False))[1]:
+            return self.weight_kind
+        return _SHORT_DTYPES[self.compute_dtype]
 
     @property
     def torch_dtype(self) -> Any:

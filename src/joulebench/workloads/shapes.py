@@ -150,11 +150,6 @@ def shape_info(name: str) -> ShapeInfo:
     )
 
 
-_BITS = {"float32": 32, "bfloat16": 16, "float16": 16}
-_QUANT_BITS = {"int8-bnb": 8, "int8-torchao": 8, "fp8": 8, "int4-nf4": 4, "int4-fp4": 4}
-_QUANT_BITS["int4-torchao"] = 4
-
-
 def weight_bytes(config: Any, precision: Any) -> int:
     """Approximate bytes of the weights of ``config`` in ``precision`` (scales excluded).
 
@@ -169,8 +164,6 @@ def weight_bytes(config: Any, precision: Any) -> int:
     tied = bool(_get(config, "tie_word_embeddings", False))
     layers = int(_get(config, "num_hidden_layers"))
     unquantized = vocab * hidden * (1 if tied else 2) + hidden * (2 * layers + 1)
-    dtype_bits = _BITS[spec.dtype]
     if not spec.quantized:
-        return total * dtype_bits // 8
-    quant_bits = _QUANT_BITS[spec.name]
-    return (unquantized * dtype_bits + (total - unquantized) * quant_bits) // 8
+        return total * spec.dtype_bits // 8
+    return (unquantized * spec.dtype_bits + (total - unquantized) * spec.weight_bits) // 8

@@ -6,13 +6,12 @@ from joulebench.analysis.roofline import (
     GPU_TABLE,
     BatchShape,
     ModelShape,
-    compute_dtype,
     given_peak,
     gpu_peak,
-    normalize_precision,
     roofline,
 )
 from joulebench.errors import ConfigError
+from joulebench.workloads.precision import parse_precision
 
 LLAMA8B = dict(
     num_hidden_layers=32,
@@ -61,14 +60,46 @@ def test_batching_amortises_weights_in_decode():
     assert eight < 2 * one
 
 
-def test_precision_names_and_gpu_matching():
-    assert normalize_precision("bfloat16") == "bf16"
-    assert normalize_precision("int4-nf4") == "int4"
-    assert compute_dtype("int8-bnb") == "int8"
-    assert compute_dtype("int4-fp4", "float32") == "fp32"
-    assert compute_dtype("int4-nf4", "bfloat16") == "bf16"
+@pytest.mark.parametrize(
+    ("precision", "weight_kind", "peak"),
+    [
+        ("bfloat16", "bf16", "bf16"),
+        ("int4-nf4", "int4", "bf16"),
+        ("int4-fp4", "int4", "fp32"),
+        ("int8-bnb", "int8", "int8"),
+        ("int8-torchao", "int8", "bf16"),
+        ("fp8", "fp8", "fp8"),
+    ],
+)
+def test_precision_sets_the_weight_bytes_and_the_peak(precision, weight_kind, peak):
+    s = ModelShape.from_config({**LLAMA8B, "dtype": "bfloat16"})
+    b = [BatchShape(1, 100, 10)]
+    r = roofline(s, b, precision, GPU_TABLE["H100 SXM"])
+    assert r["precision"] == weight_kind and r["compute_dtype"] == peak
+    assert r["peak_flops_per_s"] == GPU_TABLE["H100 SXM"].flops_per_s[peak]
+    bf16 = roofline(s, b, "bf16", GPU_TABLE["H100 SXM"])
+    weights_bf16 = (s.n_layers * s.layer_params + s.head_params) * 2.0
+    bits = {"bf16": 16, "int8": 8, "fp8": 8, "int4": 4}[weight_kind]
+    extra = weights_bf16 * (bits / 16 - 1)  # one read of the weights per prefill forward
+    assert r["prefill"]["bytes"] == pytest.approx(bf16["prefill"]["bytes"] + extra)
+
+
+def test_roofline_takes_the_parsed_precision_with_its_knobs():
+    s = ModelShape.from_config(LLAMA8B)
+    b = [BatchShape(2, 200, 20)]
+    nf4 = parse_precision("int4-nf4", compute_dtype="float32")
+    by_spec = roofline(s, b, nf4, GPU_TABLE["H100 SXM"])
+    assert by_spec["compute_dtype"] == "fp32"
+    # the name alone loses the knob; the compute override gives it back, and agrees
+    assert roofline(s, b, "int4-nf4", GPU_TABLE["H100 SXM"])["compute_dtype"] == "bf16"
+    assert roofline(s, b, "int4-nf4", GPU_TABLE["H100 SXM"], compute="float32") == by_spec
+    with pytest.raises(ConfigError, match="settable"):
+        roofline(s, b, "bf16", GPU_TABLE["H100 SXM"], compute="float32")
     with pytest.raises(ConfigError, match="known"):
-        normalize_precision("int3")
+        roofline(s, b, "int3", GPU_TABLE["H100 SXM"])
+
+
+def test_gpu_matching():
     assert gpu_peak("NVIDIA H100 80GB HBM3").name == "H100 SXM"
     assert gpu_peak("NVIDIA H100 PCIe").name == "H100 PCIe"
     assert gpu_peak("NVIDIA L4").name == "L4"

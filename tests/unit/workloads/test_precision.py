@@ -10,6 +10,7 @@ from joulebench.workloads.precision import (
     check_supported,
     linear_out_dims,
     parse_precision,
+    short_dtype,
     supported_precisions,
 )
 
@@ -39,6 +40,44 @@ def test_study_defaults_are_recorded() -> None:
     nf4 = parse_precision("int4-nf4")
     assert nf4.knobs["double_quant"] is True and nf4.compute_dtype == "bfloat16"
     assert parse_precision("int8-torchao").knobs["config"] == "Int8WeightOnlyConfig"
+
+
+@pytest.mark.parametrize(
+    ("name", "weight_kind", "weight_bits", "dtype_bits", "peak_dtype"),
+    [
+        ("fp32", "fp32", 32, 32, "fp32"),
+        ("bf16", "bf16", 16, 16, "bf16"),
+        ("fp16", "fp16", 16, 16, "fp16"),
+        ("int8-bnb", "int8", 8, 16, "int8"),  # LLM.int8 multiplies in int8
+        ("int4-nf4", "int4", 4, 16, "bf16"),  # weight-only: dequantized to the compute dtype
+        ("int4-fp4", "int4", 4, 16, "fp32"),  # the study's int4 computes in float32
+        ("int8-torchao", "int8", 8, 16, "bf16"),
+        ("int4-torchao", "int4", 4, 16, "bf16"),
+        ("fp8", "fp8", 8, 16, "fp8"),  # float8 matmuls
+    ],
+)
+def test_each_precision_knows_its_sizes_and_peak(
+    name: str, weight_kind: str, weight_bits: int, dtype_bits: int, peak_dtype: str
+) -> None:
+    spec = parse_precision(name)
+    assert (spec.weight_kind, spec.weight_bits, spec.peak_dtype) == (
+        weight_kind,
+        weight_bits,
+        peak_dtype,
+    )
+    assert spec.dtype_bits == dtype_bits
+
+
+def test_knobs_move_the_sizes_and_the_peak() -> None:
+    nf4 = parse_precision("int4-nf4", compute_dtype="float32", dtype="float32")
+    assert nf4.peak_dtype == "fp32" and nf4.dtype_bits == 32 and nf4.weight_bits == 4
+    assert parse_precision("int8-bnb", dtype="bfloat16").peak_dtype == "int8"
+
+
+def test_short_dtype_names() -> None:
+    assert short_dtype("torch.bfloat16") == short_dtype("bfloat16") == short_dtype("bf16") == "bf16"
+    assert short_dtype("float") == "fp32" and short_dtype("half") == "fp16"
+    assert short_dtype("int8") is None and short_dtype(None) is None
 
 
 def test_aliases_and_overrides() -> None:
