@@ -66,19 +66,31 @@ def build_engine(
     )
 
 
-def _uvicorn_server(
+@contextlib.contextmanager
+def _serving(
     engine: ServingEngine, host: str, port: int, api_key: str | None, max_body_mib: float
-) -> Any:
+) -> Iterator[Any]:
+    """Start ``engine`` and yield a uvicorn server for its app, not yet running; stop the engine
+    on exit. The one path by which both entry points build and run the server."""
     uvicorn = require("uvicorn", "serve", "the embedded server")
     from joulebench.serve.app import create_app
 
     if not max_body_mib > 0:
         raise ConfigError(f"max_body_mib must be > 0, got {max_body_mib}")
-    app = create_app(engine, api_key=api_key, max_body_bytes=int(max_body_mib * 2**20))
-    config = uvicorn.Config(
-        app, host=host, port=port, log_level="warning", lifespan="off", timeout_graceful_shutdown=5
-    )
-    return uvicorn.Server(config)
+    engine.start()
+    try:
+        app = create_app(engine, api_key=api_key, max_body_bytes=int(max_body_mib * 2**20))
+        config = uvicorn.Config(
+            app,
+            host=host,
+            port=port,
+            log_level="warning",
+            lifespan="off",
+            timeout_graceful_shutdown=5,
+        )
+        yield uvicorn.Server(config)
+    finally:
+        engine.stop()
 
 
 @contextlib.contextmanager
@@ -97,38 +109,37 @@ def embedded_server(
 ) -> Iterator[str]:
     """Run the server on a background thread and yield its base URL (``http://host:port``).
 
-    ``port=0`` picks a free port; bodies over ``max_body_mib`` get 413. Waits until ``/health`` answers; shuts down cleanly on exit.
-    ``kwargs`` go to :func:`build_engine`. The engine is reachable as ``embedded_server.last``
-    only for introspection in tests; do not rely on it elsewhere.
+    ``port=0`` picks a free port; bodies over ``max_body_mib`` get 413. Waits until ``/health``
+    answers; shuts down cleanly on exit. ``kwargs`` go to :func:`build_engine`. The engine is
+    reachable as ``embedded_server.last`` only for introspection in tests; do not rely on it
+    elsewhere.
     """
     engine = build_engine(model, precision, scheduler, meter=meter, **kwargs)
-    engine.start()
-    try:
-        server = _uvicorn_server(engine, host, port, api_key, max_body_mib)
-    except BaseException:
-        engine.stop()
-        raise
-    thread = threading.Thread(target=server.run, name="joulebench-serve", daemon=True)
-    try:
-        thread.start()
-        deadline = time.monotonic() + startup_timeout_s
-        while not server.started:
-            if not thread.is_alive():
-                raise ConfigError(f"the server could not start on {host}:{port} (port in use?)")
-            if time.monotonic() > deadline:
-                raise ConfigError(f"the server did not start within {startup_timeout_s:.0f} s")
-            time.sleep(0.01)
-        bound = server.servers[0].sockets[0].getsockname()[1]
-        url = f"http://{host}:{bound}"
-        headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
-        r = httpx.get(f"{url}/health", headers=headers, timeout=10.0)
-        r.raise_for_status()
-        embedded_server.last = engine  # type: ignore[attr-defined]
-        yield url
-    finally:
-        server.should_exit = True
-        thread.join(15.0)
-        engine.stop()
+    with _serving(engine, host, port, api_key, max_body_mib) as server:
+        thread = threading.Thread(target=server.run, name="joulebench-serve", daemon=True)
+        try:
+            thread.start()
+            url = _wait_started(server, thread, host, port, startup_timeout_s)
+            headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
+            httpx.get(f"{url}/health", headers=headers, timeout=10.0).raise_for_status()
+            embedded_server.last = engine  # type: ignore[attr-defined]
+            yield url
+        finally:
+            server.should_exit = True
+            thread.join(15.0)
+
+
+def _wait_started(
+    server: Any, thread: threading.Thread, host: str, port: int, timeout_s: float
+) -> str:
+    deadline = time.monotonic() + timeout_s
+    while not server.started:
+        if not thread.is_alive():
+            raise ConfigError(f"the server could not start on {host}:{port} (port in use?)")
+        if time.monotonic() > deadline:
+            raise ConfigError(f"the server did not start within {timeout_s:.0f} s")
+        time.sleep(0.01)
+    return f"http://{host}:{server.servers[0].sockets[0].getsockname()[1]}"
 
 
 def serve_forever(
@@ -143,10 +154,8 @@ def serve_forever(
     max_body_mib: float = DEFAULT_MAX_BODY_MIB,
     **kwargs: Any,
 ) -> None:
-    """Run the server in the foreground until interrupted (``joulebench serve``)."""
+    """Run the server in the foreground until interrupted (``joulebench serve``): the same
+    engine and app as :func:`embedded_server`, on the calling thread."""
     engine = build_engine(model, precision, scheduler, meter=meter, **kwargs)
-    engine.start()
-    try:
-        _uvicorn_server(engine, host, port, api_key, max_body_mib).run()
-    finally:
-        engine.stop()
+    with _serving(engine, host, port, api_key, max_body_mib) as server:
+        server.run()
