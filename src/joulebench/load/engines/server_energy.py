@@ -18,7 +18,9 @@ covers what the engine says it counted:
 Any other label: only the upper bound against the whole window is checked. GPU-only figures are
 compared with the meter's ``gpu:*`` domains; a meter without any says the check cannot be made.
 The tolerance (:data:`joulebench.analysis.audit.SERVER_ENERGY_TOLERANCE`, 10 %) is stated in the
-check's detail.
+check's detail. An engine's figure is quantized by its own meter (a counter that updates every
+100 ms errs by up to that much power × 0.1 s per busy span): a load with well under a second of
+busy time can fail the check for that reason alone; send more work before trusting a verdict.
 """
 
 from __future__ import annotations

@@ -1,0 +1,237 @@
+"""``joulebench load`` launching real engines end to end (``joulebench serve``, ``transformers
+serve``), an engine that never serves, one that dies mid-load, and Ctrl-C during a launched run.
+After each, nothing of the engine is left running or listening."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from joulebench.load.engines.process import group_alive
+from joulebench.load.engines.session import free_port
+
+pytestmark = pytest.mark.integration
+
+#: An engine that serves (joulebench's loopback stub), writes its pids, and, with a positive
+#: lifetime, dies that long after it started serving (exit 3).
+STUB_ENGINE = """
+import os, subprocess, sys, time
+port, lifetime, pidfile = sys.argv[1], float(sys.argv[2]), sys.argv[3]
+stub = subprocess.Popen([sys.executable, "-m", "joulebench.load.stub", "--port", port,
+                         "--tokens", "4", "--token-delay-s", "0.02"], stdout=subprocess.PIPE)
+open(pidfile, "w").write(f"{os.getpid()} {stub.pid}")
+print("stub at", stub.stdout.readline().decode().strip(), flush=True)
+if lifetime <= 0:
+    sys.exit(stub.wait())
+time.sleep(lifetime)
+print("engine crashing now", flush=True)
+stub.kill()
+sys.exit(3)
+"""
+
+
+def jb(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "joulebench", *args], capture_output=True, text=True,
+        timeout=timeout,
+    )  # fmt: skip
+
+
+def running(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def listening(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def assert_nothing_left(pids: list[int], port: int) -> None:
+    deadline = time.monotonic() + 5.0
+    while time.monotonic() < deadline and any(running(p) for p in pids):
+        time.sleep(0.05)
+    assert [p for p in pids if running(p)] == []
+    assert not any(group_alive(p) for p in pids[:1])
+    assert not listening(port)
+
+
+@pytest.fixture()
+def prompts(tmp_path) -> str:
+    f = tmp_path / "prompts.txt"
+    f.write_text("how much energy does a prompt use\nsay hello\n")
+    return str(f)
+
+
+def _stub_engine(tmp_path: Path, lifetime_s: float) -> tuple[str, int, Path]:
+    script, pidfile = tmp_path / "engine.py", tmp_path / "pids"
+    script.write_text(STUB_ENGINE)
+    port = free_port()
+    cmd = shlex.join([sys.executable, str(script), str(port), str(lifetime_s), str(pidfile)])
+    return cmd, port, pidfile
+
+
+COMMON = ("--meter", "fake", "--fake-power-w", "50", "--hz", "50", "--json")
+
+
+def test_joulebench_serve_as_engine(tmp_path, prompts) -> None:
+    db = tmp_path / "r.duckdb"
+    proc = jb(
+        "load", "--engine", "joulebench", "--model", "tiny", "--prompts", prompts,
+        "--n", "12", "--arrival", "poisson:10", "--output-length", "32", "--idle-s", "0.3",
+        "--ready-timeout-s", "240", "--store", str(db), *COMMON,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    j = json.loads(proc.stdout)
+    assert j["requests"]["ok"] == 12
+    e = j["engine"]
+    assert e["preset"] == "joulebench" and "-m joulebench serve --model tiny" in e["command"]
+    assert e["ready_s"] > 0 and e["ready_path"] == "/health"
+    assert e["version"]["path"] == "/info" and e["version"]["router"] == "joulebench"
+    assert e["stopped_by"] == "SIGTERM" and not e["died_during_run"]
+    assert Path(e["log_file"]).parent == tmp_path / "engine-logs"
+    assert "joulebench serve" in Path(e["log_file"]).read_text()
+    # the idle baseline was measured after the engine was up (model loaded)
+    assert j["config"]["idle_power_w"] == pytest.approx(50.0, rel=0.05)
+    samples = e["metrics"]["samples"]
+    assert len(samples) >= 2 and {"running", "waiting", "busy_s"} <= set(samples[-1])
+    assert samples[-1]["busy_s"] > samples[0]["busy_s"]
+    # the server's own energy (same kind of meter, 50 W) against ours: same scope, within 10 %
+    # (the server's fake counter updates every 100 ms: seconds of busy time keep that small)
+    se = e["server_energy"]
+    assert se["scope"] == "busy-steps" and se["n"] == 12
+    assert se["ratio"] == pytest.approx(1.0, abs=0.1)
+    audit = next(a for a in j["energy"]["audits"] if a["name"] == "engine:server_energy_vs_meter")
+    assert audit["passed"], audit
+    with duckdb.connect(str(db), read_only=True) as con:
+        status, summary = con.execute("SELECT status, summary FROM runs").fetchone()
+        checks = con.execute(
+            "SELECT passed FROM audits WHERE check_name = 'engine:server_energy_vs_meter'"
+        ).fetchall()
+    assert status == "done" and json.loads(summary)["engine"]["pid"] == e["pid"]
+    assert checks == [(True,)]
+    assert_nothing_left([e["pid"]], int(e["url"].rsplit(":", 1)[1]))
+
+
+def test_transformers_serve_as_engine(tmp_path, prompts, tiny_model_dir) -> None:
+    exe = Path(sys.executable).parent / "transformers"
+    if not exe.exists() and shutil.which("transformers") is None:
+        pytest.skip("the `transformers` CLI is not installed (pip install 'transformers[serving]')")
+    port = free_port()
+    cmd = shlex.join([str(exe), "serve", str(tiny_model_dir), "--host", "127.0.0.1",
+                      "--port", str(port), "--device", "cpu"])  # fmt: skip
+    proc = jb(
+        "load", "--launch", cmd, "--url", f"http://127.0.0.1:{port}", "--model",
+        str(tiny_model_dir), "--prompts", prompts, "--n", "3", "--arrival", "fixed:100ms",
+        # natural:6 — transformers serve refuses ignore_eos (422), which a forced length sends
+        "--output-length", "natural:6", "--idle-s", "0.2", "--ready-timeout-s", "240",
+        "--engine-log-dir", str(tmp_path / "logs"), *COMMON,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    j = json.loads(proc.stdout)
+    assert j["requests"]["ok"] == 3
+    e = j["engine"]
+    assert e["preset"] == "custom" and e["exit_code"] is not None
+    assert e["ready_path"] in ("/health", "/v1/models")
+    assert Path(e["log_file"]).parent == tmp_path / "logs"
+    assert e["server_energy"] is None  # transformers serve reports no energy
+    assert_nothing_left([e["pid"]], port)
+
+
+def test_engine_never_ready_cli(tmp_path, prompts) -> None:
+    script, pidfile = tmp_path / "slow.py", tmp_path / "pids"
+    script.write_text(
+        "import os, subprocess, sys, time\n"
+        "c = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'])\n"
+        f"open({str(pidfile)!r}, 'w').write(f'{{os.getpid()}} {{c.pid}}')\n"
+        "print('still compiling kernels', flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    port = free_port()
+    t0 = time.monotonic()
+    proc = jb(
+        "load", "--launch", shlex.join([sys.executable, str(script)]), "--url",
+        f"http://127.0.0.1:{port}", "--prompts", prompts, "--n", "2", "--ready-timeout-s", "3",
+        "--stop-grace-s", "2", "--engine-log-dir", str(tmp_path / "logs"), *COMMON,
+    )  # fmt: skip
+    assert time.monotonic() - t0 < 60
+    assert proc.returncode == 1, proc.stderr
+    assert "did not answer" in proc.stderr and "still compiling kernels" in proc.stderr
+    assert proc.stdout == ""
+    assert_nothing_left([int(x) for x in pidfile.read_text().split()], port)
+
+
+def test_engine_dies_mid_load_partial_run(tmp_path, prompts) -> None:
+    cmd, port, pidfile = _stub_engine(tmp_path, lifetime_s=1.5)
+    db = tmp_path / "r.duckdb"
+    proc = jb(
+        "load", "--launch", cmd, "--url", f"http://127.0.0.1:{port}", "--prompts", prompts,
+        "--protocol", "openai-completions", "--n", "40", "--arrival", "fixed:100ms",
+        "--output-length", "4", "--timeout-s", "10", "--ready-timeout-s", "60",
+        "--store", str(db), *COMMON,
+    )  # fmt: skip
+    assert proc.returncode == 1, proc.stderr
+    assert "incomplete run" in proc.stderr
+    j = json.loads(proc.stdout)
+    req = j["requests"]
+    assert req["ok"] >= 1 and req["failed"] >= 1 and req["ok"] + req["failed"] == 40
+    e = j["engine"]
+    assert e["died_during_run"] and e["exit_code"] == 3 and e["stopped_by"] is None
+    assert "engine crashing now" in Path(e["log_file"]).read_text()
+    with duckdb.connect(str(db), read_only=True) as con:
+        assert con.execute("SELECT status FROM runs").fetchone() == ("partial",)
+        assert (
+            con.execute("SELECT count(*) FROM requests WHERE status != 'ok'").fetchone()[0]
+            == (req["failed"])
+        )
+    assert_nothing_left([int(x) for x in pidfile.read_text().split()], port)
+
+
+def test_ctrl_c_during_a_launched_run(tmp_path, prompts) -> None:
+    cmd, port, pidfile = _stub_engine(tmp_path, lifetime_s=0)
+    db = tmp_path / "r.duckdb"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "joulebench", "load", "--launch", cmd, "--url",
+         f"http://127.0.0.1:{port}", "--prompts", prompts, "--n", "200", "--arrival",
+         "fixed:100ms", "--output-length", "4", "--ready-timeout-s", "60", "--store", str(db),
+         *COMMON],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        line, deadline = "", time.monotonic() + 60
+        assert proc.stderr is not None
+        while "engine ready" not in line and time.monotonic() < deadline:
+            line = proc.stderr.readline()
+            assert line or proc.poll() is None, "joulebench exited before the engine was ready"
+        pid = int(re.search(r"pid (\d+)", line).group(1))  # type: ignore[union-attr]
+        time.sleep(1.5)  # inside the load (200 requests, 100 ms apart)
+        assert running(pid) and listening(port)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode != 0
+    assert "interrupted: recorded as run" in err
+    with duckdb.connect(str(db), read_only=True) as con:
+        status, config = con.execute("SELECT status, config FROM runs").fetchone()
+    assert status == "interrupted" and json.loads(config)["engine"]["pid"] == pid
+    assert_nothing_left([int(x) for x in pidfile.read_text().split()], port)
+    assert os.path.exists(json.loads(config)["engine"]["log_file"])
