@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from joulebench.errors import ConfigError, JoulebenchError, UnknownName
 from joulebench.profile.sweep import SweepConfig
 from joulebench.validation import validation_message
+from joulebench.workloads.sources import parse_model_source
 from joulebench.yamlfile import read_yaml
 
 #: Bundled plans, by mode.
@@ -186,10 +187,11 @@ class ReproducePlan(BaseModel):
         return out
 
     def check_models(self, source: str = "<plan>") -> None:
-        """Shape and tiny sources must name a known shape / architecture (before anything runs)."""
+        """Every model source must parse: a known shape or tiny architecture, an existing
+        directory or a hub id (before anything runs)."""
         for key, model in self.models():
             try:
-                check_model_source(model)
+                parse_model_source(model)
             except ConfigError as exc:
                 raise ConfigError(f"{source}: key '{key}': {exc}") from None
 
@@ -229,18 +231,6 @@ class ReproducePlan(BaseModel):
             if s not in STUDIES:
                 raise UnknownName("study", s, list(STUDIES))
         return self.model_copy(update=dict.fromkeys(skip))
-
-
-def check_model_source(model: str) -> None:
-    """Raise a ConfigError naming the known choices for a bad ``shape:``/``tiny`` source."""
-    from joulebench.workloads.models import _parse_tiny, classify_source
-    from joulebench.workloads.shapes import resolve_shape
-
-    kind = classify_source(model)
-    if kind == "shape":
-        resolve_shape(model.split(":", 1)[1])
-    elif kind == "tiny":
-        _parse_tiny(model)
 
 
 def _format_errors(source: str, exc: ValidationError) -> str:

@@ -17,6 +17,7 @@ from joulebench.workloads.precision import (
 from joulebench.workloads.prompt_set import EncodedPrompt, Prompt, PromptSet
 from joulebench.workloads.prompts import load_prompts
 from joulebench.workloads.shapes import SHAPES, count_parameters
+from joulebench.workloads.sources import ModelSource, parse_model_source
 from joulebench.workloads.tiny import make_tiny, tiny_model_path
 
 __all__ = [
@@ -24,6 +25,7 @@ __all__ = [
     "SHAPES",
     "EncodedPrompt",
     "LoadedModel",
+    "ModelSource",
     "OutputLength",
     "PrecisionSpec",
     "Prompt",
@@ -34,6 +36,7 @@ __all__ = [
     "load_prompts",
     "load_tokenizer",
     "make_tiny",
+    "parse_model_source",
     "parse_precision",
     "supported_precisions",
     "tiny_model_path",

@@ -15,7 +15,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
-from pathlib import Path
 from typing import Any
 
 from joulebench.errors import ConfigError
@@ -28,17 +27,12 @@ from joulebench.workloads.materialize import (
     model_memory_bytes,
 )
 from joulebench.workloads.precision import PrecisionSpec, check_supported, parse_precision
-from joulebench.workloads.shapes import resolve_shape, shape_config, shape_info
-from joulebench.workloads.tiny import (
-    TINY_ARCHS,
-    TINY_SIZES,
-    bundled_tokenizer_path,
-    tiny_model_path,
-)
+from joulebench.workloads.shapes import shape_config, shape_info
+from joulebench.workloads.sources import ModelSource, parse_model_source
+from joulebench.workloads.tiny import bundled_tokenizer_path, tiny_model_path
 
 log = logging.getLogger(__name__)
 
-MODEL_KINDS = ("hub", "local", "shape", "tiny")
 _LIBRARIES = ("torch", "transformers", "accelerate", "tokenizers", "bitsandbytes", "torchao")
 
 
@@ -100,42 +94,6 @@ def library_versions() -> dict[str, str | None]:
     return versions
 
 
-def _parse_tiny(source: str) -> tuple[str, str]:
-    parts = source.split(":")
-    if len(parts) > 3:
-        raise ConfigError(f"'{source}': use tiny, tiny:<arch> or tiny:<arch>:<size>")
-    arch = parts[1] if len(parts) > 1 and parts[1] else "llama"
-    size = parts[2] if len(parts) > 2 and parts[2] else "tiny"
-    if arch.lower() not in TINY_ARCHS or size.lower() not in TINY_SIZES:
-        raise ConfigError(
-            f"'{source}': architecture must be one of {', '.join(TINY_ARCHS)} and size one of "
-            f"{', '.join(TINY_SIZES)}"
-        )
-    return arch.lower(), size.lower()
-
-
-def classify_source(source: str) -> str:
-    """ "shape", "tiny", "local" or "hub" for a model source string."""
-    text = source.strip()
-    if not text:
-        raise ConfigError("model source is empty; give a hub id, a directory, shape:<Name> or tiny")
-    lowered = text.lower()
-    if lowered.startswith("shape:"):
-        return "shape"
-    if lowered == "tiny" or lowered.startswith("tiny:"):
-        return "tiny"
-    path = Path(text).expanduser()
-    if path.exists():
-        if not path.is_dir():
-            raise ConfigError(
-                f"model path {path} is a file; pass the directory holding config.json"
-            )
-        return "local"
-    if text.startswith(("/", "./", "../", "~")) or text.count("/") > 1:
-        raise ConfigError(f"model directory {path} does not exist")
-    return "hub"
-
-
 def _hub_error(source: str, exc: Exception) -> ConfigError:
     return ConfigError(
         f"model '{source}' cannot be fetched from the Hugging Face hub ({type(exc).__name__}: "
@@ -194,17 +152,20 @@ def _load_weights(source: str, kind: str, spec: PrecisionSpec, device: str) -> A
         raise ConfigError(f"cannot load weights from {source}: {exc}") from exc
 
 
-def load_tokenizer(source: str) -> Any:
+def _location(src: ModelSource) -> str:
+    """What transformers loads from: the hub id, the directory, or the (built) tiny model."""
+    if src.kind == "tiny":
+        return str(tiny_model_path(*src.tiny))
+    return src.ref
+
+
+def load_tokenizer(source: str | ModelSource) -> Any:
     """Only the tokenizer a model source would use (left padding, pad token): no weights."""
-    kind = classify_source(source)
-    if kind == "shape":
-        resolve_shape(source.split(":", 1)[1])
+    src = parse_model_source(source)
+    if src.kind == "shape":
         tokenizer = _load_tokenizer(str(bundled_tokenizer_path()), "local")
-    elif kind == "tiny":
-        tokenizer = _load_tokenizer(str(tiny_model_path(*_parse_tiny(source))), "local")
     else:
-        path = str(Path(source).expanduser()) if kind == "local" else source.strip()
-        tokenizer = _load_tokenizer(path, kind)
+        tokenizer = _load_tokenizer(_location(src), src.kind)
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None and tokenizer.eos_token is not None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -212,7 +173,7 @@ def load_tokenizer(source: str) -> Any:
 
 
 def load_model(
-    source: str,
+    source: str | ModelSource,
     precision: str | PrecisionSpec = "fp32",
     device: str = "cpu",
     *,
@@ -222,11 +183,11 @@ def load_model(
 ) -> LoadedModel:
     """Load ``source`` in ``precision`` on ``device``; see the module docstring for the forms."""
     spec = parse_precision(precision, **precision_overrides)
-    kind = classify_source(source)
+    src = parse_model_source(source)
+    kind, name = src.kind, src.name
     torch = require("torch", "hf", "model loading")
     start = clock()
     if kind == "shape":
-        name = resolve_shape(source.split(":", 1)[1])
         config = shape_config(name)
         check_supported(spec, device, config)
         tokenizer_dir = bundled_tokenizer_path()
@@ -236,13 +197,7 @@ def load_model(
         context_length = shape_info(name).context_length
         n_params = shape_info(name).n_params
     else:
-        if kind == "tiny":
-            arch, size = _parse_tiny(source)
-            path = str(tiny_model_path(arch, size))
-            name = f"tiny-{arch}-{size}"
-        else:
-            path = str(Path(source).expanduser()) if kind == "local" else source.strip()
-            name = Path(path).name if kind == "local" else path
+        path = _location(src)
         config = _load_config(path, kind)
         check_supported(spec, device, config)
         tokenizer = _load_tokenizer(path, kind)
@@ -264,7 +219,7 @@ def load_model(
     loaded = LoadedModel(
         model=model,
         tokenizer=tokenizer,
-        source=source,
+        source=src.given,
         name=name,
         kind=kind,
         precision=spec,

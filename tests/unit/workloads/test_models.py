@@ -4,23 +4,57 @@ from pathlib import Path
 
 import pytest
 
-from joulebench.errors import ConfigError
+from joulebench.errors import ConfigError, UnknownName
 from joulebench.workloads import models
-from joulebench.workloads.models import classify_source, load_model, load_tokenizer
+from joulebench.workloads.models import load_model, load_tokenizer
+from joulebench.workloads.sources import ModelSource, parse_model_source
 
 
-def test_classify_source(tmp_path: Path, tiny_model_dir: Path) -> None:
-    assert classify_source("shape:Qwen2.5-0.5B-Instruct") == "shape"
-    assert classify_source("tiny") == classify_source("tiny:qwen2:small") == "tiny"
-    assert classify_source(str(tiny_model_dir)) == "local"
-    assert classify_source("Qwen/Qwen2.5-0.5B-Instruct") == "hub"
+def test_parse_model_source(tmp_path: Path, tiny_model_dir: Path) -> None:
+    shape = parse_model_source("shape:qwen2.5-0.5b-instruct")
+    assert (shape.kind, shape.ref, shape.name) == (
+        "shape",
+        "Qwen2.5-0.5B-Instruct",
+        "Qwen2.5-0.5B-Instruct",
+    )
+    assert parse_model_source("shape:Qwen/Qwen2.5-0.5B-Instruct").ref == "Qwen2.5-0.5B-Instruct"
+    tiny = parse_model_source("tiny")
+    assert (tiny.kind, tiny.tiny, tiny.name) == ("tiny", ("llama", "tiny"), "tiny-llama-tiny")
+    assert parse_model_source(" TINY:Qwen2:small ").tiny == ("qwen2", "small")
+    local = parse_model_source(str(tiny_model_dir))
+    assert (local.kind, local.ref, local.name) == (
+        "local",
+        str(tiny_model_dir),
+        tiny_model_dir.name,
+    )
+    hub = parse_model_source(" Qwen/Qwen2.5-0.5B-Instruct")
+    assert (hub.kind, hub.ref, hub.given) == (
+        "hub",
+        "Qwen/Qwen2.5-0.5B-Instruct",
+        " Qwen/Qwen2.5-0.5B-Instruct",
+    )
+    assert parse_model_source(hub) is hub
+    with pytest.raises(ConfigError, match="not a tiny model"):
+        _ = hub.tiny
     with pytest.raises(ConfigError, match="does not exist"):
-        classify_source(str(tmp_path / "missing"))
+        parse_model_source(str(tmp_path / "missing"))
     (tmp_path / "f.bin").write_text("x")
     with pytest.raises(ConfigError, match="is a file"):
-        classify_source(str(tmp_path / "f.bin"))
+        parse_model_source(str(tmp_path / "f.bin"))
     with pytest.raises(ConfigError, match="empty"):
-        classify_source("  ")
+        parse_model_source("  ")
+    with pytest.raises(UnknownName, match="model shape"):
+        parse_model_source("shape:Nope-1B")
+    with pytest.raises(ConfigError, match="architecture must be one of"):
+        parse_model_source("tiny:gpt9")
+    with pytest.raises(ConfigError, match="tiny:<arch>:<size>"):
+        parse_model_source("tiny:llama:tiny:x")
+
+
+def test_a_parsed_source_loads_like_its_string(tiny_model_dir: Path) -> None:
+    src = parse_model_source(str(tiny_model_dir))
+    assert isinstance(src, ModelSource)
+    assert load_tokenizer(src).name_or_path == load_tokenizer(str(tiny_model_dir)).name_or_path
 
 
 def test_hub_id_offline_says_how_to_pass_a_local_path() -> None:
