@@ -8,11 +8,10 @@ import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import pytest
 
-from joulebench.load.engines.process import EngineNotReady, group_alive, launched
+from joulebench.load.engines.process import EngineNotReady, group_alive, launched, pid_running
 from joulebench.load.engines.scrape import MetricsScraper
 from joulebench.load.engines.session import free_port
 
@@ -40,20 +39,11 @@ HTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
 """
 
 
-def running(pid: int) -> bool:
-    """True while ``pid`` exists and is not a zombie."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
 def _wait_gone(pids: list[int], timeout_s: float = 5.0) -> list[int]:
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and any(running(p) for p in pids):
+    while time.monotonic() < deadline and any(pid_running(p) for p in pids):
         time.sleep(0.05)
-    return [p for p in pids if running(p)]
+    return [p for p in pids if pid_running(p)]
 
 
 def test_never_ready_times_out_with_logs_and_leaves_nothing(tmp_path) -> None:
@@ -94,9 +84,9 @@ def test_sigterm_ignored_means_sigkill_after_grace(tmp_path) -> None:
                   tmp_path / "e.log", ready_timeout_s=30.0, grace_s=0.5) as engine:  # fmt: skip
         assert engine.ready_s is not None and engine.ready_path == "/health"
         pid = engine.pid
-        assert pid is not None and running(pid)
+        assert pid is not None and pid_running(pid)
     assert engine.stopped_by == "SIGKILL" and engine.exit_code == -9
-    assert not running(pid) and not group_alive(pid)
+    assert not pid_running(pid) and not group_alive(pid)
     assert "serving" in (tmp_path / "e.log").read_text()
 
 

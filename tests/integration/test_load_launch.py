@@ -19,7 +19,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from joulebench.load.engines.process import group_alive
+from joulebench.load.engines.process import group_alive, pid_running
 from joulebench.load.engines.session import free_port
 
 pytestmark = pytest.mark.integration
@@ -49,14 +49,6 @@ def jb(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     )  # fmt: skip
 
 
-def running(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
 def listening(port: int) -> bool:
     with socket.socket() as s:
         s.settimeout(0.5)
@@ -65,9 +57,9 @@ def listening(port: int) -> bool:
 
 def assert_nothing_left(pids: list[int], port: int) -> None:
     deadline = time.monotonic() + 5.0
-    while time.monotonic() < deadline and any(running(p) for p in pids):
+    while time.monotonic() < deadline and any(pid_running(p) for p in pids):
         time.sleep(0.05)
-    assert [p for p in pids if running(p)] == []
+    assert [p for p in pids if pid_running(p)] == []
     assert not any(group_alive(p) for p in pids[:1])
     assert not listening(port)
 
@@ -127,6 +119,12 @@ def test_joulebench_serve_as_engine(tmp_path, prompts) -> None:
     assert status == "done" and json.loads(summary)["engine"]["pid"] == e["pid"]
     assert checks == [(True,)]
     assert_nothing_left([e["pid"]], int(e["url"].rsplit(":", 1)[1]))
+    # the report draws the engine's occupancy beside the meter's power for this run
+    from joulebench.report.build import build_report
+
+    report = build_report(db, tmp_path / "report")
+    fig = next(f for f in report.figures if f.key == "engine_occupancy")
+    assert fig.png.stat().st_size > 0 and "running" in fig.caption
 
 
 def test_transformers_serve_as_engine(tmp_path, prompts, tiny_model_dir) -> None:
@@ -221,7 +219,7 @@ def test_ctrl_c_during_a_launched_run(tmp_path, prompts) -> None:
             assert line or proc.poll() is None, "joulebench exited before the engine was ready"
         pid = int(re.search(r"pid (\d+)", line).group(1))  # type: ignore[union-attr]
         time.sleep(1.5)  # inside the load (200 requests, 100 ms apart)
-        assert running(pid) and listening(port)
+        assert pid_running(pid) and listening(port)
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=60)
     finally:

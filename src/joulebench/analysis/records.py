@@ -8,9 +8,10 @@ subset a store holds. Nothing here measures anything.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -368,6 +369,8 @@ class StoreContents:
     request_counts: dict[str, dict[str, int]]
     #: run_id → (n, mean J, sample std J) of the attributed energy of successful requests.
     request_energy_j: dict[str, tuple[int, float, float]] = field(default_factory=dict)
+    #: run_id → [(t_s, power W)] of load runs that scraped a launched engine's /metrics.
+    engine_power_w: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
 
     @property
     def load_runs(self) -> list[LoadRun]:
@@ -403,4 +406,30 @@ def read_store(store: ResultStore) -> StoreContents:
         " WHERE status = 'ok' AND energy_j IS NOT NULL GROUP BY run_id"
     ):
         energy[str(row["run_id"])] = (int(row["n"]), float(row["mean_j"]), float(row["std_j"]))
-    return StoreContents(runs, cells, audits, repeats, counts, energy)
+    power = {
+        r.run_id: power_series(
+            store.query(
+                "SELECT t_s, sum(energy_j) AS energy_j FROM timelines WHERE run_id = ?"
+                " GROUP BY t_s ORDER BY t_s",
+                [r.run_id],
+            )
+        )
+        for r in runs
+        if r.kind == "load" and dig(r.summary, "engine", "metrics", "samples")
+    }
+    return StoreContents(runs, cells, audits, repeats, counts, energy, power)
+
+
+def power_series(
+    rows: Sequence[Mapping[str, Any]], max_points: int = 2000
+) -> list[tuple[float, float]]:
+    """Power (W) between consecutive cumulative-energy samples, at the later instant; at most
+    ``max_points`` (consecutive samples merged, so the energy is kept)."""
+    pts = [(float(r["t_s"]), float(r["energy_j"])) for r in rows]
+    if len(pts) < 2:
+        return []
+    step = max(1, math.ceil((len(pts) - 1) / max_points))
+    pts = pts[::step] + ([pts[-1]] if (len(pts) - 1) % step else [])
+    return [
+        (t1, (e1 - e0) / (t1 - t0)) for (t0, e0), (t1, e1) in itertools.pairwise(pts) if t1 > t0
+    ]

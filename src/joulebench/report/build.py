@@ -14,6 +14,7 @@ from pathlib import Path
 from joulebench._version import __version__
 from joulebench.analysis.paper import batch_observations, compare
 from joulebench.analysis.records import StoreContents, read_store
+from joulebench.report.figures_engine import engine_occupancy
 from joulebench.report.figures_profile import PROFILE_FIGURES
 from joulebench.report.figures_serving import SERVING_FIGURES
 from joulebench.report.figures_shaping import shaping_adaptive
@@ -23,7 +24,7 @@ from joulebench.results.store import ResultStore
 
 log = logging.getLogger(__name__)
 
-FIGURES = (*PROFILE_FIGURES, *SERVING_FIGURES, shaping_adaptive)
+FIGURES = (*PROFILE_FIGURES, *SERVING_FIGURES, shaping_adaptive, engine_occupancy)
 
 
 @dataclass(slots=True)

@@ -68,3 +68,15 @@ def test_trtllm_json_iteration_stats() -> None:
     ]
     assert reduce_trtllm(stats) == {"running": 6.0, "waiting": 2.0, "kv_cache_usage": 0.25}
     assert reduce_trtllm([]) == {}
+
+
+def test_power_series_from_cumulative_energy_keeps_the_energy() -> None:
+    from joulebench.analysis.records import power_series
+
+    rows = [{"t_s": t / 10, "energy_j": 30.0 * t / 10} for t in range(101)]
+    pts = power_series(rows)
+    assert len(pts) == 100 and all(w == pytest.approx(30.0) for _, w in pts)
+    coarse = power_series(rows, max_points=7)
+    assert len(coarse) <= 8 and coarse[-1][0] == pytest.approx(10.0)
+    assert all(w == pytest.approx(30.0) for _, w in coarse)
+    assert power_series(rows[:1]) == []

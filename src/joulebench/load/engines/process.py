@@ -202,6 +202,23 @@ def group_alive(pgid: int) -> bool:
     return True
 
 
+def pid_running(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie (Linux ``/proc``; elsewhere: exists)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    except OSError:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
 def stop(engine: EngineProcess, grace_s: float = 15.0) -> None:
     """SIGTERM to the engine's process group, SIGKILL after ``grace_s``; records the exit code.
 
