@@ -233,3 +233,17 @@ def test_ctrl_c_during_a_launched_run(tmp_path, prompts) -> None:
     assert status == "interrupted" and json.loads(config)["engine"]["pid"] == pid
     assert_nothing_left([int(x) for x in pidfile.read_text().split()], port)
     assert os.path.exists(json.loads(config)["engine"]["log_file"])
+
+
+def test_shape_compare_launches_its_upstream(tmp_path, prompts) -> None:
+    cmd, port, pidfile = _stub_engine(tmp_path, lifetime_s=0)
+    proc = jb(
+        "shape-compare", "--launch", cmd, "--url", f"http://127.0.0.1:{port}", "--policy",
+        "cadence:100ms", "--arrival", "poisson:20", "--n", "8", "--prompts", prompts,
+        "--output-length", "4", "--idle-s", "0.2", "--meter", "fake", "--json",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    j = json.loads(proc.stdout)
+    assert j["direct"]["load"]["requests"]["ok"] == 8
+    assert "engine ready" in proc.stderr
+    assert_nothing_left([int(x) for x in pidfile.read_text().split()], port)

@@ -162,3 +162,26 @@ def print_engine(j: dict[str, Any]) -> None:
             f"meter {se.get('reference_j') or 0:.4g} J"
             + (f", ratio {ratio:.3f}" if ratio is not None else "")
         )
+
+
+@contextlib.contextmanager
+def launch_target(
+    url: str | None,
+    launch: str | None,
+    engine: str | None,
+    *,
+    model: str | None,
+    ready_timeout_s: float,
+    meter: str,
+) -> Iterator[str | None]:
+    """``url``, or the URL of the engine ``--launch``/``--engine`` started (stopped on exit): for
+    commands that take an upstream URL (``shape-compare``, ``shape-sweep``). ``--gpus`` is the
+    command's own (:mod:`joulebench.cli.meter_options`)."""
+    from joulebench.cli.meter_options import current_gpus
+
+    opts = LaunchOptions(launch=launch, engine=engine, ready_timeout_s=ready_timeout_s)
+    launch_plan = plan_launch(
+        opts, url=url, model=model, gpus=current_gpus(), store=None, meter=meter, fake_power_w=100.0
+    )
+    with launched(launch_plan):
+        yield launch_plan.url if launch_plan is not None else url

@@ -109,6 +109,11 @@ def gpu_flags(gpus: str | None, allow_missing_gpu: bool) -> Iterator[None]:
         _GPU_FLAGS.reset(token)
 
 
+def current_gpus() -> str | None:
+    """The running command's ``--gpus`` (``None`` when not given)."""
+    return (_GPU_FLAGS.get() or {}).get("gpus")
+
+
 def with_gpu_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """``command`` with ``--gpus`` and ``--allow-missing-gpu`` added to its options."""
     signature = inspect.signature(command, eval_str=True)

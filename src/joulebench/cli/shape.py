@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,6 +16,7 @@ import typer
 from rich.table import Table
 
 from joulebench.cli.common import console, err_console, handle_errors, print_json
+from joulebench.cli.engine_options import EngineOpt, LaunchOpt, ReadyTimeoutOpt, launch_target
 from joulebench.cli.meter_options import CpuTdpOpt, IdleOpt, MeterOpt, open_cli_meter
 from joulebench.cli.workload_options import (
     OutputLengthOpt,
@@ -172,6 +174,9 @@ def shape_compare(
     idle_s: IdleOpt = 2.0,
     cpu_tdp_w: CpuTdpOpt = None,
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    launch: LaunchOpt = None,
+    engine: EngineOpt = None,
+    ready_timeout_s: ReadyTimeoutOpt = 600.0,
 ) -> None:
     """Same seeded trace directly and through the gateway: energy and latency side by side.
 
@@ -181,9 +186,23 @@ def shape_compare(
 
     parse_policy(policy, max_delay_ms=max_delay_ms)  # a typo fails before anything starts
     items, lengths = _workload(prompts, output_length, n=n, seed=seed)
+    with launch_target(url, launch, engine, model=model, ready_timeout_s=ready_timeout_s,
+                       meter=meter) as target:  # fmt: skip
+        result = _compare(target, policy, arrival, items, lengths, meter=meter, idle_s=idle_s,
+                          as_json=as_json, n=n, protocol=protocol, max_delay_ms=max_delay_ms,
+                          seed=seed, timeout_s=timeout_s, model=model, scheduler=scheduler,
+                          cpu_tdp_w=cpu_tdp_w, prompts=prompts, output_length=output_length)  # fmt: skip
+    if not all(run.load["requests"]["ok"] for run in (result.direct, result.shaped)):
+        raise typer.Exit(1)
+
+
+def _compare(url: str | None, policy: str, arrival: str, items: Any, lengths: Any, *,
+             meter: str, cpu_tdp_w: float | None, model: str, scheduler: str, prompts: str,
+             output_length: str, idle_s: float, as_json: bool, n: int, protocol: str,
+             max_delay_ms: float | None, seed: int, timeout_s: float) -> Any:  # fmt: skip
     m = open_cli_meter(meter, **_meter_options(cpu_tdp_w))
     try:
-        result = run_comparison(
+        return run_comparison(
             url, policy, arrival, items, meter=m, idle_s=idle_s, as_json=as_json,
             n=n, protocol=protocol, output_length=lengths, max_delay_ms=max_delay_ms,
             seed=seed, timeout_s=timeout_s,
@@ -192,8 +211,6 @@ def shape_compare(
         )  # fmt: skip
     finally:
         m.close()
-    if not all(run.load["requests"]["ok"] for run in (result.direct, result.shaped)):
-        raise typer.Exit(1)
 
 
 def _meter_options(cpu_tdp_w: float | None) -> dict[str, Any]:
@@ -239,22 +256,26 @@ def shape_sweep(
     cpu_tdp_w: CpuTdpOpt = None,
     out: Path = typer.Option(None, "--out", help="Directory for sweep.json and pareto.png."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    launch: LaunchOpt = None,
+    engine: EngineOpt = None,
+    ready_timeout_s: ReadyTimeoutOpt = 600.0,
 ) -> None:
     """Energy-vs-latency Pareto table over shaping policies (direct sending included)."""
     from joulebench.shape.sweep import sweep
 
     items, lengths = _workload(prompts, output_length, n=n, seed=seed)
-    m = open_cli_meter(meter, **_meter_options(cpu_tdp_w))
-    try:
+    with (
+        launch_target(url, launch, engine, model=model, ready_timeout_s=ready_timeout_s,
+                      meter=meter) as target,
+        contextlib.closing(open_cli_meter(meter, **_meter_options(cpu_tdp_w))) as m,
+    ):  # fmt: skip
         result = sweep(
-            url, policies, arrival, items, n=n, protocol=protocol,
+            target, policies, arrival, items, n=n, protocol=protocol,
             output_length=lengths, max_delay_ms=max_delay_ms, seed=seed, meter=m,
             idle_s=idle_s, timeout_s=timeout_s,
             accounting=accounting, latency=latency,
-            embedded={"model": model, "scheduler": scheduler} if url is None else None,
+            embedded={"model": model, "scheduler": scheduler} if target is None else None,
         )  # fmt: skip
-    finally:
-        m.close()
     result.config.update(_workload_config(prompts, output_length))
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
