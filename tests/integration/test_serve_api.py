@@ -12,6 +12,7 @@ import time
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from joulebench.errors import UnknownName
 from joulebench.meters.fake import FakeMeter
@@ -134,7 +135,9 @@ def test_attribution_sums_to_measured_total_in_a_burst(tiny_loaded):
 def test_metrics_exposition(tiny_loaded):
     with embedded_server(tiny_loaded, scheduler="sequential", meter=FakeMeter(3.0, **FAST)) as url:
         httpx.post(url + "/v1/completions", json={"prompt": "hello", "max_tokens": 2})
-        text = httpx.get(url + "/metrics").text
+        resp = httpx.get(url + "/metrics")
+        text = resp.text
+        assert resp.headers["content-type"].startswith("text/plain; version=0.0.4")
         assert 'joulebench_energy_joules_total{domain="gpu:0",method="fake"' in text
         assert f'joulebench_tokens_total{{model="{tiny_loaded.name}",phase="decode"' in text
         assert 'reason="length"' in text or 'reason="stop"' in text
@@ -144,6 +147,12 @@ def test_metrics_exposition(tiny_loaded):
             "joulebench_requests_total",
         ):
             assert f"# TYPE {name}" in text
+        # Prometheus' own parser reads the scrape: one family per concept, typed
+        families = {f.name: f for f in text_string_to_metric_families(text)}
+        assert families["joulebench_queue_time_seconds"].type == "summary"
+        assert families["joulebench_busy_seconds"].type == "counter"
+        (requests,) = [s for s in families["joulebench_requests"].samples if s.value]
+        assert requests.value == 1.0 and requests.labels["endpoint"] == "completions"
 
 
 def test_bad_input_and_api_key(tiny_loaded):

@@ -50,9 +50,8 @@ def test_shape_command_serves_a_gateway() -> None:
             r = httpx.post(base + "/v1/chat/completions", json={"id": "cli"}, timeout=5)
             assert r.status_code == 200 and r.json()["id"] == "cli"
             assert 40 <= float(r.headers["x-gateway-delay-ms"]) <= 60 + 100
-            assert (
-                "joulebench_gateway_requests_released_total 1" in httpx.get(base + "/metrics").text
-            )
+            metrics = httpx.get(base + "/metrics").text.splitlines()
+            assert "joulebench_gateway_requests_released_total 1.0" in metrics
         finally:
             proc.terminate()
             proc.wait(10)

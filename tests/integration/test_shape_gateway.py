@@ -119,9 +119,10 @@ def test_upstream_status_codes_and_bodies_are_passed_on(upstream) -> None:
         health = client.get("/health").json()
         assert health["status"] == "ok" and health["policy"]["spec"] == "cadence:20ms"
         text = client.get("/metrics").text
-    assert 'joulebench_gateway_responses_total{status="500"} 1' in text
-    assert 'joulebench_gateway_responses_total{status="422"} 1' in text
-    assert "joulebench_gateway_group_size_count 3" in text
+    lines = text.splitlines()
+    assert 'joulebench_gateway_responses_total{status="500"} 1.0' in lines
+    assert 'joulebench_gateway_responses_total{status="422"} 1.0' in lines
+    assert "joulebench_gateway_group_size_count 3.0" in lines
 
 
 def _free_port() -> int:

@@ -100,7 +100,7 @@ def serve(
             "--window-ms, --bucketing and --bucket-ratio only apply to --scheduler dynamic "
             f"(got --scheduler {scheduler})"
         )
-    for module in ("fastapi", "uvicorn"):  # fail before a model is loaded
+    for module in ("fastapi", "uvicorn", "prometheus_client"):  # fail before a model is loaded
         require(module, "serve", "the embedded server")
     from joulebench.serve.launch import serve_forever
 

@@ -14,14 +14,15 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from joulebench.exposition import Exposition
 from joulebench.meters.base import Meter, MeterInfo
 from joulebench.meters.gpus import model_devices, require_gpu_domain
 from joulebench.meters.timeline import PowerTimeline
 from joulebench.meters.window import measure_idle
 from joulebench.serve.energy import EnergyLedger
-from joulebench.serve.metrics import ServerMetrics
+from joulebench.serve.metrics import ServerMetrics, ServerReading
 from joulebench.serve.request import (
     Event,
     FinishEvent,
@@ -33,6 +34,9 @@ from joulebench.serve.request import (
     new_request_id,
 )
 from joulebench.serve.schedulers.base import make_scheduler
+
+if TYPE_CHECKING:
+    from prometheus_client.metrics_core import Metric
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +147,7 @@ class ServingEngine:
         self.meter_info = MeterInfo.of(meter)
         self.clock = clock
         self.metrics = ServerMetrics()
+        self.exposition = Exposition(self._metric_families)
         self.timeline = PowerTimeline(meter, hz=self.config.timeline_hz)
         self.ledger = EnergyLedger(self.timeline, self.meter_info)
         self.eos_token_ids = _eos_ids(model, tokenizer)
@@ -334,19 +339,25 @@ class ServingEngine:
 
     # -- introspection -----------------------------------------------------------------------
     def render_metrics(self) -> str:
+        """A Prometheus scrape of this engine (its own registry, see :mod:`joulebench.exposition`)."""
+        return self.exposition.render()
+
+    def _metric_families(self) -> list[Metric]:
         reading = self.meter.read()
         waiting = self.scheduler.waiting()
         with self._lock:
             running = max(0, self._outstanding - waiting)
-        return self.metrics.render(
-            model=self.model_name,
-            scheduler=self.scheduler.name,
-            queue_length=waiting,
-            running=running,
-            energy_j=reading.energy_j,
-            methods=self.meter_info.methods,
-            attributed_j=self.ledger.attributed_j,
-            busy_s=self.ledger.busy_duration_s(),
+        return self.metrics.families(
+            ServerReading(
+                model=self.model_name,
+                scheduler=self.scheduler.name,
+                queue_length=waiting,
+                running=running,
+                energy_j=reading.energy_j,
+                methods=self.meter_info.methods,
+                attributed_j=self.ledger.attributed_j,
+                busy_s=self.ledger.busy_duration_s(),
+            )
         )
 
     def health(self) -> dict[str, Any]:

@@ -1,7 +1,9 @@
-"""Prometheus text exposition (format 0.0.4) of the server's counters, gauges and energy.
+"""The server's counters, gauges and energy, as Prometheus families for ``/metrics``.
 
-Written by hand rather than with ``prometheus_client``: a dozen series do not justify a
-dependency, and the energy counters must carry the meter's method label on every sample.
+The engine updates the counters under a lock; at a scrape, :meth:`ServerMetrics.families` turns
+them and the engine's reading (:class:`ServerReading`) into families that the engine's
+:class:`~joulebench.exposition.Exposition` writes. The energy counters carry the meter's method
+label on every sample.
 """
 
 from __future__ import annotations
@@ -9,24 +11,32 @@ from __future__ import annotations
 import threading
 from collections import Counter
 from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
+from joulebench.exposition import counter, gauge, summary
 from joulebench.meters.base import methods_label
 
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+if TYPE_CHECKING:
+    from prometheus_client.metrics_core import Metric
 
 
-def _labels(labels: Mapping[str, str]) -> str:
-    if not labels:
-        return ""
-    parts = []
-    for k, v in sorted(labels.items()):
-        escaped = str(v).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-        parts.append(f'{k}="{escaped}"')
-    return "{" + ",".join(parts) + "}"
+@dataclass(frozen=True, slots=True)
+class ServerReading:
+    """What the engine knows at a scrape, beside the counters."""
+
+    model: str
+    scheduler: str
+    queue_length: int
+    running: int
+    energy_j: Mapping[str, float]
+    methods: Mapping[str, str]
+    attributed_j: float
+    busy_s: float
 
 
 class ServerMetrics:
-    """Thread-safe counters updated by the engine; :meth:`render` formats a scrape."""
+    """Thread-safe counters updated by the engine; :meth:`families` reads them at a scrape."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -71,121 +81,90 @@ class ServerMetrics:
         with self._lock:
             self.rejected[reason] += 1
 
-    def render(
-        self,
-        *,
-        model: str,
-        scheduler: str,
-        queue_length: int,
-        running: int,
-        energy_j: Mapping[str, float],
-        methods: Mapping[str, str],
-        attributed_j: float,
-        busy_s: float,
-    ) -> str:
-        base = {"model": model, "scheduler": scheduler}
-        lines: list[str] = []
+    def families(self, now: ServerReading) -> list[Metric]:
+        """The server's metric families, every sample labelled with the model and scheduler."""
+        base = {"model": now.model, "scheduler": now.scheduler}
 
-        def metric(name: str, kind: str, help_: str, samples: list[tuple[dict[str, str], float]]):
-            lines.append(f"# HELP {name} {help_}")
-            lines.append(f"# TYPE {name} {kind}")
-            for labels, value in samples:
-                lines.append(f"{name}{_labels({**base, **labels})} {float(value)!r}")
+        def one(value: float) -> list[tuple[dict[str, str], float]]:
+            return [(base, value)]
 
         with self._lock:
-            metric(
-                "joulebench_queue_length",
-                "gauge",
-                "Requests waiting to be scheduled.",
-                [({}, queue_length)],
-            )
-            metric(
-                "joulebench_running_requests",
-                "gauge",
-                "Requests scheduled and not finished.",
-                [({}, running)],
-            )
-            metric(
-                "joulebench_batch_size",
-                "gauge",
-                "Rows in the last forward step (0 when idle).",
-                [({}, self.batch_size)],
-            )
-            metric(
-                "joulebench_batch_size_max",
-                "gauge",
-                "Largest batch seen.",
-                [({}, self.batch_size_max)],
-            )
-            metric("joulebench_steps_total", "counter", "Forward steps run.", [({}, self.steps)])
-            metric(
-                "joulebench_tokens_total",
-                "counter",
-                "Tokens computed, by phase.",
-                [({"phase": p}, self.tokens[p]) for p in ("prefill", "decode")],
-            )
-            metric(
-                "joulebench_requests_total",
-                "counter",
-                "Finished requests by endpoint and reason.",
-                [({"endpoint": e, "reason": r}, n) for (e, r), n in sorted(self.requests.items())],
-            )
-            metric(
-                "joulebench_rejected_total",
-                "counter",
-                "Requests refused before running.",
-                [({"reason": r}, n) for r, n in sorted(self.rejected.items())],
-            )
-            metric(
-                "joulebench_scheduler_restarts_total",
-                "counter",
-                "Times the scheduler's worker died and was restarted.",
-                [({}, self.restarts)],
-            )
-            metric(
-                "joulebench_requeued_total",
-                "counter",
-                "Requests in flight queued again after a scheduler restart.",
-                [({}, self.requeued)],
-            )
-            metric(
-                "joulebench_failed_by_restart_total",
-                "counter",
-                "Requests in flight failed with an error by a scheduler restart.",
-                [({}, self.failed_by_restart)],
-            )
-            metric(
-                "joulebench_queue_time_seconds_sum",
-                "counter",
-                "Arrival to first scheduled.",
-                [({}, self.queue_time_s_sum)],
-            )
-            metric(
-                "joulebench_queue_time_seconds_count",
-                "counter",
-                "Requests with a queue time.",
-                [({}, self.queue_time_count)],
-            )
-        metric(
-            "joulebench_energy_joules_total",
-            "counter",
-            "Energy the meter read since the server started, by domain and method.",
-            [
-                ({"domain": d, "method": methods.get(d, "unknown")}, e)
-                for d, e in sorted(energy_j.items())
-            ],
-        )
-        method = methods_label(methods)
-        metric(
-            "joulebench_attributed_energy_joules_total",
-            "counter",
-            "Energy attributed to finished responses (timeline-token-work).",
-            [({"method": method}, attributed_j)],
-        )
-        metric(
-            "joulebench_busy_seconds_total",
-            "counter",
-            "Time the model was computing.",
-            [({}, busy_s)],
-        )
-        return "\n".join(lines) + "\n"
+            out = [
+                gauge(
+                    "joulebench_queue_length",
+                    "Requests waiting to be scheduled.",
+                    one(now.queue_length),
+                ),
+                gauge(
+                    "joulebench_running_requests",
+                    "Requests scheduled and not finished.",
+                    one(now.running),
+                ),
+                gauge(
+                    "joulebench_batch_size",
+                    "Rows in the last forward step (0 when idle).",
+                    one(self.batch_size),
+                ),
+                gauge("joulebench_batch_size_max", "Largest batch seen.", one(self.batch_size_max)),
+                counter("joulebench_steps_total", "Forward steps run.", one(self.steps)),
+                counter(
+                    "joulebench_tokens_total",
+                    "Tokens computed, by phase.",
+                    [({**base, "phase": p}, self.tokens[p]) for p in ("prefill", "decode")],
+                ),
+                counter(
+                    "joulebench_requests_total",
+                    "Finished requests by endpoint and reason.",
+                    [
+                        ({**base, "endpoint": e, "reason": r}, n)
+                        for (e, r), n in sorted(self.requests.items())
+                    ],
+                ),
+                counter(
+                    "joulebench_rejected_total",
+                    "Requests refused before running.",
+                    [({**base, "reason": r}, n) for r, n in sorted(self.rejected.items())],
+                ),
+                counter(
+                    "joulebench_scheduler_restarts_total",
+                    "Times the scheduler's worker died and was restarted.",
+                    one(self.restarts),
+                ),
+                counter(
+                    "joulebench_requeued_total",
+                    "Requests in flight queued again after a scheduler restart.",
+                    one(self.requeued),
+                ),
+                counter(
+                    "joulebench_failed_by_restart_total",
+                    "Requests in flight failed with an error by a scheduler restart.",
+                    one(self.failed_by_restart),
+                ),
+                summary(
+                    "joulebench_queue_time_seconds",
+                    "Arrival to first scheduled, of requests with a queue time.",
+                    self.queue_time_count,
+                    self.queue_time_s_sum,
+                    base,
+                ),
+            ]
+        energy = [
+            ({**base, "domain": d, "method": now.methods.get(d, "unknown")}, e)
+            for d, e in sorted(now.energy_j.items())
+        ]
+        return [
+            *out,
+            counter(
+                "joulebench_energy_joules_total",
+                "Energy the meter read since the server started, by domain and method.",
+                energy,
+            ),
+            counter(
+                "joulebench_attributed_energy_joules_total",
+                "Energy attributed to finished responses (timeline-token-work).",
+                [({**base, "method": methods_label(now.methods)}, now.attributed_j)],
+            ),
+            counter(
+                "joulebench_busy_seconds_total", "Time the model was computing.", one(now.busy_s)
+            ),
+        ]

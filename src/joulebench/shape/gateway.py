@@ -29,6 +29,7 @@ from typing import Any
 
 import httpx
 
+from joulebench.exposition import CONTENT_TYPE, Exposition
 from joulebench.serve.protocol import is_tgi, openai_body, tgi_body
 from joulebench.shape.metrics import GatewayMetrics
 from joulebench.shape.policies import Policy
@@ -156,6 +157,9 @@ class Gateway:
         self.upstream = upstream.rstrip("/")
         self.policy = policy
         self.metrics = GatewayMetrics(policy=policy.describe(), upstream=self.upstream)
+        self.exposition = Exposition(
+            lambda: [*self.metrics.families(), *self.policy.metric_families()]
+        )
         self.shaper = Shaper(policy, max_queue=max_queue, metrics=self.metrics)
         self._timeout = httpx.Timeout(upstream_timeout_s, connect=connect_timeout_s, pool=None)
         self._transport = transport
@@ -209,8 +213,8 @@ class Gateway:
         if path == "/health" and method == "GET":
             await self._health(send)
         elif path == "/metrics" and method == "GET":
-            text = self.metrics.render() + "".join(x + "\n" for x in self.policy.render_metrics())
-            await _send_simple(send, 200, text.encode(), content_type="text/plain; version=0.0.4")
+            text = self.exposition.render()
+            await _send_simple(send, 200, text.encode(), content_type=CONTENT_TYPE)
         else:  # the upstream answers wrong methods and unknown paths, in its own shape
             shaped = path in SHAPED_ROUTES and method == "POST"
             await self._proxy(scope, receive, send, shaped=shaped)

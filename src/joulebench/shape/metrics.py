@@ -1,17 +1,23 @@
 """Gateway metrics: queue length, added delay, group sizes, released/rejected counts.
 
-Kept in plain slotted state (updated on the event loop, read by ``/metrics`` and by the
-experiment), rendered as Prometheus text exposition format 0.0.4 without a client library.
+Kept in plain slotted state (updated on the event loop, read by the experiment), turned into
+Prometheus families at each scrape of the gateway's ``/metrics`` (:mod:`joulebench.exposition`).
 """
 
 from __future__ import annotations
 
 import bisect
+import math
 from collections import Counter, deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from joulebench.analysis.stats import quantile
+from joulebench.exposition import counter, gauge, histogram
+
+if TYPE_CHECKING:
+    from prometheus_client.metrics_core import Metric
 
 PREFIX = "joulebench_gateway"
 
@@ -40,24 +46,8 @@ class Histogram:
         self.total += value
         self.n += 1
 
-    def render(self, name: str, help_text: str) -> list[str]:
-        lines = [f"# HELP {name} {help_text}", f"# TYPE {name} histogram"]
-        cum = 0
-        for bound, c in zip(self.bounds, self.counts, strict=False):
-            cum += c
-            lines.append(f'{name}_bucket{{le="{_num(bound)}"}} {cum}')
-        lines.append(f'{name}_bucket{{le="+Inf"}} {self.n}')
-        lines.append(f"{name}_sum {_num(self.total)}")
-        lines.append(f"{name}_count {self.n}")
-        return lines
-
-
-def _num(x: float) -> str:
-    return repr(float(x))
-
-
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+    def family(self, name: str, help_text: str) -> Metric:
+        return histogram(name, help_text, self.bounds, self.counts, self.total)
 
 
 @dataclass(slots=True)
@@ -124,73 +114,47 @@ class GatewayMetrics:
             "responses_by_status": {str(k): v for k, v in sorted(self.responses_by_status.items())},
         }
 
-    def render(self) -> str:
-        """Prometheus text exposition."""
+    def _scalars(self) -> list[tuple[Callable[..., Metric], str, str, float]]:
+        return [
+            (gauge, "queue_length", "Requests held by the gateway, not yet released.", self.queue_length),
+            (gauge, "in_flight", "Released requests still being served upstream.", self.in_flight),
+            (counter, "requests_admitted_total", "Requests accepted into the queue.", self.admitted),
+            (counter, "requests_released_total", "Requests released upstream.", self.released),
+            (counter, "requests_rejected_total", "Requests refused with 429 (queue full).", self.rejected),
+            (counter, "requests_cancelled_total", "Requests whose client left while they were queued.", self.cancelled_queued),
+            (counter, "client_disconnects_total", "Clients that left after release (upstream request cancelled).", self.client_disconnects),
+            (counter, "groups_total", "Release groups sent upstream.", self.groups),
+        ]  # fmt: skip
+
+    def families(self) -> list[Metric]:
+        """The gateway's Prometheus families (the policy adds its own)."""
         p = PREFIX
-        lines = [
-            f"# HELP {p}_info Shaping policy and upstream of this gateway.",
-            f"# TYPE {p}_info gauge",
-            f'{p}_info{{policy="{_escape(self.policy)}",upstream="{_escape(self.upstream)}"}} 1',
-        ]
-
-        def scalar(name: str, kind: str, help_text: str, value: float) -> None:
-            lines.extend(
-                [
-                    f"# HELP {p}_{name} {help_text}",
-                    f"# TYPE {p}_{name} {kind}",
-                    f"{p}_{name} {value}",
-                ]
-            )
-
-        scalar(
-            "queue_length",
-            "gauge",
-            "Requests held by the gateway, not yet released.",
-            self.queue_length,
-        )
-        scalar(
-            "in_flight", "gauge", "Released requests still being served upstream.", self.in_flight
-        )
-        scalar(
-            "requests_admitted_total", "counter", "Requests accepted into the queue.", self.admitted
-        )
-        scalar("requests_released_total", "counter", "Requests released upstream.", self.released)
-        scalar(
-            "requests_rejected_total",
-            "counter",
-            "Requests refused with 429 (queue full).",
-            self.rejected,
-        )
-        scalar(
-            "requests_cancelled_total", "counter",
-            "Requests whose client left while they were queued.", self.cancelled_queued,
-        )  # fmt: skip
-        scalar(
-            "client_disconnects_total", "counter",
-            "Clients that left after release (upstream request cancelled).", self.client_disconnects,
-        )  # fmt: skip
-        scalar("groups_total", "counter", "Release groups sent upstream.", self.groups)
-        lines.append(f"# HELP {p}_upstream_errors_total Upstream failures by kind.")
-        lines.append(f"# TYPE {p}_upstream_errors_total counter")
-        for kind, n in sorted(self.upstream_errors.items()):
-            lines.append(f'{p}_upstream_errors_total{{kind="{_escape(kind)}"}} {n}')
-        lines.append(f"# HELP {p}_responses_total Responses by HTTP status.")
-        lines.append(f"# TYPE {p}_responses_total counter")
-        for status, n in sorted(self.responses_by_status.items()):
-            lines.append(f'{p}_responses_total{{status="{status}"}} {n}')
-        lines += self.delay_hist.render(
-            f"{p}_added_delay_seconds", "Delay added by the gateway before release."
-        )
-        lines.append(
-            f"# HELP {p}_added_delay_quantile_seconds Added delay quantiles over the last "
-            f"{self.window} requests."
-        )
-        lines.append(f"# TYPE {p}_added_delay_quantile_seconds gauge")
+        info = {"policy": self.policy, "upstream": self.upstream}
         xs = list(self.recent_delays_s)
-        for q in QUANTILES:
-            v = quantile(xs, q)
-            lines.append(
-                f'{p}_added_delay_quantile_seconds{{quantile="{q}"}} {"NaN" if v is None else repr(v)}'
-            )
-        lines += self.group_hist.render(f"{p}_group_size", "Requests per release group.")
-        return "\n".join(lines) + "\n"
+        delay_q = [({"quantile": str(q)}, quantile(xs, q)) for q in QUANTILES]
+        return [
+            gauge(f"{p}_info", "Shaping policy and upstream of this gateway.", [(info, 1)]),
+            *(
+                make(f"{p}_{name}", help_text, [({}, value)])
+                for make, name, help_text, value in self._scalars()
+            ),
+            counter(
+                f"{p}_upstream_errors_total",
+                "Upstream failures by kind.",
+                [({"kind": k}, n) for k, n in sorted(self.upstream_errors.items())],
+            ),
+            counter(
+                f"{p}_responses_total",
+                "Responses by HTTP status.",
+                [({"status": str(k)}, n) for k, n in sorted(self.responses_by_status.items())],
+            ),
+            self.delay_hist.family(
+                f"{p}_added_delay_seconds", "Delay added by the gateway before release."
+            ),
+            gauge(
+                f"{p}_added_delay_quantile_seconds",
+                f"Added delay quantiles over the last {self.window} requests.",
+                [(labels, math.nan if v is None else v) for labels, v in delay_q],
+            ),
+            self.group_hist.family(f"{p}_group_size", "Requests per release group."),
+        ]

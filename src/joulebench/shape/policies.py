@@ -37,9 +37,13 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from joulebench.errors import ConfigError, UnknownName
 from joulebench.units import parse_duration_s
+
+if TYPE_CHECKING:
+    from prometheus_client.metrics_core import Metric
 
 #: Tolerance for "the deadline has come" comparisons (float tick arithmetic, timer jitter).
 EPS_S = 1e-9
@@ -150,8 +154,8 @@ class Policy(ABC):
         """The policy's decisions and estimates, JSON-able (``None`` for fixed policies)."""
         return None
 
-    def render_metrics(self) -> list[str]:
-        """Extra Prometheus lines for the gateway's ``/metrics``."""
+    def metric_families(self) -> list[Metric]:
+        """Extra Prometheus families for the gateway's ``/metrics``."""
         return []
 
     def release_schedule(self, arrivals_s: Sequence[float]) -> list[float]:

@@ -29,7 +29,7 @@ already running upstream (the upstream's ``/metrics`` when fresh, else the gatew
 So the hold shrinks as the rate rises (the target fills sooner, then the upstream is busy), and
 at low rates the policy stops holding once the requests it would wait for are unlikely to come.
 Each release is recorded (:class:`ReleaseRecord`): group size, delay added, why, the batch it
-predicted and the batch it got; ``explain()`` and ``render_metrics()`` carry them to the run
+predicted and the batch it got; ``explain()`` and ``metric_families()`` carry them to the run
 record and to ``/metrics``. The policy reads no clock and draws no random numbers: every time
 comes from its caller, so tests drive it with scripted times.
 """
@@ -40,13 +40,17 @@ import math
 from collections import Counter, deque
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from joulebench.errors import ConfigError
+from joulebench.exposition import counter, gauge
 from joulebench.shape.policies import EPS_S, Decision, Policy
 from joulebench.shape.slo_model import CostModel, Health, RateEstimator
 from joulebench.shape.upstream import EngineState, engine_state
 from joulebench.units import parse_duration_s
+
+if TYPE_CHECKING:
+    from prometheus_client.metrics_core import Metric
 
 #: Releases kept for ``explain()`` (the run record) and shown on ``/metrics`` (the latest).
 LEDGER = 10_000
@@ -302,29 +306,36 @@ class SloPolicy(Policy):
             "releases": [r.to_dict() for r in self.releases],
         }
 
-    def render_metrics(self) -> list[str]:
+    def metric_families(self) -> list[Metric]:
         p = "joulebench_gateway_slo"
         rate = self.rate.rate_rps(self._area_t or 0.0)
         d0, d1 = self.cost.duration_params() or (math.nan, math.nan)
-        lines = [
-            f"# HELP {p}_budget_seconds Latency budget: no request is held longer.",
-            f"# TYPE {p}_budget_seconds gauge",
-            f"{p}_budget_seconds {self.budget_s!r}",
-            f"# HELP {p}_arrival_rate_rps Online estimate of the arrival rate.",
-            f"# TYPE {p}_arrival_rate_rps gauge",
-            f"{p}_arrival_rate_rps {'NaN' if rate is None else repr(rate)}",
-            f"# HELP {p}_target_batch Batch past which one more row saves < the gain floor.",
-            f"# TYPE {p}_target_batch gauge",
-            f"{p}_target_batch {self.cost.target_batch(self.gain_floor, self.max_batch)}",
-            f"# HELP {p}_duration_seconds Fitted upstream time per request: d0 + d1 x batch.",
-            f"# TYPE {p}_duration_seconds gauge",
-            f'{p}_duration_seconds{{term="d0"}} {d0!r}',
-            f'{p}_duration_seconds{{term="d1"}} {d1!r}',
-            f"# HELP {p}_decisions_total Releases by reason.",
-            f"# TYPE {p}_decisions_total counter",
-        ]
-        lines += [
-            f'{p}_decisions_total{{reason="{k}"}} {n}' for k, n in sorted(self.decisions.items())
+        out = [
+            gauge(
+                f"{p}_budget_seconds",
+                "Latency budget: no request is held longer.",
+                [({}, self.budget_s)],
+            ),
+            gauge(
+                f"{p}_arrival_rate_rps",
+                "Online estimate of the arrival rate.",
+                [({}, math.nan if rate is None else rate)],
+            ),
+            gauge(
+                f"{p}_target_batch",
+                "Batch past which one more row saves < the gain floor.",
+                [({}, self.cost.target_batch(self.gain_floor, self.max_batch))],
+            ),
+            gauge(
+                f"{p}_duration_seconds",
+                "Fitted upstream time per request: d0 + d1 x batch.",
+                [({"term": "d0"}, d0), ({"term": "d1"}, d1)],
+            ),
+            counter(
+                f"{p}_decisions_total",
+                "Releases by reason.",
+                [({"reason": k}, n) for k, n in sorted(self.decisions.items())],
+            ),
         ]
         recent = list(self.releases)[-METRICS_RELEASES:]
         for name, help_text, get in (
@@ -333,15 +344,11 @@ class SloPolicy(Policy):
             ("release_predicted_batch", "Upstream batch the policy expected.", lambda r: r.predicted_batch),
             ("release_realised_batch", "Mean concurrency its requests saw.", lambda r: r.realised_batch),
         ):  # fmt: skip
-            lines += [
-                f"# HELP {p}_{name} {help_text} (last {METRICS_RELEASES} releases)",
-                f"# TYPE {p}_{name} gauge",
-            ]
-            for r in recent:
-                v = get(r)
-                val = "NaN" if v is None else repr(float(v))
-                lines.append(f'{p}_{name}{{group="{r.group}"}} {val}')
-        return lines
+            samples = [({"group": str(r.group)}, _or_nan(get(r))) for r in recent]
+            out.append(
+                gauge(f"{p}_{name}", f"{help_text} (last {METRICS_RELEASES} releases)", samples)
+            )
+        return out
 
 
 def parse_slo(args: str, max_delay_s: float | None) -> SloPolicy:
@@ -392,3 +399,7 @@ def summarize_decisions(decisions: dict[str, Any]) -> Summary:
         mean_realised_batch=mean("realised_batch"),
         decisions={str(k): int(v) for k, v in (decisions.get("decisions") or {}).items()},
     )
+
+
+def _or_nan(value: float | None) -> float:
+    return math.nan if value is None else float(value)

@@ -4,6 +4,7 @@ import pytest
 
 from joulebench.analysis.pareto import pareto_front
 from joulebench.analysis.stats import quantile
+from joulebench.exposition import render
 from joulebench.shape.experiment import parse_prometheus, server_batching
 from joulebench.shape.metrics import GatewayMetrics
 
@@ -49,14 +50,16 @@ def test_metrics_render_and_quantiles() -> None:
     m.observe_group([0.0, 0.004])
     m.observe_group([0.2])
     m.rejected = 3
-    text = m.render()
+    text = render(m.families())
     assert 'policy="window:2,5ms \\"x\\""' in text
-    assert "joulebench_gateway_requests_released_total 3" in text
-    assert "joulebench_gateway_requests_rejected_total 3" in text
-    assert 'joulebench_gateway_added_delay_seconds_bucket{le="0.005"} 2' in text
-    assert 'joulebench_gateway_added_delay_seconds_bucket{le="+Inf"} 3' in text
-    assert 'joulebench_gateway_group_size_bucket{le="1.0"} 1' in text
-    assert "joulebench_gateway_group_size_count 2" in text
+    lines = text.splitlines()
+    assert "joulebench_gateway_requests_released_total 3.0" in lines
+    assert "joulebench_gateway_requests_rejected_total 3.0" in lines
+    assert 'joulebench_gateway_added_delay_seconds_bucket{le="0.005"} 2.0' in lines
+    assert 'joulebench_gateway_added_delay_seconds_bucket{le="+Inf"} 3.0' in lines
+    assert 'joulebench_gateway_group_size_bucket{le="1.0"} 1.0' in lines
+    assert "joulebench_gateway_group_size_count 2.0" in lines
+    assert "joulebench_gateway_group_size_sum 3.0" in lines
     samples = parse_prometheus(text)
     assert samples[
         'joulebench_gateway_added_delay_quantile_seconds{quantile="0.5"}'
@@ -65,7 +68,7 @@ def test_metrics_render_and_quantiles() -> None:
     assert m.delay_quantiles_ms()["max"] == pytest.approx(200.0)
     assert quantile([], 0.5) is None
     assert quantile([1.0, 3.0], 0.5) == 2.0
-    empty = GatewayMetrics().render()
+    empty = render(GatewayMetrics().families())
     assert 'quantile="0.99"} NaN' in empty
 
 

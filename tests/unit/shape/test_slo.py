@@ -9,6 +9,7 @@ import statistics
 import pytest
 
 from joulebench.errors import ConfigError
+from joulebench.exposition import render
 from joulebench.shape.policies import EPS_S, parse_policy
 from joulebench.shape.shaper import Release
 from joulebench.shape.simulate import ModelUpstream, Served, busy_s, simulate
@@ -204,7 +205,7 @@ def test_every_release_is_explained() -> None:
     assert sum(info["decisions"].values()) == len(recs)  # type: ignore[union-attr]
     model = info["model"]
     assert model["duration_s"]["d1"] == pytest.approx(0.02, rel=0.3)  # type: ignore[index]
-    text = "\n".join(policy.render_metrics())
+    text = render(policy.metric_families())
     last = policy.releases[-1]
     assert (
         f'joulebench_gateway_slo_release_group_size{{group="{last.group}"}} {float(last.size)!r}'

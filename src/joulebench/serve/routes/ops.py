@@ -11,9 +11,9 @@ from fastapi import APIRouter
 from fastapi.params import Depends
 from fastapi.responses import JSONResponse, PlainTextResponse
 
+from joulebench.exposition import CONTENT_TYPE
 from joulebench.serve.engine import ServingEngine
 from joulebench.serve.errors import Route
-from joulebench.serve.metrics import CONTENT_TYPE
 from joulebench.serve.protocol import OpenAIError
 from joulebench.serve.routes.common import unauthorized
 
