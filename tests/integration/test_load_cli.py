@@ -106,7 +106,8 @@ def test_cli_table_says_estimated_with_the_estimator(prompts):
     [
         (["--arrival", "zipf:3"], "known: burst, fixed, gamma, poisson, sequential, trace"),
         (["--protocol", "grpc"], "known: openai-chat"),
-        (["--arrival", "fixed:500"], "unit"),
+        (["--arrival", "fixed:5 minutes"], "write a number with a unit"),
+        (["--arrival", "fixed:0"], "must be positive"),
         (["--output-length", "reference"], "no reference answer lengths"),
     ],
 )

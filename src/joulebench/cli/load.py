@@ -350,7 +350,7 @@ def load(
     ] = "burst",
     n: Annotated[int, typer.Option("--n", min=1, help="Number of requests.")] = 32,
     prompts: PromptsOpt = "quick",
-    output_length: OutputLengthOpt = "64",
+    output_length: OutputLengthOpt = "natural:64",
     concurrency: Annotated[
         int | None, typer.Option("--concurrency", min=1, help="Cap on requests in flight.")
     ] = None,

@@ -32,8 +32,9 @@ OutputLengthOpt = Annotated[
     str,
     typer.Option(
         "--output-length",
-        help="natural[:CAP] (stop at EOS), reference (each prompt's answer length) or N tokens; "
-        "sent as max_tokens.",
+        help="natural[:CAP] (stop at EOS, CAP as max_tokens), or a forced length: reference "
+        "(each prompt's answer length) or N tokens — for a load, forced lengths send ignore_eos "
+        "(vLLM, SGLang, llama.cpp, joulebench serve) and answers short of it count as truncated.",
     ),
 ]
 

@@ -204,7 +204,8 @@ class ProtocolClient(ABC):
                 got = "?" if rec.output_tokens is None else rec.output_tokens
                 return TRUNCATED, (
                     f"forced length: {got} of {max_tokens} tokens asked for "
-                    f"(finish_reason {reason!r})"
+                    f"(finish_reason {reason!r}; a server that ignores ignore_eos stops at EOS: "
+                    "use --output-length natural:N to accept that)"
                 )
         return OK, None
 
