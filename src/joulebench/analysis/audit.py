@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,6 +243,46 @@ def precision_reached(
         f"{ci} > target ±{ci_target:.1%}: stopped at {repeats} of --max-repeats {max_repeats} "
         "(raise --max-repeats or --min-window-s, or quiet the host)",
     )
+
+
+def measured_not_estimated(methods: Mapping[str, str], *, scope: str | None = None) -> AuditCheck:
+    """Every energy domain was read from a sensor, none modelled by the estimator."""
+    estimated = sorted(d for d, m in methods.items() if m == "estimated")
+    if not estimated:
+        return AuditCheck(
+            _label("measured_not_estimated", scope), True, "every domain read from a sensor"
+        )
+    which = "every domain" if len(estimated) == len(methods) else ", ".join(estimated)
+    return AuditCheck(
+        _label("measured_not_estimated", scope),
+        False,
+        f"{which} ESTIMATED by a model, not measured by a sensor",
+    )
+
+
+def run_complete(interrupted: bool, *, scope: str | None = None) -> AuditCheck:
+    """The measured work ran to its end (not cut short by Ctrl-C or a signal)."""
+    detail = "interrupted: partial measurement" if interrupted else "ran to completion"
+    return AuditCheck(_label("complete", scope), not interrupted, detail)
+
+
+def command_checks(result: Any, *, interrupted: bool) -> list[AuditCheck]:
+    """Every check on a ``measure`` window (a :class:`~joulebench.meters.window.WindowResult`)."""
+    info = result.meter
+    checks = [window_long_enough(result.duration_s, info.update_period_s, scope="measure")]
+    if result.net_energy_j is not None:
+        checks.append(
+            energy_above_idle(
+                result.gross_energy_j,
+                result.idle_power_w,
+                result.duration_s,
+                scope="measure",
+                resolution_j=(result.idle_power_w or 0.0) * info.update_period_s,
+            )
+        )
+    checks.append(measured_not_estimated(info.methods, scope="measure"))
+    checks.append(run_complete(interrupted, scope="measure"))
+    return checks
 
 
 def failing(checks: Sequence[AuditCheck | Mapping[str, object]]) -> list[dict[str, object]]:

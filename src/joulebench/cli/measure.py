@@ -11,18 +11,15 @@ from __future__ import annotations
 import logging
 import shutil
 import signal
-import subprocess
-import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
+from joulebench.analysis import audit
 from joulebench.cli.common import err_console, fail, handle_errors, print_json
 from joulebench.cli.meter_options import (
     CountryOpt,
@@ -41,126 +38,11 @@ from joulebench.cli.meter_options import (
     open_cli_meter,
 )
 from joulebench.errors import ConfigError
-from joulebench.meters.base import Meter, MeterInfo
+from joulebench.meters.command import ChildRun, measure_command
 from joulebench.meters.timeline import PowerTimeline
-from joulebench.meters.window import EnergyWindow, IdleBaseline, WindowResult, measure_idle
+from joulebench.meters.window import IdleBaseline, WindowResult
 
 log = logging.getLogger(__name__)
-
-FORWARD_AFTER_S = 0.5  # a terminal Ctrl-C already reached CMD: give it this long before forwarding
-TERMINATE_AFTER_S = 5.0
-KILL_AFTER_S = 2.0
-
-
-class _Stop(Exception):
-    def __init__(self, signum: int) -> None:
-        super().__init__(signum)
-        self.signum = signum
-
-
-@dataclass(slots=True)
-class ChildRun:
-    exit_code: int
-    signum: int | None  # the signal that interrupted *us*, if any
-
-
-def _exit_code(returncode: int) -> int:
-    return 128 - returncode if returncode < 0 else returncode
-
-
-def _stop_child(child: subprocess.Popen[bytes], signum: int) -> None:
-    """Let CMD react to the signal it may already have; forward it; then terminate; then kill."""
-    steps: list[tuple[float, Any]] = [
-        (FORWARD_AFTER_S, lambda: child.send_signal(signum)),
-        (TERMINATE_AFTER_S, child.terminate),
-        (KILL_AFTER_S, child.kill),
-    ]
-    for wait_s, action in steps:
-        try:
-            child.wait(timeout=wait_s)
-            return
-        except subprocess.TimeoutExpired:
-            try:
-                action()
-            except ProcessLookupError:
-                return
-    child.wait()
-
-
-def run_child(cmd: list[str], *, stdout_to_stderr: bool) -> ChildRun:
-    """Run CMD to completion; SIGINT/SIGTERM stop it and are reported, not raised."""
-    pending: list[int] = []
-    child: subprocess.Popen[bytes] | None = None
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        pending.append(signum)
-        if child is not None and child.returncode is None:
-            raise _Stop(signum)
-
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        child = subprocess.Popen(cmd, stdout=sys.stderr if stdout_to_stderr else None)
-        try:
-            if pending:
-                raise _Stop(pending[0])
-            child.wait()
-        except _Stop as stop:
-            for s in previous:  # from here on, further signals must not interrupt the cleanup
-                signal.signal(s, lambda signum, frame: pending.append(signum))
-            _stop_child(child, stop.signum)
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
-        if child is not None and child.returncode is None:
-            child.kill()
-            child.wait()
-    return ChildRun(_exit_code(child.returncode), pending[0] if pending else None)
-
-
-def audit_checks(result: WindowResult, interrupted: bool) -> list[dict[str, Any]]:
-    """Every check on a measure window, passed or not."""
-    info = result.meter
-    checks: list[dict[str, Any]] = [
-        {
-            "name": "window_length",
-            "passed": not result.too_short,
-            "detail": f"window {result.duration_s:.4f} s vs meter update period "
-            f"{info.update_period_s:.3f} s"
-            + (" — too short, no energy reported" if result.too_short else ""),
-        }
-    ]
-    if result.net_energy_j is not None:
-        checks.append(
-            {
-                "name": "net_energy_non_negative",
-                "passed": result.net_energy_j >= 0,
-                "detail": f"gross {result.gross_energy_j:.3f} J − idle {result.idle_power_w:.3f} W × "
-                f"{result.duration_s:.3f} s = net {result.net_energy_j:.3f} J",
-            }
-        )
-    estimated = sorted(d for d, m in info.methods.items() if m == "estimated")
-    checks.append(
-        {
-            "name": "measured_not_estimated",
-            "passed": not estimated,
-            "detail": (
-                f"{'every domain' if len(estimated) == len(info.methods) else ', '.join(estimated)} "
-                "ESTIMATED by a model, not measured by a sensor"
-                if estimated
-                else "every domain read from a sensor"
-            ),
-        }
-    )
-    checks.append(
-        {
-            "name": "complete",
-            "passed": not interrupted,
-            "detail": "the command was interrupted: partial measurement"
-            if interrupted
-            else "ran to completion",
-        }
-    )
-    return checks
 
 
 def build_report(
@@ -171,7 +53,9 @@ def build_report(
     timeline: PowerTimeline,
 ) -> dict[str, Any]:
     data = result.to_dict()
-    checks = audit_checks(result, child.signum is not None)
+    checks = [
+        c.to_dict() for c in audit.command_checks(result, interrupted=child.signum is not None)
+    ]
     return {
         "command": cmd,
         "exit_code": child.exit_code,
@@ -279,22 +163,6 @@ def _store(
     return run_id
 
 
-def _measure(meter: Meter, cmd: list[str], idle_s: float, hz: float, as_json: bool):  # type: ignore[no-untyped-def]
-    try:
-        idle = measure_idle(meter, idle_s) if idle_s > 0 else None
-    except KeyboardInterrupt:
-        raise fail("interrupted during the idle baseline; nothing measured", 130) from None
-    timeline = PowerTimeline(meter, hz=hz)
-    timeline.start()
-    window = EnergyWindow(meter, idle=idle)
-    try:
-        with window:
-            child = run_child(cmd, stdout_to_stderr=as_json)
-    finally:
-        timeline.stop()
-    return window.result, child, idle, timeline
-
-
 @handle_errors
 def measure(
     cmd: list[str] = typer.Argument(None, help="The command to measure, after --."),
@@ -343,9 +211,12 @@ def measure(
     m = open_cli_meter(meter, require_isolated_gpu=require_isolated_gpu, **options)
     started = time.time()
     try:
-        result, child, idle, timeline = _measure(m, cmd, idle_s, hz, as_json)
+        run = measure_command(m, cmd, idle_s=idle_s, hz=hz, stdout_to_stderr=as_json)
+    except KeyboardInterrupt:
+        raise fail("interrupted during the idle baseline; nothing measured", 130) from None
     finally:
         m.close()
+    result, child, idle, timeline = run.result, run.child, run.idle, run.timeline
     report = build_report(cmd, result, child, idle, timeline)
     report["started_at_unix_s"] = started
     if store is not None:
@@ -370,4 +241,4 @@ def register(app: typer.Typer) -> None:
     app.command("measure", context_settings={"allow_interspersed_args": False})(measure)
 
 
-__all__ = ["MeterInfo", "audit_checks", "build_report", "register", "run_child"]
+__all__ = ["build_report", "register"]

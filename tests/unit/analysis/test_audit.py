@@ -71,3 +71,15 @@ def test_quiet_host_allows_for_the_cpu_counters_resolution():
     # one 10 ms tick over a 0.3 s window reads as 0.033 cores: within ±0.067 it is not a neighbour
     assert audit.quiet_host([{"other_cores": 0.1, "resolution_cores": 0.067}]).passed
     assert not audit.quiet_host([{"other_cores": 0.2, "resolution_cores": 0.067}]).passed
+
+
+def test_measured_not_estimated_and_complete_name_what_failed():
+    from joulebench.analysis.audit import measured_not_estimated, run_complete
+
+    ok = measured_not_estimated({"gpu:0": "counter", "cpu:0": "rapl"}, scope="measure")
+    assert ok.passed and ok.name == "measure:measured_not_estimated"
+    some = measured_not_estimated({"gpu:0": "counter", "ram": "estimated"})
+    assert not some.passed and some.detail.startswith("ram ESTIMATED")
+    every = measured_not_estimated({"cpu:0": "estimated"})
+    assert not every.passed and every.detail.startswith("every domain")
+    assert run_complete(False).passed and not run_complete(True).passed

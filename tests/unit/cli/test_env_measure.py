@@ -70,7 +70,7 @@ def test_measure_json_estimated_and_exit_code_propagated():
     assert {d["method"] for d in out["domains"]} == {"estimated"}
     assert out["energy_j"] > 0
     assert out["meter"]["parameters"]["cpu_tdp_w"] == 64.0
-    assert "measured_not_estimated" in [a["name"] for a in out["audit"]]
+    assert "measure:measured_not_estimated" in [a["name"] for a in out["audit"]]
     assert out["timeline"]["samples"] >= 2
 
 
@@ -114,7 +114,7 @@ def test_window_too_short_reports_no_number():
     out = json.loads(r.stdout)
     assert out["too_short"] is True and out["energy_j"] is None
     assert out["domains"][0]["energy_j"] is None
-    assert "window_length" in [a["name"] for a in out["audit"]]
+    assert "measure:window_ge_update_period" in [a["name"] for a in out["audit"]]
 
 
 def _slow_trace() -> Path:
@@ -193,7 +193,7 @@ def test_sigint_stops_child_prints_and_stores_partial_result(tmp_path):
     out = json.loads(stdout)
     assert out["interrupted"] is True and out["signal"] == "SIGINT"
     assert out["energy_j"] > 0
-    assert "complete" in [a["name"] for a in out["audit"]]
+    assert "measure:complete" in [a["name"] for a in out["audit"]]
     con = duckdb.connect(str(db), read_only=True)
     status, kind = con.execute("SELECT status, kind FROM runs").fetchone()
     assert (status, kind) == ("interrupted", "measure")
