@@ -15,7 +15,7 @@ from joulebench.load.stub import StubConfig, stub_server
 from joulebench.meters.fake import FakeMeter
 from joulebench.report import figures_serving
 from joulebench.report.build import build_report
-from joulebench.reproduce.serving import run_status
+from joulebench.results.loads import run_status
 from joulebench.results.store import ResultStore
 
 pytestmark = pytest.mark.integration

@@ -216,8 +216,8 @@ def _pct(x: float | None) -> str:
 
 def _store(db: Any, result: LoadResult, j: dict[str, Any], name: str | None) -> str:
     """Store one load as a ``load`` run in the open store ``db`` (its status from
-    :func:`joulebench.reproduce.serving.run_status`; audit verdicts never change it)."""
-    from joulebench.reproduce.serving import store_load
+    :func:`joulebench.results.loads.run_status`; audit verdicts never change it)."""
+    from joulebench.results.loads import store_load
 
     return store_load(
         db,
@@ -287,7 +287,7 @@ def _compare(
     **load_kwargs: Any,
 ) -> Any:
     """``--via-shape``: run and print the comparison (``joulebench.shape.experiment``)."""
-    from joulebench.cli.shape import run_comparison
+    from joulebench.cli.shape_views import run_comparison
 
     return run_comparison(
         base,
@@ -309,7 +309,7 @@ def _store_comparison(
 ) -> list[str]:
     """Both runs of a ``--via-shape`` comparison as ``load`` runs, per-request rows and timeline
     included; the shaped one carries ``via_shape`` (the report's Pareto figure pairs them)."""
-    from joulebench.reproduce.serving import store_load
+    from joulebench.results.loads import store_load
 
     ids = []
     for run, via in ((comparison.direct, None), (comparison.shaped, comparison.policy)):

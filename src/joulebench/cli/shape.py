@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ from rich.table import Table
 from joulebench.cli.common import console, err_console, handle_errors, print_json
 from joulebench.cli.engine_options import EngineOpt, LaunchOpt, ReadyTimeoutOpt, launch_target
 from joulebench.cli.meter_options import CpuTdpOpt, IdleOpt, MeterOpt, open_cli_meter
+from joulebench.cli.shape_views import fmt_value, run_comparison
 from joulebench.cli.workload_options import (
     OutputLengthOpt,
     PromptsOpt,
@@ -26,7 +26,6 @@ from joulebench.cli.workload_options import (
     read_prompts,
 )
 from joulebench.errors import ConfigError
-from joulebench.meters.base import Meter
 
 DEFAULT_SWEEP = (
     "cadence:100ms",
@@ -36,80 +35,6 @@ DEFAULT_SWEEP = (
     "window:8,400ms",
     "slo:500ms",
 )
-
-
-def _fmt(x: float | None, change: bool = False, net: bool = False) -> str:
-    if x is None:
-        return "—"
-    if change:
-        return f"{x * 100:+.1f} %"
-    if net and x <= 0:  # idle-subtracted energy at or under the baseline: nothing measured above it
-        return f"{x:.4g} (≤ idle)"
-    return f"{x:.4g}"
-
-
-def print_comparison(result: Any) -> None:
-    """The side-by-side table of a :class:`~joulebench.shape.experiment.Comparison`."""
-    method = result.method or "no meter"
-    title = f"direct vs {result.shaped.label} — energy method: {method}"
-    table = Table("metric", "direct", "shaped", "change", title=title)
-    for name, a, b, c in result.rows():
-        net = name.endswith("(net)")
-        table.add_row(name, _fmt(a, net=net), _fmt(b, net=net), _fmt(c, change=True))
-    console.print(table)
-    for run in (result.direct, result.shaped):
-        failed = (run.load.get("requests") or {}).get("failed")
-        if failed:
-            err_console.print(
-                f"[yellow]{run.label}: {failed} request(s) failed (not averaged in)[/]"
-            )
-    if result.method and "estimated" in result.method:
-        err_console.print("[yellow]energy is estimated (no sensor on this machine)[/]")
-    print_decisions(result.shaped.gateway)
-
-
-def print_decisions(gateway: dict[str, Any] | None) -> None:
-    """One line on an adaptive policy's releases (``slo``); nothing for fixed policies."""
-    from joulebench.shape.slo import summarize_decisions
-
-    if not gateway or not gateway.get("decisions"):
-        return
-    s = summarize_decisions(gateway["decisions"])
-    reasons = ", ".join(f"{k} {v}" for k, v in sorted(s.decisions.items()))
-    console.print(
-        f"{s.releases} releases, mean group {_fmt(s.mean_group_size)}, "
-        f"mean delay {_fmt(s.mean_delay_ms)} ms (max {_fmt(s.max_delay_ms)}), "
-        f"batch predicted {_fmt(s.mean_predicted_batch)} vs realised "
-        f"{_fmt(s.mean_realised_batch)}; by reason: {reasons}",
-        markup=False,
-    )
-
-
-def run_comparison(
-    url: str | None,
-    policy: str,
-    arrival: str,
-    prompts: Sequence[str],
-    *,
-    meter: Meter | None,
-    idle_s: float,
-    as_json: bool,
-    config: dict[str, Any] | None = None,
-    **kwargs: Any,
-) -> Any:
-    """Run :func:`joulebench.shape.experiment.compare` and print it (table or JSON).
-
-    ``config`` is added to the comparison's config (the CLI's prompt and output-length specs).
-    """
-    from joulebench.shape.experiment import compare
-
-    result = compare(url, policy, arrival, prompts, meter=meter, idle_s=idle_s, **kwargs)
-    result.config.update(config or {})
-    if as_json:
-        print_json(result.to_json())
-    else:
-        print_comparison(result)
-    return result
 
 
 @handle_errors
@@ -291,8 +216,8 @@ def shape_sweep(
     )  # fmt: skip
     for p in result.points():
         table.add_row(
-            p.label, _fmt(p.energy_j), _fmt(p.latency_ms), _fmt(p.added_delay_p99_ms),
-            _fmt(p.mean_batch_size), str(p.failed), "★" if p.on_front else "",
+            p.label, fmt_value(p.energy_j), fmt_value(p.latency_ms), fmt_value(p.added_delay_p99_ms),
+            fmt_value(p.mean_batch_size), str(p.failed), "★" if p.on_front else "",
         )  # fmt: skip
     console.print(table)
 
