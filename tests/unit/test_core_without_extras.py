@@ -28,6 +28,7 @@ EXTRAS = [
     "uvicorn",
     "prometheus_client",
     "matplotlib",
+    "jinja2",
     "pynvml",
     "codecarbon",
     "bitsandbytes",
@@ -64,6 +65,7 @@ def test_measure_works_without_extras(tmp_path):
         (["serve", "--model", "tiny", "--port", "0"], ["prometheus_client"], "serve"),
         (["models", "make-tiny", "{tmp}/m"], EXTRAS, "hf"),
         (["report", "{tmp}/none.duckdb", "--out", "{tmp}/r"], EXTRAS, None),
+        (["report", "{tmp}/none.duckdb", "--out", "{tmp}/r"], ["jinja2"], "report"),
     ],
 )
 def test_missing_extra_is_named(tmp_path, args, blocked, extra):

@@ -18,7 +18,7 @@ from joulebench.report.figures_engine import engine_occupancy
 from joulebench.report.figures_profile import PROFILE_FIGURES
 from joulebench.report.figures_serving import SERVING_FIGURES
 from joulebench.report.figures_shaping import shaping_adaptive
-from joulebench.report.html import render_html
+from joulebench.report.html import page_template, render_html
 from joulebench.report.plotting import FigureFile, MissingFigure
 from joulebench.results.store import ResultStore
 
@@ -68,6 +68,7 @@ def build_report(
     title: str = "joulebench report",
 ) -> ReportResult:
     """Write ``out_dir/figures/*.png|svg`` and a self-contained ``out_dir/index.html``."""
+    page_template()  # a missing ``joulebench[report]`` fails here, before any figure is drawn
     out = Path(out_dir)
     with ResultStore(store_path, read_only=True) as store:
         contents = read_store(store)

@@ -91,3 +91,40 @@ def test_p99_of_few_requests_is_marked(full_report: ReportResult) -> None:
     loads = loads.split("</section>")[0]
     assert "†</td>" in loads  # the fake-meter runs have far fewer than 100 requests
     assert "not an estimate of a 1-in-100 tail" in loads
+
+
+HOSTILE = "<script>alert(1)</script>"
+RICH = "[/] [bold]x"
+
+
+def test_user_given_names_are_escaped_everywhere(tmp_path: Path) -> None:
+    """Run, sweep, model and cell names, errors, environment fields and the title: all escaped."""
+    path = tmp_path / "x.duckdb"
+    with ResultStore(path) as db:
+        run = db.start_run(
+            "sweep",
+            name=HOSTILE,
+            run_id='sweep-"><img src=x onerror=alert(2)>',
+            config={},
+            environment={"cpu": {"model": RICH}, "note": "<i>it</i> & 'q'"},
+            meter={"name": HOSTILE, "methods": {"cpu:0": "estimated"}},
+        )
+        db.start_cell(run, HOSTILE, {"model": RICH, "precision": HOSTILE}, study=RICH)
+        db.finish_cell(run, HOSTILE, error=HOSTILE)
+        db.add_audits(run, HOSTILE, [{"name": RICH, "passed": False, "detail": HOSTILE}])
+        db.finish_run(run, status="failed")
+    page = build_report(path, tmp_path / "o", title=HOSTILE).index_html.read_text()
+    assert "<script" not in page and "<i>" not in page
+    assert "<img " not in page  # the run id's would-be tag, and no figure had data
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert page.count("&lt;script&gt;alert(1)&lt;/script&gt;") >= 6  # title ×2, cell, error …
+    assert '"><img' not in page and "&gt;&lt;img src=x onerror=alert(2)&gt;" in page
+    assert "&lt;i&gt;it&lt;/i&gt; &amp; " in page
+    # rich markup is not markup here: it is shown as typed, in the cells table and environment
+    cells = page.split('<section id="cells">')[1].split("</section>")[0]
+    assert f"<td>{RICH}</td>" in cells
+    env = page.split('<section id="environment">')[1].split("</section>")[0]
+    assert f"<td>environment.cpu.model</td><td>{RICH}</td>" in env
+    audits = page.split('<section id="audits">')[1].split("</section>")[0]
+    assert re.search(r'<tr class="fail">.*\[/\] \[bold\]x.*FAIL', audits)
+    assert "<title>&lt;script&gt;alert(1)&lt;/script&gt;</title>" in page
