@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs Debian's chromium for the HTML report's browser test when it is missing and we can
+# Installs Debian's chromium for the HTML report's browser test (tests/support/browser.py drives it
+# through Playwright, which never downloads a browser of its own) when it is missing and we can
 # (root with apt-get, as on CI). Otherwise the browser test skips and says why.
 set -u
 if command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ]; then

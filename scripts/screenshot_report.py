@@ -14,8 +14,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from joulebench.errors import JoulebenchError
-from joulebench.report.browser import open_page
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from support.browser import BrowserError, open_page  # tests/support: not product code
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         check = open_page(args.html, chromium=args.chromium, width=args.width, screenshot=True)
-    except JoulebenchError as exc:
+    except BrowserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     problems = (
