@@ -42,7 +42,7 @@ def test_report_loads_cleanly_in_chromium(tmp_path: Path) -> None:
     check = open_page(report.index_html, chromium=str(CHROMIUM), screenshot=True, timeout_s=90)
     assert check.console_errors == []
     assert check.external_requests == [] and check.failed_requests == []
-    assert len(check.images) == len(report.figures) == 8  # as test_html.py counts
+    assert len(check.images) == len(report.figures) == 9  # as test_html.py counts
     assert check.broken_images == []
     assert all(i["naturalWidth"] > 300 and i["complete"] for i in check.images)
     assert check.screenshot_png is not None and check.screenshot_png[:4] == b"\x89PNG"

@@ -205,7 +205,18 @@ def _add_load(db: ResultStore, shaped: bool) -> list[str]:
         db.add_audits(
             run, None, [{"name": "attribution_sum", "passed": True, "detail": "Σ = total"}]
         )
-        db.finish_run(run, summary=load_summary(wh, 10, 1, 400.0 * (1 + i)))
+        summary = load_summary(wh, 10, 1, 400.0 * (1 + i))
+        if i == 0:  # a launched engine: its /metrics scraped at 1 Hz beside a power timeline
+            summary["engine"] = {"preset": "joulebench", "metrics": {"samples": [
+                {"t_s": 100.0 + k, "running": min(k, 4), "waiting": max(0, k - 4)}
+                for k in range(8)
+            ]}}  # fmt: skip
+            db.add_timeline(
+                run,
+                [(100.0 + 0.5 * k, {"cpu:0": 20.0 * k + (k % 3)}) for k in range(16)],
+                {"cpu:0": "estimated"},
+            )
+        db.finish_run(run, summary=summary)
         ids.append(run)
     return ids
 

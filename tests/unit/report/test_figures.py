@@ -21,6 +21,7 @@ PROFILE_KEYS = {
 }
 SERVING_KEYS = {
     "energy_per_request_arrival", "latency_arrival", "shaping_pareto", "shaping_adaptive",
+    "engine_occupancy",
 }  # fmt: skip
 
 
@@ -52,7 +53,10 @@ def test_profile_only_store_names_serving_figures_missing(
 
 def test_load_only_store_without_shaping(load_only_store: Path, tmp_path: Path) -> None:
     drawn, missing = _draw(load_only_store, tmp_path)
-    assert {f.key for f in drawn} == {"energy_per_request_arrival", "latency_arrival"}
+    # the fixture's first load launched its engine: occupancy beside power is drawn
+    assert {f.key for f in drawn} == {
+        "energy_per_request_arrival", "latency_arrival", "engine_occupancy",
+    }  # fmt: skip
     reasons = {m.key: m.reason for m in missing}
     assert set(reasons) == PROFILE_KEYS | {"shaping_pareto", "shaping_adaptive"}
     assert "shaped" in reasons["shaping_pareto"]

@@ -13,7 +13,7 @@ def test_report_is_self_contained(full_report: ReportResult) -> None:
     result = full_report
     page = result.index_html.read_text()
     imgs = re.findall(r'<img src="([^"]*)"', page)
-    assert len(imgs) == len(result.figures) == 8
+    assert len(imgs) == len(result.figures) == 9
     assert all(src.startswith("data:image/png;base64,") and len(src) > 5000 for src in imgs)
     # no external resource of any kind
     assert not re.search(r'(src|href)="(https?:)?//', page)
@@ -66,7 +66,7 @@ def test_partial_store_lists_what_is_missing(load_only_store: Path, tmp_path: Pa
     missing = page.split('<section id="missing">')[1].split("</section>")[0]
     assert "no completed profile cells of the precision study" in missing
     assert "no shaped load run" in missing
-    assert len(re.findall(r"<img ", page)) == 2
+    assert len(re.findall(r"<img ", page)) == 3  # arrival energy, latency, engine occupancy
 
 
 def test_empty_store_still_writes_a_page(empty_store: Path, tmp_path: Path) -> None:

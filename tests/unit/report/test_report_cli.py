@@ -94,7 +94,7 @@ def test_report_command(app: typer.Typer, full_store: Path, tmp_path: Path) -> N
     res = run(app, "report", str(full_store), "--out", str(out), "--json")
     assert res.exit_code == 0, res.output
     d = json.loads(res.stdout)
-    assert Path(d["index_html"]).exists() and len(d["figures"]) == 8 and d["missing"] == []
+    assert Path(d["index_html"]).exists() and len(d["figures"]) == 9 and d["missing"] == []
 
 
 def test_report_missing_store_exits_2(app: typer.Typer, tmp_path: Path) -> None:
