@@ -37,7 +37,7 @@ from joulebench.meters.registry import open_meter
 from joulebench.meters.window import measure_idle
 from joulebench.shape.experiment import _target, compare
 from joulebench.shape.policies import parse_policy
-from joulebench.shape.slo import summarize
+from joulebench.shape.slo import summarize_decisions as summarize
 from joulebench.shape.sweep import Sweep, sweep
 
 ADAPTIVE = "slo:500ms"
@@ -187,7 +187,7 @@ def judge(result: Sweep) -> dict[str, Any]:
 
 
 def _store(path: Path, result: Sweep, arrival: str) -> None:
-    from joulebench.reproduce.serving import store_load
+    from joulebench.results.loads import store_load
     from joulebench.results.store import ResultStore
 
     with ResultStore(path) as db:
