@@ -126,6 +126,7 @@ def test_profile_both_methods_json_and_store(tiny_model_dir: Path, tmp_path: Pat
         (["--method", "fast"], "--method"),
         (["--output-length", "0"], "positive integer"),
         (["--consistency-tolerance", "1.5"], "--consistency-tolerance"),
+        (["--replay-path", "t.csv"], "--replay-path is an option of the replay meter"),
     ],
 )
 def test_bad_input_is_a_clear_error_with_exit_2(
@@ -136,3 +137,18 @@ def test_bad_input_is_a_clear_error_with_exit_2(
     flat = " ".join(err.split())  # rich wraps long messages
     assert message in flat, flat
     assert "Traceback" not in err
+
+
+def test_profile_meter_replay_is_configured_by_its_flag(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """``--meter replay`` used to be unusable here: profile had no ``--replay-path``."""
+    trace = tmp_path / "trace.csv"
+    rows = (f"{i / 100:.2f},cpu:0,{i * 0.5:.2f}" for i in range(60_001))  # 50 W for 600 s
+    trace.write_text("t_s,domain,energy_j\n" + "\n".join(rows) + "\n")
+    args = ["replay" if a == "fake" else a for a in FAST]
+    rc, out, err = _finish(_profile(tiny_model_dir, *args, "--replay-path", str(trace), "--json"))
+    assert rc == 0, err
+    r = json.loads(out)
+    assert r["meter_methods"] == {"cpu:0": "replay"}
+    assert r["prefill"]["energy_j"] > 0

@@ -55,21 +55,13 @@ from joulebench.cli.engine_options import (
     print_engine,
 )
 from joulebench.cli.meter_options import (
+    AUTO_METER,
     AllowMissingGpuOpt,
-    CountryOpt,
-    CpuIdleOpt,
-    CpuTdpOpt,
-    FakePowerOpt,
     GpusOpt,
     HzOpt,
     IdleOpt,
-    IsolatedOpt,
-    MeterOpt,
-    NvmlModeOpt,
-    PrometheusOpt,
-    RamOpt,
-    ReplayOpt,
-    open_cli_meter,
+    MeterChoice,
+    meter_flags,
 )
 from joulebench.cli.workload_options import (
     OutputLengthOpt,
@@ -330,6 +322,7 @@ def _store_comparison(
 
 
 @handle_errors
+@meter_flags(estimate_scope="auto")
 def load(
     url: Annotated[
         str | None, typer.Option("--url", help="Base URL of the server under test.")
@@ -392,25 +385,9 @@ def load(
             "[default: 0: any lost request fails the run].",
         ),
     ] = 0.0,
-    meter: MeterOpt = "auto",
+    meter: MeterChoice = AUTO_METER,
     idle_s: IdleOpt = 0.0,
     hz: HzOpt = 10.0,
-    require_isolated_gpu: IsolatedOpt = False,
-    cpu_tdp_w: CpuTdpOpt = None,
-    cpu_idle_w: CpuIdleOpt = None,
-    ram_w_per_gb: RamOpt = None,
-    estimate_scope: Annotated[
-        str,
-        typer.Option(
-            "--estimate-scope",
-            help="Estimator: process, system, or auto (process when embedded, system for --url).",
-        ),
-    ] = "auto",
-    prometheus_url: PrometheusOpt = None,
-    codecarbon_country: CountryOpt = "FRA",
-    replay_path: ReplayOpt = None,
-    fake_power_w: FakePowerOpt = 100.0,
-    nvml_mode: NvmlModeOpt = "auto",
     via_shape: Annotated[
         str | None,
         typer.Option(
@@ -438,7 +415,8 @@ def load(
     launch_plan = plan_launch(
         launch_options(launch, engine, engine_args, ready_path, ready_timeout_s, stop_grace_s,
                        engine_log_dir),
-        url=url, model=model, gpus=gpus, store=store, meter=meter, fake_power_w=fake_power_w,
+        url=url, model=model, gpus=gpus, store=store, meter=meter.spec,
+        fake_power_w=meter.options.get("fake_power_w", 100.0),
     )  # fmt: skip
     url = launch_plan.url if launch_plan is not None else url
     server_opts = {"scheduler": scheduler, "precision": precision, "device": device}
@@ -454,22 +432,14 @@ def load(
     items, refs = read_prompts(prompts, n=n, seed=seed, tokenizer=tok)
     lengths = output_lengths(output_length, refs)
     forced = OutputLength.parse(output_length).kind != "natural"  # N or reference: min = max
-    scope = estimate_scope if estimate_scope != "auto" else ("system" if url else "process")
-    options: dict[str, Any] = {
-        "cpu_tdp_w": cpu_tdp_w,
-        "cpu_idle_w": cpu_idle_w,
-        "ram_w_per_gb": ram_w_per_gb,
-        "estimate_scope": scope,
+    scope = meter.options.get("estimate_scope") or ("system" if url else "process")
+    meter = meter.with_options(
+        estimate_scope=scope,
         # system scope: the server behind the URL is measured, every other process subtracted
-        "estimate_target_ports": [_url_port(url)] if url and scope == "system" else [],
-        "prometheus_url": prometheus_url,
-        "codecarbon_country": codecarbon_country,
-        "replay_path": replay_path,
-        "fake_power_w": fake_power_w,
-        "nvml_mode": nvml_mode,
-        "gpus": gpus,  # the engine's GPUs too (CUDA_VISIBLE_DEVICES), when it is launched
-        "allow_missing_gpu": allow_missing_gpu,
-    }
+        estimate_target_ports=[_url_port(url)] if url and scope == "system" else [],
+        gpus=gpus,  # the engine's GPUs too (CUDA_VISIBLE_DEVICES), when it is launched
+        allow_missing_gpu=allow_missing_gpu,
+    )
     cli_config = {
         "target": "url" if url else "embedded",
         "prompts": prompts,
@@ -481,8 +451,7 @@ def load(
     }
     with _open_store(store) as db:  # opened and locked before anything is measured
         _run_and_report(
-            db, store, url=url, embedded=embedded, model=model, meter=meter, options=options,
-            require_isolated_gpu=require_isolated_gpu, server=server, via_shape=via_shape,
+            db, store, url=url, embedded=embedded, model=model, meter=meter, server=server, via_shape=via_shape,
             arrival=arrival, process=process, items=items, lengths=lengths, forced=forced,
             as_json=as_json, idle_s=idle_s, n=n, protocol=protocol, concurrency=concurrency,
             timeout_s=timeout_s, seed=seed, tok=tok, hz=hz, prompts=prompts,
@@ -498,9 +467,7 @@ def _run_and_report(
     url: str | None,
     embedded: bool,
     model: str | None,
-    meter: str,
-    options: dict[str, Any],
-    require_isolated_gpu: bool,
+    meter: MeterChoice,
     server: dict[str, Any],
     via_shape: str | None,
     arrival: str,
@@ -526,7 +493,7 @@ def _run_and_report(
 ) -> None:
     """Open the meter, (launch the engine,) run the load (or the via-shape comparison), stop the
     engine, store, print, exit status."""
-    m = open_cli_meter(meter, require_isolated_gpu=require_isolated_gpu, **options)
+    m = meter.open()
     comparison = session = None
     try:
         with launched(launch_plan) as session, _target(url, embedded, model, m, server) as base:

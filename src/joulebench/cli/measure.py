@@ -21,22 +21,7 @@ from rich.table import Table
 
 from joulebench.analysis import audit
 from joulebench.cli.common import err_console, fail, handle_errors, print_json
-from joulebench.cli.meter_options import (
-    CountryOpt,
-    CpuIdleOpt,
-    CpuTdpOpt,
-    FakePowerOpt,
-    HzOpt,
-    IdleOpt,
-    IsolatedOpt,
-    MeterOpt,
-    NvmlModeOpt,
-    PrometheusOpt,
-    RamOpt,
-    ReplayOpt,
-    ScopeOpt,
-    open_cli_meter,
-)
+from joulebench.cli.meter_options import AUTO_METER, HzOpt, IdleOpt, MeterChoice, meter_flags
 from joulebench.errors import ConfigError
 from joulebench.meters.command import ChildRun, measure_command
 from joulebench.meters.timeline import PowerTimeline
@@ -164,9 +149,10 @@ def _store(
 
 
 @handle_errors
+@meter_flags
 def measure(
     cmd: list[str] = typer.Argument(None, help="The command to measure, after --."),
-    meter: MeterOpt = "auto",
+    meter: MeterChoice = AUTO_METER,
     idle_s: IdleOpt = 0.0,
     hz: HzOpt = 10.0,
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
@@ -174,16 +160,6 @@ def measure(
         None, "--store", help="Also record the run in this DuckDB file."
     ),
     name: str | None = typer.Option(None, "--name", help="Name of the stored run."),
-    require_isolated_gpu: IsolatedOpt = False,
-    cpu_tdp_w: CpuTdpOpt = None,
-    cpu_idle_w: CpuIdleOpt = None,
-    ram_w_per_gb: RamOpt = None,
-    estimate_scope: ScopeOpt = "process",
-    prometheus_url: PrometheusOpt = None,
-    codecarbon_country: CountryOpt = "FRA",
-    replay_path: ReplayOpt = None,
-    fake_power_w: FakePowerOpt = 100.0,
-    nvml_mode: NvmlModeOpt = "auto",
 ) -> None:
     """Run CMD and report its energy per domain (with methods), duration, idle and net energy."""
     if not cmd:
@@ -197,18 +173,7 @@ def measure(
         ResultStore(store).close()  # schema version and lock problems surface now, not after CMD
     if shutil.which(cmd[0]) is None:
         raise fail(f"command not found: {cmd[0]}", 127)
-    options: dict[str, Any] = {
-        "cpu_tdp_w": cpu_tdp_w,
-        "cpu_idle_w": cpu_idle_w,
-        "ram_w_per_gb": ram_w_per_gb,
-        "estimate_scope": estimate_scope,
-        "prometheus_url": prometheus_url,
-        "codecarbon_country": codecarbon_country,
-        "replay_path": replay_path,
-        "fake_power_w": fake_power_w,
-        "nvml_mode": nvml_mode,
-    }
-    m = open_cli_meter(meter, require_isolated_gpu=require_isolated_gpu, **options)
+    m = meter.open()
     started = time.time()
     try:
         run = measure_command(m, cmd, idle_s=idle_s, hz=hz, stdout_to_stderr=as_json)
@@ -222,11 +187,11 @@ def measure(
     if store is not None:
         config = {
             "command": cmd,
-            "meter": meter,
+            "meter": meter.spec,
             "idle_s": idle_s,
             "hz": hz,
             "name": name,
-            **options,
+            **meter.flags(),
         }
         report["run_id"] = _store(store, report, timeline, config, name)
     if as_json:

@@ -1,9 +1,14 @@
-"""Typer options every measuring command shares, and the function that opens the meter from them.
+"""The meter option group every measuring command shares, and the function that opens it.
 
-Use the ``Annotated`` aliases as parameter types, then call :func:`open_cli_meter`::
+Decorate a command with :func:`meter_flags` and give it one ``meter: MeterChoice`` parameter;
+the decorator adds ``--meter`` and every backend's flags to its options and hands it the
+choice, which opens the meter::
 
-    def profile(meter: MeterOpt = "auto", cpu_tdp_w: CpuTdpOpt = None, ...):
-        m = open_cli_meter(meter, cpu_tdp_w=cpu_tdp_w, ...)
+    @meter_flags
+    def profile(..., meter: MeterChoice, ...):
+        m = meter.open()
+
+A flag given for a backend that ``--meter`` does not use is refused, naming its backend.
 
 ``--gpus`` and ``--allow-missing-gpu`` reach every command that takes ``--meter`` without each
 command declaring them: :func:`add_gpu_options` (called once by the app) adds them to those
@@ -18,6 +23,7 @@ import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -25,7 +31,7 @@ import typer
 
 from joulebench.meters.base import Meter
 from joulebench.meters.isolation import check_gpu_isolation
-from joulebench.meters.registry import KNOWN_METERS, open_meter
+from joulebench.meters.registry import KNOWN_METERS, check_backend_options, open_meter
 
 log = logging.getLogger(__name__)
 
@@ -179,3 +185,136 @@ def open_cli_meter(
         m.close()
         raise
     return m
+
+
+@dataclass(frozen=True, slots=True)
+class MeterChoice:
+    """What the meter flags say: the spec (``auto``, ``nvml+rapl``…), the backends' options
+    that were set, and whether a shared GPU is an error."""
+
+    spec: str = "auto"
+    options: dict[str, Any] = field(default_factory=dict)
+    require_isolated_gpu: bool = False
+
+    def with_options(self, **options: Any) -> MeterChoice:
+        """The same choice with these options set (computed by the command, not given)."""
+        return replace(self, options={**self.options, **options})
+
+    def flags(self) -> dict[str, Any]:
+        """Every backend flag's value (``None`` where unset), as a stored run config keeps them."""
+        return {name: self.options.get(name) for name, _, _ in _BACKEND_FLAGS}
+
+    def open(self, *, allowed_pids: tuple[int, ...] = ()) -> Meter:
+        """Open the meter (see :func:`open_cli_meter`)."""
+        return open_cli_meter(
+            self.spec,
+            require_isolated_gpu=self.require_isolated_gpu,
+            allowed_pids=allowed_pids,
+            **self.options,
+        )
+
+
+def _scope_auto_opt() -> Any:
+    return Annotated[
+        str,
+        _option(
+            "--estimate-scope",
+            help="Estimator: process, system, or auto (process when embedded, system for --url).",
+        ),
+    ]
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+# (parameter, annotation, default): the meter group, in the order --help shows it
+_BACKEND_FLAGS: tuple[tuple[str, Any, Any], ...] = (
+    ("cpu_tdp_w", CpuTdpOpt, None),
+    ("cpu_idle_w", CpuIdleOpt, None),
+    ("ram_w_per_gb", RamOpt, None),
+    ("estimate_scope", ScopeOpt, "process"),
+    ("prometheus_url", PrometheusOpt, None),
+    ("codecarbon_country", CountryOpt, "FRA"),
+    ("replay_path", ReplayOpt, None),
+    ("fake_power_w", FakePowerOpt, 100.0),
+    ("nvml_mode", NvmlModeOpt, "auto"),
+)
+
+
+def _given(
+    ctx: typer.Context | None, values: dict[str, Any], defaults: dict[str, Any]
+) -> list[str]:
+    """The backend flags set on the command line (or, called without typer, off default)."""
+    given = []
+    for name, value in values.items():
+        source = ctx.get_parameter_source(name) if ctx is not None else None
+        if source is not None:
+            if source.name != "DEFAULT":
+                given.append(name)
+        elif value != defaults[name]:
+            given.append(name)
+    return given
+
+
+def meter_flags(
+    command: Callable[..., Any] | None = None, *, estimate_scope: str = "process"
+) -> Any:
+    """Give ``command`` the meter option group in place of its ``meter: MeterChoice`` parameter.
+
+    The flags and their defaults are the same for every command; ``estimate_scope="auto"``
+    (``load``) lets the command pick the estimator's scope itself.
+    """
+    if command is None:
+        return functools.partial(meter_flags, estimate_scope=estimate_scope)
+    signature = inspect.signature(command, eval_str=True)
+    flags = [
+        ("meter", MeterOpt, "auto"),
+        ("require_isolated_gpu", IsolatedOpt, False),
+        *(
+            (n, _scope_auto_opt(), "auto") if n == "estimate_scope" and estimate_scope == "auto"
+            else (n, a, d)
+            for n, a, d in _BACKEND_FLAGS
+        ),
+    ]  # fmt: skip
+    defaults = {n: d for n, _, d in flags}
+    params: list[inspect.Parameter] = []
+    for p in signature.parameters.values():
+        if p.name == "meter":
+            params += [
+                inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=d, annotation=a)
+                for n, a, d in flags
+            ]
+        else:
+            params.append(p.replace(kind=inspect.Parameter.KEYWORD_ONLY))
+    if "meter" not in signature.parameters:
+        raise TypeError(f"{command.__name__} has no 'meter' parameter for the meter flags")
+    # typer fills a typer.Context parameter: it says which flags the command line gave
+    params.append(
+        inspect.Parameter(
+            "meter_flags_ctx",
+            inspect.Parameter.KEYWORD_ONLY,
+            default=None,
+            annotation=typer.Context,
+        )
+    )
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kw: Any) -> Any:
+        ctx = kw.pop("meter_flags_ctx", None)
+        spec = kw.pop("meter", "auto")
+        isolated = kw.pop("require_isolated_gpu", False)
+        values = {n: kw.pop(n, defaults[n]) for n, _, _ in _BACKEND_FLAGS}
+        check_backend_options(spec, _given(ctx, values, defaults), flag=_flag)
+        options = {k: v for k, v in values.items() if v is not None}
+        if options.get("estimate_scope") == "auto":
+            del options["estimate_scope"]
+        choice = MeterChoice(spec, options, isolated)
+        return command(*args, meter=choice, **kw)
+
+    wrapper.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
+    return wrapper
+
+
+AUTO_METER = MeterChoice()
+"""The default of a ``meter: MeterChoice`` parameter (:func:`meter_flags` replaces it)."""

@@ -18,16 +18,7 @@ from joulebench.cli.contention_options import (
     QuietSOpt,
     contention_settings,
 )
-from joulebench.cli.meter_options import (
-    CpuIdleOpt,
-    CpuTdpOpt,
-    FakePowerOpt,
-    IdleOpt,
-    MeterOpt,
-    RamOpt,
-    ScopeOpt,
-    open_cli_meter,
-)
+from joulebench.cli.meter_options import AUTO_METER, IdleOpt, MeterChoice, meter_flags
 
 
 def _fmt(x: Any, unit: str = "", digits: int = 4) -> str:
@@ -151,6 +142,7 @@ def print_profile(r: dict[str, Any]) -> None:
 def register(app: typer.Typer) -> None:
     @app.command("profile")
     @handle_errors
+    @meter_flags
     def profile(
         model: Annotated[
             str,
@@ -218,13 +210,8 @@ def register(app: typer.Typer) -> None:
         ] = None,
         json_out: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
         store: Annotated[Path | None, typer.Option("--store", help="DuckDB results file")] = None,
-        meter: MeterOpt = "auto",
+        meter: MeterChoice = AUTO_METER,
         idle_s: IdleOpt = 2.0,
-        cpu_tdp_w: CpuTdpOpt = None,
-        cpu_idle_w: CpuIdleOpt = None,
-        ram_w_per_gb: RamOpt = None,
-        estimate_scope: ScopeOpt = "process",
-        fake_power_w: FakePowerOpt = 100.0,
         on_contention: OnContentionOpt = None,
         quiet_cores: QuietCoresOpt = None,
         quiet_s: QuietSOpt = None,
@@ -282,14 +269,7 @@ def register(app: typer.Typer) -> None:
         from joulebench.workloads.models import load_model
         from joulebench.workloads.prompts import load_prompts
 
-        m = open_cli_meter(  # a wrong --meter fails before a model is loaded
-            meter,
-            cpu_tdp_w=cpu_tdp_w,
-            cpu_idle_w=cpu_idle_w,
-            ram_w_per_gb=ram_w_per_gb,
-            estimate_scope=estimate_scope,
-            fake_power_w=fake_power_w,
-        )
+        m = meter.open()  # a wrong --meter fails before a model is loaded
         db: ResultStore | None = None
         try:
             loaded = load_model(model, precision, device, seed=seed)

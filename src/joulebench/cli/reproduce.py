@@ -11,15 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from joulebench.cli.common import console, err_console, handle_errors, print_json
-from joulebench.cli.meter_options import (
-    CpuIdleOpt,
-    CpuTdpOpt,
-    FakePowerOpt,
-    MeterOpt,
-    RamOpt,
-    ScopeOpt,
-    open_cli_meter,
-)
+from joulebench.cli.meter_options import AUTO_METER, MeterChoice, meter_flags
 from joulebench.errors import ConfigError
 
 
@@ -82,6 +74,7 @@ def _print_result(r: Any) -> None:
 
 
 @handle_errors
+@meter_flags
 def reproduce(
     quick: Annotated[
         bool, typer.Option("--quick", help="Tiny models on the CPU (≤ 10 min on 2 cores).")
@@ -119,12 +112,7 @@ def reproduce(
         bool, typer.Option("--dry-run", help="Validate and print the plan, run nothing.")
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
-    meter: MeterOpt = "auto",
-    cpu_tdp_w: CpuTdpOpt = None,
-    cpu_idle_w: CpuIdleOpt = None,
-    ram_w_per_gb: RamOpt = None,
-    estimate_scope: ScopeOpt = "process",
-    fake_power_w: FakePowerOpt = 100.0,
+    meter: MeterChoice = AUTO_METER,
 ) -> None:
     """Rerun the study: precision × model, batch size, serving under arrival patterns; then report."""
     import warnings
@@ -146,14 +134,7 @@ def reproduce(
     if dry_run:
         print_json(plan.model_dump(mode="json"))
         return
-    m = open_cli_meter(
-        meter,
-        cpu_tdp_w=cpu_tdp_w,
-        cpu_idle_w=cpu_idle_w,
-        ram_w_per_gb=ram_w_per_gb,
-        estimate_scope=estimate_scope,
-        fake_power_w=fake_power_w,
-    )
+    m = meter.open()
     if "estimated" in {str(v) for v in m.domains.values()} and not as_json:
         console.print("[bold yellow]ENERGY IS ESTIMATED[/] (no sensor on this machine)")
     try:

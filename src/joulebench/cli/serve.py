@@ -8,22 +8,13 @@ import typer
 from rich.markup import escape
 
 from joulebench.cli.common import err_console, handle_errors
-from joulebench.cli.meter_options import (
-    CpuIdleOpt,
-    CpuTdpOpt,
-    FakePowerOpt,
-    IsolatedOpt,
-    MeterOpt,
-    NvmlModeOpt,
-    PrometheusOpt,
-    RamOpt,
-    open_cli_meter,
-)
+from joulebench.cli.meter_options import AUTO_METER, MeterChoice, meter_flags
 from joulebench.errors import ConfigError
 from joulebench.extras import require
 
 
 @handle_errors
+@meter_flags
 def serve(
     model: str = typer.Option(
         "tiny", "--model", help="Model source: 'tiny', a local path or hub id."
@@ -62,14 +53,7 @@ def serve(
         help="dynamic: the 'ratio' rule (and 'cost' until calibrated): longest prompt ≤ ratio × "
         "shortest + 8 tokens in one batch (1.5).",
     ),
-    meter: MeterOpt = "auto",
-    cpu_tdp_w: CpuTdpOpt = None,
-    cpu_idle_w: CpuIdleOpt = None,
-    ram_w_per_gb: RamOpt = None,
-    prometheus_url: PrometheusOpt = None,
-    fake_power_w: FakePowerOpt = 100.0,
-    nvml_mode: NvmlModeOpt = "auto",
-    require_isolated_gpu: IsolatedOpt = False,
+    meter: MeterChoice = AUTO_METER,
 ) -> None:
     """Serve a model with per-response energy (usage.energy and x-energy-j headers)."""
     if not 0 <= port <= 65535:
@@ -104,15 +88,7 @@ def serve(
         require(module, "serve", "the embedded server")
     from joulebench.serve.launch import serve_forever
 
-    options: dict[str, Any] = {
-        "cpu_tdp_w": cpu_tdp_w,
-        "cpu_idle_w": cpu_idle_w,
-        "ram_w_per_gb": ram_w_per_gb,
-        "prometheus_url": prometheus_url,
-        "fake_power_w": fake_power_w,
-        "nvml_mode": nvml_mode,
-    }
-    m = open_cli_meter(meter, require_isolated_gpu=require_isolated_gpu, **options)
+    m = meter.open()
     if host not in ("127.0.0.1", "localhost", "::1"):
         err_console.print(
             f"[yellow]warning:[/] binding {escape(host)}: reachable from other machines"

@@ -16,7 +16,7 @@ from rich.table import Table
 
 from joulebench.cli.common import console, err_console, handle_errors, print_json
 from joulebench.cli.engine_options import EngineOpt, LaunchOpt, ReadyTimeoutOpt, launch_target
-from joulebench.cli.meter_options import CpuTdpOpt, IdleOpt, MeterOpt, open_cli_meter
+from joulebench.cli.meter_options import AUTO_METER, IdleOpt, MeterChoice, meter_flags
 from joulebench.cli.shape_views import fmt_value, run_comparison
 from joulebench.cli.workload_options import (
     OutputLengthOpt,
@@ -76,6 +76,7 @@ def shape(
 
 
 @handle_errors
+@meter_flags
 def shape_compare(
     policy: str = typer.Option(..., "--policy", help="Policy to compare with direct sending."),
     url: str = typer.Option(None, "--url", help="Server URL (default: start the embedded server)."),
@@ -95,9 +96,8 @@ def shape_compare(
     timeout_s: float = typer.Option(120.0, "--timeout-s"),
     model: str = typer.Option("tiny", "--model", help="Embedded server model."),
     scheduler: str = typer.Option("continuous", "--scheduler", help="Embedded server scheduler."),
-    meter: MeterOpt = "auto",
+    meter: MeterChoice = AUTO_METER,
     idle_s: IdleOpt = 2.0,
-    cpu_tdp_w: CpuTdpOpt = None,
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
     launch: LaunchOpt = None,
     engine: EngineOpt = None,
@@ -112,20 +112,20 @@ def shape_compare(
     parse_policy(policy, max_delay_ms=max_delay_ms)  # a typo fails before anything starts
     items, lengths = _workload(prompts, output_length, n=n, seed=seed)
     with launch_target(url, launch, engine, model=model, ready_timeout_s=ready_timeout_s,
-                       meter=meter) as target:  # fmt: skip
+                       meter=meter.spec) as target:  # fmt: skip
         result = _compare(target, policy, arrival, items, lengths, meter=meter, idle_s=idle_s,
                           as_json=as_json, n=n, protocol=protocol, max_delay_ms=max_delay_ms,
                           seed=seed, timeout_s=timeout_s, model=model, scheduler=scheduler,
-                          cpu_tdp_w=cpu_tdp_w, prompts=prompts, output_length=output_length)  # fmt: skip
+                          prompts=prompts, output_length=output_length)  # fmt: skip
     if not all(run.load["requests"]["ok"] for run in (result.direct, result.shaped)):
         raise typer.Exit(1)
 
 
 def _compare(url: str | None, policy: str, arrival: str, items: Any, lengths: Any, *,
-             meter: str, cpu_tdp_w: float | None, model: str, scheduler: str, prompts: str,
+             meter: MeterChoice, model: str, scheduler: str, prompts: str,
              output_length: str, idle_s: float, as_json: bool, n: int, protocol: str,
              max_delay_ms: float | None, seed: int, timeout_s: float) -> Any:  # fmt: skip
-    m = open_cli_meter(meter, **_meter_options(cpu_tdp_w))
+    m = meter.open()
     try:
         return run_comparison(
             url, policy, arrival, items, meter=m, idle_s=idle_s, as_json=as_json,
@@ -136,10 +136,6 @@ def _compare(url: str | None, policy: str, arrival: str, items: Any, lengths: An
         )  # fmt: skip
     finally:
         m.close()
-
-
-def _meter_options(cpu_tdp_w: float | None) -> dict[str, Any]:
-    return {"cpu_tdp_w": cpu_tdp_w} if cpu_tdp_w is not None else {}
 
 
 def _workload(
@@ -155,6 +151,7 @@ def _workload_config(prompts: str, output_length: str) -> dict[str, Any]:
 
 
 @handle_errors
+@meter_flags
 def shape_sweep(
     policies: list[str] = typer.Option(
         list(DEFAULT_SWEEP), "--policy", help="Repeat for each policy to sweep."
@@ -176,9 +173,8 @@ def shape_sweep(
     latency: str = typer.Option("ttft_ms:p99", "--latency", help="ttft_ms:p99, e2e_ms:p99…"),
     model: str = typer.Option("tiny", "--model"),
     scheduler: str = typer.Option("continuous", "--scheduler"),
-    meter: MeterOpt = "auto",
+    meter: MeterChoice = AUTO_METER,
     idle_s: IdleOpt = 2.0,
-    cpu_tdp_w: CpuTdpOpt = None,
     out: Path = typer.Option(None, "--out", help="Directory for sweep.json and pareto.png."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
     launch: LaunchOpt = None,
@@ -191,8 +187,8 @@ def shape_sweep(
     items, lengths = _workload(prompts, output_length, n=n, seed=seed)
     with (
         launch_target(url, launch, engine, model=model, ready_timeout_s=ready_timeout_s,
-                      meter=meter) as target,
-        contextlib.closing(open_cli_meter(meter, **_meter_options(cpu_tdp_w))) as m,
+                      meter=meter.spec) as target,
+        contextlib.closing(meter.open()) as m,
     ):  # fmt: skip
         result = sweep(
             target, policies, arrival, items, n=n, protocol=protocol,

@@ -26,15 +26,7 @@ from joulebench.cli.contention_options import (
     QuietSOpt,
     contention_settings,
 )
-from joulebench.cli.meter_options import (
-    CpuIdleOpt,
-    CpuTdpOpt,
-    FakePowerOpt,
-    MeterOpt,
-    RamOpt,
-    ScopeOpt,
-    open_cli_meter,
-)
+from joulebench.cli.meter_options import AUTO_METER, MeterChoice, meter_flags
 from joulebench.cli.profile import cpu_peak_from_flags
 
 
@@ -82,6 +74,7 @@ def _executor(
 def register(app: typer.Typer) -> None:
     @app.command("sweep")
     @handle_errors
+    @meter_flags
     def sweep(
         file: Annotated[Path, typer.Argument(help="sweep YAML file")],
         dry_run: Annotated[
@@ -91,7 +84,7 @@ def register(app: typer.Typer) -> None:
         json_out: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
         cpu_peak_gflops: Annotated[float | None, typer.Option("--cpu-peak-gflops")] = None,
         cpu_bandwidth_gbs: Annotated[float | None, typer.Option("--cpu-bandwidth-gbs")] = None,
-        meter: MeterOpt = "auto",
+        meter: MeterChoice = AUTO_METER,
         idle_s: Annotated[
             float | None,
             typer.Option(
@@ -100,11 +93,6 @@ def register(app: typer.Typer) -> None:
                 help="idle baseline per model load (default: the file's idle_s)",
             ),
         ] = None,
-        cpu_tdp_w: CpuTdpOpt = None,
-        cpu_idle_w: CpuIdleOpt = None,
-        ram_w_per_gb: RamOpt = None,
-        estimate_scope: ScopeOpt = "process",
-        fake_power_w: FakePowerOpt = 100.0,
         executor: Annotated[
             str | None,
             typer.Option(
@@ -182,22 +170,17 @@ def register(app: typer.Typer) -> None:
         path = store or DEFAULT_STORE
         check_writable(path)
         hardware = cpu_peak_from_flags(cpu_peak_gflops, cpu_bandwidth_gbs)
-        meter_opts: dict[str, Any] = dict(
-            cpu_tdp_w=cpu_tdp_w,
-            cpu_idle_w=cpu_idle_w,
-            ram_w_per_gb=ram_w_per_gb,
-            estimate_scope=estimate_scope,
-            fake_power_w=fake_power_w,
-        )
         # With --json stdout holds the summary object alone: progress and notes go to stderr.
         out = err_console if json_out else console
         ex = _executor(executor, cfg.device, ray_address, gpus_per_cell, cpus_per_cell)
-        m = None if ex is not None else open_cli_meter(meter, **meter_opts)
+        m = None if ex is not None else meter.open()
         if m is not None and "estimated" in {str(v) for v in m.domains.values()}:
             out.print("[bold yellow]ENERGY IS ESTIMATED[/] (no sensor on this machine)")
         if ex is not None:
             ex.start()  # join/start the cluster and check its resources before any progress bar
-            out.print(f"executor {ex.name}: every task opens its own '{meter}' meter where it runs")
+            out.print(
+                f"executor {ex.name}: every task opens its own '{meter.spec}' meter where it runs"
+            )
         estimated_noted = m is not None
         failures: list[str] = []
         progress = Progress(
@@ -261,7 +244,7 @@ def register(app: typer.Typer) -> None:
                 else:
                     assert ex is not None
                     summary = run_sweep_fanout(
-                        cfg, db, meter, meter_opts, executor=ex, on_event=on_event,
+                        cfg, db, meter.spec, meter.options, executor=ex, on_event=on_event,
                         idle_s=idle_s, hardware=hardware,
                     )  # fmt: skip
         except KeyboardInterrupt:

@@ -15,10 +15,10 @@ Known meters: ``nvml``, ``rapl``, ``prometheus``, ``codecarbon``, ``estimate``, 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -65,15 +65,33 @@ class MeterOptions(BaseModel):
     )
 
 
+Reach = Literal["task", "task_gpus", "node"]
+"""What a meter sees when several tasks share a node: only the calling task's own work
+(``task``), the GPUs the task was given (``task_gpus``: its own only if no other task shares
+them), or the whole node (``node``: every task's energy)."""
+
+
+def _node(o: MeterOptions) -> Reach:
+    return "node"
+
+
+def _task(o: MeterOptions) -> Reach:
+    return "task"
+
+
 @dataclass(frozen=True, slots=True)
 class MeterSpec:
-    """A registered backend: how to probe it and how to open it."""
+    """A registered backend: how to probe and open it, which options it reads, what it sees."""
 
     name: str
     summary: str
     probe: Callable[[MeterOptions], Availability]
     open: Callable[[MeterOptions], Meter]
     automatic: bool
+    options: tuple[str, ...] = ()
+    """The :class:`MeterOptions` fields this backend reads (a flag for another is an error)."""
+    reach: Callable[[MeterOptions], Reach] = _node
+    """What the meter sees beside concurrent tasks on one node (see :data:`Reach`)."""
 
 
 def _nvml_probe(o: MeterOptions) -> Availability:
@@ -173,24 +191,82 @@ def _replay_open(o: MeterOptions) -> Meter:
     return ReplayMeter(o.replay_path)
 
 
+def _estimate_reach(o: MeterOptions) -> Reach:
+    return "task" if o.estimate_scope == "process" else "node"
+
+
 KNOWN_METERS: dict[str, MeterSpec] = {
     s.name: s
     for s in (
-        MeterSpec("nvml", "NVIDIA GPUs via NVML (counter / polled)", _nvml_probe, _nvml_open, True),
-        MeterSpec("rapl", "CPU package + DRAM via Linux powercap", _rapl_probe, _rapl_open, True),
-        MeterSpec("prometheus", "DCGM exporter via Prometheus", _prom_probe, _prom_open, True),
-        MeterSpec("codecarbon", "CodeCarbon offline tracker", _cc_probe, _cc_open, False),
-        MeterSpec("estimate", "sensorless CPU/RAM estimate", _est_probe, _est_open, True),
+        MeterSpec(
+            "nvml",
+            "NVIDIA GPUs via NVML (counter / polled)",
+            _nvml_probe,
+            _nvml_open,
+            True,
+            options=("nvml_mode", "poll_hz", "gpus"),
+            reach=lambda o: "task_gpus",
+        ),
+        MeterSpec(
+            "rapl",
+            "CPU package + DRAM via Linux powercap",
+            _rapl_probe,
+            _rapl_open,
+            True,
+            options=("rapl_root",),
+        ),
+        MeterSpec(
+            "prometheus",
+            "DCGM exporter via Prometheus",
+            _prom_probe,
+            _prom_open,
+            True,
+            options=("prometheus_url", "prometheus_selector", "scrape_interval_s", "gpus"),
+        ),
+        MeterSpec(
+            "codecarbon",
+            "CodeCarbon offline tracker",
+            _cc_probe,
+            _cc_open,
+            False,
+            options=("codecarbon_country",),
+        ),
+        MeterSpec(
+            "estimate",
+            "sensorless CPU/RAM estimate",
+            _est_probe,
+            _est_open,
+            True,
+            options=(
+                "cpu_tdp_w",
+                "cpu_idle_w",
+                "ram_w_per_gb",
+                "estimate_scope",
+                "estimate_target_ports",
+            ),
+            reach=_estimate_reach,
+        ),
         MeterSpec(
             "fake",
             "scripted constant power (tests, demos)",
             lambda o: Availability(True, "test double"),
             _fake_open,
             False,
+            options=("fake_power_w",),
+            reach=_task,
         ),
-        MeterSpec("replay", "replay a recorded CSV trace", _replay_probe, _replay_open, False),
+        MeterSpec(
+            "replay",
+            "replay a recorded CSV trace",
+            _replay_probe,
+            _replay_open,
+            False,
+            options=("replay_path",),
+            reach=_task,
+        ),
     )
 }
+"""Every backend; ``allow_missing_gpu`` is no backend's option (every spec takes it)."""
 
 
 def meter_options(**options: Any) -> MeterOptions:
@@ -317,3 +393,41 @@ def open_meter(spec: str = "auto", **options: Any) -> Meter:
             raise
     set_allow_missing_gpu(meter, opts.allow_missing_gpu)
     return meter
+
+
+def _names_in_use(spec: str) -> list[str]:
+    names = parse_meter_spec(spec)
+    return [n for n, s in KNOWN_METERS.items() if s.automatic] if names == ["auto"] else names
+
+
+def check_backend_options(
+    spec: str, given: Iterable[str], flag: Callable[[str], str] = str
+) -> None:
+    """Refuse options given for a backend that ``spec`` does not use.
+
+    ``given`` are :class:`MeterOptions` field names the user set; ``flag`` names one in the
+    message (``replay_path`` → ``--replay-path``). ``auto`` uses every automatic backend.
+    """
+    in_use = set(_names_in_use(spec))
+    for option in given:
+        owners = [n for n, s in KNOWN_METERS.items() if option in s.options]
+        if owners and not in_use & set(owners):
+            raise ConfigError(
+                f"{flag(option)} is an option of the {' / '.join(owners)} meter, "
+                f"which --meter {spec} does not use: drop it or choose that meter"
+            )
+
+
+def shared_meters(spec: str, options: dict[str, Any], *, whole_gpus: bool) -> list[str]:
+    """The meters of ``spec`` that would count other tasks' energy on a shared node.
+
+    A meter is safe when its registry entry says it sees only its task (``task``), or only the
+    task's GPUs (``task_gpus``) and the task owns whole GPUs. ``auto`` is never safe: it may
+    pick a node-wide meter.
+    """
+    opts = meter_options(**options)
+    names = parse_meter_spec(spec)
+    if names == ["auto"]:
+        return names
+    safe = {"task", "task_gpus"} if whole_gpus else {"task"}
+    return sorted(n for n in names if KNOWN_METERS[n].reach(opts) not in safe)

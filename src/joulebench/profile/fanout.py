@@ -273,18 +273,14 @@ def concurrency_caveat(
 ) -> str | None:
     """Why concurrent cells could count each other's energy with this meter, or None.
 
-    Cells of a Ray sweep may run at the same time on one node. Meters that see only the task's
-    own share are safe: ``nvml`` with whole GPUs per cell (it measures the GPUs Ray gave the
-    task), ``estimate`` in ``process`` scope, and the test doubles; anything node-wide (RAPL's
-    CPU package, CodeCarbon, a Prometheus selector, a GPU shared by fractional cells) is not.
+    Cells of a Ray sweep may run at the same time on one node. Which meters see only the
+    task's own share is each backend's registry entry (``MeterSpec.reach``), asked through
+    :func:`joulebench.meters.registry.shared_meters`.
     """
     if not described.get("concurrent"):
         return None
     whole_gpus = float(described.get("gpus_per_cell", 0)) >= 1
-    scope = options.get("estimate_scope", "process")
-    safe = {"fake", "replay"} | ({"nvml"} if whole_gpus else set())
-    safe |= {"estimate"} if scope == "process" else set()
-    shared = sorted(set(meter_registry.parse_meter_spec(meter_spec)) - safe)
+    shared = meter_registry.shared_meters(meter_spec, options, whole_gpus=whole_gpus)
     if not shared:
         return None
     return (

@@ -335,3 +335,20 @@ def test_concurrent_cells_on_node_wide_meters_carry_a_caveat(spec, options, desc
         assert got is None
     else:
         assert got is not None and f"meter(s) {caveat} measure" in got
+
+
+def test_which_meters_are_safe_to_share_comes_from_the_registry(monkeypatch):
+    """fanout asks each backend's registry entry (``MeterSpec.reach``), it keeps no list."""
+    import dataclasses
+
+    from joulebench.meters import registry
+    from joulebench.profile.fanout import concurrency_caveat
+
+    concurrent = {"concurrent": True, "gpus_per_cell": 0}
+    assert concurrency_caveat("rapl", {}, concurrent) is not None
+    rapl = dataclasses.replace(registry.KNOWN_METERS["rapl"], reach=lambda o: "task")
+    monkeypatch.setitem(registry.KNOWN_METERS, "rapl", rapl)
+    assert concurrency_caveat("rapl", {}, concurrent) is None
+    fake = dataclasses.replace(registry.KNOWN_METERS["fake"], reach=lambda o: "node")
+    monkeypatch.setitem(registry.KNOWN_METERS, "fake", fake)
+    assert "meter(s) fake measure" in (concurrency_caveat("fake", {}, concurrent) or "")
