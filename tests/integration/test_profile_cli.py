@@ -124,7 +124,7 @@ def test_profile_both_methods_json_and_store(tiny_model_dir: Path, tmp_path: Pat
         (["--bucketing", "buckets:0"], "buckets:K must be an integer"),
         (["--batch-size", "0"], "--batch-size"),
         (["--method", "fast"], "--method"),
-        (["--output-length", "0"], "positive integer"),
+        (["--output-length", "0"], "must be at least 1 token"),
         (["--consistency-tolerance", "1.5"], "--consistency-tolerance"),
         (["--replay-path", "t.csv"], "--replay-path is an option of the replay meter"),
     ],

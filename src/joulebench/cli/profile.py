@@ -19,6 +19,7 @@ from joulebench.cli.contention_options import (
     contention_settings,
 )
 from joulebench.cli.meter_options import AUTO_METER, IdleOpt, MeterChoice, meter_flags
+from joulebench.validation import validation_message
 
 
 def _fmt(x: Any, unit: str = "", digits: int = 4) -> str:
@@ -257,11 +258,13 @@ def register(app: typer.Typer) -> None:
                 ),
             )
         except ValidationError as exc:
-            msgs = "; ".join(
-                f"--{'-'.join(map(str, e['loc'])).replace('_', '-')}: {e['msg']}"
-                for e in exc.errors()
-            )
-            raise ConfigError(msgs) from None
+            raise ConfigError(
+                validation_message(
+                    exc,
+                    "invalid profile options",
+                    name=lambda p: "--" + p.replace(".", "-").replace("_", "-"),
+                )
+            ) from None
         hardware = cpu_peak_from_flags(cpu_peak_gflops, cpu_bandwidth_gbs)
         if store is not None:
             check_writable(store)

@@ -55,15 +55,21 @@ class MeasurementSettings(BaseModel):
     contention_max_reruns: int = Field(3, ge=0, description="wait: re-runs of busy windows")
     contention_max_wait_s: float = Field(120.0, ge=0, description="wait: total seconds waited")
 
-    @field_validator("output_length")
+    @field_validator("output_length", mode="before")
     @classmethod
-    def _output_length(cls, v: str) -> str:
-        s = v.strip().lower()
-        if s in ("natural", "reference"):
-            return s
-        if s.isdigit() and int(s) >= 1:
-            return s
-        raise ValueError(f"output length {v!r}: use natural, reference or a positive integer N")
+    def _output_length(cls, v: Any) -> str:
+        """What ``--output-length`` takes, read by its one parser; a YAML ``32`` is ``"32"``.
+
+        Kept as the (normalised) text: it is part of the cell key.
+        """
+        from joulebench.errors import ConfigError
+        from joulebench.workloads.output_length import OutputLength
+
+        try:
+            OutputLength.parse(v)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+        return str(v).strip().lower()
 
     @field_validator("max_repeats")
     @classmethod

@@ -24,6 +24,7 @@ from joulebench.meters.base import Meter, MeterInfo
 from joulebench.meters.host import HostMonitor
 from joulebench.profile.batching import parse_bucketing
 from joulebench.profile.config import MeasurementSettings, ProfileConfig
+from joulebench.validation import validation_message
 from joulebench.yamlfile import read_yaml
 
 log = logging.getLogger(__name__)
@@ -87,25 +88,21 @@ class SweepConfig(MeasurementSettings):
         return out
 
 
-def _format_errors(source: str, exc: ValidationError) -> str:
-    lines = [f"{source}: invalid sweep file"]
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        msg = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            known = ", ".join(SweepConfig.model_fields)
-            msg = f"unknown key; known keys: {known}"
-        lines.append(f"  key '{loc}': {msg}")
-    return "\n".join(lines)
-
-
 def parse_sweep(data: Any, source: str = "<sweep>") -> SweepConfig:
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: a sweep file must be a mapping of keys (name:, models:, …)")
     try:
         return SweepConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_format_errors(source, exc)) from None
+        raise ConfigError(
+            validation_message(
+                exc,
+                f"{source}: invalid sweep file",
+                name=lambda p: f"key '{p}'",
+                known_keys=lambda loc: list(SweepConfig.model_fields),
+                one_per_line=True,
+            )
+        ) from None
     except ConfigError as exc:  # raised inside a validator (bucketing)
         raise ConfigError(f"{source}: {exc}") from None
 
@@ -126,8 +123,11 @@ def check_sources(sweep: SweepConfig) -> dict[str, Any]:
     """
     from joulebench.workloads.models import load_tokenizer
     from joulebench.workloads.precision import parse_precision
+    from joulebench.workloads.sources import parse_model_source
     from joulebench.workloads.synthetic import PROFILES
 
+    # every model is classified (a bad source named) before any tokenizer is loaded
+    sources = {model: parse_model_source(model) for model in sweep.models}
     for precision in sweep.precisions:
         parse_precision(precision)
     for spec in sweep.prompts:
@@ -141,7 +141,7 @@ def check_sources(sweep: SweepConfig) -> dict[str, Any]:
             )
         if not Path(spec).expanduser().is_file():
             raise ConfigError(f"prompt file {spec} does not exist")
-    return {model: load_tokenizer(model) for model in sweep.models}
+    return {model: load_tokenizer(source) for model, source in sources.items()}
 
 
 @dataclass(frozen=True, slots=True)

@@ -80,3 +80,29 @@ def test_cell_key_is_stable_and_config_sensitive():
     b = parse_sweep({"name": "y", "models": ["tiny"], "batch_sizes": [1, 2]}).cells()
     assert [c.cell_key() for c in a] == [c.cell_key() for c in b]
     assert a[0].cell_key() != a[1].cell_key()
+
+
+def test_output_length_takes_what_the_cli_takes_and_keeps_the_cell_key():
+    """A YAML ``output_length: 32`` is an int: it was refused ("a valid string")."""
+    as_int = parse_sweep({"name": "x", "models": ["tiny"], "output_length": 32}).cells()
+    as_text = parse_sweep({"name": "x", "models": ["tiny"], "output_length": "32"}).cells()
+    assert as_int[0].output_length == "32"
+    assert as_int[0].cell_key() == as_text[0].cell_key()
+    capped = parse_sweep({"name": "x", "models": ["tiny"], "output_length": "natural:16"})
+    assert capped.cells()[0].output_length == "natural:16"
+    for bad, why in ((0, "at least 1 token"), (True, "number of tokens"), ("lots", "128")):
+        with pytest.raises(ConfigError, match=rf"key 'output_length'.*{why}"):
+            parse_sweep({"name": "x", "models": ["tiny"], "output_length": bad})
+
+
+def test_every_model_source_is_classified_before_any_tokenizer_loads(monkeypatch):
+    from joulebench.workloads import models
+
+    loaded: list[object] = []
+    monkeypatch.setattr(models, "load_tokenizer", lambda source: loaded.append(source))
+    cfg = parse_sweep({"name": "x", "models": ["tiny", "./no/such/dir"]})
+    with pytest.raises(ConfigError, match="does not exist"):
+        check_sources(cfg)
+    assert loaded == []
+    check_sources(parse_sweep({"name": "x", "models": ["tiny"]}))
+    assert [getattr(s, "kind", None) for s in loaded] == ["tiny"]  # handed the parsed source
