@@ -429,19 +429,15 @@ def roofline(
     precision: PrecisionSpec | str,
     hardware: HardwarePeak,
     *,
-    compute: str | None = None,
     measured_s: Mapping[str, float | None] | None = None,
 ) -> dict[str, Any]:
     """Per-phase FLOPs, bytes, time floor and (given measured seconds) efficiency.
 
     ``precision``: the parsed precision, or a name :func:`parse_precision` knows. Its weight
     format gives the bytes per parameter and its :attr:`~PrecisionSpec.peak_dtype` the peak.
-    ``compute`` overrides the precision's compute dtype (a knob a bare name cannot carry); a
-    precision that has no such knob refuses a different one.
+    Pass the parsed spec to keep its knobs (a bare name cannot carry a compute dtype).
     """
     spec = parse_precision(precision)
-    if compute is not None and short_dtype(compute) != short_dtype(spec.compute_dtype):
-        spec = parse_precision(spec, compute_dtype=compute)
     wbytes = spec.weight_bits / 8
     cdt = spec.peak_dtype
     # the KV cache is written and read in the model's dtype, not the matmul compute dtype (an

@@ -64,12 +64,9 @@ def _eos_ids(loaded: Any) -> list[int] | None:
     return [int(e) for e in eos] if isinstance(eos, (list, tuple)) else [int(eos)]
 
 
-def _precision_info(loaded: Any) -> tuple[str, str | None, dict[str, Any]]:
+def _precision_record(loaded: Any) -> dict[str, Any]:
     p = loaded.precision
-    if hasattr(p, "to_dict"):
-        d = p.to_dict()
-        return str(d.get("name")), d.get("compute_dtype"), d
-    return str(p), None, {"name": str(p)}
+    return dict(p.to_dict()) if hasattr(p, "to_dict") else {"name": str(p)}
 
 
 def _hardware(device: Any, given: HardwarePeak | None) -> HardwarePeak | None:
@@ -310,13 +307,11 @@ def _measure(
             peak = _hardware(device, hardware)
             if peak is None:
                 return {"available": False, "reason": "hardware not in the roofline table"}
-            name, compute, _ = _precision_info(loaded)
-            return roofline(
+            return roofline(  # the parsed precision, knobs (compute dtype) included
                 ModelShape.from_config(loaded.model.config),
                 batch_shapes(batches, steps),
-                name,
+                loaded.precision,
                 peak,
-                compute=compute,
                 measured_s=measured_s,
             )
         except JoulebenchError as exc:
@@ -324,7 +319,7 @@ def _measure(
 
     header: dict[str, Any] = {
         "model": loaded.name,
-        "precision": _precision_info(loaded)[2],
+        "precision": _precision_record(loaded),
         "device": str(device),
         "config": config.model_dump(mode="json"),
         "padding_ratio": padding_ratio(batches),

@@ -273,3 +273,26 @@ def test_unknown_warmup_rule_is_refused():
 
     with pytest.raises(ValidationError, match="warmup_rule"):
         _config(warmup_rule="sometimes")
+
+
+def test_the_roofline_gets_the_loaded_precision_with_its_knobs(tiny_loaded, prompts, forced):
+    """int4-nf4 computing in fp32 (the study's bitsandbytes default): the roofline's peak is the
+    fp32 one, which the precision's name alone ("int4-nf4" → bf16 compute) would lose."""
+    import types
+
+    from joulebench.workloads.precision import parse_precision
+
+    spec = parse_precision("int4-nf4", compute_dtype="float32")
+    loaded = types.SimpleNamespace(**{**vars(tiny_loaded), "precision": spec})
+    r = profile_cell(
+        loaded,
+        prompts[:2],
+        _config(method="direct", batch_size=1),
+        FakeMeter(20.0, update_period_s=0.02),
+        idle=IdleBaseline({"gpu:0": 5.0}, 1.0),
+        hardware=PEAK,
+        output_length=forced(),
+    )
+    assert r["roofline"]["compute_dtype"] == "fp32"
+    assert r["roofline"]["precision"] == spec.weight_kind
+    assert r["precision"]["compute_dtype"] == spec.to_dict()["compute_dtype"]
