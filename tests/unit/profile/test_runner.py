@@ -162,16 +162,21 @@ def test_audits_fire_on_impossible_energy(tiny_loaded, prompts, forced):
     assert r["prefill"]["net_energy_j"] < 0
 
 
-def test_subtraction_only_and_inconsistency_warning(tiny_loaded, prompts, forced):
-    r = profile_cell(
-        tiny_loaded,
+def _two_prompts(loaded, prompts, forced, *, method: str) -> dict:
+    """One batch-1 cell over two prompts on a 20 W fake meter (5 W idle)."""
+    return profile_cell(
+        loaded,
         prompts[:2],
-        _config(method="subtraction", batch_size=1),
+        _config(method=method, batch_size=1),
         FakeMeter(20.0, update_period_s=0.02),
         idle=IdleBaseline({"gpu:0": 5.0}, 1.0),
         hardware=PEAK,
         output_length=forced(),
     )
+
+
+def test_subtraction_only_and_inconsistency_warning(tiny_loaded, prompts, forced):
+    r = _two_prompts(tiny_loaded, prompts, forced, method="subtraction")
     assert r["prefill"]["method"] == r["decode"]["method"] == "subtraction"
     assert (
         "consistency_rel_err" not in r
@@ -284,15 +289,7 @@ def test_the_roofline_gets_the_loaded_precision_with_its_knobs(tiny_loaded, prom
 
     spec = parse_precision("int4-nf4", compute_dtype="float32")
     loaded = types.SimpleNamespace(**{**vars(tiny_loaded), "precision": spec})
-    r = profile_cell(
-        loaded,
-        prompts[:2],
-        _config(method="direct", batch_size=1),
-        FakeMeter(20.0, update_period_s=0.02),
-        idle=IdleBaseline({"gpu:0": 5.0}, 1.0),
-        hardware=PEAK,
-        output_length=forced(),
-    )
+    r = _two_prompts(loaded, prompts, forced, method="direct")
     assert r["roofline"]["compute_dtype"] == "fp32"
     assert r["roofline"]["precision"] == spec.weight_kind
     assert r["precision"]["compute_dtype"] == spec.to_dict()["compute_dtype"]
