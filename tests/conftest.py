@@ -7,10 +7,18 @@ or datasets are imported, so a hub id fails fast instead of waiting on the netwo
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+# A test run started in the background (`make test &`, some CI shells) inherits SIGINT ignored,
+# and so would every joulebench subprocess a test starts: the Ctrl-C tests' SIGINT would vanish
+# and the runs complete with exit 0. A Python handler is reset to the default on exec, so the
+# children get SIGINT back.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
