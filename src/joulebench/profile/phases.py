@@ -19,7 +19,7 @@ With a :class:`~joulebench.meters.host.HostMonitor`, every window (and the idle 
 beside a busy neighbour. Every repeat is kept. ``measure_repeated`` runs one measurement to its
 end; ``measure_interleaved`` runs several in rounds, one window of each per round, so that what
 the host does meanwhile affects them alike (the profiler measures its phases that way).
-``prefill_measurement`` and ``decode_measurement`` are the direct-method phases.
+``prefill_measurement`` and ``decode_measurement`` build the direct-method phases.
 """
 
 from __future__ import annotations
@@ -525,21 +525,3 @@ def decode_measurement(
     return RepeatedMeasurement(
         _run_all(ops.decode, states), meter, phase=Phase.DECODE, method="direct", **kwargs
     )
-
-
-def measure_prefill(
-    ops: Any, batches: Sequence[Any], meter: Meter, **kwargs: Any
-) -> PhaseMeasurement:
-    """Direct prefill measured alone (see :func:`prefill_measurement`)."""
-    return measure_interleaved({"prefill": prefill_measurement(ops, batches, meter, **kwargs)})[
-        "prefill"
-    ]
-
-
-def measure_decode(
-    ops: Any, states: Sequence[Any], meter: Meter, **kwargs: Any
-) -> PhaseMeasurement:
-    """Direct decode measured alone (see :func:`decode_measurement`)."""
-    return measure_interleaved({"decode": decode_measurement(ops, states, meter, **kwargs)})[
-        "decode"
-    ]
