@@ -308,6 +308,8 @@ def server_energy_agrees(
     tolerance: float = SERVER_ENERGY_TOLERANCE,
     upper_bound_only: bool = False,
     scope: str | None = None,
+    resolution: float = 0.0,
+    resolution_why: str = "",
 ) -> AuditCheck:
     """The energy an engine reports about itself must match the meter's energy over the same scope.
 
@@ -315,6 +317,9 @@ def server_energy_agrees(
     the reference was cut from the meter's timeline). ``upper_bound_only``: the scopes are not
     known to be the same, so only ``server ≤ reference × (1 + tolerance)`` is checked (an engine
     cannot have used more than the meter measured over everything it could have counted).
+    ``resolution``: the relative error the counters' quantization alone can cause (a counter that
+    moves every 100 ms cannot split 0.8 s of work finer than one step, 12 %); it is added to
+    ``tolerance`` and stated with ``resolution_why``, so a short load is not failed for it.
     """
     name = _label("server_energy_vs_meter", scope)
     if server_j is None:
@@ -324,16 +329,21 @@ def server_energy_agrees(
             name, False, f"engine reports {server_j:.4g} J but the meter has no figure for {what}"
         )
     ratio = server_j / reference_j
+    limit = tolerance + max(resolution, 0.0)
+    stated = f"±{tolerance:.0%}"
+    if resolution > 0:
+        stated = f"±{limit:.0%} ({tolerance:.0%} + {resolution:.0%} counter resolution: {resolution_why})"
     if upper_bound_only:
-        ok = ratio <= 1 + tolerance
+        ok = ratio <= 1 + limit
         detail = (
             f"engine {server_j:.4g} J vs meter {reference_j:.4g} J ({what}): ratio {ratio:.3f} "
-            f"{'≤' if ok else '>'} {1 + tolerance:.2f} (scopes not known to match: upper bound only)"
+            f"{'≤' if ok else '>'} {1 + limit:.2f} (scopes not known to match: upper bound only"
+            f"{'; ' + stated if resolution > 0 else ''})"
         )
         return AuditCheck(name, ok, detail)
-    ok = abs(ratio - 1) <= tolerance
+    ok = abs(ratio - 1) <= limit
     detail = (
         f"engine {server_j:.4g} J vs meter {reference_j:.4g} J ({what}): "
-        f"{ratio - 1:+.1%}, {'within' if ok else 'outside'} ±{tolerance:.0%}"
+        f"{ratio - 1:+.1%}, {'within' if ok else 'outside'} {stated}"
     )
     return AuditCheck(name, ok, detail)

@@ -33,6 +33,7 @@ class ServerReading:
     methods: Mapping[str, str]
     attributed_j: float
     busy_s: float
+    busy_spans: int = 0
 
 
 class ServerMetrics:
@@ -166,5 +167,10 @@ class ServerMetrics:
             ),
             counter(
                 "joulebench_busy_seconds_total", "Time the model was computing.", one(now.busy_s)
+            ),
+            counter(
+                "joulebench_busy_spans_total",
+                "Separate stretches of busy time (a wait for requests ends one).",
+                one(float(now.busy_spans)),
             ),
         ]

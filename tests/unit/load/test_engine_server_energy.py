@@ -78,6 +78,31 @@ def test_joulebench_busy_steps_scaled_by_the_servers_busy_seconds() -> None:
     assert not check(recs, tl, {"busy_j": 300.0})[0].passed
 
 
+def test_counter_resolution_widens_the_tolerance_and_says_so() -> None:
+    """0.8 busy seconds read by a 100 ms counter can be one step (12.5 %) off on each side: a
+    −20 % figure is then within the check, stated as such; −35 % is not; no period, no widening."""
+    tl = _timeline()
+    label = "timeline-token-work;meter=fake"
+    recs = [_rec(0, 1.0, 3.0, 0.8 * 250.0 * 0.8, label)]
+    scrapes = [{"busy_s": 10.0, "busy_spans": 4.0}, {"busy_s": 10.8, "busy_spans": 5.0}]
+    audit, block = check(recs, tl, {"busy_j": 500.0}, scrapes=scrapes, update_period_s=0.1)
+    # engine: 1 stretch of 0.8 s; meter: 1 in-flight stretch of 2 s -> 12.5 % + 5 %
+    assert block["resolution"] == pytest.approx(0.125 + 0.05)
+    assert audit.passed and "(10% + 17% counter resolution" in audit.detail
+    assert "engine 1 × 100 ms over 0.8 s" in block["resolution_why"]
+    recs[0].server_energy_j = 0.65 * 250.0 * 0.8
+    assert not check(recs, tl, {"busy_j": 500.0}, scrapes=scrapes, update_period_s=0.1)[0].passed
+    recs[0].server_energy_j = 0.8 * 250.0 * 0.8
+    audit, block = check(recs, tl, {"busy_j": 500.0}, scrapes=scrapes)
+    assert not audit.passed and block["resolution"] == 0.0
+    # fragmented busy time (no busy_spans counter): as many stretches as in-flight ones assumed
+    split = [_rec(0, 1.0, 2.0, 0.0, label), _rec(1, 3.0, 4.0, 0.0, label)]
+    split[0].server_energy_j = split[1].server_energy_j = 100.0
+    bare = [{"busy_s": 10.0}, {"busy_s": 10.8}]
+    _, block = check(split, tl, {"busy_j": 500.0}, scrapes=bare, update_period_s=0.1)
+    assert block["resolution"] == pytest.approx(2 * 0.1 / 0.8 + 2 * 0.1 / 2.0)
+
+
 def test_no_report_no_check_and_no_gpu_not_applicable() -> None:
     assert check([_rec(0, 1.0, 2.0, None, "x")], _timeline(), {"gross_j": 1.0}) is None
     cpu_only = [(t, {"cpu:0": e["cpu:0"]}) for t, e in _timeline()]

@@ -12,8 +12,9 @@ Each scrape is reduced to a few quantities under one name whatever the engine ca
 - ``kv_cache_usage``: share of the KV cache in use, 0–1 (``vllm:gpu_cache_usage_perc`` or
   ``vllm:kv_cache_usage_perc``, ``sglang:token_usage``, ``llamacpp:kv_cache_usage_ratio``,
   trtllm ``kvCacheStats.usedNumBlocks / maxNumBlocks``);
-- ``busy_s``: joulebench serve's ``joulebench_busy_seconds_total`` (seconds the model computed),
-  which the server-energy audit needs.
+- ``busy_s`` and ``busy_spans``: joulebench serve's ``joulebench_busy_seconds_total`` (seconds
+  the model computed) and ``joulebench_busy_spans_total`` (separate stretches of them), which the
+  server-energy audit needs.
 
 The first scrape is taken when the scraper starts and the last when it stops, so counters are
 read at both edges of the load. A server without ``/metrics`` gives no sample and says so.
@@ -57,6 +58,7 @@ NAMES: dict[str, tuple[str, ...]] = {
         "llamacpp:kv_cache_usage_ratio",
     ),
     "busy_s": ("joulebench_busy_seconds_total",),
+    "busy_spans": ("joulebench_busy_spans_total",),
 }
 #: Quantities that are shares: several label sets (engines, shards) are averaged, not summed.
 SHARES = frozenset({"kv_cache_usage"})

@@ -18,9 +18,13 @@ covers what the engine says it counted:
 Any other label: only the upper bound against the whole window is checked. GPU-only figures are
 compared with the meter's ``gpu:*`` domains; a meter without any says the check cannot be made.
 The tolerance (:data:`joulebench.analysis.audit.SERVER_ENERGY_TOLERANCE`, 10 %) is stated in the
-check's detail. An engine's figure is quantized by its own meter (a counter that updates every
-100 ms errs by up to that much power × 0.1 s per busy span): a load with well under a second of
-busy time can fail the check for that reason alone; send more work before trusting a verdict.
+check's detail. Both figures are quantized by counters that move once per update period: over
+``k`` separate stretches of total length ``L`` a counter's energy is off by at most ``k`` steps,
+a relative ``k × period / L`` at steady power. That bound, for the engine's figure and for the
+reference (the engine's counter is taken to update as often as the meter's, which holds for an
+engine reading the same NVML or RAPL counter), is added to the tolerance and stated, so a short
+load is not failed for its counters' resolution alone; the detail shows how wide the check was,
+and a verdict at ±40 % says more work is needed before it means much.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import bisect
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -141,9 +146,11 @@ def check(
     scrapes: Sequence[Mapping[str, float]] = (),
     endpoint: tuple[Mapping[str, Any], Mapping[str, Any]] | None = None,
     tolerance: float = SERVER_ENERGY_TOLERANCE,
+    update_period_s: float = 0.0,
 ) -> tuple[AuditCheck, dict[str, Any]] | None:
     """The audit and the ``engine.server_energy`` section, or ``None`` when the engine reported
-    no energy. ``energy`` is the load's energy block (``busy_j``, ``gross_j``)."""
+    no energy. ``energy`` is the load's energy block (``busy_j``, ``gross_j``);
+    ``update_period_s`` is the meter's counter period (the resolution term, module docstring)."""
     if endpoint is not None and None not in (endpoint[0]["energy_j"], endpoint[1]["energy_j"]):
         before, after = endpoint
         server_j = float(after["energy_j"]) - float(before["energy_j"])
@@ -169,15 +176,43 @@ def check(
         block["reference_j"] = None
         note = f"not applicable: {why}; the engine reported {server_j:.4g} J"
         return AuditCheck("engine:server_energy_vs_meter", True, note), block
-    reference, what, upper = _reference(
-        scope, records, timeline, domains, energy, scrapes, endpoint
-    )
-    block.update(reference_j=reference, reference=what, tolerance=tolerance)
-    block["ratio"] = server_j / reference if reference else None
+    ref = _reference(scope, records, timeline, domains, energy, scrapes, endpoint)
+    resolution, why = ref.resolution(update_period_s)
+    block.update(
+        reference_j=ref.joules, reference=ref.what, tolerance=tolerance, resolution=resolution,
+        resolution_why=why,
+    )  # fmt: skip
+    block["ratio"] = server_j / ref.joules if ref.joules else None
     audit = server_energy_agrees(
-        server_j, reference, what=what, tolerance=tolerance, upper_bound_only=upper, scope="engine"
-    )
+        server_j, ref.joules, what=ref.what, tolerance=tolerance, upper_bound_only=ref.upper,
+        scope="engine", resolution=resolution, resolution_why=why,
+    )  # fmt: skip
     return audit, block
+
+
+@dataclass(frozen=True, slots=True)
+class _Reference:
+    """The meter's figure for the engine's scope, and the stretches both counters were read over
+    (``(count, seconds)`` for the engine's side and for the meter's)."""
+
+    joules: float | None
+    what: str
+    upper: bool
+    engine_stretches: tuple[int, float] | None = None
+    meter_stretches: tuple[int, float] | None = None
+
+    def resolution(self, period_s: float) -> tuple[float, str]:
+        """(relative error the counters' steps alone can cause, how it was derived)."""
+        if period_s <= 0:
+            return 0.0, ""
+        parts, total = [], 0.0
+        for side, st in (("engine", self.engine_stretches), ("meter", self.meter_stretches)):
+            if st is None or st[1] <= 0:
+                continue
+            k, seconds = st
+            total += k * period_s / seconds
+            parts.append(f"{side} {k} × {period_s * 1e3:.3g} ms over {seconds:.3g} s")
+        return total, "; ".join(parts)
 
 
 def _reference(
@@ -188,43 +223,45 @@ def _reference(
     energy: Mapping[str, Any],
     scrapes: Sequence[Mapping[str, float]],
     endpoint: tuple[Mapping[str, Any], Mapping[str, Any]] | None,
-) -> tuple[float | None, str, bool]:
-    """(reference J, how it was cut, upper bound only)."""
+) -> _Reference:
     gpus = f"{', '.join(domains)}"
     if scope == "window" and endpoint is not None:
         a, b = float(endpoint[0]["t_s"]), float(endpoint[1]["t_s"])
         j = energy_between(timeline, a, b, domains)
-        return j, f"meter {gpus} between the two /energy_metrics reads ({b - a:.3g} s)", False
+        what = f"meter {gpus} between the two /energy_metrics reads ({b - a:.3g} s)"
+        return _Reference(j, what, False, (1, b - a), (1, b - a))
     if scope == "request-span":
         sent = [
-            (r.actual_send_s, r.end_s)
+            (float(r.actual_send_s), float(r.end_s))
             for r in records
             if r.ok and r.server_energy_j is not None
             and r.actual_send_s is not None and r.end_s is not None
         ]  # fmt: skip
-        j = math.fsum(energy_between(timeline, float(a), float(b), domains) for a, b in sent)
-        return j, f"Σ meter {gpus} over each request's send→end ({len(sent)} requests)", False
+        j = math.fsum(energy_between(timeline, a, b, domains) for a, b in sent)
+        what = f"Σ meter {gpus} over each request's send→end ({len(sent)} requests)"
+        each = (len(sent), math.fsum(b - a for a, b in sent))
+        return _Reference(j, what, False, each, each)
     busy_j = energy.get("busy_j")
+    spans = merged([(w.start_s, w.end_s) for w in request_spans(records) if w.end_s > w.start_s])
+    in_flight = (len(spans), math.fsum(b - a for a, b in spans))
     if scope == "busy-steps" and busy_j:
         busy = [s["busy_s"] for s in scrapes if "busy_s" in s]
-        spans = merged(
-            [(w.start_s, w.end_s) for w in request_spans(records) if w.end_s > w.start_s]
-        )
-        in_flight_s = math.fsum(b - a for a, b in spans)
-        if len(busy) >= 2 and in_flight_s > 0:
+        if len(busy) >= 2 and in_flight[1] > 0:
             server_busy_s = busy[-1] - busy[0]
             in_flight_j = math.fsum(energy_between(timeline, a, b, domains) for a, b in spans)
-            power_w = in_flight_j / in_flight_s
-            return (
-                power_w * server_busy_s,
+            power_w = in_flight_j / in_flight[1]
+            what = (
                 f"meter power while requests were in flight ({power_w:.4g} W) × the server's busy "
-                f"seconds ({server_busy_s:.4g} s, joulebench_busy_seconds_total)",
-                False,
+                f"seconds ({server_busy_s:.4g} s, joulebench_busy_seconds_total)"
             )
-        return float(busy_j), "busy_j: meter energy while a request was in flight", True
+            counts = [s["busy_spans"] for s in scrapes if "busy_spans" in s]
+            # the server is busy only while requests are in flight: at least as many stretches
+            k = int(counts[-1] - counts[0]) if len(counts) >= 2 else in_flight[0]
+            return _Reference(
+                power_w * server_busy_s, what, False, (max(k, 1), server_busy_s), in_flight
+            )
+        what = "busy_j: meter energy while a request was in flight"
+        return _Reference(float(busy_j), what, True, in_flight, in_flight)
     gross = energy.get("gross_j")
-    return (
-        None if gross is None else float(gross),
-        "gross_j: the whole load window (the engine's scope is not known)",
-        True,
-    )
+    what = "gross_j: the whole load window (the engine's scope is not known)"
+    return _Reference(None if gross is None else float(gross), what, True)

@@ -183,9 +183,11 @@ class EngineSession:
             else None
         )
         scrapes = self.scraper.samples if self.scraper is not None else []
+        meter = j.get("meter") or {}
         found = server_energy.check(
-            records, timeline or [], j.get("energy") or {}, scrapes=scrapes, endpoint=endpoint
-        )
+            records, timeline or [], j.get("energy") or {}, scrapes=scrapes, endpoint=endpoint,
+            update_period_s=float(meter.get("update_period_s") or 0.0),
+        )  # fmt: skip
         section["server_energy"] = found[1] if found else None
         if found:
             energy = j.setdefault("energy", {})
