@@ -119,6 +119,10 @@ def main() -> None:
             fresh_cache.dt += time.perf_counter() - t0  # type: ignore[attr-defined]
 
     def decode_variant(prealloc: bool, copy_logits: bool, grad_ctx: Any) -> Callable[[], None]:
+        from joulebench.workloads.hf_compat import cache_kwargs
+
+        m = model
+
         def run() -> None:
             for s in states:
                 b = s.batch
@@ -137,7 +141,7 @@ def main() -> None:
                             input_ids=tok,
                             attention_mask=mask,
                             position_ids=pos,
-                            past_key_values=s.cache,
+                            **cache_kwargs(m, s.cache),
                             use_cache=True,
                         )
                         logits = out.logits[:, -1]
