@@ -3,10 +3,18 @@
 Each option defaults to ``None`` ("not given"): ``profile`` then uses the config defaults, and
 ``sweep`` keeps the sweep file's value. :func:`contention_settings` gives the given ones as
 :class:`~joulebench.profile.config.MeasurementSettings` fields.
+
+Decorate a command with :func:`contention_flags` and give it one
+``contention: ContentionFlags`` parameter: the decorator puts the five options in its place and
+hands the command what was given; ``contention.settings()`` checks and returns them.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 import typer
@@ -72,3 +80,61 @@ def contention_settings(
         "contention_max_wait_s": max_wait_s,
     }
     return {k: v for k, v in given.items() if v is not None}
+
+
+@dataclass(frozen=True, slots=True)
+class ContentionFlags:
+    """The contention options as given on the command line (``None``: not given)."""
+
+    on_contention: str | None = None
+    quiet_cores: float | None = None
+    quiet_s: float | None = None
+    contention_max_reruns: int | None = None
+    contention_max_wait_s: float | None = None
+
+    def settings(self) -> dict[str, Any]:
+        """The given options as config fields (:func:`contention_settings`)."""
+        return contention_settings(
+            self.on_contention,
+            self.quiet_cores,
+            self.quiet_s,
+            self.contention_max_reruns,
+            self.contention_max_wait_s,
+        )
+
+
+NO_CONTENTION_FLAGS = ContentionFlags()
+"""The default of a ``contention: ContentionFlags`` parameter (:func:`contention_flags`
+replaces it)."""
+
+_FLAGS: tuple[tuple[str, Any], ...] = (
+    ("on_contention", OnContentionOpt),
+    ("quiet_cores", QuietCoresOpt),
+    ("quiet_s", QuietSOpt),
+    ("contention_max_reruns", MaxRerunsOpt),
+    ("contention_max_wait_s", MaxWaitOpt),
+)
+
+
+def contention_flags(command: Callable[..., Any]) -> Any:
+    """Give ``command`` the contention options in place of its ``contention`` parameter."""
+    signature = inspect.signature(command, eval_str=True)
+    if "contention" not in signature.parameters:
+        raise TypeError(f"{command.__name__} has no 'contention' parameter for the flags")
+    params: list[inspect.Parameter] = []
+    for p in signature.parameters.values():
+        if p.name == "contention":
+            params += [
+                inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=a)
+                for n, a in _FLAGS
+            ]
+        else:
+            params.append(p.replace(kind=inspect.Parameter.KEYWORD_ONLY))
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kw: Any) -> Any:
+        given = ContentionFlags(**{n: kw.pop(n, None) for n, _ in _FLAGS})
+        return command(*args, contention=given, **kw)
+
+    wrapper.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
+    return wrapper

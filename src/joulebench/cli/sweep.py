@@ -19,12 +19,9 @@ from rich.table import Column, Table
 
 from joulebench.cli.common import console, err_console, fail, handle_errors, print_json
 from joulebench.cli.contention_options import (
-    MaxRerunsOpt,
-    MaxWaitOpt,
-    OnContentionOpt,
-    QuietCoresOpt,
-    QuietSOpt,
-    contention_settings,
+    NO_CONTENTION_FLAGS,
+    ContentionFlags,
+    contention_flags,
 )
 from joulebench.cli.meter_options import AUTO_METER, MeterChoice, meter_flags
 from joulebench.cli.profile import cpu_peak_from_flags
@@ -71,119 +68,82 @@ def _executor(
     )
 
 
-def register(app: typer.Typer) -> None:
-    @app.command("sweep")
-    @handle_errors
-    @meter_flags
-    def sweep(
-        file: Annotated[Path, typer.Argument(help="sweep YAML file")],
-        dry_run: Annotated[
-            bool, typer.Option("--dry-run", help="list the cells and an estimated time")
-        ] = False,
-        store: Annotated[Path | None, typer.Option("--store", help="DuckDB results file")] = None,
-        json_out: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
-        cpu_peak_gflops: Annotated[float | None, typer.Option("--cpu-peak-gflops")] = None,
-        cpu_bandwidth_gbs: Annotated[float | None, typer.Option("--cpu-bandwidth-gbs")] = None,
-        meter: MeterChoice = AUTO_METER,
-        idle_s: Annotated[
-            float | None,
-            typer.Option(
-                "--idle-s",
-                min=0.0,
-                help="idle baseline per model load (default: the file's idle_s)",
-            ),
-        ] = None,
-        executor: Annotated[
-            str | None,
-            typer.Option(
-                "--executor",
-                help="run each cell as a task: local (this process) or ray (one Ray task per "
-                "cell, results gathered into the one store); default: in-process sweep",
-            ),
-        ] = None,
-        ray_address: Annotated[
-            str | None,
-            typer.Option("--ray-address", help="Ray cluster (host:6379, ray://host:10001)"),
-        ] = None,
-        gpus_per_cell: Annotated[
-            float | None,
-            typer.Option("--gpus-per-cell", min=0.0, help="Ray: GPUs per cell (cuda: 1, else 0)"),
-        ] = None,
-        cpus_per_cell: Annotated[
-            float | None, typer.Option("--cpus-per-cell", min=0.0, help="Ray: CPUs per cell (1)")
-        ] = None,
-        on_contention: OnContentionOpt = None,
-        quiet_cores: QuietCoresOpt = None,
-        quiet_s: QuietSOpt = None,
-        contention_max_reruns: MaxRerunsOpt = None,
-        contention_max_wait_s: MaxWaitOpt = None,
-    ) -> None:
-        """Run (or resume) a sweep: models × precisions × batch sizes × bucketing × compile × prompts."""
-        import warnings
+DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="list the cells and an estimated time")]
+StoreOpt = Annotated[Path | None, typer.Option("--store", help="DuckDB results file")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="print the summary as JSON")]
+CpuPeakOpt = Annotated[float | None, typer.Option("--cpu-peak-gflops")]
+CpuBandwidthOpt = Annotated[float | None, typer.Option("--cpu-bandwidth-gbs")]
+SweepIdleOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--idle-s",
+        min=0.0,
+        help="idle baseline per model load (default: the file's idle_s)",
+    ),
+]
+ExecutorOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--executor",
+        help="run each cell as a task: local (this process) or ray (one Ray task per "
+        "cell, results gathered into the one store); default: in-process sweep",
+    ),
+]
+RayAddressOpt = Annotated[
+    str | None,
+    typer.Option("--ray-address", help="Ray cluster (host:6379, ray://host:10001)"),
+]
+GpusPerCellOpt = Annotated[
+    float | None,
+    typer.Option("--gpus-per-cell", min=0.0, help="Ray: GPUs per cell (cuda: 1, else 0)"),
+]
+CpusPerCellOpt = Annotated[
+    float | None, typer.Option("--cpus-per-cell", min=0.0, help="Ray: CPUs per cell (1)")
+]
 
-        from joulebench.errors import JoulebenchWarning
-        from joulebench.profile.fanout import run_sweep_fanout
-        from joulebench.profile.sweep import check_sources, load_sweep, parse_sweep, run_sweep
-        from joulebench.profile.sweep import dry_run as plan
-        from joulebench.results.store import DEFAULT_STORE, ResultStore, check_writable
 
-        cfg = load_sweep(file)
-        overrides = contention_settings(
-            on_contention, quiet_cores, quiet_s, contention_max_reruns, contention_max_wait_s
+def print_plan(cfg: Any, json_out: bool) -> None:
+    """``--dry-run``: the cells, the model loads and the estimated time (table or JSON)."""
+    from joulebench.profile.sweep import check_sources
+    from joulebench.profile.sweep import dry_run as plan
+
+    check_sources(cfg)  # a misspelt model, precision or prompt set fails here
+    p = plan(cfg)
+    if json_out:
+        print_json(
+            {
+                "name": cfg.name,
+                "cells": [c.model_dump(mode="json") | {"cell_key": c.cell_key()} for c in p.cells],
+                "model_loads": p.groups,
+                "estimate_min_s": p.estimate_min_s,
+                "estimate_max_s": p.estimate_max_s,
+            }
         )
-        if overrides:  # the flags win over the file's keys; validated like the file
-            cfg = parse_sweep({**cfg.model_dump(), **overrides}, str(file))
-        if dry_run:
-            check_sources(cfg)  # a misspelt model, precision or prompt set fails here
-            p = plan(cfg)
-            if json_out:
-                print_json(
-                    {
-                        "name": cfg.name,
-                        "cells": [
-                            c.model_dump(mode="json") | {"cell_key": c.cell_key()} for c in p.cells
-                        ],
-                        "model_loads": p.groups,
-                        "estimate_min_s": p.estimate_min_s,
-                        "estimate_max_s": p.estimate_max_s,
-                    }
-                )
-                return
-            table = Table(
-                title=f"sweep {escape(cfg.name)}: {len(p.cells)} cells, {p.groups} model loads"
-            )
-            for col in ("#", "cell", "cell_key"):
-                table.add_column(col)
-            for i, c in enumerate(p.cells, 1):
-                table.add_row(str(i), escape(_cell_label(c)), escape(c.cell_key()))
-            console.print(table)
-            window = (
-                f"{cfg.min_window_s:g} s"
-                if cfg.min_window_s is not None
-                else "0.25–1 s (auto: 10 meter update periods, ≥ 0.25 s)"
-            )
-            console.print(
-                f"estimated time: {p.estimate_min_s / 60:.1f}–{p.estimate_max_s / 60:.1f} min "
-                f"(min to max repeats, {window} windows, model loads ~10 s each)"
-            )
-            return
-        path = store or DEFAULT_STORE
-        check_writable(path)
-        hardware = cpu_peak_from_flags(cpu_peak_gflops, cpu_bandwidth_gbs)
-        # With --json stdout holds the summary object alone: progress and notes go to stderr.
-        out = err_console if json_out else console
-        ex = _executor(executor, cfg.device, ray_address, gpus_per_cell, cpus_per_cell)
-        m = None if ex is not None else meter.open()
-        if m is not None and "estimated" in {str(v) for v in m.domains.values()}:
-            out.print("[bold yellow]ENERGY IS ESTIMATED[/] (no sensor on this machine)")
-        if ex is not None:
-            ex.start()  # join/start the cluster and check its resources before any progress bar
-            out.print(
-                f"executor {ex.name}: every task opens its own '{meter.spec}' meter where it runs"
-            )
-        estimated_noted = m is not None
-        failures: list[str] = []
-        progress = Progress(
+        return
+    table = Table(title=f"sweep {escape(cfg.name)}: {len(p.cells)} cells, {p.groups} model loads")
+    for col in ("#", "cell", "cell_key"):
+        table.add_column(col)
+    for i, c in enumerate(p.cells, 1):
+        table.add_row(str(i), escape(_cell_label(c)), escape(c.cell_key()))
+    console.print(table)
+    window = (
+        f"{cfg.min_window_s:g} s"
+        if cfg.min_window_s is not None
+        else "0.25–1 s (auto: 10 meter update periods, ≥ 0.25 s)"
+    )
+    console.print(
+        f"estimated time: {p.estimate_min_s / 60:.1f}–{p.estimate_max_s / 60:.1f} min "
+        f"(min to max repeats, {window} windows, model loads ~10 s each)"
+    )
+
+
+class SweepProgress:
+    """The progress bar of a running sweep and the lines its events print above it."""
+
+    def __init__(self, name: str, total: int, out: Any, *, estimated_noted: bool) -> None:
+        self.estimated_noted = estimated_noted
+        self.failures: list[str] = []
+        self.progress = Progress(
             TextColumn(
                 "{task.description}",
                 table_column=Column(max_width=36, no_wrap=True, overflow="ellipsis"),
@@ -196,75 +156,158 @@ def register(app: typer.Typer) -> None:
             console=out,
             transient=False,
         )
-        task = progress.add_task(f"sweep {escape(cfg.name)}", total=len(cfg.cells()))
+        self.task = self.progress.add_task(f"sweep {escape(name)}", total=total)
 
-        def on_event(e: dict[str, Any]) -> None:
-            nonlocal estimated_noted
-            kind = e["event"]
-            if kind == "start" and e["resumed"]:
-                progress.console.print(f"resuming run {e['run_id']}")
-            elif kind == "skip":
-                progress.advance(task)
-                progress.console.print(
-                    escape(f"skip (done) {_cell_label(e['cell'])} [{e['cell_key']}]"),
-                    highlight=False,
-                )
-            elif kind == "cell_start":
-                progress.update(task, description=escape(_cell_label(e["cell"])))
-            elif kind == "done":
-                progress.advance(task)
-                r = e["result"]
-                if r.get("estimated") and not estimated_noted:  # workers opened their meters
-                    estimated_noted = True
-                    progress.console.print(
-                        "[bold yellow]ENERGY IS ESTIMATED[/] (no sensor where the cells ran)"
-                    )
-                bad = [a["name"] for a in r["audit"] if not a["passed"]]
-                note = f" [red]audits failed: {', '.join(bad)}[/]" if bad else ""
-                progress.console.print(
-                    escape(f"done {_cell_label(e['cell'])} [{e['cell_key']}]")
-                    + f" in {e['elapsed_s']:.1f} s{note}",
-                    highlight=False,
-                )
-            elif kind == "failed":
-                progress.advance(task)
-                failures.append(f"{_cell_label(e['cell'])}: {e['error']}")
-                progress.console.print(
-                    f"[bold red]FAILED[/] {escape(_cell_label(e['cell']))}: {escape(e['error'])}",
-                    highlight=False,
-                )
+    def _print(self, text: str, **kwargs: Any) -> None:
+        self.progress.console.print(text, **kwargs)
 
-        try:
-            with ResultStore(path) as db, progress, warnings.catch_warnings():
-                warnings.simplefilter("ignore", JoulebenchWarning)  # stored per cell, printed above
-                if m is not None:
-                    summary = run_sweep(
-                        cfg, db, m, on_event=on_event, idle_s=idle_s, hardware=hardware
-                    )
-                else:
-                    assert ex is not None
-                    summary = run_sweep_fanout(
-                        cfg, db, meter.spec, meter.options, executor=ex, on_event=on_event,
-                        idle_s=idle_s, hardware=hardware,
-                    )  # fmt: skip
-        except KeyboardInterrupt:
-            raise fail(
-                f"interrupted: run marked 'interrupted' in {path}; the same command resumes it "
-                "(done cells are skipped, the cell cut short is redone)",
-                130,
-            ) from None
-        finally:
-            if m is not None:
-                m.close()
-            if ex is not None:
-                ex.close()
-        summary["store"] = str(path)
-        if json_out:
-            print_json(summary)
-        else:
-            console.print(
-                f"sweep {escape(cfg.name)}: {summary['done']} done, {summary['skipped']} skipped (already done), "
-                f"{summary['failed']} failed — run {summary['run_id']} in {path}"
+    def on_event(self, e: dict[str, Any]) -> None:
+        kind = e["event"]
+        if kind == "start" and e["resumed"]:
+            self._print(f"resuming run {e['run_id']}")
+        elif kind == "skip":
+            self.progress.advance(self.task)
+            self._print(
+                escape(f"skip (done) {_cell_label(e['cell'])} [{e['cell_key']}]"),
+                highlight=False,
             )
-        if failures:
-            raise typer.Exit(1)
+        elif kind == "cell_start":
+            self.progress.update(self.task, description=escape(_cell_label(e["cell"])))
+        elif kind == "done":
+            self.progress.advance(self.task)
+            self._done(e)
+        elif kind == "failed":
+            self.progress.advance(self.task)
+            self.failures.append(f"{_cell_label(e['cell'])}: {e['error']}")
+            self._print(
+                f"[bold red]FAILED[/] {escape(_cell_label(e['cell']))}: {escape(e['error'])}",
+                highlight=False,
+            )
+
+    def _done(self, e: dict[str, Any]) -> None:
+        r = e["result"]
+        if r.get("estimated") and not self.estimated_noted:  # workers opened their meters
+            self.estimated_noted = True
+            self._print("[bold yellow]ENERGY IS ESTIMATED[/] (no sensor where the cells ran)")
+        bad = [a["name"] for a in r["audit"] if not a["passed"]]
+        note = f" [red]audits failed: {', '.join(bad)}[/]" if bad else ""
+        self._print(
+            escape(f"done {_cell_label(e['cell'])} [{e['cell_key']}]")
+            + f" in {e['elapsed_s']:.1f} s{note}",
+            highlight=False,
+        )
+
+
+def _open_runner(meter: MeterChoice, ex: Any, out: Any) -> Any:
+    """The meter the in-process sweep reads (None with an executor, which is started here)."""
+    m = None if ex is not None else meter.open()
+    if m is not None and "estimated" in {str(v) for v in m.domains.values()}:
+        out.print("[bold yellow]ENERGY IS ESTIMATED[/] (no sensor on this machine)")
+    if ex is not None:
+        ex.start()  # join/start the cluster and check its resources before any progress bar
+        out.print(
+            f"executor {ex.name}: every task opens its own '{meter.spec}' meter where it runs"
+        )
+    return m
+
+
+def run_with_progress(
+    cfg: Any,
+    path: Path,
+    meter: MeterChoice,
+    ex: Any,
+    out: Any,
+    *,
+    idle_s: float | None,
+    hardware: Any,
+) -> tuple[dict[str, Any], list[str]]:
+    """Run the sweep into the store at ``path`` (in process, or on ``ex``) under a progress bar;
+    its summary and the failed cells. Ctrl-C leaves the run ``interrupted`` and exits 130."""
+    import warnings
+
+    from joulebench.errors import JoulebenchWarning
+    from joulebench.profile.fanout import run_sweep_fanout
+    from joulebench.profile.sweep import run_sweep
+    from joulebench.results.store import ResultStore
+
+    m = _open_runner(meter, ex, out)
+    bar = SweepProgress(cfg.name, len(cfg.cells()), out, estimated_noted=m is not None)
+    try:
+        with ResultStore(path) as db, bar.progress, warnings.catch_warnings():
+            warnings.simplefilter("ignore", JoulebenchWarning)  # stored per cell, printed above
+            if m is not None:
+                summary = run_sweep(
+                    cfg, db, m, on_event=bar.on_event, idle_s=idle_s, hardware=hardware
+                )
+            else:
+                assert ex is not None
+                summary = run_sweep_fanout(
+                    cfg, db, meter.spec, meter.options, executor=ex, on_event=bar.on_event,
+                    idle_s=idle_s, hardware=hardware,
+                )  # fmt: skip
+    except KeyboardInterrupt:
+        raise fail(
+            f"interrupted: run marked 'interrupted' in {path}; the same command resumes it "
+            "(done cells are skipped, the cell cut short is redone)",
+            130,
+        ) from None
+    finally:
+        if m is not None:
+            m.close()
+        if ex is not None:
+            ex.close()
+    return summary, bar.failures
+
+
+@handle_errors
+@meter_flags
+@contention_flags
+def sweep(
+    file: Annotated[Path, typer.Argument(help="sweep YAML file")],
+    dry_run: DryRunOpt = False,
+    store: StoreOpt = None,
+    json_out: JsonOpt = False,
+    cpu_peak_gflops: CpuPeakOpt = None,
+    cpu_bandwidth_gbs: CpuBandwidthOpt = None,
+    meter: MeterChoice = AUTO_METER,
+    idle_s: SweepIdleOpt = None,
+    executor: ExecutorOpt = None,
+    ray_address: RayAddressOpt = None,
+    gpus_per_cell: GpusPerCellOpt = None,
+    cpus_per_cell: CpusPerCellOpt = None,
+    contention: ContentionFlags = NO_CONTENTION_FLAGS,
+) -> None:
+    """Run (or resume) a sweep: models × precisions × batch sizes × bucketing × compile × prompts."""
+    from joulebench.profile.sweep import load_sweep, parse_sweep
+    from joulebench.results.store import DEFAULT_STORE, check_writable
+
+    cfg = load_sweep(file)
+    overrides = contention.settings()
+    if overrides:  # the flags win over the file's keys; validated like the file
+        cfg = parse_sweep({**cfg.model_dump(), **overrides}, str(file))
+    if dry_run:
+        print_plan(cfg, json_out)
+        return
+    path = store or DEFAULT_STORE
+    check_writable(path)
+    hardware = cpu_peak_from_flags(cpu_peak_gflops, cpu_bandwidth_gbs)
+    # With --json stdout holds the summary object alone: progress and notes go to stderr.
+    out = err_console if json_out else console
+    ex = _executor(executor, cfg.device, ray_address, gpus_per_cell, cpus_per_cell)
+    summary, failures = run_with_progress(
+        cfg, path, meter, ex, out, idle_s=idle_s, hardware=hardware
+    )
+    summary["store"] = str(path)
+    if json_out:
+        print_json(summary)
+    else:
+        console.print(
+            f"sweep {escape(cfg.name)}: {summary['done']} done, {summary['skipped']} skipped (already done), "
+            f"{summary['failed']} failed — run {summary['run_id']} in {path}"
+        )
+    if failures:
+        raise typer.Exit(1)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("sweep")(sweep)
