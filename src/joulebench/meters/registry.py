@@ -15,12 +15,12 @@ Known meters: ``nvml``, ``rapl``, ``prometheus``, ``codecarbon``, ``estimate``, 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from joulebench.errors import (
     ConfigError,
@@ -36,30 +36,30 @@ log = logging.getLogger(__name__)
 
 
 class MeterOptions(BaseModel):
-    """Options shared by the meter backends (each backend uses the ones it needs)."""
+    """The meter options a command was given, flat, as its flags name them (``fake_power_w``).
+
+    Only a bag: each backend's own model (:data:`BackendConfig`, ``kind``-discriminated) holds
+    its fields' defaults and constraints, and :meth:`MeterSpec.configure` reads the options it
+    maps (:attr:`MeterSpec.fields`) into it. ``None`` means "not given".
+    """
 
     model_config = ConfigDict(extra="forbid")
 
-    cpu_tdp_w: float | None = Field(None, ge=0, description="estimate: CPU package TDP (W)")
-    cpu_idle_w: float | None = Field(None, ge=0, description="estimate: idle package power (W)")
-    ram_w_per_gb: float | None = Field(None, ge=0, description="estimate: RAM power per GB (W/GB)")
-    estimate_scope: str = Field("process", pattern="^(process|system)$")
-    estimate_target_ports: list[int] = Field(
-        default_factory=list,
-        description="estimate, system scope: ports of local servers whose processes are measured",
-    )
+    cpu_tdp_w: float | None = None
+    cpu_idle_w: float | None = None
+    ram_w_per_gb: float | None = None
+    estimate_scope: str | None = None
+    estimate_target_ports: list[int] | None = None
     prometheus_url: str | None = None
-    prometheus_selector: str = ""
-    scrape_interval_s: float = Field(15.0, gt=0)
-    codecarbon_country: str = "FRA"
+    prometheus_selector: str | None = None
+    scrape_interval_s: float | None = None
+    codecarbon_country: str | None = None
     replay_path: Path | None = None
-    fake_power_w: float = Field(100.0, ge=0)
-    nvml_mode: str = Field("auto", pattern="^(auto|counter|polled)$")
-    poll_hz: float = Field(20.0, ge=10)
+    fake_power_w: float | None = None
+    nvml_mode: str | None = None
+    poll_hz: float | None = None
     rapl_root: Path | None = None
-    gpus: str | None = Field(
-        None, description="nvml/prometheus: GPUs to measure, NVML indices or UUIDs (0,1 / GPU-…)"
-    )
+    gpus: str | None = None
     allow_missing_gpu: bool = Field(
         False, description="a cuda run whose meter has no GPU domain is labelled estimated"
     )
@@ -71,128 +71,212 @@ Reach = Literal["task", "task_gpus", "node"]
 them), or the whole node (``node``: every task's energy)."""
 
 
-def _node(o: MeterOptions) -> Reach:
-    return "node"
+class _Backend(BaseModel):
+    """One backend's own configuration; ``kind`` names the backend (the discriminator)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-def _task(o: MeterOptions) -> Reach:
-    return "task"
+class NvmlConfig(_Backend):
+    kind: Literal["nvml"] = "nvml"
+    mode: Literal["auto", "counter", "polled"] = "auto"
+    poll_hz: float = Field(20.0, ge=10)
+    gpus: str | None = Field(None, description="NVML indices or UUIDs (0,1 / GPU-…)")
+
+
+class RaplConfig(_Backend):
+    kind: Literal["rapl"] = "rapl"
+    root: Path | None = Field(None, description="powercap root (default /sys/class/powercap)")
+
+
+class PrometheusConfig(_Backend):
+    kind: Literal["prometheus"] = "prometheus"
+    url: str | None = None
+    selector: str = ""
+    scrape_interval_s: float = Field(15.0, gt=0)
+    gpus: str | None = None
+
+
+class CodeCarbonConfig(_Backend):
+    kind: Literal["codecarbon"] = "codecarbon"
+    country: str = "FRA"
+
+
+class EstimateConfig(_Backend):
+    kind: Literal["estimate"] = "estimate"
+    cpu_tdp_w: float | None = Field(None, ge=0)
+    cpu_idle_w: float | None = Field(None, ge=0)
+    ram_w_per_gb: float | None = Field(None, ge=0)
+    scope: Literal["process", "system"] = "process"
+    target_ports: tuple[int, ...] = ()
+
+
+class FakeConfig(_Backend):
+    kind: Literal["fake"] = "fake"
+    power_w: float = Field(100.0, ge=0)
+
+
+class ReplayConfig(_Backend):
+    kind: Literal["replay"] = "replay"
+    path: Path | None = None
+
+
+BackendConfig = Annotated[
+    NvmlConfig
+    | RaplConfig
+    | PrometheusConfig
+    | CodeCarbonConfig
+    | EstimateConfig
+    | FakeConfig
+    | ReplayConfig,
+    Field(discriminator="kind"),
+]
+"""One backend's configuration, chosen by ``kind`` (``{"kind": "estimate", "scope": "system"}``)."""
+
+_BACKEND_CONFIG: TypeAdapter[BackendConfig] = TypeAdapter(BackendConfig)
+
+
+def backend_config(data: Mapping[str, Any]) -> BackendConfig:
+    """Validate one backend's configuration (its ``kind`` picks the model), messages that say
+    what to fix."""
+    if data.get("kind") not in KNOWN_METERS:
+        raise UnknownName("meter", str(data.get("kind")), list(KNOWN_METERS))
+    try:
+        return _BACKEND_CONFIG.validate_python(dict(data))
+    except ValidationError as exc:
+        raise ConfigError(validation_message(exc, f"invalid {data['kind']} meter config")) from None
 
 
 @dataclass(frozen=True, slots=True)
 class MeterSpec:
-    """A registered backend: how to probe and open it, which options it reads, what it sees."""
+    """A registered backend: its configuration model, how to probe and open it with that
+    configuration, and what it sees."""
 
     name: str
     summary: str
-    probe: Callable[[MeterOptions], Availability]
-    open: Callable[[MeterOptions], Meter]
+    config: type[_Backend]
+    probe: Callable[[Any], Availability]
+    open: Callable[[Any], Meter]
     automatic: bool
-    options: tuple[str, ...] = ()
-    """The :class:`MeterOptions` fields this backend reads (a flag for another is an error)."""
-    reach: Callable[[MeterOptions], Reach] = _node
+    fields: Mapping[str, str] = field(default_factory=dict)
+    """Flat option name (:class:`MeterOptions`, the CLI's flags) → this backend's config field."""
+    reach: Callable[[Any], Reach] = lambda c: "node"
     """What the meter sees beside concurrent tasks on one node (see :data:`Reach`)."""
 
+    @property
+    def options(self) -> tuple[str, ...]:
+        """The :class:`MeterOptions` fields this backend reads (a flag for another is an error)."""
+        return tuple(self.fields)
 
-def _nvml_probe(o: MeterOptions) -> Availability:
+    def configure(self, opts: MeterOptions) -> _Backend:
+        """This backend's configuration from the flat options (only the fields it reads);
+        a value it refuses is a :class:`ConfigError` naming the option as it was given."""
+        given = {dst: getattr(opts, src) for src, dst in self.fields.items()}
+        try:
+            return self.config(**{k: v for k, v in given.items() if v is not None})
+        except ValidationError as exc:
+            flat = {dst: src for src, dst in self.fields.items()}
+            raise ConfigError(
+                validation_message(exc, f"invalid meter options ({self.name})", name=flat)
+            ) from None
+
+
+def _nvml_probe(c: NvmlConfig) -> Availability:
     from joulebench.meters import nvml
 
     return nvml.probe()
 
 
-def _nvml_open(o: MeterOptions) -> Meter:
+def _nvml_open(c: NvmlConfig) -> Meter:
     from joulebench.meters.nvml import NvmlMeter
 
-    return NvmlMeter(mode=o.nvml_mode, poll_hz=o.poll_hz, gpus=o.gpus)
+    return NvmlMeter(mode=c.mode, poll_hz=c.poll_hz, gpus=c.gpus)
 
 
-def _rapl_probe(o: MeterOptions) -> Availability:
+def _rapl_probe(c: RaplConfig) -> Availability:
     from joulebench.meters import rapl
 
-    return rapl.probe(o.rapl_root or rapl.DEFAULT_ROOT)
+    return rapl.probe(c.root or rapl.DEFAULT_ROOT)
 
 
-def _rapl_open(o: MeterOptions) -> Meter:
+def _rapl_open(c: RaplConfig) -> Meter:
     from joulebench.meters import rapl
 
-    return rapl.RaplMeter(o.rapl_root or rapl.DEFAULT_ROOT)
+    return rapl.RaplMeter(c.root or rapl.DEFAULT_ROOT)
 
 
-def _prom_probe(o: MeterOptions) -> Availability:
+def _prom_probe(c: PrometheusConfig) -> Availability:
     from joulebench.meters import prometheus
 
-    return prometheus.probe(o.prometheus_url)
+    return prometheus.probe(c.url)
 
 
-def _prom_open(o: MeterOptions) -> Meter:
+def _prom_open(c: PrometheusConfig) -> Meter:
     from joulebench.meters.prometheus import PrometheusMeter
 
-    if not o.prometheus_url:
+    if not c.url:
         raise MeterUnavailable(
             "the prometheus meter needs a URL: pass --prometheus-url http://host:9090"
         )
     return PrometheusMeter(
-        o.prometheus_url,
-        selector=o.prometheus_selector,
-        scrape_interval_s=o.scrape_interval_s,
-        gpus=o.gpus,
+        c.url, selector=c.selector, scrape_interval_s=c.scrape_interval_s, gpus=c.gpus
     )
 
 
-def _cc_probe(o: MeterOptions) -> Availability:
+def _cc_probe(c: CodeCarbonConfig) -> Availability:
     from joulebench.meters import codecarbon
 
     return codecarbon.probe()
 
 
-def _cc_open(o: MeterOptions) -> Meter:
+def _cc_open(c: CodeCarbonConfig) -> Meter:
     from joulebench.meters.codecarbon import CodeCarbonMeter
 
-    return CodeCarbonMeter(o.codecarbon_country)
+    return CodeCarbonMeter(c.country)
 
 
-def _est_probe(o: MeterOptions) -> Availability:
+def _est_probe(c: EstimateConfig) -> Availability:
     from joulebench.meters import estimate
 
     return estimate.probe()
 
 
-def _est_open(o: MeterOptions) -> Meter:
+def _est_open(c: EstimateConfig) -> Meter:
     from joulebench.meters.estimate import EstimateMeter
 
     return EstimateMeter(
-        scope=o.estimate_scope,
-        cpu_tdp_w=o.cpu_tdp_w,
-        cpu_idle_w=o.cpu_idle_w,
-        ram_w_per_gb=o.ram_w_per_gb,
-        target_ports=o.estimate_target_ports if o.estimate_scope == "system" else (),
+        scope=c.scope,
+        cpu_tdp_w=c.cpu_tdp_w,
+        cpu_idle_w=c.cpu_idle_w,
+        ram_w_per_gb=c.ram_w_per_gb,
+        target_ports=c.target_ports if c.scope == "system" else (),
     )
 
 
-def _fake_open(o: MeterOptions) -> Meter:
+def _fake_open(c: FakeConfig) -> Meter:
     from joulebench.meters.fake import FakeMeter
 
-    return FakeMeter(o.fake_power_w)
+    return FakeMeter(c.power_w)
 
 
-def _replay_probe(o: MeterOptions) -> Availability:
-    if o.replay_path is None:
+def _replay_probe(c: ReplayConfig) -> Availability:
+    if c.path is None:
         return Availability(False, "no replay file given", "pass --replay-path trace.csv")
-    if not Path(o.replay_path).is_file():
-        return Availability(False, f"{o.replay_path} does not exist", "pass an existing CSV file")
-    return Availability(True, str(o.replay_path))
+    if not Path(c.path).is_file():
+        return Availability(False, f"{c.path} does not exist", "pass an existing CSV file")
+    return Availability(True, str(c.path))
 
 
-def _replay_open(o: MeterOptions) -> Meter:
+def _replay_open(c: ReplayConfig) -> Meter:
     from joulebench.meters.replay import ReplayMeter
 
-    if o.replay_path is None:
+    if c.path is None:
         raise MeterUnavailable("the replay meter needs a CSV file: pass --replay-path trace.csv")
-    return ReplayMeter(o.replay_path)
+    return ReplayMeter(c.path)
 
 
-def _estimate_reach(o: MeterOptions) -> Reach:
-    return "task" if o.estimate_scope == "process" else "node"
+def _estimate_reach(c: EstimateConfig) -> Reach:
+    return "task" if c.scope == "process" else "node"
 
 
 KNOWN_METERS: dict[str, MeterSpec] = {
@@ -201,68 +285,80 @@ KNOWN_METERS: dict[str, MeterSpec] = {
         MeterSpec(
             "nvml",
             "NVIDIA GPUs via NVML (counter / polled)",
+            NvmlConfig,
             _nvml_probe,
             _nvml_open,
             True,
-            options=("nvml_mode", "poll_hz", "gpus"),
-            reach=lambda o: "task_gpus",
+            fields={"nvml_mode": "mode", "poll_hz": "poll_hz", "gpus": "gpus"},
+            reach=lambda c: "task_gpus",
         ),
         MeterSpec(
             "rapl",
             "CPU package + DRAM via Linux powercap",
+            RaplConfig,
             _rapl_probe,
             _rapl_open,
             True,
-            options=("rapl_root",),
+            fields={"rapl_root": "root"},
         ),
         MeterSpec(
             "prometheus",
             "DCGM exporter via Prometheus",
+            PrometheusConfig,
             _prom_probe,
             _prom_open,
             True,
-            options=("prometheus_url", "prometheus_selector", "scrape_interval_s", "gpus"),
+            fields={
+                "prometheus_url": "url",
+                "prometheus_selector": "selector",
+                "scrape_interval_s": "scrape_interval_s",
+                "gpus": "gpus",
+            },
         ),
         MeterSpec(
             "codecarbon",
             "CodeCarbon offline tracker",
+            CodeCarbonConfig,
             _cc_probe,
             _cc_open,
             False,
-            options=("codecarbon_country",),
+            fields={"codecarbon_country": "country"},
         ),
         MeterSpec(
             "estimate",
             "sensorless CPU/RAM estimate",
+            EstimateConfig,
             _est_probe,
             _est_open,
             True,
-            options=(
-                "cpu_tdp_w",
-                "cpu_idle_w",
-                "ram_w_per_gb",
-                "estimate_scope",
-                "estimate_target_ports",
-            ),
+            fields={
+                "cpu_tdp_w": "cpu_tdp_w",
+                "cpu_idle_w": "cpu_idle_w",
+                "ram_w_per_gb": "ram_w_per_gb",
+                "estimate_scope": "scope",
+                "estimate_target_ports": "target_ports",
+            },
             reach=_estimate_reach,
         ),
         MeterSpec(
             "fake",
             "scripted constant power (tests, demos)",
-            lambda o: Availability(True, "test double"),
+            FakeConfig,
+            lambda c: Availability(True, "test double"),
             _fake_open,
             False,
-            options=("fake_power_w",),
-            reach=_task,
+            fields={"fake_power_w": "power_w"},
+            reach=lambda c: "task",
         ),
         MeterSpec(
             "replay",
             "replay a recorded CSV trace",
+            ReplayConfig,
             _replay_probe,
             _replay_open,
             False,
-            options=("replay_path",),
-            reach=_task,
+            fields={"replay_path": "path"},
+            reach=lambda c: "task",
         ),
     )
 }
@@ -277,13 +373,21 @@ def meter_options(**options: Any) -> MeterOptions:
         raise ConfigError(validation_message(exc, "invalid meter options", top="options")) from None
 
 
+def meter_configs(spec: str, **options: Any) -> list[BackendConfig]:
+    """The configuration of every backend ``spec`` opens (``auto``: every automatic one),
+    validated: a bad value for a backend in use is a :class:`ConfigError` before anything
+    opens."""
+    opts = meter_options(**options)
+    return [KNOWN_METERS[n].configure(opts) for n in _names_in_use(spec)]  # type: ignore[misc]
+
+
 def probe_all(**options: Any) -> dict[str, Availability]:
     """Availability of every known backend, with the reason and a hint when unavailable."""
     opts = meter_options(**options)
     out = {}
     for name, spec in KNOWN_METERS.items():
         try:
-            out[name] = spec.probe(opts)
+            out[name] = spec.probe(spec.configure(opts))
         except JoulebenchError as exc:
             out[name] = Availability(False, str(exc))
         except Exception as exc:  # a probe must never break `joulebench env`
@@ -297,7 +401,7 @@ def _open_one(name: str, opts: MeterOptions) -> Meter:
     if spec is None:
         raise UnknownName("meter", name, [*KNOWN_METERS, "auto"])
     try:
-        return spec.open(opts)
+        return spec.open(spec.configure(opts))
     except MissingExtra as exc:
         raise MeterUnavailable(f"meter {name!r} is unavailable: {exc}") from exc
     except JoulebenchError:
@@ -314,7 +418,8 @@ def _auto(opts: MeterOptions) -> Meter:
     why_not: list[str] = []
     gpu_names = ["nvml", "prometheus"] if opts.prometheus_url else ["nvml"]
     for name in gpu_names:
-        availability = KNOWN_METERS[name].probe(opts)
+        gpu = KNOWN_METERS[name]
+        availability = gpu.probe(gpu.configure(opts))
         if availability.available:
             try:
                 parts.append(_open_one(name, opts))
@@ -323,7 +428,8 @@ def _auto(opts: MeterOptions) -> Meter:
                 why_not.append(f"{name}: {exc}")
         else:
             why_not.append(f"{name}: {availability.reason}")
-    rapl = KNOWN_METERS["rapl"].probe(opts)
+    rapl_spec = KNOWN_METERS["rapl"]
+    rapl = rapl_spec.probe(rapl_spec.configure(opts))
     if rapl.available:
         try:
             parts.append(_open_one("rapl", opts))
@@ -430,4 +536,5 @@ def shared_meters(spec: str, options: dict[str, Any], *, whole_gpus: bool) -> li
     if names == ["auto"]:
         return names
     safe = {"task", "task_gpus"} if whole_gpus else {"task"}
-    return sorted(n for n in names if KNOWN_METERS[n].reach(opts) not in safe)
+    specs = {n: KNOWN_METERS[n] for n in names}
+    return sorted(n for n, sp in specs.items() if sp.reach(sp.configure(opts)) not in safe)

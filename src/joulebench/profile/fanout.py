@@ -264,8 +264,7 @@ def make_executor(name: str, **options: Any) -> Executor:
 
 def check_meter_spec(spec: str, options: dict[str, Any]) -> None:
     """Validate a meter spec and its options without opening a meter (workers open it)."""
-    meter_registry.meter_options(**options)
-    meter_registry.parse_meter_spec(spec)
+    meter_registry.meter_configs(spec, **options)
 
 
 def concurrency_caveat(
