@@ -132,3 +132,52 @@ class StoppingRule:
             return False
         rel = summarize(values).ci_halfwidth_rel
         return rel is not None and rel <= self.ci_target
+
+
+@dataclass(slots=True)
+class ForgettingLine:
+    """Least squares of ``y = a + s·x`` over exponentially forgotten observations.
+
+    Each new observation multiplies the weight of the earlier ones by ``forget`` (1: none
+    forgotten), so the fit follows a drifting machine. An optional ridge prior pulls the slope
+    towards ``prior_ratio × a`` with weight ``prior_weight``: with one ``x`` seen so far the
+    slope is not identifiable, and the prior decides until the data vary. Used wherever
+    joulebench learns a cost online (the dynamic scheduler's batch costs, the ``slo`` policy's
+    upstream model).
+    """
+
+    forget: float = 1.0
+    prior_ratio: float = 0.0
+    prior_weight: float = 0.0
+    sw: float = 0.0
+    sx: float = 0.0
+    sxx: float = 0.0
+    sy: float = 0.0
+    sxy: float = 0.0
+    n: int = 0
+
+    def observe(self, x: float, y: float) -> None:
+        """Add one point (non-finite ones are ignored)."""
+        if not (math.isfinite(x) and math.isfinite(y)):
+            return
+        f = self.forget
+        self.sw = f * self.sw + 1.0
+        self.sx = f * self.sx + x
+        self.sxx = f * self.sxx + x * x
+        self.sy = f * self.sy + y
+        self.sxy = f * self.sxy + x * y
+        self.n += 1
+
+    def params(self) -> tuple[float, float] | None:
+        """``(a, s)``, or ``None`` before any point or while the system is (nearly) singular
+        (without a prior: every ``x`` so far the same)."""
+        if self.sw <= 0:
+            return None
+        k, r = self.prior_weight, self.prior_ratio
+        m11, m12, m22 = self.sw + k * r * r, self.sx - k * r, self.sxx + k
+        det = m11 * m22 - m12 * m12
+        if det <= 1e-9 * max(1.0, m11 * m22):
+            return None
+        a = (self.sy * m22 - m12 * self.sxy) / det
+        s = (m11 * self.sxy - m12 * self.sy) / det
+        return (a, s) if math.isfinite(a) and math.isfinite(s) else None

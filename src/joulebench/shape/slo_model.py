@@ -6,10 +6,10 @@ All take times from their caller (no clock of their own) and hold O(1) or bounde
     λ from the last ``k`` arrivals (k-nearest-neighbour: ``(n − 1) / (now − oldest)``), capped
     by ``3 / gap`` where ``gap`` is the time since the newest arrival or the gap before it, so a
     step up is seen within ``k`` arrivals and a silence pulls the estimate down at once.
-:class:`LinearFit`
-    ``y ≈ a + s·x`` by least squares with exponential forgetting and a ridge prior pulling the
-    slope towards ``ratio × a`` (with only one batch size seen, the slope is not identifiable;
-    the prior decides until the data vary).
+(fits)
+    ``y ≈ a + s·x`` by :class:`joulebench.analysis.stats.ForgettingLine`: least squares with
+    exponential forgetting and a ridge prior pulling the slope towards ``ratio × a`` (with only
+    one batch size seen, the slope is not identifiable; the prior decides until the data vary).
 :class:`CostModel`
     upstream seconds per request ``D(b) = d0 + d1·b`` against the concurrency ``b`` it ran at,
     so busy seconds per request are ``c(b) = D(b) / b``; and the first-token time of a group of
@@ -24,6 +24,8 @@ import math
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+
+from joulebench.analysis.stats import ForgettingLine
 
 #: Fallback rate cap: λ ≤ RATE_GAP_FACTOR / (largest recent gap).
 RATE_GAP_FACTOR = 3.0
@@ -55,42 +57,9 @@ class RateEstimator:
         return min(knn, RATE_GAP_FACTOR / gap) if gap > MIN_SPAN_S else knn
 
 
-@dataclass(slots=True)
-class LinearFit:
-    """Forgetting least squares of ``y = a + s·x`` with a ridge prior ``s ≈ ratio·a``."""
-
-    ratio: float
-    prior_weight: float = 2.0
-    forget: float = 0.99
-    sw: float = 0.0
-    sx: float = 0.0
-    sxx: float = 0.0
-    sy: float = 0.0
-    sxy: float = 0.0
-
-    def observe(self, x: float, y: float) -> None:
-        if not (math.isfinite(x) and math.isfinite(y)):
-            return
-        f = self.forget
-        self.sw = f * self.sw + 1.0
-        self.sx = f * self.sx + x
-        self.sxx = f * self.sxx + x * x
-        self.sy = f * self.sy + y
-        self.sxy = f * self.sxy + x * y
-
-    def params(self) -> tuple[float, float] | None:
-        """``(a, s)``, or ``None`` before any observation."""
-        if self.sw <= 0:
-            return None
-        k, r = self.prior_weight, self.ratio
-        m11, m12 = self.sw + k * r * r, self.sx - k * r
-        m22 = self.sxx + k
-        det = m11 * m22 - m12 * m12
-        if det <= 1e-12:
-            return None
-        a = (self.sy * m22 - m12 * self.sxy) / det
-        s = (m11 * self.sxy - m12 * self.sy) / det
-        return (a, s) if math.isfinite(a) and math.isfinite(s) else None
+def _fit(ratio: float) -> ForgettingLine:
+    """A cost line forgetting 1 % per response, its slope pulled towards ``ratio × a``."""
+    return ForgettingLine(forget=0.99, prior_ratio=ratio, prior_weight=2.0)
 
 
 def poisson_mean(mean: float, fn: Callable[[int], float]) -> float:
@@ -113,8 +82,8 @@ class CostModel:
 
     #: A priori, one more concurrent request costs 15 % of a lone one's time, and a group's
     #: first token comes 30 % later per extra member; the data take over as they vary.
-    duration: LinearFit = field(default_factory=lambda: LinearFit(0.15))
-    ttft: LinearFit = field(default_factory=lambda: LinearFit(0.3))
+    duration: ForgettingLine = field(default_factory=lambda: _fit(0.15))
+    ttft: ForgettingLine = field(default_factory=lambda: _fit(0.3))
     n_responses: int = 0
 
     def observe(self, batch: float, duration_s: float, group: int, ttft_s: float | None) -> None:

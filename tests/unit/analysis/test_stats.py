@@ -42,3 +42,32 @@ def test_stopping_rule_stops_on_ci_or_cap():
         StoppingRule(min_repeats=1)
     with pytest.raises(ValueError):
         StoppingRule(min_repeats=5, max_repeats=3)
+
+
+def test_forgetting_line_fits_forgets_and_uses_its_prior() -> None:
+    from joulebench.analysis.stats import ForgettingLine
+
+    line = ForgettingLine()
+    assert line.params() is None
+    for x in (1.0, 2.0, 3.0, 4.0):
+        line.observe(x, 0.5 + 2.0 * x)
+    line.observe(float("nan"), 1.0)  # ignored
+    a, s = line.params() or (None, None)
+    assert a == pytest.approx(0.5) and s == pytest.approx(2.0) and line.n == 4
+    one_x = ForgettingLine()
+    for _ in range(5):
+        one_x.observe(2.0, 3.0)
+    assert one_x.params() is None  # slope not identifiable without a prior
+    prior = ForgettingLine(prior_ratio=0.5, prior_weight=2.0)
+    for _ in range(5):
+        prior.observe(2.0, 3.0)
+    a, s = prior.params() or (0.0, 0.0)
+    assert a + 2.0 * s == pytest.approx(3.0, rel=0.05) and s == pytest.approx(0.5 * a, rel=0.2)
+    # forgetting: after the machine changes, the fit follows the new points
+    drifting = ForgettingLine(forget=0.5)
+    for x in (1.0, 2.0) * 5:
+        drifting.observe(x, 1.0 + x)
+    for x in (1.0, 2.0) * 10:
+        drifting.observe(x, 3.0 + 2.0 * x)
+    a, s = drifting.params() or (0.0, 0.0)
+    assert a == pytest.approx(3.0, abs=1e-3) and s == pytest.approx(2.0, abs=1e-3)

@@ -25,47 +25,25 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+
+from joulebench.analysis.stats import ForgettingLine
 
 #: Steps a fit needs (each line) before its prediction is used.
 MIN_OBSERVATIONS = 8
 
 
-@dataclass(slots=True)
-class _Line:
-    """Weighted least-squares fit of ``y = a + b·x`` with exponential forgetting."""
-
-    decay: float
-    s0: float = 0.0
-    sx: float = 0.0
-    sy: float = 0.0
-    sxx: float = 0.0
-    sxy: float = 0.0
-    n: int = 0
-
-    def add(self, x: float, y: float) -> None:
-        d = self.decay
-        self.s0 = self.s0 * d + 1.0
-        self.sx = self.sx * d + x
-        self.sy = self.sy * d + y
-        self.sxx = self.sxx * d + x * x
-        self.sxy = self.sxy * d + x * y
-        self.n += 1
-
-    def fit(self) -> tuple[float, float] | None:
-        """(intercept, slope), both ≥ 0, or ``None`` while x has not varied enough."""
-        if self.n < MIN_OBSERVATIONS:
-            return None
-        var = self.s0 * self.sxx - self.sx * self.sx
-        if var <= 1e-9 * max(1.0, self.s0 * self.sxx):  # every x (nearly) the same
-            return None
-        slope = (self.s0 * self.sxy - self.sx * self.sy) / var
-        intercept = (self.sy - slope * self.sx) / self.s0
-        if not (math.isfinite(slope) and math.isfinite(intercept)):
-            return None
-        if slope < 0:  # noise: more work cannot take less time
-            return max(0.0, self.sy / self.s0), 0.0
-        return max(0.0, intercept), slope
+def _nonnegative_fit(line: ForgettingLine) -> tuple[float, float] | None:
+    """(intercept, slope), both ≥ 0, or ``None`` before :data:`MIN_OBSERVATIONS` points or
+    while x has not varied enough."""
+    if line.n < MIN_OBSERVATIONS:
+        return None
+    p = line.params()
+    if p is None:
+        return None
+    intercept, slope = p
+    if slope < 0:  # noise: more work cannot take less time
+        return max(0.0, line.sy / line.sw), 0.0
+    return max(0.0, intercept), slope
 
 
 class BatchCostModel:
@@ -74,24 +52,27 @@ class BatchCostModel:
     def __init__(self, decay: float = 0.98) -> None:
         if not 0 < decay <= 1:
             raise ValueError(f"decay must be in (0, 1], got {decay}")
-        self._decode = _Line(decay)
-        self._prefill = _Line(decay)
+        self._decode = ForgettingLine(forget=decay)
+        self._prefill = ForgettingLine(forget=decay)
 
     def observe_decode(self, rows: int, duration_s: float) -> None:
         if rows > 0 and duration_s >= 0:
-            self._decode.add(float(rows), duration_s)
+            self._decode.observe(float(rows), duration_s)
 
     def observe_prefill(self, padded_tokens: int, duration_s: float) -> None:
         if padded_tokens > 0 and duration_s >= 0:
-            self._prefill.add(float(padded_tokens), duration_s)
+            self._prefill.observe(float(padded_tokens), duration_s)
 
     @property
     def ready(self) -> bool:
-        return self._decode.fit() is not None and self._prefill.fit() is not None
+        return (
+            _nonnegative_fit(self._decode) is not None
+            and _nonnegative_fit(self._prefill) is not None
+        )
 
     def coefficients(self) -> dict[str, float] | None:
         """The fitted costs (s): per decode step, per row per step, per prefill, per token."""
-        dec, pre = self._decode.fit(), self._prefill.fit()
+        dec, pre = _nonnegative_fit(self._decode), _nonnegative_fit(self._prefill)
         if dec is None or pre is None:
             return None
         return {"step_s": dec[0], "row_s": dec[1], "prefill_s": pre[0], "token_s": pre[1]}
