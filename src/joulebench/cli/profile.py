@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -11,15 +11,73 @@ from rich.table import Table
 
 from joulebench.cli.common import console, err_console, handle_errors, print_json
 from joulebench.cli.contention_options import (
-    MaxRerunsOpt,
-    MaxWaitOpt,
-    OnContentionOpt,
-    QuietCoresOpt,
-    QuietSOpt,
-    contention_settings,
+    NO_CONTENTION_FLAGS,
+    ContentionFlags,
+    contention_flags,
 )
 from joulebench.cli.meter_options import AUTO_METER, IdleOpt, MeterChoice, meter_flags
 from joulebench.validation import validation_message
+
+if TYPE_CHECKING:
+    from joulebench.profile.config import ProfileConfig
+
+ModelOpt = Annotated[
+    str,
+    typer.Option("--model", help="tiny, tiny:<arch>:<size>, shape:<Name>, path or hub id"),
+]
+PrecisionOpt = Annotated[str, typer.Option("--precision")]
+BatchSizeOpt = Annotated[int, typer.Option("--batch-size", min=1)]
+PromptsOpt = Annotated[str, typer.Option("--prompts", help="quick, paper or a file")]
+NOpt = Annotated[int | None, typer.Option("--n", min=1, help="number of prompts")]
+MethodOpt = Annotated[str, typer.Option("--method", help="direct, subtraction or both")]
+OutputLengthOpt = Annotated[str, typer.Option("--output-length", help="natural, reference or N")]
+BucketingOpt = Annotated[str, typer.Option("--bucketing", help="none, sorted or buckets:K")]
+CompileOpt = Annotated[bool, typer.Option("--compile", help="static cache + torch.compile decode")]
+WarmupOpt = Annotated[
+    int,
+    typer.Option(
+        "--warmup",
+        min=0,
+        help="warm-ups per measurement: a cap under --warmup-rule settled, the count under exact",
+    ),
+]
+WarmupRuleOpt = Annotated[
+    str,
+    typer.Option(
+        "--warmup-rule",
+        help="settled: stop once two warm-ups in a row agree within 10 %; exact: all "
+        "--warmup of them (the study's protocol: --warmup 5 --warmup-rule exact)",
+    ),
+]
+MinWindowOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--min-window-s",
+        help="shortest window (default: max(0.25 s, 10 × the meter's update period))",
+    ),
+]
+CiTargetOpt = Annotated[float, typer.Option("--ci-target")]
+MinRepeatsOpt = Annotated[int, typer.Option("--min-repeats")]
+MaxRepeatsOpt = Annotated[int, typer.Option("--max-repeats")]
+ConsistencyOpt = Annotated[
+    float,
+    typer.Option(
+        "--consistency-tolerance",
+        help="with --method both: largest relative gap between prefill + decode and a "
+        "full generate before the result carries a warning",
+    ),
+]
+DeviceOpt = Annotated[str, typer.Option("--device")]
+SeedOpt = Annotated[int, typer.Option("--seed")]
+CpuPeakOpt = Annotated[
+    float | None,
+    typer.Option("--cpu-peak-gflops", help="roofline: CPU peak instead of calibrating"),
+]
+CpuBandwidthOpt = Annotated[
+    float | None, typer.Option("--cpu-bandwidth-gbs", help="roofline: CPU bandwidth GB/s")
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="print one JSON object")]
+StoreOpt = Annotated[Path | None, typer.Option("--store", help="DuckDB results file")]
 
 
 def _fmt(x: Any, unit: str = "", digits: int = 4) -> str:
@@ -140,165 +198,93 @@ def print_profile(r: dict[str, Any]) -> None:
     print_audits(r["audit"])
 
 
-def register(app: typer.Typer) -> None:
-    @app.command("profile")
-    @handle_errors
-    @meter_flags
-    def profile(
-        model: Annotated[
-            str,
-            typer.Option("--model", help="tiny, tiny:<arch>:<size>, shape:<Name>, path or hub id"),
-        ],
-        precision: Annotated[str, typer.Option("--precision")] = "fp32",
-        batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 1,
-        prompts: Annotated[str, typer.Option("--prompts", help="quick, paper or a file")] = "quick",
-        n: Annotated[int | None, typer.Option("--n", min=1, help="number of prompts")] = None,
-        method: Annotated[
-            str, typer.Option("--method", help="direct, subtraction or both")
-        ] = "both",
-        output_length: Annotated[
-            str, typer.Option("--output-length", help="natural, reference or N")
-        ] = "reference",
-        bucketing: Annotated[
-            str, typer.Option("--bucketing", help="none, sorted or buckets:K")
-        ] = "none",
-        compile: Annotated[
-            bool, typer.Option("--compile", help="static cache + torch.compile decode")
-        ] = False,
-        warmup: Annotated[
-            int,
-            typer.Option(
-                "--warmup",
-                min=0,
-                help="warm-ups per measurement: a cap under --warmup-rule settled, the count "
-                "under exact",
-            ),
-        ] = 5,
-        warmup_rule: Annotated[
-            str,
-            typer.Option(
-                "--warmup-rule",
-                help="settled: stop once two warm-ups in a row agree within 10 %; exact: all "
-                "--warmup of them (the study's protocol: --warmup 5 --warmup-rule exact)",
-            ),
-        ] = "settled",
-        min_window_s: Annotated[
-            float | None,
-            typer.Option(
-                "--min-window-s",
-                help="shortest window (default: max(0.25 s, 10 × the meter's update period))",
-            ),
-        ] = None,
-        ci_target: Annotated[float, typer.Option("--ci-target")] = 0.02,
-        min_repeats: Annotated[int, typer.Option("--min-repeats")] = 3,
-        max_repeats: Annotated[int, typer.Option("--max-repeats")] = 10,
-        consistency_tolerance: Annotated[
-            float,
-            typer.Option(
-                "--consistency-tolerance",
-                help="with --method both: largest relative gap between prefill + decode and a "
-                "full generate before the result carries a warning",
-            ),
-        ] = 0.05,
-        device: Annotated[str, typer.Option("--device")] = "cpu",
-        seed: Annotated[int, typer.Option("--seed")] = 0,
-        cpu_peak_gflops: Annotated[
-            float | None,
-            typer.Option("--cpu-peak-gflops", help="roofline: CPU peak instead of calibrating"),
-        ] = None,
-        cpu_bandwidth_gbs: Annotated[
-            float | None, typer.Option("--cpu-bandwidth-gbs", help="roofline: CPU bandwidth GB/s")
-        ] = None,
-        json_out: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
-        store: Annotated[Path | None, typer.Option("--store", help="DuckDB results file")] = None,
-        meter: MeterChoice = AUTO_METER,
-        idle_s: IdleOpt = 2.0,
-        on_contention: OnContentionOpt = None,
-        quiet_cores: QuietCoresOpt = None,
-        quiet_s: QuietSOpt = None,
-        contention_max_reruns: MaxRerunsOpt = None,
-        contention_max_wait_s: MaxWaitOpt = None,
-    ) -> None:
-        """Measure prefill and decode energy of one cell (direct and/or subtraction)."""
-        import warnings
+def profile_config(contention: ContentionFlags, **flags: Any) -> ProfileConfig:
+    """The command's flags as a :class:`ProfileConfig`; a bad value names its flag."""
+    from pydantic import ValidationError
 
-        from pydantic import ValidationError
+    from joulebench.errors import ConfigError
+    from joulebench.profile.config import ProfileConfig
 
-        from joulebench.errors import ConfigError, JoulebenchWarning
-        from joulebench.profile.config import ProfileConfig
-        from joulebench.profile.runner import profile_cell
-        from joulebench.results.store import ResultStore, check_writable
-
-        try:
-            config = ProfileConfig(
-                model=model,
-                precision=precision,
-                batch_size=batch_size,
-                prompts=prompts,
-                n=n,
-                method=method,  # type: ignore[arg-type]  # validated by pydantic
-                output_length=output_length,
-                bucketing=bucketing,
-                compile=compile,
-                warmup=warmup,
-                warmup_rule=warmup_rule,  # type: ignore[arg-type]  # validated by pydantic
-                min_window_s=min_window_s,
-                ci_target=ci_target,
-                min_repeats=min_repeats,
-                max_repeats=max_repeats,
-                consistency_tolerance=consistency_tolerance,
-                device=device,
-                seed=seed,
-                **contention_settings(
-                    on_contention,
-                    quiet_cores,
-                    quiet_s,
-                    contention_max_reruns,
-                    contention_max_wait_s,
-                ),
+    try:
+        return ProfileConfig(**flags, **contention.settings())
+    except ValidationError as exc:
+        raise ConfigError(
+            validation_message(
+                exc,
+                "invalid profile options",
+                name=lambda p: "--" + p.replace(".", "-").replace("_", "-"),
             )
-        except ValidationError as exc:
-            raise ConfigError(
-                validation_message(
-                    exc,
-                    "invalid profile options",
-                    name=lambda p: "--" + p.replace(".", "-").replace("_", "-"),
-                )
-            ) from None
-        hardware = cpu_peak_from_flags(cpu_peak_gflops, cpu_bandwidth_gbs)
-        if store is not None:
-            check_writable(store)
-            ResultStore(store).close()  # schema and lock problems surface before the model loads
-        from joulebench.workloads.models import load_model
-        from joulebench.workloads.prompts import load_prompts
+        ) from None
 
-        m = meter.open()  # a wrong --meter fails before a model is loaded
-        db: ResultStore | None = None
-        try:
-            loaded = load_model(model, precision, device, seed=seed)
-            prompt_set = load_prompts(prompts, n=n, seed=seed, tokenizer=loaded.tokenizer)
-            db = ResultStore(store) if store is not None else None
-            with warnings.catch_warnings():
-                warnings.simplefilter(
-                    "ignore", JoulebenchWarning
-                )  # recorded in the result, shown below
-                result = profile_cell(
-                    loaded,
-                    prompt_set,
-                    config,
-                    m,
-                    store=db,
-                    idle_s=idle_s,
-                    hardware=hardware,
-                )
-        finally:
-            m.close()
-            if db is not None:
-                db.close()
-        if json_out:
-            print_json(result)
-            failing = [a for a in result["audit"] if not a["passed"]]
-            for a in failing:
-                err_console.print(f"[bold red]AUDIT FAILED[/] {a['name']}: {a['detail']}")
-        else:
-            print_profile(result)
+
+@handle_errors
+@meter_flags
+@contention_flags
+def profile(
+    model: ModelOpt,
+    precision: PrecisionOpt = "fp32",
+    batch_size: BatchSizeOpt = 1,
+    prompts: PromptsOpt = "quick",
+    n: NOpt = None,
+    method: MethodOpt = "both",
+    output_length: OutputLengthOpt = "reference",
+    bucketing: BucketingOpt = "none",
+    compile: CompileOpt = False,
+    warmup: WarmupOpt = 5,
+    warmup_rule: WarmupRuleOpt = "settled",
+    min_window_s: MinWindowOpt = None,
+    ci_target: CiTargetOpt = 0.02,
+    min_repeats: MinRepeatsOpt = 3,
+    max_repeats: MaxRepeatsOpt = 10,
+    consistency_tolerance: ConsistencyOpt = 0.05,
+    device: DeviceOpt = "cpu",
+    seed: SeedOpt = 0,
+    cpu_peak_gflops: CpuPeakOpt = None,
+    cpu_bandwidth_gbs: CpuBandwidthOpt = None,
+    json_out: JsonOpt = False,
+    store: StoreOpt = None,
+    meter: MeterChoice = AUTO_METER,
+    idle_s: IdleOpt = 2.0,
+    contention: ContentionFlags = NO_CONTENTION_FLAGS,
+) -> None:
+    """Measure prefill and decode energy of one cell (direct and/or subtraction)."""
+    import warnings
+
+    from joulebench.errors import JoulebenchWarning
+    from joulebench.profile.runner import profile_configured
+    from joulebench.results.store import ResultStore, check_writable
+
+    config = profile_config(
+        contention,
+        model=model, precision=precision, batch_size=batch_size, prompts=prompts, n=n,
+        method=method, output_length=output_length, bucketing=bucketing, compile=compile,
+        warmup=warmup, warmup_rule=warmup_rule, min_window_s=min_window_s, ci_target=ci_target,
+        min_repeats=min_repeats, max_repeats=max_repeats,
+        consistency_tolerance=consistency_tolerance, device=device, seed=seed,
+    )  # fmt: skip
+    hardware = cpu_peak_from_flags(cpu_peak_gflops, cpu_bandwidth_gbs)
+    if store is not None:
+        check_writable(store)
+        ResultStore(store).close()  # schema and lock problems surface before the model loads
+    m = meter.open()  # a wrong --meter fails before a model is loaded
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter(
+                "ignore", JoulebenchWarning
+            )  # recorded in the result, shown below
+            result = profile_configured(
+                config, m, store_path=store, idle_s=idle_s, hardware=hardware
+            )
+    finally:
+        m.close()
+    if json_out:
+        print_json(result)
+        failing = [a for a in result["audit"] if not a["passed"]]
+        for a in failing:
+            err_console.print(f"[bold red]AUDIT FAILED[/] {a['name']}: {a['detail']}")
+    else:
+        print_profile(result)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("profile")(profile)

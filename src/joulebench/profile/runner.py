@@ -11,6 +11,7 @@ import logging
 import platform
 import warnings
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from joulebench.analysis.roofline import (
@@ -198,6 +199,34 @@ def profile_cell(
     else:
         result.pop("_repeats")
     return result
+
+
+def profile_configured(
+    config: ProfileConfig,
+    meter: Meter,
+    *,
+    store_path: Path | None = None,
+    idle_s: float = 2.0,
+    hardware: HardwarePeak | None = None,
+) -> dict[str, Any]:
+    """Load the config's model and prompt set and measure the cell (:func:`profile_cell`), as a
+    ``profile`` run in the DuckDB file ``store_path`` when one is given."""
+    from joulebench.results.store import ResultStore
+    from joulebench.workloads.models import load_model
+    from joulebench.workloads.prompts import load_prompts
+
+    loaded = load_model(config.model, config.precision, config.device, seed=config.seed)
+    prompt_set = load_prompts(
+        config.prompts, n=config.n, seed=config.seed, tokenizer=loaded.tokenizer
+    )
+    db = ResultStore(store_path) if store_path is not None else None
+    try:
+        return profile_cell(
+            loaded, prompt_set, config, meter, store=db, idle_s=idle_s, hardware=hardware
+        )
+    finally:
+        if db is not None:
+            db.close()
 
 
 def window_setting(min_window_s: float | None, update_period_s: float) -> tuple[float, str]:
