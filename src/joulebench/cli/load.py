@@ -33,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -88,6 +89,69 @@ ACCOUNTING_TITLES = {
     "steady_state": "steady-state window",
     "attributed_mean": "per-request attribution (mean)",
 }
+
+
+UrlOpt = Annotated[str | None, typer.Option("--url", help="Base URL of the server under test.")]
+EmbeddedOpt = Annotated[
+    bool,
+    typer.Option("--embedded", help="Start joulebench's own server (default without --url)."),
+]
+ProtocolOpt = Annotated[str, typer.Option("--protocol", help=f"{', '.join(PROTOCOLS)}.")]
+ArrivalOpt = Annotated[
+    str,
+    typer.Option(
+        "--arrival",
+        help="sequential, burst, fixed:500ms, uniform:50ms,300ms, poisson:RATE, gamma:RATE,CV, trace:FILE.",
+    ),
+]
+NOpt = Annotated[int, typer.Option("--n", min=1, help="Number of requests.")]
+ConcurrencyOpt = Annotated[
+    int | None, typer.Option("--concurrency", min=1, help="Cap on requests in flight.")
+]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of the arrival process.")]
+TimeoutOpt = Annotated[float, typer.Option("--timeout-s", help="Per-request timeout.")]
+ModelOpt = Annotated[
+    str | None,
+    typer.Option("--model", help="Model name sent to the server (and its tokenizer for counts)."),
+]
+SchedulerOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--scheduler",
+        help="Embedded server only: continuous, dynamic or sequential [default: continuous].",
+    ),
+]
+PrecisionOpt = Annotated[
+    str | None,
+    typer.Option("--precision", help="Embedded server only: fp32, bf16, … [default: fp32]."),
+]
+DeviceOpt = Annotated[
+    str | None,
+    typer.Option("--device", help="Embedded server only: cpu, cuda, cuda:N [default: cpu]."),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
+StoreOpt = Annotated[
+    Path | None, typer.Option("--store", help="DuckDB results file to add the run to.")
+]
+NameOpt = Annotated[str | None, typer.Option("--name", help="Run name in the store.")]
+MaxFailedRateOpt = Annotated[
+    float,
+    typer.Option(
+        "--max-failed-rate",
+        min=0.0,
+        max=1.0,
+        help="Share of requests that may fail or be truncated before the exit status is 1 "
+        "[default: 0: any lost request fails the run].",
+    ),
+]
+ViaShapeOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--via-shape",
+        help="Also run the trace through the shaping gateway "
+        "with this policy (cadence:500ms, window:8,200ms, slo:500ms) and compare.",
+    ),
+]
 
 
 def _url_port(url: str) -> int:
@@ -262,40 +326,6 @@ def lost_requests(requests: dict[str, Any], max_failed_rate: float) -> str | Non
     return None
 
 
-def _compare(
-    base: str,
-    policy: str,
-    arrival: str,
-    items: list[Any],
-    lengths: int | list[int],
-    *,
-    meter: Any,
-    as_json: bool,
-    idle_s: float,
-    model: str | None,
-    tokenizer: Tokenizer | None,
-    hz: float,
-    config: dict[str, Any],
-    **load_kwargs: Any,
-) -> Any:
-    """``--via-shape``: run and print the comparison (``joulebench.shape.experiment``)."""
-    from joulebench.cli.shape_views import run_comparison
-
-    return run_comparison(
-        base,
-        policy,
-        arrival,
-        items,
-        meter=meter,
-        idle_s=idle_s,
-        as_json=as_json,
-        output_length=lengths,
-        load_options={"model": model, "tokenizer": tokenizer, "timeline_hz": hz},
-        config=config,
-        **load_kwargs,
-    )
-
-
 def _store_comparison(
     db: Any, comparison: Any, config: dict[str, Any], name: str | None
 ) -> list[str]:
@@ -321,81 +351,105 @@ def _store_comparison(
     return ids
 
 
+@dataclass(slots=True)
+class LoadRun:
+    """What one ``load`` command runs, as parsed from its flags."""
+
+    url: str | None
+    embedded: bool
+    model: str | None
+    server: dict[str, Any]
+    via_shape: str | None
+    arrival: str
+    process: Any
+    items: list[Any]
+    lengths: int | list[int]
+    forced: bool
+    as_json: bool
+    idle_s: float
+    n: int
+    protocol: str
+    concurrency: int | None
+    timeout_s: float
+    seed: int
+    tok: Any
+    hz: float
+    prompts: str
+    output_length: str
+    cli_config: dict[str, Any] = field(default_factory=dict)
+    name: str | None = None
+    max_failed_rate: float = 0.0
+    launch_plan: Any = None
+
+    def sent_model(self, session: Any) -> str | None:
+        """The model name sent to the server: only to a server behind ``--url``."""
+        return self.model if self.url and not session else None
+
+
+def _embedded_server(
+    url: str | None, embedded: bool, server_opts: dict[str, str | None]
+) -> dict[str, Any]:
+    """The embedded server's settings; its flags with ``--url`` are an error."""
+    given = [f"--{k}" for k, v in server_opts.items() if v is not None]
+    if url and not embedded and given:
+        raise ConfigError(f"{', '.join(given)} configure the embedded server: not with --url")
+    return {**EMBEDDED_SERVER, **{k: v for k, v in server_opts.items() if v is not None}}
+
+
+def _load_meter(
+    meter: MeterChoice, url: str | None, gpus: str | None, allow_missing_gpu: bool
+) -> MeterChoice:
+    """The meter choice with the load's scope: the server behind ``--url`` or this process."""
+    scope = meter.options.get("estimate_scope") or ("system" if url else "process")
+    return meter.with_options(
+        estimate_scope=scope,
+        # system scope: the server behind the URL is measured, every other process subtracted
+        estimate_target_ports=[_url_port(url)] if url and scope == "system" else [],
+        gpus=gpus,  # the engine's GPUs too (CUDA_VISIBLE_DEVICES), when it is launched
+        allow_missing_gpu=allow_missing_gpu,
+    )
+
+
+def _cli_config(run: LoadRun) -> dict[str, Any]:
+    """The command's settings recorded in the run's config."""
+    return {
+        "target": "url" if run.url else "embedded",
+        "prompts": run.prompts,
+        "output_length_policy": describe_output_length(run.output_length),
+        # the report groups load runs by scheduler; an external server's is unknown to us
+        **(
+            {"scheduler": "external server"}
+            if run.url
+            else {**run.server, "server_model": run.model or "tiny"}
+        ),
+    }
+
+
 @handle_errors
 @meter_flags(estimate_scope="auto")
 def load(
-    url: Annotated[
-        str | None, typer.Option("--url", help="Base URL of the server under test.")
-    ] = None,
-    embedded: Annotated[
-        bool,
-        typer.Option("--embedded", help="Start joulebench's own server (default without --url)."),
-    ] = False,
-    protocol: Annotated[
-        str, typer.Option("--protocol", help=f"{', '.join(PROTOCOLS)}.")
-    ] = "openai-chat",
-    arrival: Annotated[
-        str,
-        typer.Option(
-            "--arrival",
-            help="sequential, burst, fixed:500ms, uniform:50ms,300ms, poisson:RATE, gamma:RATE,CV, trace:FILE.",
-        ),
-    ] = "burst",
-    n: Annotated[int, typer.Option("--n", min=1, help="Number of requests.")] = 32,
+    url: UrlOpt = None,
+    embedded: EmbeddedOpt = False,
+    protocol: ProtocolOpt = "openai-chat",
+    arrival: ArrivalOpt = "burst",
+    n: NOpt = 32,
     prompts: PromptsOpt = "quick",
     output_length: OutputLengthOpt = "natural:64",
-    concurrency: Annotated[
-        int | None, typer.Option("--concurrency", min=1, help="Cap on requests in flight.")
-    ] = None,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the arrival process.")] = 0,
-    timeout_s: Annotated[float, typer.Option("--timeout-s", help="Per-request timeout.")] = 120.0,
-    model: Annotated[
-        str | None,
-        typer.Option(
-            "--model", help="Model name sent to the server (and its tokenizer for counts)."
-        ),
-    ] = None,
-    scheduler: Annotated[
-        str | None,
-        typer.Option(
-            "--scheduler",
-            help="Embedded server only: continuous, dynamic or sequential [default: continuous].",
-        ),
-    ] = None,
-    precision: Annotated[
-        str | None,
-        typer.Option("--precision", help="Embedded server only: fp32, bf16, … [default: fp32]."),
-    ] = None,
-    device: Annotated[
-        str | None,
-        typer.Option("--device", help="Embedded server only: cpu, cuda, cuda:N [default: cpu]."),
-    ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
-    store: Annotated[
-        Path | None, typer.Option("--store", help="DuckDB results file to add the run to.")
-    ] = None,
-    name: Annotated[str | None, typer.Option("--name", help="Run name in the store.")] = None,
-    max_failed_rate: Annotated[
-        float,
-        typer.Option(
-            "--max-failed-rate",
-            min=0.0,
-            max=1.0,
-            help="Share of requests that may fail or be truncated before the exit status is 1 "
-            "[default: 0: any lost request fails the run].",
-        ),
-    ] = 0.0,
+    concurrency: ConcurrencyOpt = None,
+    seed: SeedOpt = 0,
+    timeout_s: TimeoutOpt = 120.0,
+    model: ModelOpt = None,
+    scheduler: SchedulerOpt = None,
+    precision: PrecisionOpt = None,
+    device: DeviceOpt = None,
+    as_json: JsonOpt = False,
+    store: StoreOpt = None,
+    name: NameOpt = None,
+    max_failed_rate: MaxFailedRateOpt = 0.0,
     meter: MeterChoice = AUTO_METER,
     idle_s: IdleOpt = 0.0,
     hz: HzOpt = 10.0,
-    via_shape: Annotated[
-        str | None,
-        typer.Option(
-            "--via-shape",
-            help="Also run the trace through the shaping gateway "
-            "with this policy (cadence:500ms, window:8,200ms, slo:500ms) and compare.",
-        ),
-    ] = None,
+    via_shape: ViaShapeOpt = None,
     launch: LaunchOpt = None,
     engine: EngineOpt = None,
     engine_args: EngineArgsOpt = None,
@@ -419,144 +473,148 @@ def load(
         fake_power_w=meter.options.get("fake_power_w", 100.0),
     )  # fmt: skip
     url = launch_plan.url if launch_plan is not None else url
-    server_opts = {"scheduler": scheduler, "precision": precision, "device": device}
-    given = [f"--{k}" for k, v in server_opts.items() if v is not None]
-    if url and not embedded and given:
-        raise ConfigError(f"{', '.join(given)} configure the embedded server: not with --url")
-    server = {**EMBEDDED_SERVER, **{k: v for k, v in server_opts.items() if v is not None}}
+    server = _embedded_server(
+        url, embedded, {"scheduler": scheduler, "precision": precision, "device": device}
+    )
     if via_shape:
         from joulebench.shape.policies import parse_policy
 
         parse_policy(via_shape)  # a typo fails before the server starts
     tok = _load_tokenizer(model) if url else None  # embedded: the set's default (tiny) tokenizer
     items, refs = read_prompts(prompts, n=n, seed=seed, tokenizer=tok)
-    lengths = output_lengths(output_length, refs)
-    forced = OutputLength.parse(output_length).kind != "natural"  # N or reference: min = max
-    scope = meter.options.get("estimate_scope") or ("system" if url else "process")
-    meter = meter.with_options(
-        estimate_scope=scope,
-        # system scope: the server behind the URL is measured, every other process subtracted
-        estimate_target_ports=[_url_port(url)] if url and scope == "system" else [],
-        gpus=gpus,  # the engine's GPUs too (CUDA_VISIBLE_DEVICES), when it is launched
-        allow_missing_gpu=allow_missing_gpu,
-    )
-    cli_config = {
-        "target": "url" if url else "embedded",
-        "prompts": prompts,
-        "output_length_policy": describe_output_length(output_length),
-        # the report groups load runs by scheduler; an external server's is unknown to us
-        **(
-            {"scheduler": "external server"} if url else {**server, "server_model": model or "tiny"}
-        ),
-    }
+    run = LoadRun(
+        url=url, embedded=embedded, model=model, server=server, via_shape=via_shape,
+        arrival=arrival, process=process, items=items, lengths=output_lengths(output_length, refs),
+        forced=OutputLength.parse(output_length).kind != "natural",  # N or reference: min = max
+        as_json=as_json, idle_s=idle_s, n=n, protocol=protocol, concurrency=concurrency,
+        timeout_s=timeout_s, seed=seed, tok=tok, hz=hz, prompts=prompts,
+        output_length=output_length, name=name, max_failed_rate=max_failed_rate,
+        launch_plan=launch_plan,
+    )  # fmt: skip
+    meter = _load_meter(meter, url, gpus, allow_missing_gpu)
+    run.cli_config = _cli_config(run)
     with _open_store(store) as db:  # opened and locked before anything is measured
-        _run_and_report(
-            db, store, url=url, embedded=embedded, model=model, meter=meter, server=server, via_shape=via_shape,
-            arrival=arrival, process=process, items=items, lengths=lengths, forced=forced,
-            as_json=as_json, idle_s=idle_s, n=n, protocol=protocol, concurrency=concurrency,
-            timeout_s=timeout_s, seed=seed, tok=tok, hz=hz, prompts=prompts,
-            output_length=output_length, cli_config=cli_config, name=name,
-            max_failed_rate=max_failed_rate, launch_plan=launch_plan,
-        )  # fmt: skip
+        _run_and_report(db, store, run, meter)
 
 
-def _run_and_report(
-    db: Any,
-    store: Path | None,
-    *,
-    url: str | None,
-    embedded: bool,
-    model: str | None,
-    meter: MeterChoice,
-    server: dict[str, Any],
-    via_shape: str | None,
-    arrival: str,
-    process: Any,
-    items: list[Any],
-    lengths: int | list[int],
-    forced: bool,
-    as_json: bool,
-    idle_s: float,
-    n: int,
-    protocol: str,
-    concurrency: int | None,
-    timeout_s: float,
-    seed: int,
-    tok: Any,
-    hz: float,
-    prompts: str,
-    output_length: str,
-    cli_config: dict[str, Any],
-    name: str | None,
-    max_failed_rate: float,
-    launch_plan: Any = None,
-) -> None:
+def _compare(run: LoadRun, base: str, m: Any, session: Any) -> Any:
+    """``--via-shape``: run and print the comparison (``joulebench.shape.experiment``): direct
+    vs shaped, same trace, server and meter."""
+    from joulebench.cli.shape_views import run_comparison
+
+    assert run.via_shape is not None
+    return run_comparison(
+        base,
+        run.via_shape,
+        run.arrival,
+        run.items,
+        meter=m,
+        idle_s=run.idle_s,
+        as_json=run.as_json,
+        output_length=run.lengths,
+        load_options={
+            "model": run.sent_model(session),
+            "tokenizer": _counter(run.tok),
+            "timeline_hz": run.hz,
+        },
+        config={
+            "prompts": run.prompts,
+            "output_length": describe_output_length(run.output_length),
+        },
+        n=run.n,
+        protocol=run.protocol,
+        concurrency=run.concurrency,
+        timeout_s=run.timeout_s,
+        seed=run.seed,
+    )
+
+
+def _run_one(db: Any, store: Path | None, run: LoadRun, base: str, m: Any, session: Any) -> Any:
+    """Measure the idle baseline and run the load; Ctrl-C is recorded as an ``interrupted`` run."""
+    # a launched engine has its model loaded now: the baseline is idle, not empty
+    idle_w = measure_idle(m, run.idle_s).total_power_w if run.idle_s > 0 else None
+    try:
+        with session.watching() if session else contextlib.nullcontext():
+            return run_load(
+                base, run.protocol, run.process, run.items, n=run.n, output_length=run.lengths,
+                concurrency=run.concurrency, timeout_s=run.timeout_s, meter=m,
+                idle_power_w=idle_w, seed=run.seed, model=run.sent_model(session),
+                tokenizer=_counter(run.tok), timeline_hz=run.hz, forced=run.forced,
+            )  # fmt: skip
+    except KeyboardInterrupt:
+        if db is not None:
+            cfg = {**run.cli_config, "url": base, "protocol": run.protocol, "n": run.n}
+            cfg["arrival"] = run.process.describe()
+            if session is not None:
+                cfg["engine"] = session.engine.to_dict()
+            run_id = _store_interrupted(db, cfg, run.name)
+            err_console.print(f"interrupted: recorded as run {run_id} in {store}")
+        raise
+
+
+def _run_and_report(db: Any, store: Path | None, run: LoadRun, meter: MeterChoice) -> None:
     """Open the meter, (launch the engine,) run the load (or the via-shape comparison), stop the
     engine, store, print, exit status."""
     m = meter.open()
-    comparison = session = None
+    comparison = result = session = None
     try:
-        with launched(launch_plan) as session, _target(url, embedded, model, m, server) as base:
-            if via_shape:  # direct vs shaped, same trace/server/meter (joulebench.shape.experiment)
-                comparison = _compare(base, via_shape, arrival, items, lengths, meter=m,
-                                      as_json=as_json, idle_s=idle_s, n=n, protocol=protocol,
-                                      concurrency=concurrency, timeout_s=timeout_s, seed=seed,
-                                      model=model if url and not session else None, tokenizer=_counter(tok),
-                                      hz=hz, config={"prompts": prompts,
-                                      "output_length": describe_output_length(output_length)})  # fmt: skip
+        with (
+            launched(run.launch_plan) as session,
+            _target(run.url, run.embedded, run.model, m, run.server) as base,
+        ):
+            if run.via_shape:
+                comparison = _compare(run, base, m, session)
             else:
-                # a launched engine has its model loaded now: the baseline is idle, not empty
-                idle_w = measure_idle(m, idle_s).total_power_w if idle_s > 0 else None
-                try:
-                    with session.watching() if session else contextlib.nullcontext():
-                        result = run_load(
-                            base, protocol, process, items, n=n, output_length=lengths,
-                            concurrency=concurrency, timeout_s=timeout_s, meter=m,
-                            idle_power_w=idle_w, seed=seed, model=model if url and not session else None,
-                            tokenizer=_counter(tok), timeline_hz=hz, forced=forced,
-                        )  # fmt: skip
-                except KeyboardInterrupt:
-                    if db is not None:
-                        cfg = {**cli_config, "url": base, "protocol": protocol, "n": n}
-                        cfg["arrival"] = process.describe()
-                        if session is not None:
-                            cfg["engine"] = session.engine.to_dict()
-                        run_id = _store_interrupted(db, cfg, name)
-                        err_console.print(f"interrupted: recorded as run {run_id} in {store}")
-                    raise
+                result = _run_one(db, store, run, base, m, session)
     finally:
         m.close()
     if comparison is not None:
-        if session is not None:  # stopped now: its exit status is known
-            cli_config = {**cli_config, "engine": session.engine.to_dict()}
-        runs = (comparison.direct, comparison.shaped)
-        if db is not None:
-            ids = _store_comparison(db, comparison, cli_config, name)
-            err_console.print(f"stored as runs {', '.join(ids)} (direct, shaped) in {store}")
-        lost = [
-            f"{label}: {w}"
-            for label, run in zip(("direct", "shaped"), runs, strict=True)
-            if (w := lost_requests(run.load["requests"], max_failed_rate))
-        ]
-        if lost:
-            err_console.print(f"[bold red]incomplete run:[/] {escape('; '.join(lost))}")
-            raise typer.Exit(1)
-        return
+        _report_comparison(db, store, run, comparison, session)
+    else:
+        assert result is not None  # run_load returned, or its exception left above
+        _report_load(db, store, run, result, session)
+
+
+def _report_comparison(
+    db: Any, store: Path | None, run: LoadRun, comparison: Any, session: Any
+) -> None:
+    """Store both runs of a ``--via-shape`` comparison; exit status 1 when either lost requests."""
+    cli_config = run.cli_config
+    if session is not None:  # stopped now: its exit status is known
+        cli_config = {**cli_config, "engine": session.engine.to_dict()}
+    runs = (comparison.direct, comparison.shaped)
+    if db is not None:
+        ids = _store_comparison(db, comparison, cli_config, run.name)
+        err_console.print(f"stored as runs {', '.join(ids)} (direct, shaped) in {store}")
+    lost = [
+        f"{label}: {w}"
+        for label, r in zip(("direct", "shaped"), runs, strict=True)
+        if (w := lost_requests(r.load["requests"], run.max_failed_rate))
+    ]
+    if lost:
+        err_console.print(f"[bold red]incomplete run:[/] {escape('; '.join(lost))}")
+        raise typer.Exit(1)
+
+
+def _report_load(
+    db: Any, store: Path | None, run: LoadRun, result: LoadResult, session: Any
+) -> None:
+    """Store and print one load; exit status 1 when it lost more requests than allowed."""
     j = result.to_json()
-    j["config"].update(cli_config)
-    j["config"]["max_failed_rate"] = max_failed_rate
+    j["config"].update(run.cli_config)
+    j["config"]["max_failed_rate"] = run.max_failed_rate
     if session is not None:  # stopped now: exit status, metrics, server-energy audit
         session.annotate(j, result.records, result.timeline)
     if db is not None:
-        j["run_id"] = _store(db, result, j, name)
-    if as_json:
+        j["run_id"] = _store(db, result, j, run.name)
+    if run.as_json:
         print_json(j)
     else:
         print_table(j)
         print_engine(j)
         if db is not None:
             err_console.print(f"stored as run {j['run_id']} in {store}")
-    why = lost_requests(j["requests"], max_failed_rate)
+    why = lost_requests(j["requests"], run.max_failed_rate)
     if why:
         status = "stored as partial: " if db is not None and j["requests"]["ok"] else ""
         err_console.print(f"[bold red]incomplete run:[/] {status}{escape(why)}")
