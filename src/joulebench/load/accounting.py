@@ -36,7 +36,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from joulebench.analysis.attribution import METHOD as ATTRIBUTION_METHOD
-from joulebench.analysis.attribution import WorkSpan, attribute_energy
+from joulebench.analysis.attribution import Attribution, WorkSpan, attribute_energy
 from joulebench.analysis.audit import (
     AuditCheck,
     attribution_sum,
@@ -232,6 +232,91 @@ def steady_state(
     return SteadyState(start, end, plateau, energy, tokens, per_request, note)
 
 
+def _unmeasured(idle_power_w: float | None, server_block: object) -> dict[str, object]:
+    """The ``energy`` block of a load no meter measured."""
+    return {
+        "method": None,
+        "gross_j": None,
+        "net_j": None,
+        "idle_power_w": idle_power_w,
+        "per_request_wh": dict.fromkeys(
+            ("paper_whole_window", "idle_subtracted", "steady_state", "attributed_mean")
+        ),
+        "attribution_sum_rel_err": None,
+        "attribution_method": ATTRIBUTION_METHOD,
+        "busy_j": None,
+        "note": "no meter: energy was not measured",
+        "server_reported": server_block,
+    }
+
+
+def _fill_records(
+    records: Sequence[RequestRecord], attribution: Attribution, resolved: bool
+) -> int:
+    """Set each record's ``energy_j``/``energy_net_j`` from the attribution; the number of
+    requests whose net share was at or below idle (left without a net figure)."""
+    net_j = attribution.per_key_net_j or {}
+    at_or_below_idle = 0
+    for r in records:
+        # only a request that ended properly gets a per-request figure; a net share at or
+        # below zero is no energy of the request's ("≤ idle"), never stored as a number
+        mine = resolved and r.ok
+        r.energy_j = attribution.per_key_j.get(r.idx) if mine else None
+        net_r = net_j.get(r.idx) if mine else None
+        if net_r is not None and net_r <= 0:
+            at_or_below_idle += 1
+            net_r = None
+        r.energy_net_j = net_r
+    return at_or_below_idle
+
+
+def _per_request_j(
+    gross: float,
+    net: float | None,
+    n_ok: int,
+    steady: SteadyState,
+    attributed: list[float],
+    resolved: bool,
+) -> dict[str, float | None]:
+    """The four accountings' energy per successful request (all ``None`` when unresolved)."""
+    per_request_j = {
+        "paper_whole_window": gross / n_ok if n_ok else None,
+        "idle_subtracted": net / n_ok if n_ok and net is not None and net > 0 else None,
+        "steady_state": steady.per_request_j,
+        "attributed_mean": sum(attributed) / len(attributed) if attributed else None,
+    }
+    if not resolved:
+        return dict.fromkeys(per_request_j)
+    return per_request_j
+
+
+def _accountings(
+    label: str,
+    n_ok: int,
+    gross: float,
+    net: float | None,
+    idle_power_w: float | None,
+    duration: float,
+    steady: SteadyState,
+) -> dict[str, str]:
+    """How each of the four accountings was computed (or why it was not)."""
+    net_above_idle = net is not None and net > 0
+    return {
+        "paper_whole_window": f"{label}; whole window ÷ {n_ok} successful requests (the study's)",
+        "idle_subtracted": (
+            "not computed: no idle baseline (pass --idle-s)"
+            if idle_power_w is None or net is None
+            else f"{label}; (window − {idle_power_w:.3g} W idle × {duration:.3g} s) ÷ {n_ok}"
+            if net_above_idle
+            else f"≤ idle: the window's energy ({gross:.4g} J) is at or below idle power × its "
+            f"duration ({idle_power_w * duration:.4g} J); no per-request net figure"
+        ),
+        "steady_state": f"{label}; {steady.note}",
+        "attributed_mean": f"{label}; {ATTRIBUTION_METHOD}, mean over successful requests; "
+        "idle gaps spread over requests",
+    }
+
+
 def account(
     records: Sequence[RequestRecord],
     series: Sequence[tuple[float, float]] | None,
@@ -246,20 +331,7 @@ def account(
     ok = [r for r in records if r.ok]
     server_block = server_reported(ok)
     if series is None or len(series) < 2:
-        return {
-            "method": None,
-            "gross_j": None,
-            "net_j": None,
-            "idle_power_w": idle_power_w,
-            "per_request_wh": dict.fromkeys(
-                ("paper_whole_window", "idle_subtracted", "steady_state", "attributed_mean")
-            ),
-            "attribution_sum_rel_err": None,
-            "attribution_method": ATTRIBUTION_METHOD,
-            "busy_j": None,
-            "note": "no meter: energy was not measured",
-            "server_reported": server_block,
-        }
+        return _unmeasured(idle_power_w, server_block)
     gross = series[-1][1] - series[0][1]
     duration = series[-1][0] - series[0][0]
     net = None if idle_power_w is None else gross - idle_power_w * duration
@@ -272,18 +344,7 @@ def account(
     window = window_long_enough(duration, update_period_s, scope="load")
     aligned = clocks_aligned(records, series)
     resolved = window.passed and aligned.passed
-    net_j = attribution.per_key_net_j or {}
-    at_or_below_idle = 0
-    for r in records:
-        # only a request that ended properly gets a per-request figure; a net share at or
-        # below zero is no energy of the request's ("≤ idle"), never stored as a number
-        mine = resolved and r.ok
-        r.energy_j = attribution.per_key_j.get(r.idx) if mine else None
-        net_r = net_j.get(r.idx) if mine else None
-        if net_r is not None and net_r <= 0:
-            at_or_below_idle += 1
-            net_r = None
-        r.energy_net_j = net_r
+    at_or_below_idle = _fill_records(records, attribution, resolved)
     attributed = [r.energy_j for r in ok if r.energy_j is not None]
     # what the requests that did not end properly drew: part of the total, nobody's figure
     not_ok_j = (
@@ -294,28 +355,7 @@ def account(
     steady = steady_state(records, series, concurrency=concurrency, min_duration_s=min_window_s)
     label = meter_label or "unknown"
     net_above_idle = net is not None and net > 0
-    per_request_j = {
-        "paper_whole_window": gross / n_ok if n_ok else None,
-        "idle_subtracted": net / n_ok if n_ok and net is not None and net > 0 else None,
-        "steady_state": steady.per_request_j,
-        "attributed_mean": sum(attributed) / len(attributed) if attributed else None,
-    }
-    if not resolved:
-        per_request_j = dict.fromkeys(per_request_j)
-    accountings = {
-        "paper_whole_window": f"{label}; whole window ÷ {n_ok} successful requests (the study's)",
-        "idle_subtracted": (
-            "not computed: no idle baseline (pass --idle-s)"
-            if idle_power_w is None or net is None
-            else f"{label}; (window − {idle_power_w:.3g} W idle × {duration:.3g} s) ÷ {n_ok}"
-            if net_above_idle
-            else f"≤ idle: the window's energy ({gross:.4g} J) is at or below idle power × its "
-            f"duration ({idle_power_w * duration:.4g} J); no per-request net figure"
-        ),
-        "steady_state": f"{label}; {steady.note}",
-        "attributed_mean": f"{label}; {ATTRIBUTION_METHOD}, mean over successful requests; "
-        "idle gaps spread over requests",
-    }
+    per_request_j = _per_request_j(gross, net, n_ok, steady, attributed, resolved)
     checks = [
         energy_above_idle(
             gross,
@@ -343,7 +383,7 @@ def account(
         "per_request_wh": {k: _wh(v) for k, v in per_request_j.items()},
         # the spread behind ``attributed_mean``: a mean alone hides a long tail of costly requests
         "attributed_spread_j": latency_summary(attributed),
-        "accountings": accountings,
+        "accountings": _accountings(label, n_ok, gross, net, idle_power_w, duration, steady),
         "steady_state": steady.to_dict(),
         "attribution": attribution.to_dict(),
         "attribution_sum_rel_err": attribution.sum_rel_err,
