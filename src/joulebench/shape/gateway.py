@@ -24,6 +24,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
+import re
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -117,26 +119,55 @@ async def _race(work: asyncio.Task[Any], disconnect: asyncio.Task[None]) -> bool
     return False
 
 
-class _Outcome:
-    """What one shaped request's response did (fed back to the policy): wraps ``send``."""
+#: The upstream's own energy for one response, in a streamed body (the last match wins):
+#: joulebench serve's ``usage.energy.energy_j`` (J), TGI's ``details.energy_mj`` (mJ).
+_BODY_ENERGY = re.compile(rb'"energy_(j|mj)"\s*:\s*(-?[0-9][0-9.eE+-]*)')
 
-    __slots__ = ("clock", "complete", "first_byte_s", "send", "status")
+
+class _Outcome:
+    """What one shaped request's response did (fed back to the policy): wraps ``send``.
+
+    Besides status and timing it keeps the energy the upstream reported for the response, when
+    it reports one: the ``x-energy-j`` header (non-streamed joulebench serve) or, in a body, the
+    last ``"energy_j"`` / ``"energy_mj"`` field (the final usage chunk of a stream). Only the
+    bytes of a chunk are searched, never parsed or changed.
+    """
+
+    __slots__ = ("clock", "complete", "energy_j", "first_byte_s", "send", "status")
 
     def __init__(self, send: Send, clock: Callable[[], float]) -> None:
         self.send, self.clock = send, clock
         self.status: int | None = None
         self.first_byte_s: float | None = None
         self.complete = False
+        self.energy_j: float | None = None
 
     async def __call__(self, message: Message) -> None:
         if message["type"] == "http.response.start":
             self.status = int(message["status"])
+            for k, v in message.get("headers") or ():
+                if k.lower() == b"x-energy-j":
+                    self.energy_j = _finite(v)
         elif message["type"] == "http.response.body":
-            if self.first_byte_s is None and message.get("body"):
+            body = message.get("body") or b""
+            if self.first_byte_s is None and body:
                 self.first_byte_s = self.clock()
+            if b'"energy_' in body:
+                for unit, value in _BODY_ENERGY.findall(body):
+                    j = _finite(value)
+                    if j is not None:
+                        self.energy_j = j / 1000.0 if unit == b"mj" else j
             if not message.get("more_body", False):
                 self.complete = True
         await self.send(message)
+
+
+def _finite(raw: bytes) -> float | None:
+    try:
+        x = float(raw)
+    except ValueError:
+        return None
+    return x if math.isfinite(x) and x >= 0 else None
 
 
 class Gateway:
@@ -303,6 +334,7 @@ class Gateway:
                         self.shaper.clock(),
                         None if broke else outcome.status,
                         outcome.complete and not broke,
+                        energy_j=None if broke else outcome.energy_j,
                     )
         finally:
             disconnect.cancel()

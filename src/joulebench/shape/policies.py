@@ -141,9 +141,12 @@ class Policy(ABC):
         ended_s: float,
         status: int | None,
         complete: bool,
+        *,
+        energy_j: float | None = None,
     ) -> None:
         """One request of ``group`` is over: HTTP ``status`` (``None``: no response), whether
-        its body was relayed to the end, and when its first body byte came back."""
+        its body was relayed to the end, when its first body byte came back, and the energy
+        the upstream reported for it (``None``: it reports none)."""
         return None
 
     def observe_upstream(self, t_s: float, samples: dict[str, float]) -> None:

@@ -16,6 +16,7 @@ import math
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 from joulebench.shape.policies import Policy
 from joulebench.shape.shaper import Release
@@ -25,7 +26,9 @@ from joulebench.shape.shaper import Release
 class ModelUpstream:
     """A continuous-batching server, coarsely: a request released while ``b`` requests run
     (itself included) takes ``base_s + per_row_s·(b − 1)``; a group of ``g`` gets its first
-    token after ``ttft_base_s + ttft_per_row_s·(g − 1)``. ``fails(seq)`` makes a request 502."""
+    token after ``ttft_base_s + ttft_per_row_s·(g − 1)``. ``fails(seq)`` makes a request 502.
+    With ``energy_base_j`` set it reports each response's energy, as joulebench serve does:
+    the batch's ``energy_base_j + energy_per_row_j·(b − 1)`` shared by its ``b`` requests."""
 
     base_s: float = 0.12
     per_row_s: float = 0.02
@@ -33,9 +36,19 @@ class ModelUpstream:
     ttft_per_row_s: float = 0.01
     fails: Callable[[int], bool] | None = None
     metrics: bool = True
+    energy_base_j: float | None = None
+    energy_per_row_j: float = 0.0
+
+    def energy_j(self, batch: int) -> float | None:
+        """The energy one response reports when it ran beside ``batch − 1`` others."""
+        if self.energy_base_j is None:
+            return None
+        return (self.energy_base_j + self.energy_per_row_j * (batch - 1)) / max(batch, 1)
 
 
 _DONE, _SCRAPE, _ARRIVE, _WAKE = range(4)  # order of simultaneous events
+#: A response's event data: group, released at, first byte at, status, reported energy.
+_Done = tuple[int, float, float, int, float | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +120,8 @@ def simulate(
             for pos, (seq, arrived) in enumerate(group):
                 out.append(Release(seq, gid, pos, len(group), arrived, now))
                 status = 502 if up.fails is not None and up.fails(seq) else 200
-                push(end, _DONE, gid, now, min(first, end), status)
+                energy = up.energy_j(state["in_flight"]) if status == 200 else None
+                push(end, _DONE, gid, now, min(first, end), status, energy)
                 if served is not None:
                     served.append(Served(seq, now, min(first, end), end))
 
@@ -121,9 +135,9 @@ def simulate(
             if data[0] == state["wake"]:
                 pump(now)
         elif kind == _DONE:
-            gid, released, first, status = data
+            gid, released, first, status, energy = cast(_Done, data)
             state["in_flight"] -= 1
-            policy.observe_response(gid, released, first, now, status, True)  # type: ignore[arg-type]
+            policy.observe_response(gid, released, first, now, status, True, energy_j=energy)
         elif kind == _SCRAPE:
             n = float(state["in_flight"])
             policy.observe_upstream(

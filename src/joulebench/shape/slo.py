@@ -7,7 +7,9 @@ from three online estimates (:mod:`joulebench.shape.slo_model`):
 - the arrival rate λ (the last arrivals, decaying through silence);
 - what a request costs upstream as a function of how many run beside it: busy seconds per
   request ``c(b) = D(b) / b`` with ``D(b) = d0 + d1·b`` fitted to the gateway's own timings of
-  responses (release → last byte) against the concurrency each one saw;
+  responses (release → last byte) against the concurrency each one saw; where the upstream
+  reports each response's energy (``x-energy-j``, ``usage.energy``, ``energy_mj``), joules per
+  request fitted the same way take over as the cost (``model.basis`` says which);
 - how much a group of ``g`` delays its own first token (release → first byte, fitted on ``g``).
 
 The rule, for a queue of ``q`` requests whose oldest arrived at ``a0``, with ``r`` requests
@@ -255,6 +257,8 @@ class SloPolicy(Policy):
         ended_s: float,
         status: int | None,
         complete: bool,
+        *,
+        energy_j: float | None = None,
     ) -> None:
         self._advance(ended_s)
         concurrency = None
@@ -272,7 +276,7 @@ class SloPolicy(Policy):
         rec.failed += int(failed)
         if complete and not failed and concurrency is not None and concurrency > 0:
             ttft_s = None if first_byte_s is None else first_byte_s - released_s
-            self.cost.observe(concurrency, ended_s - released_s, rec.size, ttft_s)
+            self.cost.observe(concurrency, ended_s - released_s, rec.size, ttft_s, energy_j)
             prev = rec.realised_batch or 0.0
             ok_n = rec.answered - rec.failed
             rec.realised_batch = prev + (concurrency - prev) / ok_n
@@ -325,6 +329,11 @@ class SloPolicy(Policy):
                 f"{p}_target_batch",
                 "Batch past which one more row saves < the gain floor.",
                 [({}, self.cost.target_batch(self.gain_floor, self.max_batch))],
+            ),
+            gauge(
+                f"{p}_cost_basis",
+                "What the policy minimises per request: 1 for reported energy, 0 for busy time.",
+                [({"basis": self.cost.basis}, 1.0 if self.cost.basis == "energy" else 0.0)],
             ),
             gauge(
                 f"{p}_duration_seconds",

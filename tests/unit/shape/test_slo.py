@@ -191,6 +191,31 @@ def test_batching_that_does_not_pay_is_not_held_for() -> None:
     assert statistics.mean(r.delay_s for r in releases[100:]) < 0.05
 
 
+def test_reported_energy_not_time_decides_when_the_upstream_gives_it() -> None:
+    """The same upstream as above in time (no sharing), but whose reported energy per request
+    halves with every doubling of the batch (a fixed cost per step shared by its rows, as on the
+    CPU: estimated energy per request fell 38 % with grouping while time barely moved). Without
+    the energy the policy does not hold; with it, it holds and forms groups, within the bound."""
+    rng = random.Random(4)
+    arrivals = poisson(rng, 10.0, 0.0, 30.0)
+    flat = ModelUpstream(base_s=1e-4, per_row_s=0.1)
+    by_time = SloPolicy(BUDGET_S)
+    simulate(by_time, arrivals, flat)
+    shared = ModelUpstream(base_s=1e-4, per_row_s=0.1, energy_base_j=1.0, energy_per_row_j=0.05)
+    by_energy = SloPolicy(BUDGET_S)
+    releases = simulate(by_energy, arrivals, shared)
+    check_invariants(arrivals, releases, BUDGET_S)
+    model = by_energy.explain()["model"]
+    assert model["basis"] == "energy" and model["responses_with_energy"] > 100  # type: ignore[index]
+    assert by_time.explain()["model"]["basis"] == "time"  # type: ignore[index]
+    assert by_energy.cost.target_batch(0.02, 32) > by_time.cost.target_batch(0.02, 32)
+    late = releases[100:]
+    assert statistics.mean(r.delay_s for r in late) > 0.1
+    assert statistics.mean(r.group_size for r in late) > 2.0
+    families = render(by_energy.metric_families())
+    assert 'joulebench_gateway_slo_cost_basis{basis="energy"} 1.0' in families
+
+
 def test_every_release_is_explained() -> None:
     rng = random.Random(9)
     policy = SloPolicy(BUDGET_S)
