@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any, Protocol
 
 from fastapi import Request
+from fastapi.responses import JSONResponse, StreamingResponse
 
 from joulebench.serve.engine import RequestHandle, ServingEngine
 from joulebench.serve.request import FinishEvent, FinishReason, SamplingParams, TokenEvent
@@ -65,6 +67,59 @@ def responses(
     return out
 
 
+def feed(handle: RequestHandle, text: TextAssembler, event: TokenEvent) -> str:
+    """Add a token event's text; a stop sequence seen ends the request. The text it added."""
+    delta = text.feed(event.token_ids)
+    if text.stopped:
+        handle.cancel(FinishReason.STOP)
+    return delta
+
+
+class StreamFormat(Protocol):
+    """How one protocol writes a streamed response: the SSE lines of each part."""
+
+    def opening(self) -> list[str]:
+        """Lines before the first token."""
+
+    def tokens(self, token_ids: Sequence[int], delta: str) -> list[str]:
+        """Lines for a token event (``delta``: the text it added)."""
+
+    def finish(self, event: FinishEvent, tail: str) -> list[str]:
+        """Lines for the finish event (``tail``: the text held back until now)."""
+
+    def error_body(self, message: str) -> dict[str, Any]:
+        """The error object sent when generation failed (the stream ends after it)."""
+
+    def closing(self) -> list[str]:
+        """Lines after the finish (or error) event."""
+
+
+async def stream_events(
+    handle: RequestHandle, text: TextAssembler, fmt: StreamFormat
+) -> AsyncIterator[str]:
+    """The SSE lines of a streamed request in the protocol's ``fmt``; a request still running
+    when the stream ends (the client went away mid-stream) is cancelled, freeing its slot."""
+    try:
+        for line in fmt.opening():
+            yield line
+        async for event in handle.events():
+            if isinstance(event, TokenEvent):
+                for line in fmt.tokens(event.token_ids, feed(handle, text, event)):
+                    yield line
+                continue
+            tail = text.flush()
+            if event.reason is FinishReason.ERROR:
+                yield sse(fmt.error_body(f"generation failed: {event.error}"))
+                break
+            for line in fmt.finish(event, tail):
+                yield line
+        for line in fmt.closing():
+            yield line
+    finally:
+        if not handle.req.finished:
+            handle.cancel()
+
+
 class Generation:
     """What every generation route needs from the engine."""
 
@@ -75,6 +130,30 @@ class Generation:
     async def tokenize(self, prompt: str) -> list[int]:
         return await asyncio.to_thread(
             lambda: list(self.tok(prompt, add_special_tokens=True).input_ids)
+        )
+
+    @staticmethod
+    def respond(
+        handle: RequestHandle,
+        final: FinishEvent,
+        error_body: Callable[[str], dict[str, Any]],
+        payload: Callable[[], dict[str, Any]],
+    ) -> JSONResponse:
+        """The response of a collected request, with its energy headers: ``payload()``, or a 500
+        with the protocol's error object when generation failed."""
+        headers = energy_headers(handle, final.energy)
+        if final.reason is FinishReason.ERROR:
+            message = f"generation failed: {final.error}"
+            return JSONResponse(error_body(message), 500, headers=headers)
+        return JSONResponse(payload(), headers=headers)
+
+    @staticmethod
+    def stream(
+        handle: RequestHandle, text: TextAssembler, fmt: StreamFormat, label: str
+    ) -> StreamingResponse:
+        """The server-sent events of a streamed request, written in the protocol's ``fmt``."""
+        return StreamingResponse(
+            stream_events(handle, text, fmt), media_type=SSE, headers=stream_headers(handle, label)
         )
 
     def start(
@@ -102,9 +181,7 @@ class Generation:
         try:
             async for event in handle.events():
                 if isinstance(event, TokenEvent):
-                    text.feed(event.token_ids)
-                    if text.stopped:
-                        handle.cancel(FinishReason.STOP)
+                    feed(handle, text, event)
         finally:
             watcher.cancel()
             if not handle.req.finished:
