@@ -10,7 +10,6 @@ import re
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,49 +18,11 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from joulebench.load.engines.process import group_alive, pid_running
+from joulebench.load.engines.process import pid_running
 from joulebench.load.engines.session import free_port
+from support.engines import assert_nothing_left, jb, listening, stub_engine
 
 pytestmark = pytest.mark.integration
-
-#: An engine that serves (joulebench's loopback stub), writes its pids, and, with a positive
-#: lifetime, dies that long after it started serving (exit 3).
-STUB_ENGINE = """
-import os, subprocess, sys, time
-port, lifetime, pidfile = sys.argv[1], float(sys.argv[2]), sys.argv[3]
-stub = subprocess.Popen([sys.executable, "-m", "joulebench.load.stub", "--port", port,
-                         "--tokens", "4", "--token-delay-s", "0.02"], stdout=subprocess.PIPE)
-open(pidfile, "w").write(f"{os.getpid()} {stub.pid}")
-print("stub at", stub.stdout.readline().decode().strip(), flush=True)
-if lifetime <= 0:
-    sys.exit(stub.wait())
-time.sleep(lifetime)
-print("engine crashing now", flush=True)
-stub.kill()
-sys.exit(3)
-"""
-
-
-def jb(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "joulebench", *args], capture_output=True, text=True,
-        timeout=timeout,
-    )  # fmt: skip
-
-
-def listening(port: int) -> bool:
-    with socket.socket() as s:
-        s.settimeout(0.5)
-        return s.connect_ex(("127.0.0.1", port)) == 0
-
-
-def assert_nothing_left(pids: list[int], port: int) -> None:
-    deadline = time.monotonic() + 5.0
-    while time.monotonic() < deadline and any(pid_running(p) for p in pids):
-        time.sleep(0.05)
-    assert [p for p in pids if pid_running(p)] == []
-    assert not any(group_alive(p) for p in pids[:1])
-    assert not listening(port)
 
 
 @pytest.fixture()
@@ -69,14 +30,6 @@ def prompts(tmp_path) -> str:
     f = tmp_path / "prompts.txt"
     f.write_text("how much energy does a prompt use\nsay hello\n")
     return str(f)
-
-
-def _stub_engine(tmp_path: Path, lifetime_s: float) -> tuple[str, int, Path]:
-    script, pidfile = tmp_path / "engine.py", tmp_path / "pids"
-    script.write_text(STUB_ENGINE)
-    port = free_port()
-    cmd = shlex.join([sys.executable, str(script), str(port), str(lifetime_s), str(pidfile)])
-    return cmd, port, pidfile
 
 
 COMMON = ("--meter", "fake", "--fake-power-w", "50", "--hz", "50", "--json")
@@ -179,7 +132,7 @@ def test_engine_never_ready_cli(tmp_path, prompts) -> None:
 
 
 def test_engine_dies_mid_load_partial_run(tmp_path, prompts) -> None:
-    cmd, port, pidfile = _stub_engine(tmp_path, lifetime_s=1.5)
+    cmd, port, pidfile = stub_engine(tmp_path, lifetime_s=1.5)
     db = tmp_path / "r.duckdb"
     proc = jb(
         "load", "--launch", cmd, "--url", f"http://127.0.0.1:{port}", "--prompts", prompts,
@@ -205,7 +158,7 @@ def test_engine_dies_mid_load_partial_run(tmp_path, prompts) -> None:
 
 
 def test_ctrl_c_during_a_launched_run(tmp_path, prompts) -> None:
-    cmd, port, pidfile = _stub_engine(tmp_path, lifetime_s=0)
+    cmd, port, pidfile = stub_engine(tmp_path, lifetime_s=0)
     db = tmp_path / "r.duckdb"
     proc = subprocess.Popen(
         [sys.executable, "-m", "joulebench", "load", "--launch", cmd, "--url",
@@ -236,17 +189,3 @@ def test_ctrl_c_during_a_launched_run(tmp_path, prompts) -> None:
     assert status == "interrupted" and json.loads(config)["engine"]["pid"] == pid
     assert_nothing_left([int(x) for x in pidfile.read_text().split()], port)
     assert os.path.exists(json.loads(config)["engine"]["log_file"])
-
-
-def test_shape_compare_launches_its_upstream(tmp_path, prompts) -> None:
-    cmd, port, pidfile = _stub_engine(tmp_path, lifetime_s=0)
-    proc = jb(
-        "shape-compare", "--launch", cmd, "--url", f"http://127.0.0.1:{port}", "--policy",
-        "cadence:100ms", "--arrival", "poisson:20", "--n", "8", "--prompts", prompts,
-        "--output-length", "4", "--idle-s", "0.2", "--meter", "fake", "--json",
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr
-    j = json.loads(proc.stdout)
-    assert j["direct"]["load"]["requests"]["ok"] == 8
-    assert "engine ready" in proc.stderr
-    assert_nothing_left([int(x) for x in pidfile.read_text().split()], port)

@@ -1,13 +1,16 @@
-"""Shared CLI plumbing: the rich console, logging setup, error → exit code translation."""
+"""Shared CLI plumbing: the rich console, logging setup, error → exit code translation, and the
+signature rewrite behind the option-group decorators (``@meter_flags``, ``@engine_flags``,
+``@contention_flags``)."""
 
 from __future__ import annotations
 
 import functools
+import inspect
 import json
 import logging
 import math
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import typer
@@ -26,6 +29,27 @@ F = TypeVar("F", bound=Callable[..., Any])
 #: Libraries whose import-time warnings (missing optional kernels, no triton) say nothing about
 #: the user's run; shown with --verbose only.
 NOISY_LIBRARIES = ("bitsandbytes", "torchao", "torch.utils._pytree")
+
+
+def expand_parameter(
+    command: Callable[..., Any], name: str, flags: Sequence[tuple[str, Any, Any]], what: str
+) -> inspect.Signature:
+    """``command``'s signature with its ``name`` parameter replaced by one keyword-only parameter
+    per flag (``(name, annotation, default)``) and every other parameter made keyword-only: what an
+    option-group decorator hands typer in place of the one bundled parameter."""
+    signature = inspect.signature(command, eval_str=True)
+    if name not in signature.parameters:
+        raise TypeError(f"{command.__name__} has no '{name}' parameter for the {what}")
+    params: list[inspect.Parameter] = []
+    for p in signature.parameters.values():
+        if p.name == name:
+            params += [
+                inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=d, annotation=a)
+                for n, a, d in flags
+            ]
+        else:
+            params.append(p.replace(kind=inspect.Parameter.KEYWORD_ONLY))
+    return signature.replace(parameters=params)
 
 
 def setup_logging(verbose: bool = False) -> None:

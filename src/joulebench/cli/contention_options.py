@@ -12,13 +12,13 @@ hands the command what was given; ``contention.settings()`` checks and returns t
 from __future__ import annotations
 
 import functools
-import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
 
 import typer
 
+from joulebench.cli.common import expand_parameter
 from joulebench.meters.host import CONTENTION_MODES
 
 _PANEL = "Other processes on the host"
@@ -118,23 +118,13 @@ _FLAGS: tuple[tuple[str, Any], ...] = (
 
 def contention_flags(command: Callable[..., Any]) -> Any:
     """Give ``command`` the contention options in place of its ``contention`` parameter."""
-    signature = inspect.signature(command, eval_str=True)
-    if "contention" not in signature.parameters:
-        raise TypeError(f"{command.__name__} has no 'contention' parameter for the flags")
-    params: list[inspect.Parameter] = []
-    for p in signature.parameters.values():
-        if p.name == "contention":
-            params += [
-                inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=a)
-                for n, a in _FLAGS
-            ]
-        else:
-            params.append(p.replace(kind=inspect.Parameter.KEYWORD_ONLY))
+    flags = [(n, a, None) for n, a in _FLAGS]
+    signature = expand_parameter(command, "contention", flags, "contention flags")
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kw: Any) -> Any:
         given = ContentionFlags(**{n: kw.pop(n, None) for n, _ in _FLAGS})
         return command(*args, contention=given, **kw)
 
-    wrapper.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
+    wrapper.__signature__ = signature  # type: ignore[attr-defined]
     return wrapper

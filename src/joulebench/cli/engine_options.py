@@ -1,9 +1,16 @@
-"""Typer options for launching the engine under test (``load``, ``shape-compare``, ``shape-sweep``).
+"""Typer options for launching the engine under test (``load``, ``shape-compare``, ``shape-sweep``,
+``reproduce``).
 
 Use the ``Annotated`` aliases as parameter types, then :func:`launch_options` to bundle them::
 
     def load(launch: LaunchOpt = None, engine: EngineOpt = None, ...):
         opts = launch_options(launch, engine, ...)
+
+or :func:`engine_flags`, which gives a command the whole group in place of one
+``launching: LaunchOptions`` parameter::
+
+    @engine_flags
+    def shape_sweep(..., launching: LaunchOptions = NO_LAUNCH): ...
 
 The flags, their presets and the stop rules are described in :mod:`joulebench.load.engines`.
 """
@@ -11,14 +18,15 @@ The flags, their presets and the stop rules are described in :mod:`joulebench.lo
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import functools
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
 
-from joulebench.cli.common import console, err_console
+from joulebench.cli.common import console, err_console, expand_parameter
 from joulebench.load.engines.presets import PRESETS
 from joulebench.load.engines.session import (
     EngineSession,
@@ -97,6 +105,35 @@ def launch_options(
     )
 
 
+_FLAGS: tuple[tuple[str, Any, Any], ...] = (
+    ("launch", LaunchOpt, None),
+    ("engine", EngineOpt, None),
+    ("engine_args", EngineArgsOpt, None),
+    ("ready_path", ReadyPathOpt, None),
+    ("ready_timeout_s", ReadyTimeoutOpt, 600.0),
+    ("stop_grace_s", StopGraceOpt, 15.0),
+    ("engine_log_dir", EngineLogOpt, None),
+)
+
+NO_LAUNCH = LaunchOptions()
+"""The default of a ``launching: LaunchOptions`` parameter (:func:`engine_flags` replaces it)."""
+
+
+def engine_flags(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Give ``command`` the engine option group (``--launch``, ``--engine``, ``--engine-args``,
+    ``--ready-path``, ``--ready-timeout-s``, ``--stop-grace-s``, ``--engine-log-dir``) in place
+    of its ``launching: LaunchOptions`` parameter, which receives them bundled."""
+    signature = expand_parameter(command, "launching", _FLAGS, "engine flags")
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kw: Any) -> Any:
+        values = [kw.pop(n, d) for n, _, d in _FLAGS]
+        return command(*args, launching=launch_options(*values), **kw)
+
+    wrapper.__signature__ = signature  # type: ignore[attr-defined]
+    return wrapper
+
+
 def plan_launch(
     opts: LaunchOptions,
     *,
@@ -166,22 +203,17 @@ def print_engine(j: dict[str, Any]) -> None:
 
 @contextlib.contextmanager
 def launch_target(
-    url: str | None,
-    launch: str | None,
-    engine: str | None,
-    *,
-    model: str | None,
-    ready_timeout_s: float,
-    meter: str,
-) -> Iterator[str | None]:
-    """``url``, or the URL of the engine ``--launch``/``--engine`` started (stopped on exit): for
-    commands that take an upstream URL (``shape-compare``, ``shape-sweep``). ``--gpus`` is the
-    command's own (:mod:`joulebench.cli.meter_options`)."""
+    url: str | None, opts: LaunchOptions, *, model: str | None, meter: Any
+) -> Iterator[tuple[str | None, EngineSession | None]]:
+    """(``url``, ``None``), or the URL and session of the engine ``--launch``/``--engine``
+    started (stopped on exit): for commands that take an upstream URL (``shape-compare``,
+    ``shape-sweep``). ``meter`` is the command's :class:`~joulebench.cli.meter_options.MeterChoice`
+    and ``--gpus`` its own (:mod:`joulebench.cli.meter_options`)."""
     from joulebench.cli.meter_options import current_gpus
 
-    opts = LaunchOptions(launch=launch, engine=engine, ready_timeout_s=ready_timeout_s)
     launch_plan = plan_launch(
-        opts, url=url, model=model, gpus=current_gpus(), store=None, meter=meter, fake_power_w=100.0
-    )
-    with launched(launch_plan):
-        yield launch_plan.url if launch_plan is not None else url
+        opts, url=url, model=model, gpus=current_gpus(), store=None, meter=meter.spec,
+        fake_power_w=meter.options.get("fake_power_w", 100.0),
+    )  # fmt: skip
+    with launched(launch_plan) as session:
+        yield (launch_plan.url if launch_plan is not None else url), session

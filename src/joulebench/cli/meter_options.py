@@ -29,6 +29,7 @@ from typing import Annotated, Any
 
 import typer
 
+from joulebench.cli.common import expand_parameter
 from joulebench.meters.base import Meter
 from joulebench.meters.isolation import check_gpu_isolation
 from joulebench.meters.registry import KNOWN_METERS, check_backend_options, open_meter
@@ -267,7 +268,6 @@ def meter_flags(
     """
     if command is None:
         return functools.partial(meter_flags, estimate_scope=estimate_scope)
-    signature = inspect.signature(command, eval_str=True)
     flags = [
         ("meter", MeterOpt, "auto"),
         ("require_isolated_gpu", IsolatedOpt, False),
@@ -278,17 +278,8 @@ def meter_flags(
         ),
     ]  # fmt: skip
     defaults = {n: d for n, _, d in flags}
-    params: list[inspect.Parameter] = []
-    for p in signature.parameters.values():
-        if p.name == "meter":
-            params += [
-                inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=d, annotation=a)
-                for n, a, d in flags
-            ]
-        else:
-            params.append(p.replace(kind=inspect.Parameter.KEYWORD_ONLY))
-    if "meter" not in signature.parameters:
-        raise TypeError(f"{command.__name__} has no 'meter' parameter for the meter flags")
+    signature = expand_parameter(command, "meter", flags, "meter flags")
+    params = list(signature.parameters.values())
     # typer fills a typer.Context parameter: it says which flags the command line gave
     params.append(
         inspect.Parameter(

@@ -2,6 +2,11 @@
 
 ``joulebench load … --via-shape POLICY`` runs the same experiment as ``shape-compare`` through
 :func:`run_comparison`, which this module exports for ``cli/load.py``.
+
+With ``--launch``/``--engine`` the upstream is an engine joulebench starts (and stops once every
+run is done); each run's load JSON carries the ``engine`` section (metrics scraped during that
+run, server-reported energy and its audit) and the output's top-level ``engine`` the process
+(command, pid, ready_s, version, exit_code, stopped_by, log_file).
 """
 
 from __future__ import annotations
@@ -15,9 +20,9 @@ import typer
 from rich.table import Table
 
 from joulebench.cli.common import console, err_console, handle_errors, print_json
-from joulebench.cli.engine_options import EngineOpt, LaunchOpt, ReadyTimeoutOpt, launch_target
+from joulebench.cli.engine_options import NO_LAUNCH, engine_flags, launch_target, print_engine
 from joulebench.cli.meter_options import AUTO_METER, IdleOpt, MeterChoice, meter_flags
-from joulebench.cli.shape_views import fmt_value, run_comparison
+from joulebench.cli.shape_views import fmt_value, show_comparison
 from joulebench.cli.workload_options import (
     OutputLengthOpt,
     PromptsOpt,
@@ -26,6 +31,7 @@ from joulebench.cli.workload_options import (
     read_prompts,
 )
 from joulebench.errors import ConfigError
+from joulebench.load.engines.session import LaunchOptions
 
 DEFAULT_SWEEP = (
     "cadence:100ms",
@@ -77,6 +83,7 @@ def shape(
 
 @handle_errors
 @meter_flags
+@engine_flags
 def shape_compare(
     policy: str = typer.Option(..., "--policy", help="Policy to compare with direct sending."),
     url: str = typer.Option(None, "--url", help="Server URL (default: start the embedded server)."),
@@ -99,43 +106,36 @@ def shape_compare(
     meter: MeterChoice = AUTO_METER,
     idle_s: IdleOpt = 2.0,
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
-    launch: LaunchOpt = None,
-    engine: EngineOpt = None,
-    ready_timeout_s: ReadyTimeoutOpt = 600.0,
+    launching: LaunchOptions = NO_LAUNCH,
 ) -> None:
     """Same seeded trace directly and through the gateway: energy and latency side by side.
 
-    --prompts and --output-length mean what they mean for joulebench load.
+    --prompts and --output-length mean what they mean for joulebench load. With --launch or
+    --engine the engine is started first and stopped after both runs; --json then has an
+    `engine` section, and each run's load its own (metrics, server-reported energy).
     """
+    from joulebench.shape.experiment import compare, stamp_engine
     from joulebench.shape.policies import parse_policy
 
     parse_policy(policy, max_delay_ms=max_delay_ms)  # a typo fails before anything starts
     items, lengths = _workload(prompts, output_length, n=n, seed=seed)
-    with launch_target(url, launch, engine, model=model, ready_timeout_s=ready_timeout_s,
-                       meter=meter.spec) as target:  # fmt: skip
-        result = _compare(target, policy, arrival, items, lengths, meter=meter, idle_s=idle_s,
-                          as_json=as_json, n=n, protocol=protocol, max_delay_ms=max_delay_ms,
-                          seed=seed, timeout_s=timeout_s, model=model, scheduler=scheduler,
-                          prompts=prompts, output_length=output_length)  # fmt: skip
-    if not all(run.load["requests"]["ok"] for run in (result.direct, result.shaped)):
-        raise typer.Exit(1)
-
-
-def _compare(url: str | None, policy: str, arrival: str, items: Any, lengths: Any, *,
-             meter: MeterChoice, model: str, scheduler: str, prompts: str,
-             output_length: str, idle_s: float, as_json: bool, n: int, protocol: str,
-             max_delay_ms: float | None, seed: int, timeout_s: float) -> Any:  # fmt: skip
-    m = meter.open()
-    try:
-        return run_comparison(
-            url, policy, arrival, items, meter=m, idle_s=idle_s, as_json=as_json,
-            n=n, protocol=protocol, output_length=lengths, max_delay_ms=max_delay_ms,
-            seed=seed, timeout_s=timeout_s,
-            embedded={"model": model, "scheduler": scheduler} if url is None else None,
-            config=_workload_config(prompts, output_length),
+    with (
+        launch_target(url, launching, model=model, meter=meter) as (target, session),
+        contextlib.closing(meter.open()) as m,
+    ):
+        result = compare(
+            target, policy, arrival, items, meter=m, idle_s=idle_s, n=n, protocol=protocol,
+            output_length=lengths, max_delay_ms=max_delay_ms, seed=seed, timeout_s=timeout_s,
+            embedded={"model": model, "scheduler": scheduler} if target is None else None,
+            engine=session,
         )  # fmt: skip
-    finally:
-        m.close()
+    stamp_engine(result, session)  # stopped now: its exit status is known
+    result.config.update(_workload_config(prompts, output_length))
+    show_comparison(result, as_json)
+    if not as_json:
+        print_engine(result.to_json())
+    if not all(run.load["requests"]["ok"] for run in result.runs):
+        raise typer.Exit(1)
 
 
 def _workload(
@@ -152,6 +152,7 @@ def _workload_config(prompts: str, output_length: str) -> dict[str, Any]:
 
 @handle_errors
 @meter_flags
+@engine_flags
 def shape_sweep(
     policies: list[str] = typer.Option(
         list(DEFAULT_SWEEP), "--policy", help="Repeat for each policy to sweep."
@@ -177,26 +178,30 @@ def shape_sweep(
     idle_s: IdleOpt = 2.0,
     out: Path = typer.Option(None, "--out", help="Directory for sweep.json and pareto.png."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
-    launch: LaunchOpt = None,
-    engine: EngineOpt = None,
-    ready_timeout_s: ReadyTimeoutOpt = 600.0,
+    launching: LaunchOptions = NO_LAUNCH,
 ) -> None:
-    """Energy-vs-latency Pareto table over shaping policies (direct sending included)."""
+    """Energy-vs-latency Pareto table over shaping policies (direct sending included).
+
+    With --launch or --engine the engine is started first and stopped after the last policy;
+    --json and sweep.json then have an `engine` section, and each run's load its own.
+    """
+    from joulebench.shape.experiment import stamp_engine
     from joulebench.shape.sweep import sweep
 
     items, lengths = _workload(prompts, output_length, n=n, seed=seed)
     with (
-        launch_target(url, launch, engine, model=model, ready_timeout_s=ready_timeout_s,
-                      meter=meter.spec) as target,
+        launch_target(url, launching, model=model, meter=meter) as (target, session),
         contextlib.closing(meter.open()) as m,
-    ):  # fmt: skip
+    ):
         result = sweep(
             target, policies, arrival, items, n=n, protocol=protocol,
             output_length=lengths, max_delay_ms=max_delay_ms, seed=seed, meter=m,
             idle_s=idle_s, timeout_s=timeout_s,
             accounting=accounting, latency=latency,
             embedded={"model": model, "scheduler": scheduler} if target is None else None,
+            engine=session,
         )  # fmt: skip
+    stamp_engine(result, session)  # stopped now: its exit status is known
     result.config.update(_workload_config(prompts, output_length))
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
@@ -216,6 +221,7 @@ def shape_sweep(
             fmt_value(p.mean_batch_size), str(p.failed), "★" if p.on_front else "",
         )  # fmt: skip
     console.print(table)
+    print_engine(result.to_json())
 
 
 def register(app: typer.Typer) -> None:

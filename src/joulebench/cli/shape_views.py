@@ -79,8 +79,13 @@ def run_comparison(
 
     result = compare(url, policy, arrival, prompts, meter=meter, idle_s=idle_s, **kwargs)
     result.config.update(config or {})
+    show_comparison(result, as_json)
+    return result
+
+
+def show_comparison(result: Any, as_json: bool) -> None:
+    """A comparison as JSON or as the side-by-side table."""
     if as_json:
         print_json(result.to_json())
     else:
         print_comparison(result)
-    return result

@@ -9,7 +9,9 @@ It generates ``min(max_tokens, tokens)`` words, ``token_delay_s`` apart, fails a
 ``failure_rate`` of generation requests with HTTP 500, and, when ``energy_per_token_j`` is set,
 reports a *fake* per-response energy in an ``x-energy-j`` header and a ``usage.energy`` field.
 ``max_concurrency`` bounds requests in generation; the others wait and their queue time is sent
-in an ``x-queue-time`` header (ms, as TGI does).
+in an ``x-queue-time`` header (ms, as TGI does). With ``metrics`` it serves ``/metrics`` in
+vLLM's format (requests generating, requests waiting for a slot), so launched-engine tests can
+scrape it.
 
 >>> with stub_server(StubConfig(tokens=8)) as url:
 ...     ...  # http://127.0.0.1:PORT
@@ -57,6 +59,7 @@ class StubConfig:
     # the model's EOS after this many tokens (finish_reason "stop"), unless the request asks
     # ``ignore_eos`` (vLLM's extension)
     eos_after: int | None = None
+    metrics: bool = False  # serve /metrics (vLLM's running / waiting gauges)
 
     def __post_init__(self) -> None:
         if self.tokens < 0:
@@ -79,12 +82,19 @@ class StubStats:
     truncated: int = 0
     tokens: int = 0
     paths: dict[str, int] = field(default_factory=dict)
+    running: int = 0  # requests generating now
+    waiting: int = 0  # requests waiting for a slot (max_concurrency)
 
 
-def _response(status: int, body: bytes, headers: dict[str, str] | None = None) -> bytes:
+def _response(
+    status: int,
+    body: bytes,
+    headers: dict[str, str] | None = None,
+    content_type: str = "application/json",
+) -> bytes:
     lines = [
         f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}",
-        "content-type: application/json",
+        f"content-type: {content_type}",
         f"content-length: {len(body)}",
     ]
     lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
@@ -156,6 +166,8 @@ class StubServer:
         elif method == "GET" and path == "/v1/models":
             data = {"object": "list", "data": [{"id": self.config.model, "object": "model"}]}
             w.write(_response(200, json.dumps(data).encode()))
+        elif method == "GET" and path == "/metrics" and self.config.metrics:
+            w.write(_response(200, self._metrics_text().encode(), content_type="text/plain"))
         elif method == "POST" and path in (
             "/v1/chat/completions",
             "/v1/completions",
@@ -172,6 +184,15 @@ class StubServer:
             await self.generate(path, payload, w)
         else:
             w.write(_response(404, json.dumps({"error": f"no route {method} {path}"}).encode()))
+
+    def _metrics_text(self) -> str:
+        model = f'model_name="{self.config.model}"'
+        return (
+            "# TYPE vllm:num_requests_running gauge\n"
+            f"vllm:num_requests_running{{{model}}} {self.stats.running}\n"
+            "# TYPE vllm:num_requests_waiting gauge\n"
+            f"vllm:num_requests_waiting{{{model}}} {self.stats.waiting}\n"
+        )
 
     # -- generation ----------------------------------------------------------------------------
     def _max_tokens(self, path: str, p: dict) -> int:
@@ -204,7 +225,12 @@ class StubServer:
         t_arrive = time.monotonic()
         slots = self._slots
         if slots is not None:
-            await slots.acquire()
+            self.stats.waiting += 1
+            try:
+                await slots.acquire()
+            finally:
+                self.stats.waiting -= 1
+        self.stats.running += 1
         try:
             queue_ms = (time.monotonic() - t_arrive) * 1e3
             headers = {"x-queue-time": f"{queue_ms:.3f}"}
@@ -221,6 +247,7 @@ class StubServer:
             else:
                 await self._plain(path, n, prompt_tokens, energy, headers, w, reason)
         finally:
+            self.stats.running -= 1
             if slots is not None:
                 slots.release()
 
@@ -424,6 +451,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--token-delay-s", type=float, default=0.0)
     ap.add_argument("--failure-rate", type=float, default=0.0)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--metrics", action="store_true", help="serve /metrics (vLLM's gauges)")
     args = ap.parse_args(argv)
     server = StubServer(
         StubConfig(
@@ -431,6 +459,7 @@ def main(argv: list[str] | None = None) -> None:
             token_delay_s=args.token_delay_s,
             failure_rate=args.failure_rate,
             seed=args.seed,
+            metrics=args.metrics,
         )
     )
 

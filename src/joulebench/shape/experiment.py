@@ -8,6 +8,13 @@ delay the gateway added, and the server's batch sizes read from its ``/metrics``
 after each run. Shaping's value is measured, never assumed: the shaped run's latencies include
 the gateway's hold, and its energy includes the gateway's own work when the meter sees it.
 
+Against an engine joulebench launched (``engine``: its
+:class:`~joulebench.load.engines.session.EngineSession`), each measured run is watched (the
+engine's ``/metrics`` at 1 Hz, its energy endpoint) and its load JSON gets the ``engine``
+section and the server-energy audit, as ``joulebench load`` does; the caller stamps the engine's
+exit status into them, and into :attr:`Comparison.engine`, once it has stopped
+(:func:`stamp_engine`).
+
 Policy sweeps (several T and N) and their energy-vs-latency Pareto front live in
 :mod:`joulebench.shape.sweep`.
 """
@@ -18,7 +25,7 @@ import contextlib
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx
 
@@ -29,6 +36,9 @@ from joulebench.shape.policies import Policy, parse_policy
 from joulebench.shape.runner import run_gateway
 from joulebench.shape.upstream import metric_total as _total
 from joulebench.shape.upstream import parse_prometheus
+
+if TYPE_CHECKING:
+    from joulebench.load.engines.session import EngineSession
 
 log = logging.getLogger(__name__)
 
@@ -165,6 +175,11 @@ class Comparison:
     policy: dict[str, Any]
     config: dict[str, Any] = field(default_factory=dict)
     method: str | None = None
+    engine: dict[str, Any] | None = None  # the launched engine's process section, if any
+
+    @property
+    def runs(self) -> list[RunSummary]:
+        return [self.direct, self.shaped]
 
     def rows(self) -> list[tuple[str, float | None, float | None, float | None]]:
         """(metric, direct, shaped, relative change) rows, energy in J/request."""
@@ -189,7 +204,7 @@ class Comparison:
         return [(name, a, b, _rel(a, b)) for name, a, b, _ in rows]
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        j = {
             "policy": self.policy,
             "config": self.config,
             "energy_method": self.method,
@@ -200,6 +215,26 @@ class Comparison:
             "direct": self.direct.to_dict(),
             "shaped": self.shaped.to_dict(),
         }
+        return j if self.engine is None else {**j, "engine": self.engine}
+
+
+class _EngineRuns(Protocol):
+    """A comparison or a sweep: runs against one engine."""
+
+    engine: dict[str, Any] | None
+
+    @property
+    def runs(self) -> Sequence[RunSummary]: ...
+
+
+def stamp_engine(result: _EngineRuns, session: EngineSession | None) -> None:
+    """After the launched engine stopped: its final process section (exit status, how it was
+    stopped) on ``result.engine`` and on each run's load JSON (what a store keeps)."""
+    if session is None:
+        return
+    for run in result.runs:
+        session.stamp(run.load)
+    result.engine = session.describe()
 
 
 # -- running ----------------------------------------------------------------------------------
@@ -232,13 +267,16 @@ def measure_run(
     load_fn: LoadFn,
     load_kwargs: dict[str, Any],
     gateway: Any = None,
+    engine: EngineSession | None = None,
 ) -> RunSummary:
-    """Run one load against ``send_url``, scraping ``server_url``'s metrics around it."""
+    """Run one load against ``send_url``, scraping ``server_url``'s metrics around it (and
+    watching the launched ``engine``: its section goes into the load's JSON)."""
+    from joulebench.load.engines.session import measured
+
     before = scrape(server_url)
-    result = load_fn(send_url, **load_kwargs)
+    result, load = measured(engine, lambda: load_fn(send_url, **load_kwargs))
     after = scrape(server_url)
     rows = result.request_rows() if hasattr(result, "request_rows") else []
-    load = result.to_json()
     snapshot = None
     if gateway is not None:
         snapshot = gateway.metrics.snapshot()
@@ -303,6 +341,7 @@ def compare(
     embedded: dict[str, Any] | None = None,
     load_fn: LoadFn | None = None,
     load_options: dict[str, Any] | None = None,
+    engine: EngineSession | None = None,
 ) -> Comparison:
     """Same seeded trace, directly then through the gateway (``policy``), same server and meter.
 
@@ -311,6 +350,7 @@ def compare(
     with the server loaded and quiet, for ``idle_s`` seconds and used for both runs.
     ``load_options`` are further keyword arguments of the measured runs' ``load_fn``
     (:func:`~joulebench.load.runner.run_load`: ``model``, ``tokenizer``, ``timeline_hz``).
+    ``engine``: the launched engine at ``url``, watched during each measured run.
     """
     pol = parse_policy(policy, max_delay_ms=max_delay_ms) if isinstance(policy, str) else policy
     if load_fn is None:
@@ -339,7 +379,9 @@ def compare(
             measured={**(load_options or {}), "arrival": arrival, "n": n},
         )
         idle_power_w = kwargs["idle_power_w"]
-        direct = measure_run("direct", server_url, server_url, load_fn=load_fn, load_kwargs=kwargs)
+        direct = measure_run(
+            "direct", server_url, server_url, load_fn=load_fn, load_kwargs=kwargs, engine=engine
+        )
         with run_gateway(server_url, pol, max_queue=max_queue, upstream_timeout_s=timeout_s) as gw:
             shaped = measure_run(
                 pol.describe(),
@@ -348,6 +390,7 @@ def compare(
                 load_fn=load_fn,
                 load_kwargs=kwargs,
                 gateway=gw.gateway,
+                engine=engine,
             )
     config = {
         "url": url or "embedded",

@@ -14,7 +14,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from joulebench.analysis.pareto import excluded, pareto_front
 from joulebench.errors import ConfigError
@@ -30,6 +30,9 @@ from joulebench.shape.experiment import (
 )
 from joulebench.shape.policies import parse_policy
 from joulebench.shape.runner import run_gateway
+
+if TYPE_CHECKING:
+    from joulebench.load.engines.session import EngineSession
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +75,7 @@ class Sweep:
     latency: str
     config: dict[str, Any]
     method: str | None
+    engine: dict[str, Any] | None = None  # the launched engine's process section, if any
 
     def points(self) -> list[SweepPoint]:
         metric, q = self.latency.split(":")
@@ -107,7 +111,7 @@ class Sweep:
         ]
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        j = {
             "accounting": self.accounting,
             "accounting_kind": GROSS_NET[self.accounting],
             "latency": self.latency,
@@ -117,6 +121,7 @@ class Sweep:
             "points": [p.to_dict() for p in self.points()],
             "runs": [r.to_dict() for r in self.runs],
         }
+        return j if self.engine is None else {**j, "engine": self.engine}
 
     def figure(self, path: Path) -> Path:
         """Energy vs latency scatter with the Pareto front; PNG or SVG by suffix."""
@@ -177,8 +182,10 @@ def sweep(
     embedded: dict[str, Any] | None = None,
     load_fn: LoadFn | None = None,
     load_options: dict[str, Any] | None = None,
+    engine: EngineSession | None = None,
 ) -> Sweep:
-    """Direct baseline then each policy (parsed up front, so a typo fails before any run)."""
+    """Direct baseline then each policy (parsed up front, so a typo fails before any run);
+    ``engine``: the launched engine at ``url``, watched during each measured run."""
     if accounting not in GROSS_NET:
         raise ConfigError(f"unknown accounting {accounting!r}; known: {', '.join(GROSS_NET)}")
     if latency not in LATENCY_METRICS:
@@ -213,7 +220,9 @@ def sweep(
         )
         idle_power_w = kwargs["idle_power_w"]
         runs.append(
-            measure_run("direct", server_url, server_url, load_fn=load_fn, load_kwargs=kwargs)
+            measure_run(
+                "direct", server_url, server_url, load_fn=load_fn, load_kwargs=kwargs, engine=engine
+            )
         )
         for pol in parsed:
             with run_gateway(server_url, pol, upstream_timeout_s=timeout_s) as gw:
@@ -226,6 +235,7 @@ def sweep(
                         load_fn=load_fn,
                         load_kwargs=kwargs,
                         gateway=gw.gateway,
+                        engine=engine,
                     )
                 )
     method = (runs[0].load.get("energy") or {}).get("method")

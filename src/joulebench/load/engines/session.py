@@ -3,9 +3,11 @@
 :func:`plan` turns the command-line choices (``--launch CMD`` or ``--engine NAME``, ``--url``,
 ``--gpus``) into a :class:`LaunchPlan`; :func:`engine_session` starts the engine, waits until it
 serves and yields an :class:`EngineSession`; :meth:`EngineSession.watching` brackets the load
-(``/metrics`` scraped at 1 Hz, the energy endpoint read before and after); after the session has
-stopped the engine, :meth:`EngineSession.annotate` adds the ``engine`` section and the
-server-energy audit to the load's JSON.
+(``/metrics`` scraped at 1 Hz, the energy endpoint read before and after);
+:meth:`EngineSession.annotate` adds the ``engine`` section and the server-energy audit to the
+load's JSON. One session can serve several loads (``shape-compare``, ``shape-sweep``, reproduce
+plans): each is watched and annotated in turn, and once the engine has stopped
+:meth:`EngineSession.stamp` brings each load's process fields (exit status) up to date.
 
 ``--gpus`` reaches the engine as ``CUDA_VISIBLE_DEVICES`` with ``CUDA_DEVICE_ORDER=PCI_BUS_ID``,
 so CUDA numbers the GPUs as ``nvidia-smi`` (and the meter) does; UUIDs pass unchanged.
@@ -19,11 +21,11 @@ import logging
 import signal
 import socket
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 from joulebench.errors import ConfigError
@@ -32,6 +34,17 @@ from joulebench.load.engines.presets import LaunchSpec, engine_command, preset
 from joulebench.meters.gpus import parse_gpu_list
 
 log = logging.getLogger(__name__)
+
+
+class _Load(Protocol):
+    """A finished load (:class:`~joulebench.load.runner.LoadResult`)."""
+
+    records: Any
+
+    def to_json(self) -> dict[str, Any]: ...
+
+
+R = TypeVar("R", bound=_Load)
 
 DEFAULT_LOG_DIR = Path("joulebench-results") / "engine-logs"
 
@@ -147,7 +160,8 @@ class EngineSession:
 
     @contextlib.contextmanager
     def watching(self) -> Iterator[None]:
-        """Scrape ``/metrics`` and read the energy endpoint around the load."""
+        """Scrape ``/metrics`` and read the energy endpoint around one load (each load afresh)."""
+        self.scraper, self.energy_reads = None, []
         if self.plan.energy_path:
             self._read_energy()
         if self.plan.metrics_path:
@@ -168,11 +182,18 @@ class EngineSession:
         if read is not None:
             self.energy_reads.append(read)
 
+    def describe(self) -> dict[str, Any]:
+        """The process's part of the ``engine`` section as it stands now (exit status, how it
+        was stopped: final once the session has ended)."""
+        return {"preset": self.plan.name, **self.engine.to_dict()}
+
     def annotate(self, j: dict[str, Any], records: Sequence[Any], timeline: Any) -> None:
-        """Add ``j["engine"]`` and the server-energy audit (call after the engine stopped)."""
+        """Add ``j["engine"]`` (the process, what :meth:`watching` saw of the last load) and the
+        server-energy audit. Called while the engine still runs, its exit status is not known
+        yet: :meth:`stamp` the JSON again after the session."""
         from joulebench.load.runner import audit_verdicts
 
-        section = {"preset": self.plan.name, **self.engine.to_dict()}
+        section = self.describe()
         section["metrics"] = self.scraper.to_dict() if self.scraper is not None else None
         endpoint = None
         if len(self.energy_reads) == 2:
@@ -194,6 +215,31 @@ class EngineSession:
             energy.setdefault("audits", []).append(found[0].to_dict())
             j["audits"] = audit_verdicts(energy["audits"])
         j["engine"] = section
+
+    def stamp(self, j: dict[str, Any]) -> None:
+        """Bring the process fields of ``j["engine"]`` up to date (the rest is kept)."""
+        j["engine"] = {**(j.get("engine") or {}), **self.describe()}
+
+    def require_alive(self) -> None:
+        """Raise :class:`~joulebench.load.engines.process.EngineNotReady`, with the engine's last
+        log lines, when it has exited (before the next of several loads is sent to it)."""
+        if process.check_alive(self.engine):
+            return
+        raise process.EngineNotReady(
+            f"the engine at {self.plan.url} exited with status {self.engine.exit_code} while "
+            f"in use; its last log lines ({self.engine.log_path}):\n{self.engine.tail()}"
+        )
+
+
+def measured(session: EngineSession | None, run: Callable[[], R]) -> tuple[R, dict[str, Any]]:
+    """``run()`` (one load, returning a :class:`~joulebench.load.runner.LoadResult`) and its
+    JSON; with a launched engine, watched and annotated (:meth:`EngineSession.annotate`)."""
+    with session.watching() if session is not None else contextlib.nullcontext():
+        result = run()
+    j = result.to_json()
+    if session is not None:
+        session.annotate(j, result.records, getattr(result, "timeline", None))
+    return result, j
 
 
 @contextlib.contextmanager
