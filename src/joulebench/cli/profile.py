@@ -105,22 +105,8 @@ def print_audits(audits: list[dict[str, Any]]) -> None:
         console.print(f"[green]all {len(audits)} audit checks passed[/]")
 
 
-def print_profile(r: dict[str, Any]) -> None:
-    methods = sorted(set(r["meter_methods"].values()))
-    label = ", ".join(methods)
-    if r.get("estimated"):
-        console.print(
-            f"[bold yellow]ENERGY IS ESTIMATED[/] (meter {r['meter']['name']}: {label}; no sensor)"
-        )
-    else:
-        console.print(f"meter {r['meter']['name']} ({label})")
-    t = r["tokens"]
-    console.print(
-        f"{escape(r['model'])} {r['precision'].get('name')} on {r['device']}: "
-        f"{r['n_requests']} requests in "
-        f"{r['n_batches']} batches; input tokens {t['input_effective']} effective / "
-        f"{t['input_computed']} computed (padding {r['padding_ratio']:.1%}); output {t['output']}"
-    )
+def _phase_table(r: dict[str, Any], label: str) -> Table:
+    """Energy, latency and repeats per phase and method, the headline rows first."""
     table = Table(
         title=f"per pass over the prompt set — energy [{label}]",
         caption="* headline figure; subtraction J: the study's generate(1) / generate(N) − "
@@ -159,19 +145,11 @@ def print_profile(r: dict[str, Any]) -> None:
             if headline and s["method"] != "subtraction"
             else "",
         )
-    console.print(table)
-    n = r["normalized"]
-    console.print(
-        f"per request {_fmt(n['per_request_j'], ' J')}, per effective input token "
-        f"{_fmt(n['per_effective_input_token_j'], ' J')}, per computed input token "
-        f"{_fmt(n['per_computed_input_token_j'], ' J')}, per output token {_fmt(n['per_output_token_j'], ' J')}"
-        f" [{label}]"
-    )
-    lat = r["latency"]
-    console.print(
-        f"TTFT {_fmt(lat['ttft_s'], ' s')}, decode {_fmt(lat['decode_s_per_token'], ' s/token')}, "
-        f"idle {_fmt(r['idle']['total_power_w'], ' W')}"
-    )
+    return table
+
+
+def _print_checks(r: dict[str, Any]) -> None:
+    """generate() overhead, phase consistency and roofline lines, when the result has them."""
     ov = r.get("generate_overhead")
     if ov:
         console.print(
@@ -193,6 +171,38 @@ def print_profile(r: dict[str, Any]) -> None:
             f"efficiency {_fmt(rf['prefill']['efficiency'], '', 3)}; decode floor "
             f"{_fmt(rf['decode']['time_floor_s'], ' s')} efficiency {_fmt(rf['decode']['efficiency'], '', 3)}"
         )
+
+
+def print_profile(r: dict[str, Any]) -> None:
+    methods = sorted(set(r["meter_methods"].values()))
+    label = ", ".join(methods)
+    if r.get("estimated"):
+        console.print(
+            f"[bold yellow]ENERGY IS ESTIMATED[/] (meter {r['meter']['name']}: {label}; no sensor)"
+        )
+    else:
+        console.print(f"meter {r['meter']['name']} ({label})")
+    t = r["tokens"]
+    console.print(
+        f"{escape(r['model'])} {r['precision'].get('name')} on {r['device']}: "
+        f"{r['n_requests']} requests in "
+        f"{r['n_batches']} batches; input tokens {t['input_effective']} effective / "
+        f"{t['input_computed']} computed (padding {r['padding_ratio']:.1%}); output {t['output']}"
+    )
+    console.print(_phase_table(r, label))
+    n = r["normalized"]
+    console.print(
+        f"per request {_fmt(n['per_request_j'], ' J')}, per effective input token "
+        f"{_fmt(n['per_effective_input_token_j'], ' J')}, per computed input token "
+        f"{_fmt(n['per_computed_input_token_j'], ' J')}, per output token {_fmt(n['per_output_token_j'], ' J')}"
+        f" [{label}]"
+    )
+    lat = r["latency"]
+    console.print(
+        f"TTFT {_fmt(lat['ttft_s'], ' s')}, decode {_fmt(lat['decode_s_per_token'], ' s/token')}, "
+        f"idle {_fmt(r['idle']['total_power_w'], ' W')}"
+    )
+    _print_checks(r)
     for w in r.get("warnings", []):
         console.print(f"[bold red]warning:[/] {w}")
     print_audits(r["audit"])

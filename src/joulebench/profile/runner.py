@@ -136,17 +136,11 @@ def profile_cell(
 
     if getattr(loaded, "shape_only", False) and getattr(loaded, "device", "cpu") == "cpu":
         log.info("shape-only model on CPU: energy is real, outputs are random-weight tokens")
-    tok = loaded.tokenizer
-    pad = getattr(tok, "pad_token_id", None)
-    if pad is None:
-        raise ConfigError(
-            f"the tokenizer of {loaded.name} has no pad token; left padding needs one"
-        )
+    pad = _pad_token(loaded)
     device = next(loaded.model.parameters()).device
     meter = require_gpu_domain(meter, model_devices(loaded.model))  # a GPU run measures its GPUs
-    encoded = _encode(loaded, prompts)
     batches: list[Batch] = make_batches(
-        encoded,
+        _encode(loaded, prompts),
         batch_size=config.batch_size,
         pad_token_id=pad,
         output_length=output_length,
@@ -154,17 +148,8 @@ def profile_cell(
         device=device,
     )
     info = MeterInfo.of(meter)
-    cell_key = cell_key or config.cell_key()
-    owns_run = store is not None and run_id is None
-    if owns_run:
-        run_id = store.start_run(
-            "profile",
-            config=config.model_dump(mode="json"),
-            environment=environment(),
-            meter=info.to_dict(),
-        )
-    if store is not None:
-        store.start_cell(run_id, cell_key, config.model_dump(mode="json"), study=study)
+    cell = _CellRecord(store, run_id, cell_key or config.cell_key())
+    cell.start(config, info, study)
     try:
         result = _measure(
             loaded,
@@ -181,24 +166,65 @@ def profile_cell(
             pad,
         )
     except BaseException as exc:  # Ctrl-C too: never leave the cell and run marked running
-        if store is not None:
-            status = "failed" if isinstance(exc, Exception) else "interrupted"
-            store.finish_cell(run_id, cell_key, error=f"{type(exc).__name__}: {exc}", status=status)
-            if owns_run:
-                store.finish_run(run_id, status=status)
+        cell.fail(exc)
         raise
-    result["cell_key"] = cell_key
-    if store is not None:
+    return cell.finish(result)
+
+
+def _pad_token(loaded: Any) -> int:
+    """The tokenizer's pad token (left padding needs one)."""
+    pad = getattr(loaded.tokenizer, "pad_token_id", None)
+    if pad is None:
+        raise ConfigError(
+            f"the tokenizer of {loaded.name} has no pad token; left padding needs one"
+        )
+    return int(pad)
+
+
+class _CellRecord:
+    """A cell's rows in the store (nothing without one): its run, created and finished here
+    unless the caller owns it (``run_id`` given), the cell, its repeats and audits."""
+
+    def __init__(self, store: Any, run_id: str | None, cell_key: str) -> None:
+        self.store, self.run_id, self.cell_key = store, run_id, cell_key
+        self.owns_run = store is not None and run_id is None
+
+    def start(self, config: ProfileConfig, info: MeterInfo, study: str) -> None:
+        if self.owns_run:
+            self.run_id = self.store.start_run(
+                "profile",
+                config=config.model_dump(mode="json"),
+                environment=environment(),
+                meter=info.to_dict(),
+            )
+        if self.store is not None:
+            self.store.start_cell(
+                self.run_id, self.cell_key, config.model_dump(mode="json"), study=study
+            )
+
+    def fail(self, exc: BaseException) -> None:
+        """Mark the cell (and an owned run) failed, or interrupted by Ctrl-C."""
+        if self.store is None:
+            return
+        status = "failed" if isinstance(exc, Exception) else "interrupted"
+        error = f"{type(exc).__name__}: {exc}"
+        self.store.finish_cell(self.run_id, self.cell_key, error=error, status=status)
+        if self.owns_run:
+            self.store.finish_run(self.run_id, status=status)
+
+    def finish(self, result: dict[str, Any]) -> dict[str, Any]:
+        """Store the measured cell; the result with its ``cell_key`` (and ``run_id``)."""
+        result["cell_key"] = self.cell_key
         repeats = result.pop("_repeats")
-        store.add_repeats(run_id, cell_key, repeats)
-        store.add_audits(run_id, cell_key, result["audit"])
-        store.finish_cell(run_id, cell_key, result=result)
-        if owns_run:
-            store.finish_run(run_id, summary={"cell_key": cell_key})
-        result["run_id"] = run_id
-    else:
-        result.pop("_repeats")
-    return result
+        if self.store is None:
+            return result
+        self.store.add_repeats(self.run_id, self.cell_key, repeats)
+        self.store.add_audits(self.run_id, self.cell_key, result["audit"])
+        self.store.finish_cell(self.run_id, self.cell_key, result=result)
+        if self.owns_run:
+            self.store.finish_run(self.run_id, summary={"cell_key": self.cell_key})
+        result["run_id"] = self.run_id
+        return result
 
 
 def profile_configured(
@@ -252,6 +278,147 @@ def _clocked(
     return run
 
 
+def _window_settings(
+    config: ProfileConfig,
+    meter: Meter,
+    info: MeterInfo,
+    idle: IdleBaseline | None,
+    idle_s: float,
+    sync: SyncFn,
+    device: Any,
+) -> tuple[dict[str, Any], IdleBaseline, float, str]:
+    """The settings every measurement of the cell shares, its idle baseline (measured now when
+    none is given) and its window length with the rule that chose it."""
+    host = HostMonitor(gpu_meter=meter)  # other processes during every window
+    contention = config.contention_policy()
+    if idle is None:
+        idle = measure_idle_watched(meter, idle_s, host=host, contention=contention, sync=sync)
+    window_s, window_rule = window_setting(config.min_window_s, info.update_period_s)
+    common: dict[str, Any] = dict(
+        rule=StoppingRule(config.ci_target, config.min_repeats, config.max_repeats),
+        min_window_s=window_s,
+        warmup=config.warmup,
+        warmup_settle=WARMUP_SETTLE_REL if config.warmup_rule == "settled" else None,
+        idle=idle,
+        sync=sync,
+        device=device,
+        host=host,
+        contention=contention,
+    )
+    return common, idle, window_s, window_rule
+
+
+def _token_counts(batches: Sequence[Batch], states: Sequence[Any]) -> Tokens:
+    """Requests, input tokens and output tokens of the prepared decode states."""
+    return Tokens(
+        n_requests=sum(b.size for b in batches),
+        n_batches=len(batches),
+        input_effective=sum(b.effective_tokens for b in batches),
+        input_computed=sum(b.computed_tokens for b in batches),
+        decode_output=sum(sum(s.output_counts) for s in states),
+        decode_steps=sum(s.steps for s in states),
+    )
+
+
+def _measurements(
+    ops: ModelOps,
+    batches: Sequence[Batch],
+    states: Sequence[Any],
+    meter: Meter,
+    method: str,
+    common: dict[str, Any],
+) -> dict[str, RepeatedMeasurement]:
+    """The measurements ``method`` asks for: direct prefill and decode, subtraction's
+    generate(1) and generate(N), or all four."""
+    todo: dict[str, RepeatedMeasurement] = {}
+    if method in ("direct", "both"):
+        todo["prefill"] = prefill_measurement(ops, batches, meter, **common)
+        todo["decode"] = decode_measurement(ops, states, meter, **common)
+    if method in ("subtraction", "both"):
+
+        def gen1() -> None:
+            for b in batches:
+                ops.generate(b, 1)
+
+        def genn() -> None:
+            for b in batches:
+                ops.generate(b, b.max_new_tokens, b.min_new_tokens)
+
+        todo["generate_1"] = RepeatedMeasurement(
+            gen1, meter, phase=Phase.PREFILL, method="subtraction", **common
+        )
+        todo["generate_n"] = RepeatedMeasurement(
+            genn, meter, phase=Phase.GENERATE, method="subtraction", **common
+        )
+    return todo
+
+
+def _measure_clocked(
+    ops: ModelOps, todo: dict[str, RepeatedMeasurement]
+) -> tuple[dict[str, PhaseMeasurement], dict[str, ForwardClock]]:
+    """Run the measurements interleaved, every op's ModelOps calls on its own clock: the time
+    generate() spends outside the forward is compared op by op (generate_overhead), so the
+    clocks must not mix."""
+    clocks: dict[str, ForwardClock] = {k: ForwardClock() for k in todo}
+    for key, m in todo.items():
+        m.op = _clocked(ops, clocks, key, m.op)
+    return dict(measure_interleaved(todo)), clocks
+
+
+def _roofline_for(
+    loaded: Any,
+    batches: Sequence[Batch],
+    steps: list[int],
+    device: Any,
+    hardware: HardwarePeak | None,
+) -> Callable[[dict[str, float]], dict[str, Any]]:
+    """The cell's roofline for measured times (unavailable, with the reason, when the hardware
+    or the model is not known to it)."""
+
+    def roofline_for(measured_s: dict[str, float]) -> dict[str, Any]:
+        try:
+            peak = _hardware(device, hardware)
+            if peak is None:
+                return {"available": False, "reason": "hardware not in the roofline table"}
+            return roofline(  # the parsed precision, knobs (compute dtype) included
+                ModelShape.from_config(loaded.model.config),
+                batch_shapes(batches, steps),
+                loaded.precision,
+                peak,
+                measured_s=measured_s,
+            )
+        except JoulebenchError as exc:
+            return {"available": False, "reason": str(exc)}
+
+    return roofline_for
+
+
+def _header(
+    loaded: Any,
+    batches: Sequence[Batch],
+    config: ProfileConfig,
+    info: MeterInfo,
+    idle: IdleBaseline,
+    device: Any,
+    output_length: Any,
+    window: dict[str, Any],
+) -> dict[str, Any]:
+    """The result's fields that describe the cell, before its measured sections."""
+    return {
+        "model": loaded.name,
+        "precision": _precision_record(loaded),
+        "device": str(device),
+        "config": config.model_dump(mode="json"),
+        "padding_ratio": padding_ratio(batches),
+        "output_length": output_length.to_dict(),
+        "meter": info.to_dict(),
+        "meter_methods": dict(info.methods),
+        "estimated": info.is_estimated,
+        "idle": idle.to_dict(),
+        "window": window,
+    }
+
+
 def _measure(
     loaded: Any,
     batches: Sequence[Batch],
@@ -269,96 +436,18 @@ def _measure(
     ops = ModelOps(
         loaded.model, pad_token_id=pad, eos_token_ids=_eos_ids(loaded), compile=config.compile
     )
-    rule = StoppingRule(config.ci_target, config.min_repeats, config.max_repeats)
-    host = HostMonitor(gpu_meter=meter)  # other processes during every window
-    contention = config.contention_policy()
-    if idle is None:
-        idle = measure_idle_watched(meter, idle_s, host=host, contention=contention, sync=sync)
-    window_s, window_rule = window_setting(config.min_window_s, info.update_period_s)
-    common: dict[str, Any] = dict(
-        rule=rule,
-        min_window_s=window_s,
-        warmup=config.warmup,
-        warmup_settle=WARMUP_SETTLE_REL if config.warmup_rule == "settled" else None,
-        idle=idle,
-        sync=sync,
-        device=device,
-        host=host,
-        contention=contention,
+    common, idle, window_s, window_rule = _window_settings(
+        config, meter, info, idle, idle_s, sync, device
     )
-    direct = config.method in ("direct", "both")
-    subtraction = config.method in ("subtraction", "both")
-    measured: dict[str, PhaseMeasurement] = {}
-
     # Output lengths and decode steps: known for forced lengths, observed once for natural ones.
     states = [ops.prepare_decode(b) for b in batches]
     steps = [s.steps for s in states]
-    tokens = Tokens(
-        n_requests=sum(b.size for b in batches),
-        n_batches=len(batches),
-        input_effective=sum(b.effective_tokens for b in batches),
-        input_computed=sum(b.computed_tokens for b in batches),
-        decode_output=sum(sum(s.output_counts) for s in states),
-        decode_steps=sum(steps),
-    )
-    todo: dict[str, RepeatedMeasurement] = {}
-    if direct:
-        todo["prefill"] = prefill_measurement(ops, batches, meter, **common)
-        todo["decode"] = decode_measurement(ops, states, meter, **common)
-    if subtraction:
-
-        def gen1() -> None:
-            for b in batches:
-                ops.generate(b, 1)
-
-        def genn() -> None:
-            for b in batches:
-                ops.generate(b, b.max_new_tokens, b.min_new_tokens)
-
-        todo["generate_1"] = RepeatedMeasurement(
-            gen1, meter, phase=Phase.PREFILL, method="subtraction", **common
-        )
-        todo["generate_n"] = RepeatedMeasurement(
-            genn, meter, phase=Phase.GENERATE, method="subtraction", **common
-        )
-    # every op's ModelOps calls go to its own clock: the time generate() spends outside the
-    # forward is compared op by op (generate_overhead), so the clocks must not mix
-    clocks: dict[str, ForwardClock] = {k: ForwardClock() for k in todo}
-    for key, m in todo.items():
-        m.op = _clocked(ops, clocks, key, m.op)
-    measured.update(measure_interleaved(todo))
+    tokens = _token_counts(batches, states)
+    todo = _measurements(ops, batches, states, meter, config.method, common)
+    measured, clocks = _measure_clocked(ops, todo)
     del states
     per_op = len(batches)  # one measurement op runs every batch: ModelOps calls per op
-    clock_dicts = {k: c.to_dict(per_op) for k, c in clocks.items()}
-
-    def roofline_for(measured_s: dict[str, float]) -> dict[str, Any]:
-        try:
-            peak = _hardware(device, hardware)
-            if peak is None:
-                return {"available": False, "reason": "hardware not in the roofline table"}
-            return roofline(  # the parsed precision, knobs (compute dtype) included
-                ModelShape.from_config(loaded.model.config),
-                batch_shapes(batches, steps),
-                loaded.precision,
-                peak,
-                measured_s=measured_s,
-            )
-        except JoulebenchError as exc:
-            return {"available": False, "reason": str(exc)}
-
-    header: dict[str, Any] = {
-        "model": loaded.name,
-        "precision": _precision_record(loaded),
-        "device": str(device),
-        "config": config.model_dump(mode="json"),
-        "padding_ratio": padding_ratio(batches),
-        "output_length": output_length.to_dict(),
-        "meter": info.to_dict(),
-        "meter_methods": dict(info.methods),
-        "estimated": info.is_estimated,
-        "idle": idle.to_dict(),
-        "window": {"min_window_s": window_s, "rule": window_rule},
-    }
+    window = {"min_window_s": window_s, "rule": window_rule}
     out, _ = assemble(
         measured,
         tokens,
@@ -366,12 +455,12 @@ def _measure(
         consistency_tolerance=config.consistency_tolerance,
         compiled=config.compile,
         device=device,
-        roofline_for=roofline_for,
+        roofline_for=_roofline_for(loaded, batches, steps, device, hardware),
         idle_w=idle.total_power_w,
         update_period_s=info.update_period_s,
-        header=header,
+        header=_header(loaded, batches, config, info, idle, device, output_length, window),
         quiet_cores=config.quiet_cores,
-        clocks=clock_dicts,
+        clocks={k: c.to_dict(per_op) for k, c in clocks.items()},
     )
     for msg in out["warnings"]:
         warnings.warn(msg, JoulebenchWarning, stacklevel=4)
