@@ -153,7 +153,7 @@ def test_continuous_http_health_is_503_while_restarting(tiny_loaded):
         engine = embedded_server.last  # type: ignore[attr-defined]
         engine.validate = lambda ids, max_tokens, sampling: max_tokens
         codes: list[int] = []
-        watching = threading.Event()
+        watching, first_seen = threading.Event(), threading.Event()
 
         def watch():
             with httpx.Client(base_url=url) as client:
@@ -161,11 +161,14 @@ def test_continuous_http_health_is_503_while_restarting(tiny_loaded):
                     code = client.get("/health").status_code
                     if not codes or codes[-1] != code:
                         codes.append(code)
+                    first_seen.set()
 
         watcher = threading.Thread(target=watch)
         watcher.start()
         try:
-            time.sleep(0.05)
+            # on a loaded machine the watcher's first answer can come late: the bad request
+            # must not kill the manager before /health was seen healthy once
+            assert first_seen.wait(30.0)
             _check_isolated(engine, _out_of_vocab)
             time.sleep(0.05)
         finally:
