@@ -6,11 +6,8 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shlex
 import shutil
-import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -18,9 +15,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from joulebench.load.engines.process import pid_running
 from joulebench.load.engines.session import free_port
-from support.engines import assert_nothing_left, jb, listening, stub_engine
+from support.engines import assert_nothing_left, interrupt_when_engine_runs, jb, stub_engine
 
 pytestmark = pytest.mark.integration
 
@@ -160,29 +156,13 @@ def test_engine_dies_mid_load_partial_run(tmp_path, prompts) -> None:
 def test_ctrl_c_during_a_launched_run(tmp_path, prompts) -> None:
     cmd, port, pidfile = stub_engine(tmp_path, lifetime_s=0)
     db = tmp_path / "r.duckdb"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "joulebench", "load", "--launch", cmd, "--url",
-         f"http://127.0.0.1:{port}", "--prompts", prompts, "--n", "200", "--arrival",
-         "fixed:100ms", "--output-length", "4", "--ready-timeout-s", "60", "--store", str(db),
-         *COMMON],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    code, pid, err = interrupt_when_engine_runs(
+        ["load", "--launch", cmd, "--url", f"http://127.0.0.1:{port}", "--prompts", prompts,
+         "--n", "200", "--arrival", "fixed:100ms", "--output-length", "4", "--ready-timeout-s",
+         "60", "--store", str(db), *COMMON],
+        port, settle_s=1.5,  # inside the load (200 requests, 100 ms apart)
     )  # fmt: skip
-    try:
-        line, deadline = "", time.monotonic() + 60
-        assert proc.stderr is not None
-        while "engine ready" not in line and time.monotonic() < deadline:
-            line = proc.stderr.readline()
-            assert line or proc.poll() is None, "joulebench exited before the engine was ready"
-        pid = int(re.search(r"pid (\d+)", line).group(1))  # type: ignore[union-attr]
-        time.sleep(1.5)  # inside the load (200 requests, 100 ms apart)
-        assert pid_running(pid) and listening(port)
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode != 0
+    assert code != 0
     assert "interrupted: recorded as run" in err
     with duckdb.connect(str(db), read_only=True) as con:
         status, config = con.execute("SELECT status, config FROM runs").fetchone()

@@ -3,7 +3,9 @@ of an engine is left running or listening afterwards."""
 
 from __future__ import annotations
 
+import re
 import shlex
+import signal
 import socket
 import subprocess
 import sys
@@ -67,3 +69,29 @@ def stub_engine(tmp_path: Path, lifetime_s: float) -> tuple[str, int, Path]:
 
 def pids_of(pidfile: Path) -> list[int]:
     return [int(x) for x in pidfile.read_text().split()]
+
+
+def interrupt_when_engine_runs(args: list[str], port: int, settle_s: float) -> tuple[int, int, str]:
+    """Run ``joulebench ARGS``, wait for its "engine ready … (pid N)" line, let it work
+    ``settle_s`` seconds more (the engine must still serve), then send SIGINT (Ctrl-C); returns
+    (its exit status, the engine's pid, the rest of its stderr)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "joulebench", *args],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        line, deadline = "", time.monotonic() + 60
+        assert proc.stderr is not None
+        while "engine ready" not in line and time.monotonic() < deadline:
+            line = proc.stderr.readline()
+            assert line or proc.poll() is None, "joulebench exited before the engine was ready"
+        pid = int(re.search(r"pid (\d+)", line).group(1))  # type: ignore[union-attr]
+        time.sleep(settle_s)
+        assert pid_running(pid) and listening(port)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return proc.returncode, pid, err

@@ -1,4 +1,8 @@
-"""``joulebench reproduce``: the study's three studies on this machine, then the HTML report."""
+"""``joulebench reproduce``: the study's three studies on this machine, then the HTML report.
+
+``--launch CMD --url URL`` or ``--engine NAME`` runs the serving and shaping studies against an
+engine joulebench starts after the sweeps and stops at the end (:mod:`joulebench.reproduce.run`).
+"""
 
 from __future__ import annotations
 
@@ -11,8 +15,10 @@ from rich.table import Table
 from rich.text import Text
 
 from joulebench.cli.common import console, err_console, handle_errors, print_json
-from joulebench.cli.meter_options import AUTO_METER, MeterChoice, meter_flags
+from joulebench.cli.engine_options import NO_LAUNCH, engine_flags, plan_launch
+from joulebench.cli.meter_options import AUTO_METER, MeterChoice, current_gpus, meter_flags
 from joulebench.errors import ConfigError
+from joulebench.load.engines.session import LaunchOptions
 
 
 def _split(text: str | None) -> list[str]:
@@ -23,7 +29,34 @@ def _fmt(x: float | None) -> str:
     return "—" if x is None else f"{x:.3g}"
 
 
+#: Events printed on stderr even with ``--json``: the engine's life and what was not run.
+_ENGINE_EVENTS = ("engine_start", "engine_ready", "engine_stopped", "note")
+
+
+def _engine_progress(e: dict[str, Any]) -> None:
+    """Print an engine event or a note (on stderr: ``--json`` keeps them)."""
+    kind = e["event"]
+    if kind == "engine_start":
+        err_console.print(f"starting engine ({escape(e['engine'])}); log: {escape(e['log'])}")
+    elif kind == "engine_ready":
+        err_console.print(
+            f"engine ready at {escape(e['url'])} after {e['ready_s'] or 0.0:.1f} s (pid {e['pid']})"
+        )
+    elif kind == "engine_stopped":
+        err_console.print(
+            f"engine stopped: exit {e['exit_code']} ({e['stopped_by'] or 'by itself'}); "
+            f"log: {escape(e['log'])}"
+        )
+    elif kind == "note":
+        err_console.print(
+            f"[yellow]{escape(e['study'])}: not run as planned:[/] {escape(e['note'])}"
+        )
+
+
 def _progress(e: dict[str, Any]) -> None:
+    if e["event"] in _ENGINE_EVENTS:
+        _engine_progress(e)
+        return
     kind, study = e["event"], e.get("study", "")
     if kind == "study_start":
         console.print(f"[bold]{study}[/] study: {e['total']} runs")
@@ -75,6 +108,7 @@ def _print_result(r: Any) -> None:
 
 @handle_errors
 @meter_flags
+@engine_flags
 def reproduce(
     quick: Annotated[
         bool, typer.Option("--quick", help="Tiny models on the CPU (≤ 10 min on 2 cores).")
@@ -113,13 +147,30 @@ def reproduce(
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
     meter: MeterChoice = AUTO_METER,
+    url: Annotated[
+        str | None,
+        typer.Option(
+            "--url",
+            rich_help_panel="Engine (launched by joulebench)",
+            help="Where the --launch engine answers (with --engine: where it is told to listen).",
+        ),
+    ] = None,
+    launching: LaunchOptions = NO_LAUNCH,
 ) -> None:
-    """Rerun the study: precision × model, batch size, serving under arrival patterns; then report."""
+    """Rerun the study: precision × model, batch size, serving under arrival patterns; then report.
+
+    With --launch CMD --url URL, or --engine NAME (serving the plan's serving model, or the first
+    of --models), the serving and shaping studies run against that engine instead of the
+    embedded server: started once after the sweeps, idle measured with its model loaded, stopped
+    at the end (also on failure and Ctrl-C). The embedded server's schedulers cannot be chosen
+    there: each arrival pattern runs once, against the engine, and a note says what was not
+    applied. Every stored serving run and the --json result get an `engine` section.
+    """
     import warnings
 
     from joulebench.errors import JoulebenchWarning
     from joulebench.reproduce.plan import bundled_plan, load_plan
-    from joulebench.reproduce.run import check_device, run_reproduce
+    from joulebench.reproduce.run import check_device, run_reproduce, serving_studies
 
     if quick and full:
         raise ConfigError("choose one of --quick and --full")
@@ -131,7 +182,26 @@ def reproduce(
     if skip:
         plan = plan.without(_split(skip))
     plan = check_device(plan, force=force)
+    store_path = store or out / "results.duckdb"
+    if url and not launching.wanted:
+        raise ConfigError(
+            "--url names where a launched engine answers: add --launch CMD or --engine NAME "
+            "(without them the serving studies start the embedded server)"
+        )
+    launch_plan = None
+    if launching.wanted:
+        if not serving_studies(plan) or plan.serving is None:
+            raise ConfigError(
+                "--launch/--engine serve the plan's serving and shaping studies, and this plan "
+                "has none (absent or --skip'ped): drop --launch/--engine"
+            )
+        launch_plan = plan_launch(
+            launching, url=url, model=plan.serving.model, gpus=current_gpus(), store=store_path,
+            meter=meter.spec, fake_power_w=meter.options.get("fake_power_w", 100.0),
+        )  # fmt: skip
     if dry_run:
+        if launch_plan is not None:
+            err_console.print(f"engine ({launch_plan.name}): {escape(str(launch_plan.command))}")
         print_json(plan.model_dump(mode="json"))
         return
     m = meter.open()
@@ -142,10 +212,11 @@ def reproduce(
             warnings.simplefilter("ignore", JoulebenchWarning)  # stored as audits, counted below
             result = run_reproduce(
                 plan,
-                store_path=store or out / "results.duckdb",
+                store_path=store_path,
                 out_dir=out,
                 meter=m,
-                on_event=None if as_json else _progress,
+                on_event=_engine_progress if as_json else _progress,
+                launch=launch_plan,
             )
     finally:
         m.close()

@@ -6,22 +6,34 @@ their names ``reproduce-<plan>-<study>``), the serving grid, the optional shapin
 headline numbers (:mod:`joulebench.reproduce.summary`). One meter measures everything; its
 method labels travel with every stored number. A study that fails as a whole (its server does not
 start, say) is recorded in the result and the next study still runs.
+
+With a launch plan (``reproduce --launch CMD`` / ``--engine NAME``) the serving and shaping
+studies run against that engine instead of the embedded server: it is started once, after the
+sweeps, waited for, and stopped after the shaping comparison, on failure and on Ctrl-C too
+(:func:`joulebench.load.engines.session.engine_session`). Each study measures idle with the
+model loaded; what only the embedded server can do is skipped with a stated reason
+(:mod:`joulebench.reproduce.serving`). The result's ``engine`` and every stored run's summary
+carry the engine section, its exit status included.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from joulebench.errors import ConfigError, JoulebenchError
 from joulebench.meters.base import Meter, MeterInfo
 from joulebench.reproduce.plan import ReproducePlan
 from joulebench.reproduce.summary import Headline, audit_failures, headlines
+
+if TYPE_CHECKING:
+    from joulebench.load.engines.session import EngineSession, LaunchPlan
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +55,7 @@ class ReproduceResult:
     duration_s: float = 0.0
     figures: list[str] = field(default_factory=list)
     missing_figures: list[str] = field(default_factory=list)
+    engine: dict[str, Any] | None = None  # the launched engine's process section, if any
 
     @property
     def estimated(self) -> bool:
@@ -66,6 +79,7 @@ class ReproduceResult:
             "duration_s": self.duration_s,
             "figures": self.figures,
             "missing_figures": self.missing_figures,
+            **({} if self.engine is None else {"engine": self.engine}),
         }
 
 
@@ -120,35 +134,31 @@ def run_reproduce(
     on_event: Callable[[Event], None] | None = None,
     hardware: Any = None,
     server_fn: Callable[..., Any] | None = None,
+    launch: LaunchPlan | None = None,
 ) -> ReproduceResult:
-    """Run ``plan`` (already checked by :func:`check_device`) into ``store_path``, then report."""
+    """Run ``plan`` (already checked by :func:`check_device`) into ``store_path``, then report;
+    ``launch``: the engine the serving studies run against instead of the embedded server."""
     from joulebench.analysis.records import read_store
     from joulebench.report.build import build_report
-    from joulebench.reproduce.serving import run_serving, run_shaping
     from joulebench.results.store import ResultStore, check_writable
 
     emit = on_event or (lambda e: None)
     store_file = check_writable(store_path)
     t0 = time.monotonic()
     studies: dict[str, dict[str, Any]] = {}
+    engine = None
     with ResultStore(store_file) as db:
         studies.update(_run_sweeps(plan, db, meter, emit, hardware))
         options: dict[str, Any] = {"device": plan.device, "server_fn": server_fn, "on_event": emit}
-        serving, shaping = plan.serving, plan.shaping
-        if serving is not None:
-            studies["serving"] = _guarded(
-                "serving",
-                emit,
-                len(serving.schedulers) * len(serving.arrivals),
-                lambda: run_serving(plan.name, serving, db, meter, **options),
-            )
-        if shaping is not None and serving is not None:
-            studies["shaping"] = _guarded(
-                "shaping",
-                emit,
-                len(shaping.policies),
-                lambda: run_shaping(plan.name, shaping, serving, db, meter, **options),
-            )
+
+        def against(session: EngineSession | None) -> dict[str, dict[str, Any]]:
+            return _serving_studies(plan, db, meter, emit, {**options, "engine": session})
+
+        if launch is None:
+            studies.update(against(None))
+        else:
+            found, engine = _against_engine(launch, plan, db, emit, against)
+            studies.update(found)
     emit({"event": "report_start"})
     report = build_report(store_file, out_dir, title=f"joulebench reproduce — {plan.name}")
     with ResultStore(store_file, read_only=True) as db:
@@ -170,7 +180,82 @@ def run_reproduce(
         duration_s=time.monotonic() - t0,
         figures=[f.key for f in report.figures],
         missing_figures=[f"{m.key}: {m.reason}" for m in report.missing],
+        engine=engine,
     )
+
+
+def _serving_studies(
+    plan: ReproducePlan,
+    db: Any,
+    meter: Meter,
+    emit: Callable[[Event], None],
+    options: dict[str, Any],
+) -> dict[str, dict[str, Any]]:
+    """The serving grid and the shaping comparison (``options["engine"]``: against it)."""
+    from joulebench.reproduce.serving import run_serving, run_shaping
+
+    out: dict[str, dict[str, Any]] = {}
+    serving, shaping = plan.serving, plan.shaping
+    if serving is not None:
+        schedulers = 1 if options.get("engine") is not None else len(serving.schedulers)
+        out["serving"] = _guarded(
+            "serving",
+            emit,
+            schedulers * len(serving.arrivals),
+            lambda: run_serving(plan.name, serving, db, meter, **options),
+        )
+    if shaping is not None and serving is not None:
+        out["shaping"] = _guarded(
+            "shaping",
+            emit,
+            len(shaping.policies),
+            lambda: run_shaping(plan.name, shaping, serving, db, meter, **options),
+        )
+    return out
+
+
+def serving_studies(plan: ReproducePlan) -> list[str]:
+    """The studies of ``plan`` that send requests to a server (what a launched engine serves)."""
+    if plan.serving is None:
+        return []
+    return ["serving"] + (["shaping"] if plan.shaping is not None else [])
+
+
+def _against_engine(
+    launch: LaunchPlan,
+    plan: ReproducePlan,
+    db: Any,
+    emit: Callable[[Event], None],
+    run: Callable[[EngineSession], dict[str, dict[str, Any]]],
+) -> tuple[dict[str, dict[str, Any]], dict[str, Any] | None]:
+    """``run`` (the serving studies) against the engine ``launch`` starts (once; stopped on any
+    exit), and its final ``engine`` section, also written into each stored run's summary. An
+    engine that never serves fails both studies with its last log lines."""
+    from joulebench.load.engines.process import EngineNotReady
+    from joulebench.load.engines.session import engine_session
+
+    emit({"event": "engine_start", "engine": launch.name, "log": str(launch.log_path)})
+    try:
+        with engine_session(launch) as session:
+            ready = session.engine
+            emit({"event": "engine_ready", "url": launch.url, "ready_s": ready.ready_s,
+                  "pid": ready.pid})  # fmt: skip
+            studies = run(session)
+    except EngineNotReady as exc:  # it never served (one that dies later fails its study)
+        error = f"{type(exc).__name__}: {exc}"
+        for study in serving_studies(plan):
+            emit({"event": "study_failed", "study": study, "error": error})
+        return {s: {"error": error, "failed": 1} for s in serving_studies(plan)}, None
+    section = session.describe()
+    emit({"event": "engine_stopped", "exit_code": section["exit_code"],
+          "stopped_by": section["stopped_by"], "log": section["log_file"]})  # fmt: skip
+    for counts in studies.values():  # stopped now: its exit status goes into the stored runs
+        for run_id in counts.get("run_ids") or []:
+            rows = db.query("SELECT summary FROM runs WHERE run_id = ?", [run_id])
+            summary = json.loads(rows[0]["summary"]) if rows and rows[0]["summary"] else {}
+            session.stamp(summary)
+            db.set_run_summary(run_id, summary)
+    return studies, section
 
 
 def _guarded(

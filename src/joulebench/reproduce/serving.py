@@ -7,19 +7,34 @@ measured with the model loaded and quiet, then every arrival pattern of the plan
 run whose config names the arrival, the scheduler, the model and the precision, so the report
 groups them; a run already ``done`` under the same name is skipped (resume). The optional shaping
 comparison sends one trace directly and through the gateway (:func:`joulebench.shape.experiment.compare`).
+
+Against an engine joulebench launched (``engine``, an
+:class:`~joulebench.load.engines.session.EngineSession`, started once for both studies by
+:func:`joulebench.reproduce.run.run_reproduce`), the plan's schedulers cannot be chosen: they are
+the embedded server's, and the engine schedules requests itself. Each arrival pattern then runs
+once, against the engine, its scheduler recorded as ``engine:<preset>``; the settings only the
+embedded server takes (schedulers, precision, batch size, scheduler options, device) are not
+applied, and a ``note`` event and the study's ``notes`` say so. Each run is watched (/metrics,
+energy endpoint) and stored with the ``engine`` section; a run is not sent to an engine that has
+exited (the study stops with its last log lines).
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from joulebench.meters.base import Meter
 from joulebench.meters.window import measure_idle
 from joulebench.reproduce.plan import ServingPlan, ShapingPlan
 from joulebench.results.loads import run_status, store_load
+
+if TYPE_CHECKING:
+    from joulebench.load.engines.session import EngineSession
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +79,11 @@ class _Progress:
     def started(self, label: str) -> None:
         self.emit({"event": "cell_start", "study": self.study, "label": label})
 
+    def note(self, text: str) -> None:
+        """Something of the plan that was not run or not applied, and why (never silently)."""
+        self.counts.setdefault("notes", []).append(text)
+        self.emit({"event": "note", "study": self.study, "note": text})
+
     def finished(
         self, label: str, run_ids: list[str], summary: dict[str, Any], *, ok: bool, error: str
     ) -> None:
@@ -88,8 +108,12 @@ def _open_server(
     meter: Meter,
     device: str,
     options: dict[str, Any] | None = None,
+    engine: EngineSession | None = None,
 ) -> Any:
-    """The plan's embedded server (or ``server_fn``'s) for ``scheduler``: a context manager → URL."""
+    """The plan's embedded server (or ``server_fn``'s) for ``scheduler``: a context manager → URL;
+    with a launched ``engine``, its URL (up already, stopped by its owner)."""
+    if engine is not None:
+        return contextlib.nullcontext(engine.plan.url)
     if server_fn is None:
         from joulebench.serve.launch import embedded_server
 
@@ -111,6 +135,24 @@ def _idle_power_w(meter: Meter, serving: ServingPlan) -> float | None:
     return measure_idle(meter, serving.idle_s).total_power_w if serving.idle_s else None
 
 
+def engine_scheduler(engine: EngineSession) -> str:
+    """The scheduler label of runs against a launched engine (it schedules requests itself)."""
+    return f"engine:{engine.plan.name}"
+
+
+def _embedded_only(serving: ServingPlan, engine: EngineSession) -> str:
+    schedulers = ", ".join(serving.schedulers)
+    options = ", scheduler_options" if serving.scheduler_options else ""
+    return (
+        f"schedulers [{schedulers}] choose the embedded server's scheduler and a launched engine "
+        f"schedules requests itself: the comparison between schedulers is skipped and each "
+        f"arrival pattern runs once, against the engine (scheduler recorded as "
+        f"'{engine_scheduler(engine)}'); precision {serving.precision}, max_batch_size "
+        f"{serving.max_batch_size}{options} and the device configure the embedded server and "
+        "are not applied (the engine's command decides them: engine.command)"
+    )
+
+
 def run_serving(
     plan_name: str,
     serving: ServingPlan,
@@ -122,8 +164,11 @@ def run_serving(
     server_fn: ServerFn | None = None,
     load_fn: LoadFn | None = None,
     on_event: Callable[[Event], None] | None = None,
+    engine: EngineSession | None = None,
 ) -> dict[str, Any]:
-    """Run (or resume) the serving grid into ``store``; returns counts and the run ids."""
+    """Run (or resume) the serving grid into ``store``; returns counts and the run ids (and
+    ``notes``: what of the plan a launched ``engine`` cannot run)."""
+    from joulebench.load.engines.session import measured
     from joulebench.meters.base import MeterInfo
 
     if load_fn is None:
@@ -133,7 +178,11 @@ def run_serving(
     progress = _Progress("serving", on_event or (lambda e: None))
     info = MeterInfo.of(meter)
     items = prompts if prompts is not None else _load_prompts(serving)
-    for scheduler in serving.schedulers:
+    schedulers = serving.schedulers
+    if engine is not None:
+        progress.note(_embedded_only(serving, engine))
+        schedulers = [engine_scheduler(engine)]
+    for scheduler in schedulers:
         todo = []
         for arrival in serving.arrivals:
             name = run_name(plan_name, "serving", scheduler, arrival)
@@ -142,7 +191,7 @@ def run_serving(
         if not todo:
             continue
         options = dict(serving.scheduler_options.get(scheduler, {}))
-        with _open_server(server_fn, serving, scheduler, meter, device, options) as url:
+        with _open_server(server_fn, serving, scheduler, meter, device, options, engine) as url:
             common: dict[str, Any] = {
                 "prompts": items,
                 "output_length": serving.output_length,
@@ -155,22 +204,21 @@ def run_serving(
             idle_w = _idle_power_w(meter, serving)
             for arrival, name in todo:
                 label = f"{arrival} · {scheduler}"
+                if engine is not None:
+                    engine.require_alive()
                 progress.started(label)
-                result = load_fn(
-                    url,
-                    serving.protocol,
-                    arrival,
-                    n=serving.n,
-                    meter=meter,
-                    idle_power_w=idle_w,
-                    **common,
-                )
-                summary = result.to_json()
+                result, summary = measured(
+                    engine,
+                    functools.partial(
+                        load_fn, url, serving.protocol, arrival, n=serving.n, meter=meter,
+                        idle_power_w=idle_w, **common,
+                    ),
+                )  # fmt: skip
                 run_id = store_load(
                     store,
                     summary,
                     name=name,
-                    extra_config=_config(plan_name, serving, scheduler, "serving"),
+                    extra_config=_config(plan_name, serving, scheduler, "serving", engine),
                     meter_info=info.to_dict(),
                     requests=result.request_rows(),
                     timeline=result.timeline,
@@ -186,15 +234,22 @@ def run_serving(
     return progress.counts
 
 
-def _config(plan_name: str, serving: ServingPlan, scheduler: str, study: str) -> dict[str, Any]:
+def _config(
+    plan_name: str,
+    serving: ServingPlan,
+    scheduler: str,
+    study: str,
+    engine: EngineSession | None = None,
+) -> dict[str, Any]:
     return {
         "study": study,
         "plan": plan_name,
         "scheduler": scheduler,
         "model": serving.model,
-        "precision": serving.precision,
+        # the embedded server's precision; a launched engine's is its command's
+        "precision": serving.precision if engine is None else None,
         "prompts": serving.prompts,
-        "target": "embedded",
+        "target": "embedded" if engine is None else "engine",
     }
 
 
@@ -218,8 +273,10 @@ def run_shaping(
     server_fn: ServerFn | None = None,
     compare_fn: Callable[..., Any] | None = None,
     on_event: Callable[[Event], None] | None = None,
+    engine: EngineSession | None = None,
 ) -> dict[str, Any]:
-    """One trace directly and through each policy, against the ``shaping.scheduler`` server.
+    """One trace directly and through each policy, against the ``shaping.scheduler`` server (or
+    the launched ``engine``: ``shaping.scheduler`` is then not applied, and a note says so).
 
     Both runs of a comparison are stored as ``load`` runs (the shaped one with ``via_shape``), so
     the report's arrival and Pareto figures show them side by side.
@@ -231,20 +288,29 @@ def run_shaping(
 
         compare_fn = compare
     progress = _Progress("shaping", on_event or (lambda e: None))
+    scheduler = shaping.scheduler
+    if engine is not None:
+        scheduler = engine_scheduler(engine)
+        progress.note(
+            f"scheduler {shaping.scheduler} is the embedded server's: the shaping comparison "
+            f"runs against the launched engine (scheduler recorded as '{scheduler}')"
+        )
     todo = []
     for policy in shaping.policies:
         label = f"{shaping.arrival} via {policy}"
-        name = run_name(plan_name, "shaping", shaping.scheduler, label)
+        name = run_name(plan_name, "shaping", scheduler, label)
         if progress.pending(store, name, label):
             todo.append((policy, name))
     if not todo:
         return progress.counts
     info = MeterInfo.of(meter)
     items = prompts if prompts is not None else _load_prompts(serving)
-    with _open_server(server_fn, serving, shaping.scheduler, meter, device) as url:
+    with _open_server(server_fn, serving, scheduler, meter, device, engine=engine) as url:
         idle_w = _idle_power_w(meter, serving)
         for policy, name in todo:
             label = f"{shaping.arrival} via {policy}"
+            if engine is not None:
+                engine.require_alive()
             progress.started(label)
             comp = compare_fn(
                 url,
@@ -261,8 +327,9 @@ def run_shaping(
                 concurrency=serving.concurrency,
                 timeout_s=serving.timeout_s,
                 warmup_n=serving.warmup_n,
+                engine=engine,
             )
-            base = _config(plan_name, serving, shaping.scheduler, "shaping")
+            base = _config(plan_name, serving, scheduler, "shaping", engine)
             ids = []
             for run, via, suffix in (
                 (comp.direct, None, "direct"),

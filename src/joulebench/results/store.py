@@ -121,6 +121,10 @@ class ResultStore:
             [status, _now(), _json(summary), run_id],
         )
 
+    def set_run_summary(self, run_id: str, summary: Mapping[str, Any]) -> None:
+        """Replace a finished run's summary (a launched engine's exit status, known later)."""
+        self.con.execute("UPDATE runs SET summary = ? WHERE run_id = ?", [_json(summary), run_id])
+
     def set_run_status(self, run_id: str, status: str) -> None:
         """Mark a run (``running`` again when a sweep resumes)."""
         self.con.execute("UPDATE runs SET status = ? WHERE run_id = ?", [status, run_id])

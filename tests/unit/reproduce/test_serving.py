@@ -130,3 +130,72 @@ def test_shaping_runs_are_stored_with_request_rows_and_timeline(tmp_path: Path) 
         n_rows = db.query("SELECT run_id, count(*) AS n FROM requests GROUP BY run_id")
     assert {r["run_id"]: r["n"] for r in n_rows} == dict.fromkeys(counts["run_ids"], 3)
     assert sorted(lr.shaped for lr in contents.load_runs) == [False, True]
+
+
+class _Running:
+    """Stands in for the engine's Popen: running until ``code`` is set."""
+
+    pid = 4242
+    code: int | None = None
+
+    def poll(self) -> int | None:
+        return self.code
+
+
+def _engine(url: str, tmp_path: Path, proc: _Running) -> Any:
+    from joulebench.load.engines.process import EngineProcess
+    from joulebench.load.engines.session import EngineSession, LaunchOptions, plan
+
+    launch = plan(LaunchOptions(launch="my-engine"), url=url, model=None, gpus=None,
+                  log_dir=tmp_path)  # fmt: skip
+    log = tmp_path / "engine.log"
+    log.write_text("engine log line\n")
+    return EngineSession(launch, EngineProcess(["my-engine"], url, log, popen=proc))  # type: ignore[arg-type]
+
+
+def test_against_a_launched_engine_each_arrival_runs_once_and_says_why(tmp_path: Path) -> None:
+    from joulebench.load.stub import StubConfig, stub_server
+
+    rec, events = Recorder(), []
+    with stub_server(StubConfig(metrics=True)) as url, ResultStore(tmp_path / "r.db") as db:
+        engine = _engine(url, tmp_path, _Running())
+        counts = run_serving(
+            "p", _plan(), db, FakeMeter(), prompts=["hi"], server_fn=rec.server,
+            load_fn=rec.load, on_event=events.append, engine=engine,
+        )  # fmt: skip
+        contents = read_store(db)
+    assert rec.servers == []  # no embedded server was started
+    assert counts["total"] == 3 and counts["done"] == 3  # the arrivals, once
+    assert {x["url"] for x in rec.loads} == {url}
+    [note] = counts["notes"]
+    assert "[sequential, continuous]" in note and "engine:custom" in note and "skipped" in note
+    assert [e["note"] for e in events if e["event"] == "note"] == [note]
+    runs = contents.load_runs
+    assert sorted(lr.run.config["arrival"]["spec"] for lr in runs) == sorted(_plan().arrivals)
+    for lr in runs:
+        assert lr.scheduler == "engine:custom" and lr.run.config["target"] == "engine"
+        assert lr.run.name.startswith("reproduce-p/serving/engine:custom/")
+        e = lr.run.summary["engine"]
+        assert e["preset"] == "custom" and e["pid"] == 4242 and e["metrics"]["samples"]
+
+
+def test_an_engine_that_exits_stops_the_study_with_its_log(tmp_path: Path) -> None:
+    import pytest
+
+    from joulebench.load.engines.process import EngineNotReady
+    from joulebench.load.stub import StubConfig, stub_server
+
+    proc, rec = _Running(), Recorder()
+
+    def load_then_die(url: str, protocol: str, arrival: str, **kw: Any) -> LoadResult:
+        result = rec.load(url, protocol, arrival, **kw)
+        if kw.get("meter") is not None:  # the first measured run: the engine dies after it
+            proc.code = 3
+        return result
+
+    with stub_server(StubConfig()) as url, ResultStore(tmp_path / "r.db") as db:
+        with pytest.raises(EngineNotReady, match=r"status 3 while in use(?s:.*)engine log line"):
+            run_serving("p", _plan(), db, FakeMeter(), prompts=["hi"], load_fn=load_then_die,
+                        engine=_engine(url, tmp_path, proc))  # fmt: skip
+        assert len(db.runs("load")) == 1
+    assert len([x for x in rec.loads if x.get("meter") is not None]) == 1
