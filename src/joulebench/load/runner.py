@@ -185,6 +185,74 @@ async def _with_timeout(coro: Coroutine[Any, Any, Any], timeout_s: float) -> Non
         await coro
 
 
+@dataclass(slots=True)
+class _Plan:
+    """One load test's checked inputs: where, how and what is sent, and on which schedule."""
+
+    url: str
+    protocol: str
+    arrival: ArrivalProcess
+    client: ProtocolClient
+    texts: list[PromptInput]
+    lengths: list[int]
+    output_length: int | Sequence[int]
+    forced: bool
+    concurrency: int | None
+    timeout_s: float
+    seed: int
+
+    @property
+    def n(self) -> int:
+        return len(self.lengths)
+
+    @property
+    def cap(self) -> int | None:
+        """Requests in flight at most: one in a closed loop, else the concurrency cap."""
+        return 1 if self.arrival.closed_loop else self.concurrency
+
+    def offered_rate_rps(self) -> float | None:
+        """The rate this schedule actually offers; the arrival's nominal rate if it cannot say."""
+        target = self.arrival.target_rate_rps
+        offsets = self.arrival.schedule(self.n)
+        if not self.arrival.closed_loop and self.n > 1 and offsets[-1] > 0:
+            target = (self.n - 1) / offsets[-1]
+        return target
+
+    def config(self, idle_power_w: float | None) -> dict[str, Any]:
+        """The ``config`` section of the summary."""
+        return {
+            "url": self.url,
+            "protocol": self.protocol,
+            "arrival": self.arrival.describe(),
+            "n": self.n,
+            "output_length": (
+                self.output_length if isinstance(self.output_length, int) else "per-prompt"
+            ),
+            "forced_length": self.forced,
+            "concurrency": self.concurrency,
+            "timeout_s": self.timeout_s,
+            "seed": self.seed,
+            "model": self.client.model,
+            "idle_power_w": idle_power_w,
+        }
+
+
+def _check_limits(n: int, concurrency: int | None, timeout_s: float) -> None:
+    if n < 1:
+        raise ConfigError(f"--n must be ≥ 1, got {n}")
+    if concurrency is not None and concurrency < 1:
+        raise ConfigError(f"--concurrency must be ≥ 1, got {concurrency}")
+    if timeout_s <= 0:
+        raise ConfigError(f"--timeout-s must be positive, got {timeout_s}")
+
+
+def _prompt_inputs(prompts: Sequence[Any]) -> list[PromptInput]:
+    texts = [_prompt_input(p) for p in prompts]
+    if not texts:
+        raise ConfigError("no prompts to send")
+    return texts
+
+
 async def _discover_model(http: httpx.AsyncClient) -> str | None:
     try:
         resp = await http.get("/v1/models", timeout=5.0)
@@ -195,20 +263,13 @@ async def _discover_model(http: httpx.AsyncClient) -> str | None:
 
 
 async def _drive(
-    url: str,
-    client: ProtocolClient,
-    arrival: ArrivalProcess,
-    texts: list[PromptInput],
-    lengths: list[int],
-    *,
-    concurrency: int | None,
-    timeout_s: float,
-    clock: Callable[[], float],
-    on_start: Callable[[], None],
+    plan: _Plan, *, clock: Callable[[], float], on_start: Callable[[], None]
 ) -> tuple[list[RequestRecord], float, float]:
+    url, client, arrival = plan.url, plan.client, plan.arrival
+    texts, lengths, timeout_s = plan.texts, plan.lengths, plan.timeout_s
     n = len(lengths)
     offsets = arrival.schedule(n)
-    cap = 1 if arrival.closed_loop else concurrency
+    cap = plan.cap
     # No per-operation httpx timeouts (see LoadClient): the whole request is bounded by
     # _with_timeout.
     async with LoadClient(url) as http:
@@ -289,6 +350,63 @@ _gc_holds = 0
 _gc_thresholds: tuple[int, int, int] = gc.get_threshold()
 
 
+async def _drive_timed(
+    plan: _Plan, timeline: PowerTimeline | None, clock: Callable[[], float]
+) -> tuple[list[RequestRecord], float, float]:
+    """:func:`_drive`, with the power timeline running from the first send to the last answer."""
+    started = False
+
+    def on_start() -> None:
+        nonlocal started
+        if timeline is not None:
+            timeline.start()
+        started = True
+
+    try:
+        return await _drive(plan, clock=clock, on_start=on_start)
+    finally:
+        if timeline is not None and started:
+            timeline.stop()
+
+
+def _account_energy(
+    records: list[RequestRecord],
+    timeline: PowerTimeline | None,
+    info: MeterInfo | None,
+    *,
+    cap: int | None,
+    idle_power_w: float | None,
+    timeline_hz: float,
+) -> dict[str, Any]:
+    """The ``energy`` section: the timeline's energy shared out over the requests."""
+    series = timeline.series() if timeline is not None else None
+    min_window = max(info.update_period_s if info else 0.0, 2.0 / timeline_hz)
+    return account(
+        records,
+        series,
+        idle_power_w=idle_power_w,
+        meter_label=info.method_label if info else None,
+        concurrency=cap,
+        min_window_s=min_window,
+        update_period_s=info.update_period_s if info else 0.0,
+    )
+
+
+class _OtherProcesses:
+    """What an estimator (system scope) leaves out: other processes' CPU, counted over the run."""
+
+    def __init__(self, meter: Meter | None) -> None:
+        others = getattr(meter, "other_processes", None)
+        self._read: Callable[[], dict[str, float]] | None = others if callable(others) else None
+        self._start = self._read() if self._read is not None else None
+
+    def add_to(self, config: dict[str, Any]) -> None:
+        """``other_processes_subtracted``: their share since the start, if the meter says."""
+        if self._read is not None and self._start is not None:
+            end = self._read()
+            config["other_processes_subtracted"] = {k: end[k] - self._start[k] for k in end}
+
+
 async def run_load_async(
     url: str,
     protocol: str,
@@ -315,78 +433,33 @@ async def run_load_async(
     output lengths are forced (min = max); an answer with fewer tokens is ``truncated``
     (:mod:`joulebench.load.clients`).
     """
-    if n < 1:
-        raise ConfigError(f"--n must be ≥ 1, got {n}")
-    if concurrency is not None and concurrency < 1:
-        raise ConfigError(f"--concurrency must be ≥ 1, got {concurrency}")
-    if timeout_s <= 0:
-        raise ConfigError(f"--timeout-s must be positive, got {timeout_s}")
-    texts = [_prompt_input(p) for p in prompts]
-    if not texts:
-        raise ConfigError("no prompts to send")
+    _check_limits(n, concurrency, timeout_s)
+    texts = _prompt_inputs(prompts)
     proc = parse_arrival(arrival, seed=seed) if isinstance(arrival, str) else arrival
     client = make_client(protocol, model=model, tokenizer=tokenizer, forced=forced)
-    lengths = _lengths(output_length, n)
+    plan = _Plan(
+        url=url,
+        protocol=protocol,
+        arrival=proc,
+        client=client,
+        texts=texts,
+        lengths=_lengths(output_length, n),
+        output_length=output_length,
+        forced=forced,
+        concurrency=concurrency,
+        timeout_s=timeout_s,
+        seed=seed,
+    )
     timeline = PowerTimeline(meter, hz=timeline_hz) if meter is not None else None
     info = MeterInfo.of(meter) if meter is not None else None
-    started = False
-    # estimator, system scope: other processes' CPU is left out of the energy; say how much
-    others = getattr(meter, "other_processes", None)
-    others0 = others() if callable(others) else None
-
-    def on_start() -> None:
-        nonlocal started
-        if timeline is not None:
-            timeline.start()
-        started = True
-
-    try:
-        records, t0, end = await _drive(
-            url,
-            client,
-            proc,
-            texts,
-            lengths,
-            concurrency=concurrency,
-            timeout_s=timeout_s,
-            clock=clock,
-            on_start=on_start,
-        )
-    finally:
-        if timeline is not None and started:
-            timeline.stop()
-    series = timeline.series() if timeline is not None else None
-    cap = 1 if proc.closed_loop else concurrency
-    min_window = max(info.update_period_s if info else 0.0, 2.0 / timeline_hz)
-    energy = account(
-        records,
-        series,
-        idle_power_w=idle_power_w,
-        meter_label=info.method_label if info else None,
-        concurrency=cap,
-        min_window_s=min_window,
-        update_period_s=info.update_period_s if info else 0.0,
+    others = _OtherProcesses(meter)
+    records, t0, end = await _drive_timed(plan, timeline, clock)
+    energy = _account_energy(
+        records, timeline, info, cap=plan.cap, idle_power_w=idle_power_w, timeline_hz=timeline_hz
     )
-    target = proc.target_rate_rps
-    offsets = proc.schedule(n)
-    if not proc.closed_loop and n > 1 and offsets[-1] > 0:
-        target = (n - 1) / offsets[-1]  # the rate this schedule actually offers
-    config = {
-        "url": url,
-        "protocol": protocol,
-        "arrival": proc.describe(),
-        "n": n,
-        "output_length": output_length if isinstance(output_length, int) else "per-prompt",
-        "forced_length": forced,
-        "concurrency": concurrency,
-        "timeout_s": timeout_s,
-        "seed": seed,
-        "model": client.model,
-        "idle_power_w": idle_power_w,
-    }
-    if callable(others) and others0 is not None:
-        others1 = others()
-        config["other_processes_subtracted"] = {k: others1[k] - others0[k] for k in others1}
+    target = plan.offered_rate_rps()
+    config = plan.config(idle_power_w)
+    others.add_to(config)
     samples = [(s.t_s, dict(s.energy_j)) for s in timeline.samples] if timeline else []
     return LoadResult(config, records, t0, end, target, energy, info, samples)
 
