@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import typer
 from rich.markup import escape
 
 from joulebench.cli.common import err_console, handle_errors
 from joulebench.cli.meter_options import AUTO_METER, MeterChoice, meter_flags
-from joulebench.errors import ConfigError
-from joulebench.extras import require
 
 
 @handle_errors
@@ -56,47 +52,22 @@ def serve(
     meter: MeterChoice = AUTO_METER,
 ) -> None:
     """Serve a model with per-response energy (usage.energy and x-energy-j headers)."""
-    if not 0 <= port <= 65535:
-        raise ConfigError(f"--port must be 0…65535, got {port}")
-    if max_queue < 1 or max_batch_size < 1:
-        raise ConfigError("--max-queue and --max-batch-size must be ≥ 1")
-    if not max_body_mib > 0:
-        raise ConfigError(f"--max-body-mib must be > 0, got {max_body_mib}")
-    scheduler_options: dict[str, Any] = {}
-    if window_ms is not None:
-        if window_ms < 0:
-            raise ConfigError(f"--window-ms must be ≥ 0, got {window_ms}")
-        scheduler_options["window_s"] = window_ms / 1e3
-    if bucket_ratio is not None:
-        if bucket_ratio < 1:
-            raise ConfigError(f"--bucket-ratio must be ≥ 1, got {bucket_ratio}")
-        scheduler_options["bucket_ratio"] = bucket_ratio
-    if bucketing is not None:
-        from joulebench.serve.schedulers.dynamic import BUCKETINGS
-
-        if bucketing not in BUCKETINGS:
-            raise ConfigError(
-                f"--bucketing must be one of {', '.join(BUCKETINGS)}, got {bucketing!r}"
-            )
-        scheduler_options["bucketing"] = bucketing
-    if scheduler_options and scheduler != "dynamic":
-        raise ConfigError(
-            "--window-ms, --bucketing and --bucket-ratio only apply to --scheduler dynamic "
-            f"(got --scheduler {scheduler})"
-        )
-    for module in ("fastapi", "uvicorn", "prometheus_client"):  # fail before a model is loaded
-        require(module, "serve", "the embedded server")
-    from joulebench.serve.launch import serve_forever
-
-    m = meter.open()
-    if host not in ("127.0.0.1", "localhost", "::1"):
-        err_console.print(
-            f"[yellow]warning:[/] binding {escape(host)}: reachable from other machines"
-        )
-    err_console.print(
-        f"joulebench serve: {escape(model)} ({escape(precision)}, {escape(scheduler)}) "
-        f"on http://{escape(host)}:{port}"
+    from joulebench.serve.launch import (
+        check_server_limits,
+        dynamic_options,
+        require_server_extra,
+        serve_forever,
     )
+
+    check_server_limits(
+        port=port, max_queue=max_queue, max_batch_size=max_batch_size, max_body_mib=max_body_mib
+    )
+    scheduler_options = dynamic_options(
+        scheduler, window_ms=window_ms, bucketing=bucketing, bucket_ratio=bucket_ratio
+    )
+    require_server_extra()  # fail before a model is loaded
+    m = meter.open()
+    _announce(model, precision, scheduler, host, port)
     serve_forever(
         model,
         precision,
@@ -112,6 +83,18 @@ def serve(
         default_max_tokens=default_max_tokens,
         idle_s=idle_s,
         **scheduler_options,
+    )
+
+
+def _announce(model: str, precision: str, scheduler: str, host: str, port: int) -> None:
+    """What is served where, on stderr; a warning first when other machines can reach it."""
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        err_console.print(
+            f"[yellow]warning:[/] binding {escape(host)}: reachable from other machines"
+        )
+    err_console.print(
+        f"joulebench serve: {escape(model)} ({escape(precision)}, {escape(scheduler)}) "
+        f"on http://{escape(host)}:{port}"
     )
 
 

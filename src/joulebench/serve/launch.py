@@ -66,6 +66,58 @@ def build_engine(
     )
 
 
+def check_server_limits(
+    *, port: int, max_queue: int, max_batch_size: int, max_body_mib: float
+) -> None:
+    """Refuse a port, queue, batch or body limit the server cannot use (``joulebench serve``)."""
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"--port must be 0…65535, got {port}")
+    if max_queue < 1 or max_batch_size < 1:
+        raise ConfigError("--max-queue and --max-batch-size must be ≥ 1")
+    if not max_body_mib > 0:
+        raise ConfigError(f"--max-body-mib must be > 0, got {max_body_mib}")
+
+
+def dynamic_options(
+    scheduler: str,
+    *,
+    window_ms: float | None = None,
+    bucketing: str | None = None,
+    bucket_ratio: float | None = None,
+) -> dict[str, Any]:
+    """The dynamic scheduler's options that were given, checked, as scheduler options
+    (``window_s``, ``bucket_ratio``, ``bucketing``); refused for another scheduler."""
+    options: dict[str, Any] = {}
+    if window_ms is not None:
+        if window_ms < 0:
+            raise ConfigError(f"--window-ms must be ≥ 0, got {window_ms}")
+        options["window_s"] = window_ms / 1e3
+    if bucket_ratio is not None:
+        if bucket_ratio < 1:
+            raise ConfigError(f"--bucket-ratio must be ≥ 1, got {bucket_ratio}")
+        options["bucket_ratio"] = bucket_ratio
+    if bucketing is not None:
+        from joulebench.serve.schedulers.dynamic import BUCKETINGS
+
+        if bucketing not in BUCKETINGS:
+            raise ConfigError(
+                f"--bucketing must be one of {', '.join(BUCKETINGS)}, got {bucketing!r}"
+            )
+        options["bucketing"] = bucketing
+    if options and scheduler != "dynamic":
+        raise ConfigError(
+            "--window-ms, --bucketing and --bucket-ratio only apply to --scheduler dynamic "
+            f"(got --scheduler {scheduler})"
+        )
+    return options
+
+
+def require_server_extra() -> None:
+    """Fail, naming the ``serve`` extra, before a model is loaded if the server cannot run."""
+    for module in ("fastapi", "uvicorn", "prometheus_client"):
+        require(module, "serve", "the embedded server")
+
+
 @contextlib.contextmanager
 def _serving(
     engine: ServingEngine, host: str, port: int, api_key: str | None, max_body_mib: float
