@@ -154,14 +154,6 @@ ViaShapeOpt = Annotated[
 ]
 
 
-def _url_port(url: str) -> int:
-    """The TCP port a server URL points at (its scheme's default when none is written)."""
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(url)
-    return parts.port or (443 if parts.scheme == "https" else 80)
-
-
 def _load_tokenizer(model: str | None) -> Any:
     if not model:
         return None
@@ -400,11 +392,7 @@ def _load_meter(
     meter: MeterChoice, url: str | None, gpus: str | None, allow_missing_gpu: bool
 ) -> MeterChoice:
     """The meter choice with the load's scope: the server behind ``--url`` or this process."""
-    scope = meter.options.get("estimate_scope") or ("system" if url else "process")
-    return meter.with_options(
-        estimate_scope=scope,
-        # system scope: the server behind the URL is measured, every other process subtracted
-        estimate_target_ports=[_url_port(url)] if url and scope == "system" else [],
+    return meter.for_url(url).with_options(
         gpus=gpus,  # the engine's GPUs too (CUDA_VISIBLE_DEVICES), when it is launched
         allow_missing_gpu=allow_missing_gpu,
     )

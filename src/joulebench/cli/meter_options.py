@@ -201,6 +201,20 @@ class MeterChoice:
         """The same choice with these options set (computed by the command, not given)."""
         return replace(self, options={**self.options, **options})
 
+    def for_url(self, url: str | None) -> MeterChoice:
+        """The choice for a run against the server at ``url`` (``None``: the embedded one).
+
+        The estimator's scope, unless given: the process tree when the server runs inside
+        joulebench; the system when it is another process (``--url``, a launched engine), with
+        the process listening on the URL's port measured and every other process subtracted,
+        so the server's CPU is counted and a neighbour's is not.
+        """
+        scope = self.options.get("estimate_scope") or ("system" if url else "process")
+        return self.with_options(
+            estimate_scope=scope,
+            estimate_target_ports=[url_port(url)] if url and scope == "system" else [],
+        )
+
     def flags(self) -> dict[str, Any]:
         """Every backend flag's value (``None`` where unset), as a stored run config keeps them."""
         return {name: self.options.get(name) for name, _, _ in _BACKEND_FLAGS}
@@ -215,12 +229,21 @@ class MeterChoice:
         )
 
 
+def url_port(url: str) -> int:
+    """The TCP port a server URL points at (its scheme's default when none is written)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    return parts.port or (443 if parts.scheme == "https" else 80)
+
+
 def _scope_auto_opt() -> Any:
     return Annotated[
         str,
         _option(
             "--estimate-scope",
-            help="Estimator: process, system, or auto (process when embedded, system for --url).",
+            help="Estimator: process, system, or auto (process when embedded, system for --url "
+            "or a launched engine).",
         ),
     ]
 

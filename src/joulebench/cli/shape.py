@@ -82,7 +82,7 @@ def shape(
 
 
 @handle_errors
-@meter_flags
+@meter_flags(estimate_scope="auto")
 @engine_flags
 def shape_compare(
     policy: str = typer.Option(..., "--policy", help="Policy to compare with direct sending."),
@@ -121,7 +121,7 @@ def shape_compare(
     items, lengths = _workload(prompts, output_length, n=n, seed=seed)
     with (
         launch_target(url, launching, model=model, meter=meter) as (target, session),
-        contextlib.closing(meter.open()) as m,
+        contextlib.closing(meter.for_url(target).open()) as m,
     ):
         result = compare(
             target, policy, arrival, items, meter=m, idle_s=idle_s, n=n, protocol=protocol,
@@ -151,7 +151,7 @@ def _workload_config(prompts: str, output_length: str) -> dict[str, Any]:
 
 
 @handle_errors
-@meter_flags
+@meter_flags(estimate_scope="auto")
 @engine_flags
 def shape_sweep(
     policies: list[str] = typer.Option(
@@ -191,7 +191,7 @@ def shape_sweep(
     items, lengths = _workload(prompts, output_length, n=n, seed=seed)
     with (
         launch_target(url, launching, model=model, meter=meter) as (target, session),
-        contextlib.closing(meter.open()) as m,
+        contextlib.closing(meter.for_url(target).open()) as m,
     ):
         result = sweep(
             target, policies, arrival, items, n=n, protocol=protocol,

@@ -29,7 +29,24 @@ def test_every_measuring_command_takes_the_whole_meter_group(name):
     defaults = {k: params[k].default for k in GROUP}
     assert defaults["meter"] == "auto" and defaults["fake_power_w"] == 100.0
     assert defaults["codecarbon_country"] == "FRA" and defaults["nvml_mode"] == "auto"
-    assert defaults["estimate_scope"] == ("auto" if name == "load" else "process")
+    # commands that may measure a server in another process pick the estimator's scope
+    auto = {"load", "shape-compare", "shape-sweep"}
+    assert defaults["estimate_scope"] == ("auto" if name in auto else "process")
+
+
+def test_a_server_in_another_process_is_measured_by_the_systems_estimator():
+    """--url (or a launched engine): the process on the URL's port is measured, the rest
+    subtracted; embedded: this process tree; a scope given on the command line is kept."""
+    choice = MeterChoice("estimate", {})
+    assert choice.for_url(None).options == {
+        "estimate_scope": "process",
+        "estimate_target_ports": [],
+    }
+    far = choice.for_url("http://127.0.0.1:8000/v1")
+    assert far.options == {"estimate_scope": "system", "estimate_target_ports": [8000]}
+    assert choice.for_url("https://example.org").options["estimate_target_ports"] == [443]
+    given = MeterChoice("estimate", {"estimate_scope": "process"}).for_url("http://h:9")
+    assert given.options == {"estimate_scope": "process", "estimate_target_ports": []}
 
 
 def _probe_app(seen: dict[str, MeterChoice]) -> typer.Typer:
