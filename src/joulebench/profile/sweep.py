@@ -205,8 +205,19 @@ def run_sweep(
     load_set = prompt_loader or load_prompts
 
     def body(run_id: str, counts: dict[str, int], emit: Callable[[Event], None]) -> None:
-        _run_groups(sweep, store, meter, run_id, counts, emit, load, load_set, idle_s, hardware,
-                    idle_baselines)  # fmt: skip
+        _SweepRun(
+            sweep=sweep,
+            store=store,
+            meter=meter,
+            run_id=run_id,
+            counts=counts,
+            emit=emit,
+            load=load,
+            load_set=load_set,
+            idle_s=sweep.idle_s if idle_s is None else idle_s,
+            hardware=hardware,
+            idles={} if idle_baselines is None else idle_baselines,
+        ).run()
 
     return drive_sweep_run(sweep, store, MeterInfo.of(meter).to_dict(), body, on_event)
 
@@ -295,100 +306,106 @@ def free_cuda() -> None:
         torch.cuda.empty_cache()
 
 
-def _run_groups(
-    sweep: SweepConfig,
-    store: Any,
-    meter: Meter,
-    run_id: str,
-    counts: dict[str, int],
-    emit: Callable[[Event], None],
-    load: Callable[..., Any],
-    load_set: Callable[..., Any],
-    idle_s: float | None,
-    hardware: Any,
-    idle_baselines: dict[tuple[str, str], Any] | None,
-) -> None:
-    """The sweep's cells, one model load per (model, precision) group; updates ``counts``."""
-    from joulebench.profile.phases import measure_idle_watched
-    from joulebench.profile.runner import profile_cell
+@dataclass(slots=True)
+class _SweepRun:
+    """One pass over a sweep's cells, one model load per (model, precision) group; it updates
+    ``counts`` and emits the events of :func:`run_sweep`."""
 
-    cells = sweep.cells()
-    idle_span = sweep.idle_s if idle_s is None else idle_s
-    groups: dict[tuple[str, str], list[ProfileConfig]] = {}
-    for c in cells:
-        groups.setdefault((c.model, c.precision), []).append(c)
-    for (model, precision), group in groups.items():
-        todo = skip_done(store, run_id, group, counts, emit)
-        if not todo:
-            continue
+    sweep: SweepConfig
+    store: Any
+    meter: Meter
+    run_id: str
+    counts: dict[str, int]
+    emit: Callable[[Event], None]
+    load: Callable[..., Any]
+    load_set: Callable[..., Any]
+    idle_s: float
+    hardware: Any
+    idles: dict[tuple[str, str], Any]
+
+    def run(self) -> None:
+        groups: dict[tuple[str, str], list[ProfileConfig]] = {}
+        for c in self.sweep.cells():
+            groups.setdefault((c.model, c.precision), []).append(c)
+        for (model, precision), group in groups.items():
+            todo = skip_done(self.store, self.run_id, group, self.counts, self.emit)
+            if not todo:
+                continue
+            loaded = self._load_group(model, precision, todo)
+            if loaded is None:
+                continue
+            self._measure_group(loaded, self.idles[(model, precision)], todo)
+            del loaded
+            free_cuda()
+
+    def _load_group(self, model: str, precision: str, todo: list[ProfileConfig]) -> Any:
+        """The group's loaded model, its idle baseline measured; ``None`` (every cell of the
+        group recorded as failed) if either fails."""
+        from joulebench.profile.phases import measure_idle_watched
+
         try:
-            loaded = load(model, precision, sweep.device, seed=sweep.seed)
+            loaded = self.load(model, precision, self.sweep.device, seed=self.sweep.seed)
             # once per loaded model (never per cell); at least two meter update periods
-            idles = {} if idle_baselines is None else idle_baselines
-            if (model, precision) not in idles:
-                idles[(model, precision)] = measure_idle_watched(
-                    meter, idle_span, host=HostMonitor(), contention=sweep.contention_policy()
+            if (model, precision) not in self.idles:
+                self.idles[(model, precision)] = measure_idle_watched(
+                    self.meter,
+                    self.idle_s,
+                    host=HostMonitor(),
+                    contention=self.sweep.contention_policy(),
                 )
-            idle = idles[(model, precision)]
         except (JoulebenchError, RuntimeError, ValueError, OSError, ImportError) as exc:
             error = f"loading {model} at {precision}: {type(exc).__name__}: {exc}"
             log.warning("%s", error)
             for c in todo:
-                record_failed_cell(store, run_id, c, sweep.study, error)
-                counts["failed"] += 1
-                emit({"event": "failed", "cell": c, "cell_key": c.cell_key(), "error": error})
-            continue
+                self._fail(c, error)
+            return None
+        return loaded
+
+    def _measure_group(self, loaded: Any, idle: Any, todo: list[ProfileConfig]) -> None:
+        """Measure the group's cells on one loaded model; a prompt set is loaded once."""
         prompt_cache: dict[str, Any] = {}
         for c in todo:
-            key = c.cell_key()
-            emit({"event": "cell_start", "cell": c, "cell_key": key})
-            t0 = time.monotonic()
-            try:
-                if c.prompts not in prompt_cache:
-                    prompt_cache[c.prompts] = load_set(
-                        c.prompts, n=c.n, seed=c.seed, tokenizer=loaded.tokenizer
-                    )
-                result = profile_cell(
-                    loaded,
-                    prompt_cache[c.prompts],
-                    c,
-                    meter,
-                    store=store,
-                    run_id=run_id,
-                    cell_key=key,
-                    idle=idle,
-                    hardware=hardware,
-                    study=sweep.study,
+            self._measure_cell(loaded, idle, c, prompt_cache)
+
+    def _measure_cell(
+        self, loaded: Any, idle: Any, c: ProfileConfig, prompt_cache: dict[str, Any]
+    ) -> None:
+        """One cell, stored and reported by a ``done`` or ``failed`` event."""
+        from joulebench.profile.runner import profile_cell
+
+        key = c.cell_key()
+        self.emit({"event": "cell_start", "cell": c, "cell_key": key})
+        t0 = time.monotonic()
+        try:
+            if c.prompts not in prompt_cache:
+                prompt_cache[c.prompts] = self.load_set(
+                    c.prompts, n=c.n, seed=c.seed, tokenizer=loaded.tokenizer
                 )
-            except (
-                JoulebenchError,
-                RuntimeError,
-                ValueError,
-                NotImplementedError,
-                MemoryError,
-            ) as exc:
-                record_failed_cell(store, run_id, c, sweep.study, f"{type(exc).__name__}: {exc}")
-                counts["failed"] += 1
-                log.warning("cell %s failed: %s", key, exc)
-                emit(
-                    {
-                        "event": "failed",
-                        "cell": c,
-                        "cell_key": key,
-                        "error": f"{type(exc).__name__}: {exc}",
-                    }
-                )
-                free_cuda()
-                continue
-            counts["done"] += 1
-            emit(
-                {
-                    "event": "done",
-                    "cell": c,
-                    "cell_key": key,
-                    "result": result,
-                    "elapsed_s": time.monotonic() - t0,
-                }
+            result = profile_cell(
+                loaded,
+                prompt_cache[c.prompts],
+                c,
+                self.meter,
+                store=self.store,
+                run_id=self.run_id,
+                cell_key=key,
+                idle=idle,
+                hardware=self.hardware,
+                study=self.sweep.study,
             )
-        del loaded
-        free_cuda()
+        except (JoulebenchError, RuntimeError, ValueError, NotImplementedError, MemoryError) as exc:
+            log.warning("cell %s failed: %s", key, exc)
+            self._fail(c, f"{type(exc).__name__}: {exc}")
+            free_cuda()
+            return
+        self.counts["done"] += 1
+        elapsed_s = time.monotonic() - t0
+        self.emit(
+            {"event": "done", "cell": c, "cell_key": key, "result": result, "elapsed_s": elapsed_s}
+        )
+
+    def _fail(self, c: ProfileConfig, error: str) -> None:
+        """Record ``c`` as failed with ``error``, count it and say so in a ``failed`` event."""
+        record_failed_cell(self.store, self.run_id, c, self.sweep.study, error)
+        self.counts["failed"] += 1
+        self.emit({"event": "failed", "cell": c, "cell_key": c.cell_key(), "error": error})
