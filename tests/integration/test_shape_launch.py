@@ -73,3 +73,24 @@ def test_shape_sweep_records_its_engine(tmp_path) -> None:
     assert written["engine"] == j["engine"]
     assert written["runs"][2]["load"]["engine"]["stopped_by"] == "SIGTERM"
     assert_nothing_left(pids_of(pidfile), port)
+
+
+def test_load_via_shape_records_its_engine_in_both_runs_and_the_store(tmp_path) -> None:
+    """``load --via-shape`` against a launched engine: the same sections as shape-compare, and
+    the stored runs keep each run's engine section with its exit status."""
+    import duckdb
+
+    cmd, port, pidfile = stub_engine(tmp_path, lifetime_s=0)
+    db = tmp_path / "r.duckdb"
+    proc = jb(
+        "load", "--launch", cmd, "--url", f"http://127.0.0.1:{port}", "--via-shape",
+        "cadence:100ms", "--engine-log-dir", str(tmp_path / "logs"), "--store", str(db), *RUN,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    j = json.loads(proc.stdout)
+    _check_runs(j["engine"], [j["direct"]["load"], j["shaped"]["load"]], tmp_path / "logs")
+    with duckdb.connect(str(db), read_only=True) as con:
+        summaries = [json.loads(s) for (s,) in con.execute("SELECT summary FROM runs").fetchall()]
+    assert len(summaries) == 2
+    assert all(s["engine"]["stopped_by"] == "SIGTERM" for s in summaries), summaries
+    assert_nothing_left(pids_of(pidfile), port)

@@ -486,28 +486,24 @@ def load(
 
 
 def _compare(run: LoadRun, base: str, m: Any, session: Any) -> Any:
-    """``--via-shape``: run and print the comparison (``joulebench.shape.experiment``): direct
-    vs shaped, same trace, server and meter."""
-    from joulebench.cli.shape_views import run_comparison
+    """``--via-shape``: run the comparison (``joulebench.shape.experiment``): direct vs
+    shaped, same trace, server and meter; a launched engine is watched during each run."""
+    from joulebench.shape.experiment import compare
 
     assert run.via_shape is not None
-    return run_comparison(
+    return compare(
         base,
         run.via_shape,
         run.arrival,
         run.items,
         meter=m,
         idle_s=run.idle_s,
-        as_json=run.as_json,
+        engine=session,
         output_length=run.lengths,
         load_options={
             "model": run.sent_model(session),
             "tokenizer": _counter(run.tok),
             "timeline_hz": run.hz,
-        },
-        config={
-            "prompts": run.prompts,
-            "output_length": describe_output_length(run.output_length),
         },
         n=run.n,
         protocol=run.protocol,
@@ -566,10 +562,21 @@ def _run_and_report(db: Any, store: Path | None, run: LoadRun, meter: MeterChoic
 def _report_comparison(
     db: Any, store: Path | None, run: LoadRun, comparison: Any, session: Any
 ) -> None:
-    """Store both runs of a ``--via-shape`` comparison; exit status 1 when either lost requests."""
+    """Print and store both runs of a ``--via-shape`` comparison (after a launched engine
+    stopped: its exit status is in both); exit status 1 when either lost requests."""
+    from joulebench.cli.shape_views import show_comparison
+    from joulebench.shape.experiment import stamp_engine
+
+    comparison.config.update(
+        prompts=run.prompts, output_length=describe_output_length(run.output_length)
+    )
     cli_config = run.cli_config
     if session is not None:  # stopped now: its exit status is known
+        stamp_engine(comparison, session)
         cli_config = {**cli_config, "engine": session.engine.to_dict()}
+    show_comparison(comparison, run.as_json)
+    if not run.as_json:
+        print_engine(comparison.to_json())
     runs = (comparison.direct, comparison.shaped)
     if db is not None:
         ids = _store_comparison(db, comparison, cli_config, run.name)

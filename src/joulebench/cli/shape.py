@@ -1,7 +1,7 @@
 """``joulebench shape`` (the gateway), ``shape-compare`` (direct vs shaped) and ``shape-sweep``.
 
-``joulebench load … --via-shape POLICY`` runs the same experiment as ``shape-compare`` through
-:func:`run_comparison`, which this module exports for ``cli/load.py``.
+``joulebench load … --via-shape POLICY`` runs the same experiment as ``shape-compare``
+(``joulebench.shape.experiment.compare``) and prints it with ``cli.shape_views``.
 
 With ``--launch``/``--engine`` the upstream is an engine joulebench starts (and stops once every
 run is done); each run's load JSON carries the ``engine`` section (metrics scraped during that

@@ -3,13 +3,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 from rich.table import Table
 
 from joulebench.cli.common import console, err_console, print_json
-from joulebench.meters.base import Meter
 
 
 def fmt_value(x: float | None, change: bool = False, net: bool = False) -> str:
@@ -57,30 +55,6 @@ def print_decisions(gateway: dict[str, Any] | None) -> None:
         f"{fmt_value(s.mean_realised_batch)}; by reason: {reasons}",
         markup=False,
     )
-
-
-def run_comparison(
-    url: str | None,
-    policy: str,
-    arrival: str,
-    prompts: Sequence[str],
-    *,
-    meter: Meter | None,
-    idle_s: float,
-    as_json: bool,
-    config: dict[str, Any] | None = None,
-    **kwargs: Any,
-) -> Any:
-    """Run :func:`joulebench.shape.experiment.compare` and print it (table or JSON).
-
-    ``config`` is added to the comparison's config (the CLI's prompt and output-length specs).
-    """
-    from joulebench.shape.experiment import compare
-
-    result = compare(url, policy, arrival, prompts, meter=meter, idle_s=idle_s, **kwargs)
-    result.config.update(config or {})
-    show_comparison(result, as_json)
-    return result
 
 
 def show_comparison(result: Any, as_json: bool) -> None:
