@@ -178,9 +178,24 @@ def _interval_ms(lr: LoadRun) -> float | None:
     return None
 
 
+#: Engine presets that batch continuously by default (TGI is the study's own): a run against
+#: one launched by ``--engine`` (scheduler ``engine:<preset>``) stands beside the study's
+#: continuous-batching figures. ``engine:custom`` (``--launch``) is not known to.
+CONTINUOUS_ENGINES = frozenset({"tgi", "vllm", "sglang", "trtllm", "llamacpp", "joulebench"})
+
+
+def _same_scheduler(run: str, study: str) -> bool:
+    if run == study:
+        return True
+    engine = run.removeprefix("engine:")
+    return study == "continuous" and engine != run and engine in CONTINUOUS_ENGINES
+
+
 def _matches(h: PaperHeadline) -> Callable[[LoadRun], bool]:
     def ok(lr: LoadRun) -> bool:
-        if lr.shaped or _arrival_kind(lr) != h.arrival_kind or lr.scheduler != h.scheduler:
+        if lr.shaped or _arrival_kind(lr) != h.arrival_kind:
+            return False
+        if not _same_scheduler(lr.scheduler, h.scheduler):
             return False
         return h.interval_ms is None or _interval_ms(lr) == h.interval_ms
 
@@ -213,9 +228,10 @@ def compare(contents: StoreContents) -> list[Comparison]:
             continue
         lr = match[-1]
         here = {a: v for a in ACCOUNTINGS if (v := lr.per_request_wh(a)) is not None}
-        out.append(
-            Comparison(h, here, lr.run.run_id, lr.run.method, hardware_note(lr.run.environment))
-        )
+        note = hardware_note(lr.run.environment)
+        if lr.scheduler != h.scheduler:
+            note = f"measured on {lr.scheduler} (continuous batching); {note}"
+        out.append(Comparison(h, here, lr.run.run_id, lr.run.method, note))
     return out
 
 

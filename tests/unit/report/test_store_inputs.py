@@ -92,3 +92,36 @@ def test_hardware_note_and_arrival_labels() -> None:
     )
     assert arrival_label({"spec": "poisson:20", "kind": "poisson"}) == "poisson:20"
     assert arrival_label(None) == "?"
+
+
+def test_runs_against_a_continuous_engine_stand_beside_the_studys_tgi_figures(tmp_path) -> None:
+    """``reproduce --engine tgi`` stores its serving runs as ``engine:tgi``: they match the
+    study's continuous-batching headlines (said so in the note), never the naive sequential
+    one; an engine joulebench does not know (``--launch``: ``engine:custom``) matches none."""
+    meter = {"name": "estimate", "methods": {"cpu:0": "estimated"}, "update_period_s": 0.1}
+    environment = {"cpu": {"model": "Test CPU 2-core", "cores": 2}, "gpu": None}
+
+    def summary(wh: float) -> dict:
+        return {
+            "requests": {"total": 10, "ok": 10, "failed": 0},
+            "energy": {"gross_j": wh * 36000, "per_request_wh": {"paper_whole_window": wh},
+                       "method": "estimated"},
+        }  # fmt: skip
+
+    path = tmp_path / "engines.duckdb"
+    with ResultStore(path) as db:
+        for scheduler, arrival, wh in (
+            ("engine:tgi", "burst", 0.01),
+            ("engine:custom", "fixed", 0.002),
+            ("engine:tgi", "sequential", 0.1),
+        ):
+            config = {"arrival": {"spec": arrival, "kind": arrival, "interval_ms": 500.0},
+                      "scheduler": scheduler}  # fmt: skip
+            run = db.start_run("load", config=config, environment=environment, meter=meter)
+            db.finish_run(run, summary=summary(wh))
+    cmp = {x.headline.key: x for x in compare(_contents(path))}
+    burst = cmp["tgi_burst"]
+    assert burst.here_wh["paper_whole_window"] == pytest.approx(0.01)
+    assert burst.hardware_note.startswith("measured on engine:tgi (continuous batching)")
+    assert cmp["tgi_fixed_500ms"].here_run is None  # engine:custom: not known to batch
+    assert cmp["naive_sequential"].here_run is None  # an engine is not the naive baseline
