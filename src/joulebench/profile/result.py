@@ -272,9 +272,7 @@ def consistency_section(
     ``compiled``: direct decode ran compiled on a static cache while ``generate`` is eager, so
     the gap also holds the compile effect.
     """
-    pre, dec = measured["prefill"], measured["decode"]
-    genn = measured["generate_n"]
-    pre_e, dec_e, gen_e = pre.energy, dec.energy, genn.energy
+    pre_e, dec_e, gen_e = (measured[k].energy for k in ("prefill", "decode", "generate_n"))
     overhead = None if clocks is None else generate_overhead(measured, t, clocks)
     overhead_j = None if overhead is None else overhead["total_j"]
     chk, rel = audit.phase_consistency(
@@ -284,15 +282,8 @@ def consistency_section(
         tolerance=tolerance,
         overhead_j=overhead_j,
     )
-    direct_s = pre.latency.mean + dec.latency.mean
-    overhead_s = 0.0 if overhead is None else overhead["total_s"]
-    gen_s = genn.latency.mean
-    latency_rel = div(direct_s + overhead_s - gen_s, gen_s)
-    direct_j = None if pre_e is None or dec_e is None else pre_e.mean + dec_e.mean
-    predicted_j = None if direct_j is None else direct_j + (overhead_j or 0.0)
-    signed = None
-    if predicted_j is not None and gen_e is not None and gen_e.mean:
-        signed = (predicted_j - gen_e.mean) / gen_e.mean
+    energy = _energy_compared(pre_e, dec_e, gen_e, overhead_j)
+    signed = _signed_gap(energy["predicted_energy_j"], energy["generate_energy_j"])
     spread = _gap_spread(pre_e, dec_e, gen_e)
     section: dict[str, Any] = {
         "compared": (
@@ -305,46 +296,95 @@ def consistency_section(
         "tolerance": tolerance,
         "gap_ci95_rel": spread,
         "passed": chk.passed,
-        "direct_energy_j": direct_j,
-        "generate_overhead_j": overhead_j,
-        "predicted_energy_j": predicted_j,
-        "generate_energy_j": None if gen_e is None else gen_e.mean,
-        "direct_latency_s": direct_s,
-        "generate_overhead_s": None if overhead is None else overhead_s,
-        "predicted_latency_s": direct_s + overhead_s,
-        "generate_latency_s": gen_s,
-        "latency_rel_err": latency_rel,
+        **energy,
+        **_latency_compared(measured, overhead),
         "direct_decode_compiled": compiled,
         "direct_decode_does": list(DIRECT_DECODE_DOES),
         "generate_only": list(GENERATE_ONLY),
     }
     if not chk.passed and signed is not None:
-        what = "direct + overhead" if overhead is not None else "direct"
-        note = (
-            f"{what} is {signed:+.1%} from generate in energy, {(latency_rel or 0.0):+.1%} in time"
+        note = _consistency_note(
+            signed,
+            section["latency_rel_err"],
+            overhead_measured=overhead is not None,
+            compiled=compiled,
+            rel=rel,
+            spread=spread,
+            tolerance=tolerance,
         )
-        if compiled:
-            note += (
-                ": direct decode ran compiled on a static cache, generate eager, so the gap holds "
-                "the compile effect"
-            )
-        elif overhead is None:
-            note += ": generate()'s overhead was not measured"
-        elif spread is not None and rel is not None and rel - spread <= tolerance:
-            note += (
-                f", within the measurement's own spread (±{spread:.1%}, 95 % CI of the gap): "
-                "no verdict on the work the phases do; more repeats (--max-repeats), longer "
-                "windows (--min-window-s) or a quieter host (see quiet_host) are needed"
-            )
-        else:
-            note += (
-                f", beyond the measurement's spread (±{spread or 0.0:.1%}): the direct windows "
-                "and generate do not do the same model work (or the host changed between "
-                "them); check the meter, the window lengths and quiet_host"
-            )
         section["note"] = note
         chk = audit.AuditCheck(chk.name, chk.passed, f"{chk.detail}; {note}")
     return section, chk
+
+
+def _energy_compared(
+    pre_e: Summary | None, dec_e: Summary | None, gen_e: Summary | None, overhead_j: float | None
+) -> dict[str, float | None]:
+    """The consistency check's energies: direct, generate()'s overhead, their sum, generate."""
+    direct_j = None if pre_e is None or dec_e is None else pre_e.mean + dec_e.mean
+    return {
+        "direct_energy_j": direct_j,
+        "generate_overhead_j": overhead_j,
+        "predicted_energy_j": None if direct_j is None else direct_j + (overhead_j or 0.0),
+        "generate_energy_j": None if gen_e is None else gen_e.mean,
+    }
+
+
+def _signed_gap(predicted_j: float | None, generate_j: float | None) -> float | None:
+    """(predicted − generate) / generate; ``None`` without both or when generate is 0."""
+    if predicted_j is None or not generate_j:
+        return None
+    return (predicted_j - generate_j) / generate_j
+
+
+def _latency_compared(
+    measured: Mapping[str, PhaseMeasurement], overhead: Mapping[str, Any] | None
+) -> dict[str, float | None]:
+    """The consistency check's seconds: direct, generate()'s overhead, their sum, generate, and
+    the relative gap."""
+    direct_s = measured["prefill"].latency.mean + measured["decode"].latency.mean
+    overhead_s = 0.0 if overhead is None else overhead["total_s"]
+    gen_s = measured["generate_n"].latency.mean
+    return {
+        "direct_latency_s": direct_s,
+        "generate_overhead_s": None if overhead is None else overhead_s,
+        "predicted_latency_s": direct_s + overhead_s,
+        "generate_latency_s": gen_s,
+        "latency_rel_err": div(direct_s + overhead_s - gen_s, gen_s),
+    }
+
+
+def _consistency_note(
+    signed: float,
+    latency_rel: float | None,
+    *,
+    overhead_measured: bool,
+    compiled: bool,
+    rel: float | None,
+    spread: float | None,
+    tolerance: float,
+) -> str:
+    """Why a failed consistency check failed, in words: the gap, then its likely cause."""
+    what = "direct + overhead" if overhead_measured else "direct"
+    note = f"{what} is {signed:+.1%} from generate in energy, {(latency_rel or 0.0):+.1%} in time"
+    if compiled:
+        return note + (
+            ": direct decode ran compiled on a static cache, generate eager, so the gap holds "
+            "the compile effect"
+        )
+    if not overhead_measured:
+        return note + ": generate()'s overhead was not measured"
+    if spread is not None and rel is not None and rel - spread <= tolerance:
+        return note + (
+            f", within the measurement's own spread (±{spread:.1%}, 95 % CI of the gap): "
+            "no verdict on the work the phases do; more repeats (--max-repeats), longer "
+            "windows (--min-window-s) or a quieter host (see quiet_host) are needed"
+        )
+    return note + (
+        f", beyond the measurement's spread (±{spread or 0.0:.1%}): the direct windows "
+        "and generate do not do the same model work (or the host changed between "
+        "them); check the meter, the window lengths and quiet_host"
+    )
 
 
 def repeat_rows(measured: Mapping[str, PhaseMeasurement], t: Tokens) -> list[dict[str, Any]]:
@@ -406,12 +446,40 @@ def assemble(
         "tokens": t.to_dict(),
         "warnings": [],
     }
+    phases, sub_decode = _phase_sections(measured, t)
+    out.update(phases)
+    _per_token(out, t)
+    out["normalized"] = normalizations(out, t)
+    out["latency"] = latency_section(out, t, device)
+    roof = roofline_for(
+        {"prefill": out["prefill"]["latency_s"], "decode": out["decode"]["latency_s"]}
+    )
+    out["roofline"] = roof
+    checks = _measurement_audits(measured, roof, header, idle_w, update_period_s, quiet_cores)
+    if sub_decode is not None:
+        checks.append(_subtraction_audit(sub_decode, out["warnings"]))
+    if direct and subtraction:
+        checks.append(_add_consistency(out, measured, t, consistency_tolerance, compiled, clocks))
+    out["audit"] = [c.to_dict() for c in checks]
+    out["audit_passed"] = all(c.passed for c in checks)
+    return out, checks
+
+
+def _phase_sections(
+    measured: Mapping[str, PhaseMeasurement], t: Tokens
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """``prefill`` and ``decode`` (direct when they ran, else by subtraction), ``generate``,
+    ``subtraction`` beside direct ones, and ``headline_method``; with the subtracted decode
+    section when the subtraction ran (``None`` otherwise)."""
+    direct = "prefill" in measured
+    out: dict[str, Any] = {}
     if direct:
         out["prefill"] = phase_section(
             measured["prefill"], t.input_effective, "effective_input_token"
         )
         out["decode"] = phase_section(measured["decode"], t.decode_output, "decode_output_token")
-    if subtraction:
+    sub_decode = None
+    if "generate_n" in measured:
         sub_prefill = phase_section(
             measured["generate_1"], t.input_effective, "effective_input_token"
         )
@@ -422,26 +490,35 @@ def assemble(
         out["generate"] = phase_section(measured["generate_n"], t.output, "output_token")
         if direct:
             out["subtraction"] = {"prefill": sub_prefill, "decode": sub_decode}
+            for name in ("prefill", "decode"):  # the study's figure beside each headline phase
+                sub = out["subtraction"][name]
+                for key in ("energy_j", "energy_ci95_j", "latency_s", "energy_per_token_j"):
+                    out[name][f"subtraction_{key}"] = sub.get(key)
         else:
             out["prefill"], out["decode"] = sub_prefill, sub_decode
     out["headline_method"] = "direct" if direct else "subtraction"
-    if direct and subtraction:  # the study's figure beside each headline phase
-        for name in ("prefill", "decode"):
-            sub = out["subtraction"][name]
-            for key in ("energy_j", "energy_ci95_j", "latency_s", "energy_per_token_j"):
-                out[name][f"subtraction_{key}"] = sub.get(key)
+    return out, sub_decode
+
+
+def _per_token(out: dict[str, Any], t: Tokens) -> None:
+    """Each headline phase's energy per request and per token it covers, added in place."""
     for name in ("prefill", "decode"):
         out[name]["per_request_j"] = div(out[name]["energy_j"], t.n_requests)
     pre_e = out["prefill"]["energy_j"]
     out["prefill"]["energy_per_effective_input_token_j"] = div(pre_e, t.input_effective)
     out["prefill"]["energy_per_computed_input_token_j"] = div(pre_e, t.input_computed)
     out["decode"]["energy_per_output_token_j"] = div(out["decode"]["energy_j"], t.decode_output)
-    out["normalized"] = normalizations(out, t)
-    out["latency"] = latency_section(out, t, device)
-    roof = roofline_for(
-        {"prefill": out["prefill"]["latency_s"], "decode": out["decode"]["latency_s"]}
-    )
-    out["roofline"] = roof
+
+
+def _measurement_audits(
+    measured: Mapping[str, PhaseMeasurement],
+    roof: Mapping[str, Any],
+    header: Mapping[str, Any],
+    idle_w: float | None,
+    update_period_s: float,
+    quiet_cores: float,
+) -> list[audit.AuditCheck]:
+    """Each measurement's audits (against its roofline floor), then the idle baseline's host."""
     floors = phase_floors(roof) if roof.get("available", True) else {}
     checks: list[audit.AuditCheck] = []
     for key, m in measured.items():
@@ -449,27 +526,37 @@ def assemble(
     idle_host = (header.get("idle") or {}).get("host")
     if idle_host is not None:  # the baseline every net figure subtracts
         checks.append(audit.quiet_host([idle_host], max_other_cores=quiet_cores, scope="idle"))
-    if subtraction:
-        chk = audit.difference_resolved(
-            sub_decode["energy_j"], sub_decode["energy_ci95_j"], scope="decode/subtraction"
-        )
-        checks.append(chk)
-        if sub_decode["energy_j"] is not None and sub_decode["energy_j"] <= 0:
-            out["warnings"].append(f"subtracted decode energy: {chk.detail}")
-    if direct and subtraction:
-        section, chk = consistency_section(
-            measured, t, consistency_tolerance, compiled=compiled, clocks=clocks
-        )
-        checks.append(chk)
-        if clocks is not None:
-            out["generate_overhead"] = generate_overhead(measured, t, clocks)
-        out["consistency"] = section
-        out["consistency_rel_err"] = section["rel_err"]
-        if not chk.passed:
-            out["warnings"].append(f"phase consistency: {chk.detail}")
-    out["audit"] = [c.to_dict() for c in checks]
-    out["audit_passed"] = all(c.passed for c in checks)
-    return out, checks
+    return checks
+
+
+def _subtraction_audit(sub_decode: Mapping[str, Any], warnings: list[str]) -> audit.AuditCheck:
+    """Whether the subtracted decode energy is resolved; a warning when it is not positive."""
+    chk = audit.difference_resolved(
+        sub_decode["energy_j"], sub_decode["energy_ci95_j"], scope="decode/subtraction"
+    )
+    if sub_decode["energy_j"] is not None and sub_decode["energy_j"] <= 0:
+        warnings.append(f"subtracted decode energy: {chk.detail}")
+    return chk
+
+
+def _add_consistency(
+    out: dict[str, Any],
+    measured: Mapping[str, PhaseMeasurement],
+    t: Tokens,
+    tolerance: float,
+    compiled: bool,
+    clocks: Mapping[str, Mapping[str, Any]] | None,
+) -> audit.AuditCheck:
+    """Add ``generate_overhead`` (with clocks), ``consistency`` and ``consistency_rel_err`` to
+    ``out``, and a warning when the check fails; return the check."""
+    section, chk = consistency_section(measured, t, tolerance, compiled=compiled, clocks=clocks)
+    if clocks is not None:
+        out["generate_overhead"] = generate_overhead(measured, t, clocks)
+    out["consistency"] = section
+    out["consistency_rel_err"] = section["rel_err"]
+    if not chk.passed:
+        out["warnings"].append(f"phase consistency: {chk.detail}")
+    return chk
 
 
 def batch_shapes(batches: Sequence[Any], steps: Sequence[int]) -> list[Any]:
