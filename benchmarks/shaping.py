@@ -164,6 +164,7 @@ def _row(run: Any, direct: Any) -> dict[str, Any]:
     }
     if gw.get("decisions"):
         out["slo"] = summarize(gw["decisions"]).to_dict()
+        out["slo_model"] = gw["decisions"].get("model")  # cost basis, fits, target batch
     return out
 
 
@@ -366,9 +367,12 @@ def _print(arrival: str, n: int, verdict: dict[str, Any]) -> None:
         )
         if "slo" in r:
             s = r["slo"]
+            m = r.get("slo_model") or {}
             print(
                 f"{'':18s} slo: batch predicted {f(s['mean_predicted_batch'], '.2f')} vs "
-                f"realised {f(s['mean_realised_batch'], '.2f')}; {s['decisions']}"
+                f"realised {f(s['mean_realised_batch'], '.2f')}; {s['decisions']}; cost basis "
+                f"{m.get('basis')} ({m.get('responses_with_energy')} responses with energy), "
+                f"target batch {m.get('target_batch')}"
             )
     print(
         f"slo vs best fixed: {f(verdict['slo_vs_best_fixed'], '+.1%')}, "
