@@ -24,7 +24,8 @@ already running upstream (the upstream's ``/metrics`` when fresh, else the gatew
 5. the hold left is the budget minus the predicted first-token penalty of the bigger group; if
    the expected relative saving over that hold, ``1 − E[c(q + r + N)] / c(q + r)`` with
    ``N ~ Poisson(λ·hold)``, is below ``gain_floor``: release (holding cannot help: too few
-   arrivals expected, or batching does not pay on this upstream).
+   arrivals expected, or batching does not pay on this upstream — recorded as ``no gain``; or
+   less than a tenth of the budget was left to hold — recorded as ``budget``).
 6. otherwise hold until the target is expected to fill or the hold runs out, whichever is
    first; every arrival and every wake-up decides again with fresh estimates.
 
@@ -171,10 +172,13 @@ class SloPolicy(Policy):
                 q, "budget: no hold left after the first-token penalty", b_now, target
             )
         to_target_s = (target - b_now) / rate if rate > 0 else math.inf
+        budget_bound = hold_s <= to_target_s
         hold_s = min(hold_s, to_target_s)
         gain = self.cost.expected_gain(b_now, rate * hold_s, self.max_batch)
         if gain < self.gain_floor:
-            reason = f"no gain: holding {hold_s * 1e3:.0f} ms expected to save {gain * 100:.1f} %"
+            # the budget, not the data, left too little hold to gain from: say so
+            kind = "budget" if budget_bound and hold_s < 0.1 * self.budget_s else "no gain"
+            reason = f"{kind}: holding {hold_s * 1e3:.0f} ms expected to save {gain * 100:.1f} %"
             return self._release(q, reason, b_now, target)
         self._verdict = _Verdict("hold", b_now + rate * hold_s, target)
         return Decision(0, now_s + max(hold_s, EPS_S))
