@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import deque
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -26,6 +27,10 @@ from joulebench.meters.base import MeterInfo
 from joulebench.meters.timeline import PowerTimeline
 
 log = logging.getLogger(__name__)
+
+#: Busy spans kept for inspection; a long-lived server keeps only totals for older ones (a
+#: /metrics scrape read and summed the whole list under the lock the worker needs per step).
+BUSY_SPANS_KEPT = 10_000
 
 #: How per-response energy is obtained; stated in every response.
 ATTRIBUTION_METHOD = "timeline-token-work"
@@ -126,7 +131,11 @@ class EnergyLedger:
         self._accounts: dict[Hashable, _Account] = {}
         self._last_end_s: float | None = None
         self._idle = True
-        self._busy: list[list[float]] = []  # merged busy spans [start_s, end_s]
+        # merged busy spans [start_s, end_s], the latest BUSY_SPANS_KEPT of them; the totals
+        # cover every span since the server started (a scrape reads them in O(1))
+        self._busy: deque[list[float]] = deque(maxlen=BUSY_SPANS_KEPT)
+        self._busy_total_s = 0.0
+        self._busy_count = 0
         self.attributed_j = 0.0  # sum over finished requests
         self.responses = 0
 
@@ -152,9 +161,12 @@ class EnergyLedger:
                 start_s = self._last_end_s if not self._idle else max(start_s, self._last_end_s)
             end_s = max(end_s, start_s)
             if self._busy and not self._idle and self._busy[-1][1] == start_s:
+                self._busy_total_s += end_s - self._busy[-1][1]
                 self._busy[-1][1] = end_s
             else:
                 self._busy.append([start_s, end_s])
+                self._busy_total_s += end_s - start_s
+                self._busy_count += 1
             self._last_end_s = end_s
             self._idle = False
             if counted:
@@ -203,13 +215,22 @@ class EnergyLedger:
             return len(self._accounts)
 
     def busy_spans(self) -> list[tuple[float, float]]:
+        """The latest :data:`BUSY_SPANS_KEPT` busy spans (older ones are only in the totals)."""
         with self._lock:
             return [(a, b) for a, b in self._busy]
 
+    def busy_span_count(self) -> int:
+        """Separate busy stretches since the server started."""
+        with self._lock:
+            return self._busy_count
+
     def busy_energy_j(self) -> float:
-        """Timeline energy over all busy spans (the total that responses share)."""
+        """Timeline energy over the kept busy spans (the total that responses share; all of
+        them while fewer than :data:`BUSY_SPANS_KEPT`)."""
         self.timeline.sample_now()
         return float(sum(self.timeline.energy_between(a, b) for a, b in self.busy_spans()))
 
     def busy_duration_s(self) -> float:
-        return float(sum(b - a for a, b in self.busy_spans()))
+        """Busy seconds since the server started."""
+        with self._lock:
+            return self._busy_total_s

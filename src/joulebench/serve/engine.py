@@ -357,7 +357,7 @@ class ServingEngine:
                 methods=self.meter_info.methods,
                 attributed_j=self.ledger.attributed_j,
                 busy_s=self.ledger.busy_duration_s(),
-                busy_spans=len(self.ledger.busy_spans()),
+                busy_spans=self.ledger.busy_span_count(),
             )
         )
 

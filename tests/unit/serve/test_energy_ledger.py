@@ -106,3 +106,18 @@ def test_a_response_shorter_than_the_update_period_says_it_is_not_resolved():
     ledger.open("never")
     never = ledger.finish("never").to_dict()
     assert never["resolved"] is False and "no step" in never["note"]
+
+
+def test_busy_totals_cover_every_span_while_only_the_latest_are_kept(monkeypatch):
+    """A long-lived server keeps totals, not every span: /metrics reads them in O(1)."""
+    import joulebench.serve.energy as energy
+
+    monkeypatch.setattr(energy, "BUSY_SPANS_KEPT", 3)
+    _, _, ledger = make(10.0)
+    for i in range(10):  # ten stretches of 0.5 s, each extended by an abutting step
+        ledger.mark_idle()
+        ledger.record_step(2.0 * i, 2.0 * i + 0.25, {})
+        ledger.record_step(2.0 * i + 0.3, 2.0 * i + 0.5, {})  # abuts: extends the stretch
+    assert ledger.busy_span_count() == 10
+    assert ledger.busy_duration_s() == pytest.approx(5.0)
+    assert ledger.busy_spans() == [(14.0, 14.5), (16.0, 16.5), (18.0, 18.5)]
