@@ -134,50 +134,100 @@ class StoppingRule:
         return rel is not None and rel <= self.ci_target
 
 
-@dataclass(slots=True)
-class ForgettingLine:
-    """Least squares of ``y = a + s·x`` over exponentially forgotten observations.
+class ForgettingFit:
+    """Least squares of ``y = a + s₁·x₁ + … + s_k·x_k`` over exponentially forgotten points.
 
-    Each new observation multiplies the weight of the earlier ones by ``forget`` (1: none
-    forgotten), so the fit follows a drifting machine. An optional ridge prior pulls the slope
-    towards ``prior_ratio × a`` with weight ``prior_weight``: with one ``x`` seen so far the
-    slope is not identifiable, and the prior decides until the data vary. Used wherever
-    joulebench learns a cost online (the dynamic scheduler's batch costs, the ``slo`` policy's
-    upstream model).
+    Each new point multiplies the weight of the earlier ones by ``forget`` (1: none forgotten),
+    so the fit follows a drifting machine. An optional ridge prior pulls each slope ``s_i``
+    towards ``prior_ratios[i] × a`` with weight ``prior_weight``: while an ``x_i`` has not
+    varied its slope is not identifiable, and the prior decides until the data vary. Used
+    wherever joulebench learns a cost online (the dynamic scheduler's batch costs, the ``slo``
+    policy's upstream model).
     """
 
-    forget: float = 1.0
-    prior_ratio: float = 0.0
-    prior_weight: float = 0.0
-    sw: float = 0.0
-    sx: float = 0.0
-    sxx: float = 0.0
-    sy: float = 0.0
-    sxy: float = 0.0
-    n: int = 0
+    __slots__ = ("_m", "_v", "forget", "k", "n", "prior_ratios", "prior_weight", "sw", "sy")
+
+    def __init__(
+        self, k: int = 1, *, forget: float = 1.0, prior_ratios: Sequence[float] = (),
+        prior_weight: float = 0.0,
+    ) -> None:  # fmt: skip
+        if k < 1:
+            raise ValueError(f"a fit needs at least one variable, got {k}")
+        ratios = tuple(float(r) for r in prior_ratios) or (0.0,) * k
+        if len(ratios) != k:
+            raise ValueError(f"{len(ratios)} prior ratios for {k} variables")
+        self.k, self.forget, self.prior_ratios, self.prior_weight = k, forget, ratios, prior_weight
+        self._m = [[0.0] * (k + 1) for _ in range(k + 1)]  # Σ w·zzᵀ, z = (1, x₁ … x_k)
+        self._v = [0.0] * (k + 1)  # Σ w·z·y
+        self.sw = self.sy = 0.0  # Σ w and Σ w·y (their ratio is the weighted mean of y)
+        self.n = 0
+
+    def observe_point(self, xs: Sequence[float], y: float) -> None:
+        """Add one point (non-finite ones are ignored)."""
+        z = (1.0, *(float(x) for x in xs))
+        if len(z) != self.k + 1 or not all(math.isfinite(v) for v in (*z, y)):
+            return
+        f = self.forget
+        for i, zi in enumerate(z):
+            self._v[i] = f * self._v[i] + zi * y
+            row = self._m[i]
+            for j, zj in enumerate(z):
+                row[j] = f * row[j] + zi * zj
+        self.sw = f * self.sw + 1.0
+        self.sy = f * self.sy + y
+        self.n += 1
+
+    def coefficients(self) -> tuple[float, ...] | None:
+        """``(a, s₁, …, s_k)``, or ``None`` before any point or while the system is (nearly)
+        singular (without a prior: some ``x_i`` has not varied)."""
+        if self.sw <= 0:
+            return None
+        m = [row[:] for row in self._m]
+        v = self._v[:]
+        kw = self.prior_weight
+        for i, r in enumerate(self.prior_ratios, start=1):  # kw·(s_i − r·a)²
+            m[0][0] += kw * r * r
+            m[0][i] -= kw * r
+            m[i][0] -= kw * r
+            m[i][i] += kw
+        scale = [math.sqrt(max(m[i][i], 1e-300)) for i in range(self.k + 1)]
+        return _solve(m, v, scale)
+
+
+def _solve(m: list[list[float]], v: list[float], scale: list[float]) -> tuple[float, ...] | None:
+    """Gaussian elimination with partial pivoting on the (diagonally scaled) normal equations;
+    ``None`` when a pivot is below 1e-9 of its scale (a singular system)."""
+    n = len(v)
+    a = [[m[i][j] / (scale[i] * scale[j]) for j in range(n)] + [v[i] / scale[i]] for i in range(n)]
+    for col in range(n):
+        piv = max(range(col, n), key=lambda r: abs(a[r][col]))
+        if abs(a[piv][col]) < 1e-9:
+            return None
+        a[col], a[piv] = a[piv], a[col]
+        for r in range(n):
+            if r != col:
+                f = a[r][col] / a[col][col]
+                a[r] = [x - f * y for x, y in zip(a[r], a[col], strict=True)]
+    out = tuple(a[i][n] / a[i][i] / scale[i] for i in range(n))
+    return out if all(math.isfinite(x) for x in out) else None
+
+
+class ForgettingLine(ForgettingFit):
+    """:class:`ForgettingFit` of one variable: ``y = a + s·x``."""
+
+    __slots__ = ()
+
+    def __init__(
+        self, forget: float = 1.0, prior_ratio: float = 0.0, prior_weight: float = 0.0
+    ) -> None:
+        super().__init__(1, forget=forget, prior_ratios=(prior_ratio,), prior_weight=prior_weight)
 
     def observe(self, x: float, y: float) -> None:
         """Add one point (non-finite ones are ignored)."""
-        if not (math.isfinite(x) and math.isfinite(y)):
-            return
-        f = self.forget
-        self.sw = f * self.sw + 1.0
-        self.sx = f * self.sx + x
-        self.sxx = f * self.sxx + x * x
-        self.sy = f * self.sy + y
-        self.sxy = f * self.sxy + x * y
-        self.n += 1
+        self.observe_point((x,), y)
 
     def params(self) -> tuple[float, float] | None:
-        """``(a, s)``, or ``None`` before any point or while the system is (nearly) singular
-        (without a prior: every ``x`` so far the same)."""
-        if self.sw <= 0:
-            return None
-        k, r = self.prior_weight, self.prior_ratio
-        m11, m12, m22 = self.sw + k * r * r, self.sx - k * r, self.sxx + k
-        det = m11 * m22 - m12 * m12
-        if det <= 1e-9 * max(1.0, m11 * m22):
-            return None
-        a = (self.sy * m22 - m12 * self.sxy) / det
-        s = (m11 * self.sxy - m12 * self.sy) / det
-        return (a, s) if math.isfinite(a) and math.isfinite(s) else None
+        """``(a, s)``, or ``None`` before any point or while every ``x`` so far is the same
+        (without a prior)."""
+        c = self.coefficients()
+        return None if c is None else (c[0], c[1])

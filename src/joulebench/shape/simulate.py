@@ -34,6 +34,9 @@ class ModelUpstream:
     per_row_s: float = 0.02
     ttft_base_s: float = 0.04
     ttft_per_row_s: float = 0.01
+    #: each request already running delays a new group's first token by this much (a bigger
+    #: batch's slower steps), as a busy real server does
+    ttft_per_running_s: float = 0.0
     fails: Callable[[int], bool] | None = None
     metrics: bool = True
     energy_base_j: float | None = None
@@ -114,8 +117,10 @@ def simulate(
             group = [queue.popleft() for _ in range(d.release_n)]
             gid = next(groups)
             policy.observe_release(gid, [a for _, a in group], now)
+            running = state["in_flight"]
             state["in_flight"] += len(group)
             first = now + up.ttft_base_s + up.ttft_per_row_s * (len(group) - 1)
+            first += up.ttft_per_running_s * running
             end = now + up.base_s + up.per_row_s * (state["in_flight"] - 1)
             for pos, (seq, arrived) in enumerate(group):
                 out.append(Release(seq, gid, pos, len(group), arrived, now))

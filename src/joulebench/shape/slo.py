@@ -116,8 +116,8 @@ class SloPolicy(Policy):
         max_batch: int = 32,
         max_delay_s: float | None = None,
         gain_floor: float = 0.02,
-        min_arrivals: int = 8,
-        min_responses: int = 4,
+        min_arrivals: int = 4,
+        min_responses: int = 2,
         guard_s: float | None = None,
     ) -> None:
         super().__init__(max_delay_s=max_delay_s)
@@ -164,9 +164,11 @@ class SloPolicy(Policy):
             return self._release(q, "target batch reached", b_now, target)
         rate = self.rate.rate_rps(now_s) or 0.0
         room_s = hard - now_s
-        # the bigger group delays its own first token: keep that inside the budget too
+        # the bigger group, and the bigger batch it makes upstream, delay its own first token
+        # beyond what direct sending would get: keep that inside the budget too
         g_max = min(q + rate * room_s, float(self.max_batch))
-        hold_s = room_s - self.cost.ttft_penalty_s(g_max)
+        penalty_s = self.cost.ttft_penalty_s(g_max, running, self.cost.running_direct(rate))
+        hold_s = room_s - penalty_s
         if hold_s <= EPS_S:
             return self._release(
                 q, "budget: no hold left after the first-token penalty", b_now, target
@@ -280,7 +282,10 @@ class SloPolicy(Policy):
         rec.failed += int(failed)
         if complete and not failed and concurrency is not None and concurrency > 0:
             ttft_s = None if first_byte_s is None else first_byte_s - released_s
-            self.cost.observe(concurrency, ended_s - released_s, rec.size, ttft_s, energy_j)
+            self.cost.observe(
+                concurrency, ended_s - released_s, rec.size, ttft_s, energy_j,
+                running_at_release=rec.upstream_running,
+            )  # fmt: skip
             prev = rec.realised_batch or 0.0
             ok_n = rec.answered - rec.failed
             rec.realised_batch = prev + (concurrency - prev) / ok_n

@@ -17,7 +17,8 @@ All take times from their caller (no clock of their own) and hold O(1) or bounde
     ``energy_mj``), the same form fitted to energy, which then is the cost (time stands for
     energy only at steady power: on a CPU, batching cut the estimated energy per request by
     38 % while the time per request barely moved); and the first-token time of a group of
-    ``g``, whose growth with ``g`` is the latency a bigger group costs its own members.
+    ``g`` released beside ``r`` running requests, ``t0 + tg·(g − 1) + tr·r``: the latency a
+    bigger group, and the bigger batch it makes upstream, cost a held request.
 :class:`Health`
     the last outcomes: failing after 3 failures in a row or half of the last ones.
 """
@@ -29,7 +30,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from joulebench.analysis.stats import ForgettingLine
+from joulebench.analysis.stats import ForgettingFit, ForgettingLine
 
 #: Fallback rate cap: λ ≤ RATE_GAP_FACTOR / (largest recent gap).
 RATE_GAP_FACTOR = 3.0
@@ -84,10 +85,16 @@ def poisson_mean(mean: float, fn: Callable[[int], float]) -> float:
 class CostModel:
     """What a request costs upstream as a function of its batch, learnt from responses."""
 
-    #: A priori, one more concurrent request costs 15 % of a lone one's time, and a group's
-    #: first token comes 30 % later per extra member; the data take over as they vary.
+    #: A priori, one more concurrent request costs 15 % of a lone one's time, and a released
+    #: group's first token comes 30 % later per request upstream (its own members and those
+    #: already running: a bigger batch's steps are slower); the data take over as they vary.
     duration: ForgettingLine = field(default_factory=lambda: _fit(0.15))
-    ttft: ForgettingLine = field(default_factory=lambda: _fit(0.3))
+    #: first-token time = t0 + tg·(g − 1) + tr·r for a group of g released beside r running
+    ttft: ForgettingFit = field(
+        default_factory=lambda: ForgettingFit(
+            2, forget=0.99, prior_ratios=(0.3, 0.3), prior_weight=2.0
+        )
+    )
     #: Where the upstream reports each response's energy: ``E(b) = e0 + e1·b``, the energy of
     #: a batch of ``b`` (a response's energy × the concurrency it ran at), same form as D(b).
     energy: ForgettingLine = field(default_factory=lambda: _fit(0.15))
@@ -103,11 +110,16 @@ class CostModel:
         group: int,
         ttft_s: float | None,
         energy_j: float | None = None,
+        *,
+        running_at_release: float = 0.0,
     ) -> None:
+        """One response: the concurrency it ran at (``batch``), its time upstream, its group's
+        size and the requests already running upstream when that group was released, its
+        first-token time from the release, and the energy the upstream reported (if any)."""
         self.n_responses += 1
         self.duration.observe(batch, duration_s)
         if ttft_s is not None and ttft_s >= 0:
-            self.ttft.observe(float(group), ttft_s)
+            self.ttft.observe_point((float(group) - 1.0, float(running_at_release)), ttft_s)
         if energy_j is not None and math.isfinite(energy_j) and energy_j > 0:
             self.n_energy += 1
             self.energy.observe(batch, energy_j * batch)
@@ -150,16 +162,29 @@ class CostModel:
         later = poisson_mean(mean_arrivals, lambda k: self.per_request(min(batch + k, cap)))
         return 1.0 - later / c0
 
-    def ttft_penalty_s(self, group: float) -> float:
-        """How much later a group of ``group`` gets its first token than a lone request."""
-        p = self.ttft.params()
-        if p is None:
+    def ttft_penalty_s(
+        self, group: float, running: float = 0.0, running_direct: float = 0.0
+    ) -> float:
+        """How much later a request gets its first token when released in a group of ``group``
+        beside ``running`` requests than when sent alone beside ``running_direct`` (what direct
+        sending would find upstream): ``tg·(g − 1) + tr·(r − r_direct)``, terms floored at 0."""
+        c = self.ttft.coefficients()
+        if c is None:
             return 0.0
-        return max(p[1], 0.0) * max(group - 1.0, 0.0)
+        _, tg, tr = c
+        return max(tg, 0.0) * max(group - 1.0, 0.0) + max(tr, 0.0) * max(
+            running - running_direct, 0.0
+        )
+
+    def running_direct(self, rate_rps: float) -> float:
+        """Requests upstream under direct sending at ``rate_rps`` (Little's law with a lone
+        request's time upstream, ``d0 + d1``)."""
+        d0, d1 = self.duration.params() or (0.0, 0.0)
+        return rate_rps * max(d0 + d1, 0.0)
 
     def to_dict(self, gain_floor: float, max_batch: int) -> dict[str, object]:
         d = self.duration.params()
-        t = self.ttft.params()
+        t = self.ttft.coefficients()
         e = self.energy.params() if self.n_energy else None
         return {
             "responses": self.n_responses,
@@ -167,7 +192,9 @@ class CostModel:
             "responses_with_energy": self.n_energy,
             "duration_s": None if d is None else {"d0": d[0], "d1": d[1]},
             "batch_energy_j": None if e is None else {"e0": e[0], "e1": e[1]},
-            "ttft_s": None if t is None else {"t0": t[0], "t1": t[1]},
+            "ttft_s": None
+            if t is None
+            else {"t0": t[0], "per_group_member": t[1], "per_running": t[2]},
             "target_batch": self.target_batch(gain_floor, max_batch),
         }
 

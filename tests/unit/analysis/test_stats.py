@@ -71,3 +71,23 @@ def test_forgetting_line_fits_forgets_and_uses_its_prior() -> None:
         drifting.observe(x, 3.0 + 2.0 * x)
     a, s = drifting.params() or (0.0, 0.0)
     assert a == pytest.approx(3.0, abs=1e-3) and s == pytest.approx(2.0, abs=1e-3)
+
+
+def test_forgetting_fit_of_two_variables_and_its_priors() -> None:
+    from joulebench.analysis.stats import ForgettingFit
+
+    fit = ForgettingFit(2)
+    for x1, x2 in ((0, 0), (1, 0), (0, 1), (2, 3), (4, 1), (3, 5)):
+        fit.observe_point((x1, x2), 1.0 + 2.0 * x1 + 3.0 * x2)
+    assert fit.coefficients() == pytest.approx((1.0, 2.0, 3.0))
+    flat = ForgettingFit(2)
+    for x1 in range(5):
+        flat.observe_point((x1, 7.0), 1.0 + x1)  # x2 never varies: not identifiable
+    assert flat.coefficients() is None
+    ridge = ForgettingFit(2, prior_ratios=(1.0, 0.5), prior_weight=2.0)  # s1 ≈ a agrees
+    for x1 in range(5):
+        ridge.observe_point((x1, 0.0), 1.0 + x1)
+    a, s1, s2 = ridge.coefficients() or (0.0, 0.0, 0.0)
+    assert s2 == pytest.approx(0.5 * a, rel=1e-6) and (a, s1) == pytest.approx((1.0, 1.0))
+    with pytest.raises(ValueError, match="prior ratios"):
+        ForgettingFit(2, prior_ratios=(1.0,))

@@ -137,10 +137,10 @@ def test_silence_then_a_lone_request_is_not_held_for_company() -> None:
 
 
 def test_too_few_requests_pass_straight_through() -> None:
-    arrivals = [0.0, 0.3, 0.6, 0.9, 1.2]
+    arrivals = [0.0, 0.3, 0.6]  # fewer than the 4 arrivals a rate estimate needs
     policy = SloPolicy(BUDGET_S)
     releases = simulate(policy, arrivals)
-    assert [r.delay_s for r in releases] == [0.0] * 5
+    assert [r.delay_s for r in releases] == [0.0] * 3
     assert all(rec.reason.startswith("passthrough") for rec in policy.releases)
 
 
