@@ -145,7 +145,9 @@ class ForgettingFit:
     policy's upstream model).
     """
 
-    __slots__ = ("_m", "_v", "forget", "k", "n", "prior_ratios", "prior_weight", "sw", "sy")
+    __slots__ = (
+        "_cached", "_m", "_v", "forget", "k", "n", "prior_ratios", "prior_weight", "sw", "sy",
+    )  # fmt: skip
 
     def __init__(
         self, k: int = 1, *, forget: float = 1.0, prior_ratios: Sequence[float] = (),
@@ -161,6 +163,8 @@ class ForgettingFit:
         self._v = [0.0] * (k + 1)  # Σ w·z·y
         self.sw = self.sy = 0.0  # Σ w and Σ w·y (their ratio is the weighted mean of y)
         self.n = 0
+        # the solution until the next point: a policy asks for it many times per decision
+        self._cached: tuple[tuple[float, ...] | None] | None = None
 
     def observe_point(self, xs: Sequence[float], y: float) -> None:
         """Add one point (non-finite ones are ignored)."""
@@ -176,10 +180,16 @@ class ForgettingFit:
         self.sw = f * self.sw + 1.0
         self.sy = f * self.sy + y
         self.n += 1
+        self._cached = None
 
     def coefficients(self) -> tuple[float, ...] | None:
         """``(a, s₁, …, s_k)``, or ``None`` before any point or while the system is (nearly)
         singular (without a prior: some ``x_i`` has not varied)."""
+        if self._cached is None:
+            self._cached = (self._solve(),)
+        return self._cached[0]
+
+    def _solve(self) -> tuple[float, ...] | None:
         if self.sw <= 0:
             return None
         m = [row[:] for row in self._m]
