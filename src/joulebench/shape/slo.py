@@ -17,8 +17,10 @@ already running upstream (the upstream's ``/metrics`` when fresh, else the gatew
 
 1. ``now ≥ a0 + budget − guard``: release (the hard bound; nobody waits longer).
 2. estimates unusable (too few arrivals or responses, upstream failing): release (passthrough).
-3. the upstream has had requests waiting for two scrapes in a row: release (it is saturated
-   and batches them anyway).
+3. the upstream has had requests waiting for two scrapes in a row, or the arrival rate is
+   at least :data:`SATURATION` of its capacity ``1 / d1`` (the throughput ``b / D(b)``
+   approaches as the batch grows): release (it is saturated, or nearly, and batches them
+   anyway; a held group's burst would leave a backlog the arrivals keep from clearing).
 4. ``q + r ≥ target``, the batch past which one more row saves less than ``gain_floor`` of the
    energy per request: release (holding cannot lower it further).
 5. the hold left is the budget minus the predicted first-token penalty of the bigger group; if
@@ -45,6 +47,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
+from joulebench.analysis.stats import quantile
 from joulebench.errors import ConfigError
 from joulebench.exposition import counter, gauge
 from joulebench.shape.policies import EPS_S, Decision, Policy
@@ -60,6 +63,13 @@ LEDGER = 10_000
 METRICS_RELEASES = 32
 #: An upstream scrape older than this is not trusted for "running"/"waiting".
 FRESH_S = 0.5
+#: Above this share of the upstream's capacity (1 / d1 req/s) the policy never holds: near
+#: capacity batches fill by themselves, and a held group's burst leaves a backlog that
+#: arrivals keep from clearing (on the CPU at 30 req/s, ~90 % of it: TTFT p99 0.6–1.5 s).
+SATURATION = 0.7
+#: Recent first-token times kept for the upstream's p99, and how many before it is used.
+TTFT_WINDOW = 200
+MIN_TTFTS = 8
 
 
 @dataclass(slots=True)
@@ -145,6 +155,9 @@ class SloPolicy(Policy):
         self._area = 0.0  # ∫ in-flight dt: mean concurrency over any interval
         self._area_t: float | None = None
         self._waiting_scrapes = 0  # consecutive scrapes with requests waiting upstream
+        # release → first byte of the recent responses: what the upstream really added beyond
+        # a lone request's first token (its queue, a congested batch), whatever the model says
+        self._ttfts: deque[float] = deque(maxlen=TTFT_WINDOW)
 
     # -- the decision --------------------------------------------------------------------------
     def _decide(self, waiting_s: Sequence[float], now_s: float) -> Decision:
@@ -159,16 +172,23 @@ class SloPolicy(Policy):
         b_now = q + running
         if waiting > 0:
             return self._release(q, f"upstream busy: {waiting:g} waiting there", b_now, None)
+        rate = self.rate.rate_rps(now_s) or 0.0
+        capacity = self.cost.capacity_rps()
+        if rate >= SATURATION * capacity:
+            reason = (
+                f"near capacity: {rate:.3g} req/s ≥ {SATURATION:.0%} of the upstream's "
+                f"{capacity:.3g} req/s"
+            )
+            return self._release(q, reason, b_now, None)
         target = self.cost.target_batch(self.gain_floor, self.max_batch)
         if b_now >= target:
             return self._release(q, "target batch reached", b_now, target)
-        rate = self.rate.rate_rps(now_s) or 0.0
         room_s = hard - now_s
         # the bigger group, and the bigger batch it makes upstream, delay its own first token
         # beyond what direct sending would get: keep that inside the budget too
         g_max = min(q + rate * room_s, float(self.max_batch))
         penalty_s = self.cost.ttft_penalty_s(g_max, running, self.cost.running_direct(rate))
-        hold_s = room_s - penalty_s
+        hold_s = room_s - max(penalty_s, self.upstream_extra_ttft_s())
         if hold_s <= EPS_S:
             return self._release(
                 q, "budget: no hold left after the first-token penalty", b_now, target
@@ -188,6 +208,20 @@ class SloPolicy(Policy):
     def _release(self, q: int, reason: str, predicted: float, target: int | None) -> Decision:
         self._verdict = _Verdict(reason, predicted, target)
         return Decision(q, None)
+
+    def upstream_extra_ttft_s(self) -> float:
+        """How much later than a lone request the upstream has been giving first tokens, at
+        the p99: the 99th percentile of release → first byte over the last
+        :data:`TTFT_WINDOW` responses minus the fitted lone-request time. A hold leaves room
+        for it too, so when the upstream is congested (a queue, batches whose steps crawl)
+        holds shrink to nothing and the policy sends as it receives, instead of adding its
+        hold on top (on the CPU at 30 req/s: 0.5–1.1 s of added TTFT p99 with holds < 0.5 s)."""
+        if len(self._ttfts) < MIN_TTFTS:
+            return 0.0
+        p99 = quantile(list(self._ttfts), 0.99) or 0.0
+        fit = self.cost.ttft.coefficients()
+        lone = max(fit[0], 0.0) if fit is not None else min(self._ttfts)
+        return max(0.0, p99 - lone)
 
     def unusable(self, now_s: float) -> str | None:
         """Why the estimates cannot be trusted now (``None``: they can)."""
@@ -282,6 +316,8 @@ class SloPolicy(Policy):
         rec.failed += int(failed)
         if complete and not failed and concurrency is not None and concurrency > 0:
             ttft_s = None if first_byte_s is None else first_byte_s - released_s
+            if ttft_s is not None and ttft_s >= 0:
+                self._ttfts.append(ttft_s)
             self.cost.observe(
                 concurrency, ended_s - released_s, rec.size, ttft_s, energy_j,
                 running_at_release=rec.upstream_running,
@@ -313,7 +349,10 @@ class SloPolicy(Policy):
             "guard_ms": self.guard_s * 1e3,
             "gain_floor": self.gain_floor,
             "max_batch": self.max_batch,
-            "model": self.cost.to_dict(self.gain_floor, self.max_batch),
+            "model": {
+                **self.cost.to_dict(self.gain_floor, self.max_batch),
+                "upstream_extra_ttft_p99_ms": self.upstream_extra_ttft_s() * 1e3,
+            },
             "upstream": None if self.engine is None else self.engine.to_dict(),
             "decisions": dict(self.decisions),
             "releases": [r.to_dict() for r in self.releases],

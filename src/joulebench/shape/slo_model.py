@@ -176,6 +176,12 @@ class CostModel:
             running - running_direct, 0.0
         )
 
+    def capacity_rps(self) -> float:
+        """Requests per second the upstream can finish at most: ``b / D(b)`` tends to ``1/d1``
+        as its batch grows (infinite while ``d1`` is not positive)."""
+        p = self.duration.params()
+        return 1.0 / p[1] if p is not None and p[1] > 0 else math.inf
+
     def running_direct(self, rate_rps: float) -> float:
         """Requests upstream under direct sending at ``rate_rps`` (Little's law with a lone
         request's time upstream, ``d0 + d1``)."""
