@@ -33,10 +33,12 @@ baseline and the same seeded trace; the server is warmed up first and the direct
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +86,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--url", default=None, help="measure a running server instead")
     ap.add_argument("--out", type=Path, default=None, help="write the full JSON here")
     ap.add_argument("--store", type=Path, default=None, help="keep every run in this DuckDB")
+    ap.add_argument(
+        "--in-process", action="store_true",
+        help="run the embedded server in this process (shares the GIL with gateway and client)",
+    )  # fmt: skip
     ap.add_argument(
         "--confirm", type=int, default=3,
         help="rounds of direct / best fixed / slo side by side after the selection (0: none)",
@@ -285,8 +291,9 @@ def adaptive_matrix(args: argparse.Namespace) -> int:
         "budget_ms": BUDGET_MS, "adaptive": ADAPTIVE, "fixed": FIXED,
         "cpus": os.cpu_count(), "loadavg_1min_before": os.getloadavg()[0],
     }  # fmt: skip
+    report["server"] = "url" if args.url else ("in-process" if args.in_process else "process")
     try:
-        with _target(args.url, None if args.url else embedded, meter) as url:
+        with _server(args, embedded, meter) as url:
             # one idle baseline, loaded and quiet, for every run
             idle_w = measure_idle(meter, args.idle_s).total_power_w if args.idle_s > 0 else None
             report["idle_power_w"] = idle_w
@@ -349,6 +356,28 @@ def adaptive_matrix(args: argparse.Namespace) -> int:
         "at_10rps_at_least_50pct_below_direct": at10 is not None and at10 <= -0.5,
     }
     return _finish(report, args.out)
+
+
+@contextlib.contextmanager
+def _server(args: argparse.Namespace, embedded: dict[str, Any], meter: Any) -> Iterator[str]:
+    """The server under test: ``--url``; else ``joulebench serve`` in a process of its own (a
+    child: the estimator's process scope counts it), started and stopped like any engine; or,
+    with ``--in-process``, the embedded server on a thread here. In-process the gateway, the
+    load generator and the server share one interpreter lock: on 2 cores at 30 req/s the
+    gateway's relaying then slowed the server into a backlog whatever the policy (every gateway
+    run had 2-3x direct's batch and 0.4-1.1 s more TTFT p99), a cost no deployment pays."""
+    if args.url or args.in_process:
+        with _target(args.url, None if args.url else embedded, meter) as url:
+            yield url
+        return
+    from joulebench.load.engines.session import LaunchOptions, engine_session, plan
+
+    options = LaunchOptions(
+        engine="joulebench", engine_args=f"--scheduler {args.scheduler}", ready_timeout_s=300
+    )
+    launch = plan(options, url=None, model=args.model, gpus=None, meter=args.meter)
+    with engine_session(launch) as session:
+        yield session.plan.url
 
 
 def _print(arrival: str, n: int, verdict: dict[str, Any]) -> None:
