@@ -178,8 +178,9 @@ def test_busy_upstream_gets_requests_at_once() -> None:
         now, {"joulebench_running_requests": 40.0, "joulebench_queue_length": 0}
     )
     assert policy.decide(waiting, now).release_n == 1  # already a big batch: joins it
-    # a scrape older than half a second is not trusted
-    assert policy.decide([10.5], 10.6).release_n == 0
+    # a scrape older than FRESH_S (1 s: four scrape periods) is not trusted
+    assert policy.decide([10.9], 10.95).release_n == 1
+    assert policy.decide([11.1], 11.15).release_n == 0
 
 
 def test_batching_that_does_not_pay_is_not_held_for() -> None:
