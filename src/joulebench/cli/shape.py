@@ -86,7 +86,12 @@ def shape(
 @engine_flags
 def shape_compare(
     policy: str = typer.Option(..., "--policy", help="Policy to compare with direct sending."),
-    url: str = typer.Option(None, "--url", help="Server URL (default: start the embedded server)."),
+    url: str = typer.Option(
+        None,
+        "--url",
+        help="Server URL (default: the embedded server inside this process, sharing its "
+        "interpreter lock with the gateway; at tens of req/s use --engine joulebench).",
+    ),
     arrival: str = typer.Option(
         "poisson:2", "--arrival", help="Arrival process (as joulebench load)."
     ),
@@ -157,7 +162,12 @@ def shape_sweep(
     policies: list[str] = typer.Option(
         list(DEFAULT_SWEEP), "--policy", help="Repeat for each policy to sweep."
     ),
-    url: str = typer.Option(None, "--url", help="Server URL (default: start the embedded server)."),
+    url: str = typer.Option(
+        None,
+        "--url",
+        help="Server URL (default: the embedded server inside this process, sharing its "
+        "interpreter lock with the gateway; at tens of req/s use --engine joulebench).",
+    ),
     arrival: str = typer.Option(
         "poisson:2", "--arrival", help="Arrival process (as joulebench load)."
     ),

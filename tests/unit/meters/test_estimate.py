@@ -170,10 +170,10 @@ def test_system_scope_measures_the_server_on_a_port_and_refuses_a_port_nobody_se
 def test_load_url_plumbing_refuses_a_server_that_is_not_on_this_machine():
     import socket
 
-    from joulebench.cli.load import _url_port
+    from joulebench.cli.meter_options import url_port
     from joulebench.meters.registry import open_meter
 
-    assert _url_port("http://10.0.0.7:8080/v1") == 8080 and _url_port("https://h/v1") == 443
+    assert url_port("http://10.0.0.7:8080/v1") == 8080 and url_port("https://h/v1") == 443
     with socket.socket() as s:  # a free port: nothing listens on it once closed
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
