@@ -166,11 +166,32 @@ def reproduce(
     there: each arrival pattern runs once, against the engine, and a note says what was not
     applied. Every stored serving run and the --json result get an `engine` section.
     """
-    import warnings
+    plan = _resolve_plan(quick, full, plan_file, models, skip, force)
+    store_path = store or out / "results.duckdb"
+    launch_plan = _launch_plan(plan, url, launching, store_path, meter)
+    if dry_run:
+        if launch_plan is not None:
+            err_console.print(f"engine ({launch_plan.name}): {escape(str(launch_plan.command))}")
+        print_json(plan.model_dump(mode="json"))
+        return
+    result = _run(plan, store_path, out, meter, as_json, launch_plan)
+    if as_json:
+        print_json(result.to_dict())
+    else:
+        _print_result(result)
+    if result.failed_studies:
+        err_console.print("some studies had failures (see above); the report shows what ran")
+        raise typer.Exit(1)
 
-    from joulebench.errors import JoulebenchWarning
+
+def _resolve_plan(
+    quick: bool, full: bool, plan_file: Path | None, models: str | None, skip: str | None,
+    force: bool,
+) -> Any:  # fmt: skip
+    """The plan the flags name: bundled or from a file, its models and skipped studies applied,
+    checked against the device."""
     from joulebench.reproduce.plan import bundled_plan, load_plan
-    from joulebench.reproduce.run import check_device, run_reproduce, serving_studies
+    from joulebench.reproduce.run import check_device
 
     if quick and full:
         raise ConfigError("choose one of --quick and --full")
@@ -181,36 +202,50 @@ def reproduce(
         plan = plan.with_models(_split(models))
     if skip:
         plan = plan.without(_split(skip))
-    plan = check_device(plan, force=force)
-    store_path = store or out / "results.duckdb"
+    return check_device(plan, force=force)
+
+
+def _launch_plan(
+    plan: Any, url: str | None, launching: LaunchOptions, store_path: Path, meter: MeterChoice
+) -> Any:
+    """The engine to launch for the serving and shaping studies (``None``: the embedded
+    server); refuses --url without an engine and an engine without a serving study."""
+    from joulebench.reproduce.run import serving_studies
+
     if url and not launching.wanted:
         raise ConfigError(
             "--url names where a launched engine answers: add --launch CMD or --engine NAME "
             "(without them the serving studies start the embedded server)"
         )
-    launch_plan = None
-    if launching.wanted:
-        if not serving_studies(plan) or plan.serving is None:
-            raise ConfigError(
-                "--launch/--engine serve the plan's serving and shaping studies, and this plan "
-                "has none (absent or --skip'ped): drop --launch/--engine"
-            )
-        launch_plan = plan_launch(
-            launching, url=url, model=plan.serving.model, gpus=current_gpus(), store=store_path,
-            meter=meter.spec, fake_power_w=meter.options.get("fake_power_w", 100.0),
-        )  # fmt: skip
-    if dry_run:
-        if launch_plan is not None:
-            err_console.print(f"engine ({launch_plan.name}): {escape(str(launch_plan.command))}")
-        print_json(plan.model_dump(mode="json"))
-        return
+    if not launching.wanted:
+        return None
+    if not serving_studies(plan) or plan.serving is None:
+        raise ConfigError(
+            "--launch/--engine serve the plan's serving and shaping studies, and this plan "
+            "has none (absent or --skip'ped): drop --launch/--engine"
+        )
+    return plan_launch(
+        launching, url=url, model=plan.serving.model, gpus=current_gpus(), store=store_path,
+        meter=meter.spec, fake_power_w=meter.options.get("fake_power_w", 100.0),
+    )  # fmt: skip
+
+
+def _run(
+    plan: Any, store_path: Path, out: Path, meter: MeterChoice, as_json: bool, launch_plan: Any
+) -> Any:
+    """Open the meter, run every study of the plan and write the report."""
+    import warnings
+
+    from joulebench.errors import JoulebenchWarning
+    from joulebench.reproduce.run import run_reproduce
+
     m = meter.open()
     if "estimated" in {str(v) for v in m.domains.values()} and not as_json:
         console.print("[bold yellow]ENERGY IS ESTIMATED[/] (no sensor on this machine)")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", JoulebenchWarning)  # stored as audits, counted below
-            result = run_reproduce(
+            return run_reproduce(
                 plan,
                 store_path=store_path,
                 out_dir=out,
@@ -220,13 +255,6 @@ def reproduce(
             )
     finally:
         m.close()
-    if as_json:
-        print_json(result.to_dict())
-    else:
-        _print_result(result)
-    if result.failed_studies:
-        err_console.print("some studies had failures (see above); the report shows what ran")
-        raise typer.Exit(1)
 
 
 def register(app: typer.Typer) -> None:
