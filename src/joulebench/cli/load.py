@@ -35,13 +35,12 @@ import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import typer
 from rich.markup import escape
-from rich.table import Table
 
-from joulebench.cli.common import console, err_console, handle_errors, print_json
+from joulebench.cli.common import err_console, handle_errors, print_json
 from joulebench.cli.engine_options import (
     EngineArgsOpt,
     EngineLogOpt,
@@ -55,6 +54,26 @@ from joulebench.cli.engine_options import (
     plan_launch,
     print_engine,
 )
+from joulebench.cli.load_options import (
+    ArrivalOpt,
+    ConcurrencyOpt,
+    DeviceOpt,
+    EmbeddedOpt,
+    JsonOpt,
+    MaxFailedRateOpt,
+    ModelOpt,
+    NameOpt,
+    NOpt,
+    PrecisionOpt,
+    ProtocolOpt,
+    SchedulerOpt,
+    SeedOpt,
+    StoreOpt,
+    TimeoutOpt,
+    UrlOpt,
+    ViaShapeOpt,
+)
+from joulebench.cli.load_views import print_table
 from joulebench.cli.meter_options import (
     AUTO_METER,
     AllowMissingGpuOpt,
@@ -76,82 +95,19 @@ from joulebench.load.arrivals import parse_arrival
 from joulebench.load.clients import PROTOCOLS, Tokenizer
 from joulebench.load.runner import LoadResult, run_load
 from joulebench.meters.window import measure_idle
+from joulebench.results.loads import (
+    lost_requests,
+    open_store,
+    store_comparison,
+    store_interrupted,
+    store_load_result,
+)
 from joulebench.workloads.output_length import OutputLength
 
 log = logging.getLogger(__name__)
 
 #: How ``load`` without ``--url`` starts joulebench's server (recorded in the run's config).
 EMBEDDED_SERVER: dict[str, Any] = {"precision": "fp32", "scheduler": "continuous"}
-
-ACCOUNTING_TITLES = {
-    "paper_whole_window": "whole window ÷ successful (study)",
-    "idle_subtracted": "idle-subtracted",
-    "steady_state": "steady-state window",
-    "attributed_mean": "per-request attribution (mean)",
-}
-
-
-UrlOpt = Annotated[str | None, typer.Option("--url", help="Base URL of the server under test.")]
-EmbeddedOpt = Annotated[
-    bool,
-    typer.Option("--embedded", help="Start joulebench's own server (default without --url)."),
-]
-ProtocolOpt = Annotated[str, typer.Option("--protocol", help=f"{', '.join(PROTOCOLS)}.")]
-ArrivalOpt = Annotated[
-    str,
-    typer.Option(
-        "--arrival",
-        help="sequential, burst, fixed:500ms, uniform:50ms,300ms, poisson:RATE, gamma:RATE,CV, trace:FILE.",
-    ),
-]
-NOpt = Annotated[int, typer.Option("--n", min=1, help="Number of requests.")]
-ConcurrencyOpt = Annotated[
-    int | None, typer.Option("--concurrency", min=1, help="Cap on requests in flight.")
-]
-SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of the arrival process.")]
-TimeoutOpt = Annotated[float, typer.Option("--timeout-s", help="Per-request timeout.")]
-ModelOpt = Annotated[
-    str | None,
-    typer.Option("--model", help="Model name sent to the server (and its tokenizer for counts)."),
-]
-SchedulerOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--scheduler",
-        help="Embedded server only: continuous, dynamic or sequential [default: continuous].",
-    ),
-]
-PrecisionOpt = Annotated[
-    str | None,
-    typer.Option("--precision", help="Embedded server only: fp32, bf16, … [default: fp32]."),
-]
-DeviceOpt = Annotated[
-    str | None,
-    typer.Option("--device", help="Embedded server only: cpu, cuda, cuda:N [default: cpu]."),
-]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
-StoreOpt = Annotated[
-    Path | None, typer.Option("--store", help="DuckDB results file to add the run to.")
-]
-NameOpt = Annotated[str | None, typer.Option("--name", help="Run name in the store.")]
-MaxFailedRateOpt = Annotated[
-    float,
-    typer.Option(
-        "--max-failed-rate",
-        min=0.0,
-        max=1.0,
-        help="Share of requests that may fail or be truncated before the exit status is 1 "
-        "[default: 0: any lost request fails the run].",
-    ),
-]
-ViaShapeOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--via-shape",
-        help="Also run the trace through the shaping gateway "
-        "with this policy (cadence:500ms, window:8,200ms, slo:500ms) and compare.",
-    ),
-]
 
 
 def _load_tokenizer(model: str | None) -> Any:
@@ -191,156 +147,6 @@ def _target(
 
     with embedded_server(model=model or "tiny", meter=meter, **(server or EMBEDDED_SERVER)) as base:
         yield base
-
-
-def print_table(j: dict[str, Any]) -> None:
-    req = j["requests"]
-    console.print(
-        f"[bold]{req['ok']}[/] ok, [bold red]{req['failed']}[/] not ok "
-        f"({req.get('truncated', 0)} truncated, {req['timed_out']} timed out, "
-        f"{req.get('errored', 0)} failed) in {j['duration_s']:.2f} s; "
-        f"target {_fmt(j['target_rate_rps'])} req/s, achieved {_fmt(j['achieved_rate_rps'])} req/s"
-    )
-    for err, count in req["errors"].items():
-        console.print(f"  [red]{count}×[/] {escape(err)}")
-    lat = Table("latency (ms, successful only)", "p50", "p90", "p99", title="Latency")
-    for key in ("schedule_lag_ms", "ttft_ms", "tpot_ms", "itl_ms", "e2e_ms", "queue_ms"):
-        s = j[key]
-        lat.add_row(key.removesuffix("_ms"), _fmt(s["p50"]), _fmt(s["p90"]), _fmt(s["p99"]))
-    console.print(lat)
-    e = j["energy"]
-    if e.get("gross_j") is None:
-        console.print(f"energy: {e.get('note')}")
-        return
-    table = Table("accounting", "Wh / request", "J / request", "how", title="Energy per request")
-    for key, title in ACCOUNTING_TITLES.items():
-        below = key == "idle_subtracted" and e.get("net_at_or_below_idle")
-        table.add_row(
-            title,
-            "≤ idle" if below else _fmt(e["per_request_wh"][key]),
-            "≤ idle" if below else _fmt(e["per_request_j"][key]),
-            escape(str(e["accountings"][key])),
-        )
-    console.print(table)
-    spread = e.get("attributed_spread_j")
-    if spread and spread["n"]:
-        console.print(
-            f"attributed J / request over {spread['n']} successful: p50 {_fmt(spread['p50'])}, "
-            f"p90 {_fmt(spread['p90'])}, p99 {_fmt(spread['p99'])}"
-        )
-    console.print(
-        f"gross {e['gross_j']:.4g} J, net {_fmt(e['net_j'])} J over {e['window_s']:.3g} s "
-        f"(method: {e['method']}); attribution sum error {e['attribution_sum_rel_err']:.2%}"
-    )
-    console.print(
-        f"load attribution: {e['attribution_method']} (idle gaps spread, sums to gross); "
-        f"busy (≥1 request in flight): {_fmt(e.get('busy_j'))} J"
-    )
-    if e.get("server_reported"):
-        sr = e["server_reported"]
-        console.print(
-            f"server-reported: {sr['sum_j']:.4g} J over {sr['n']} responses, mean "
-            f"{sr['mean_j']:.4g} J (method: {', '.join(sr['methods'])}); "
-            f"{_pct(sr.get('over_busy'))} of busy, {_pct(sr.get('over_gross'))} of gross "
-            "(the server charges its busy steps only)"
-        )
-    for a in e.get("audits", []):
-        if not a["passed"]:
-            console.print(f"[bold red]audit failed[/] {a['name']}: {a['detail']}")
-    if j.get("estimated"):
-        console.print(
-            "[bold yellow]ESTIMATED:[/] no energy sensor was read; these figures come "
-            "from a model of CPU time and RAM, not from a measurement."
-        )
-
-
-def _fmt(x: float | None) -> str:
-    return "—" if x is None else f"{x:.4g}"
-
-
-def _pct(x: float | None) -> str:
-    return "—" if x is None else f"{x:.1%}"
-
-
-def _store(db: Any, result: LoadResult, j: dict[str, Any], name: str | None) -> str:
-    """Store one load as a ``load`` run in the open store ``db`` (its status from
-    :func:`joulebench.results.loads.run_status`; audit verdicts never change it)."""
-    from joulebench.results.loads import store_load
-
-    return store_load(
-        db,
-        j,
-        name=name,
-        extra_config=result.config,
-        meter_info=result.meter.to_dict() if result.meter else None,
-        requests=result.request_rows(),
-        timeline=result.timeline,
-        methods=dict(result.meter.methods) if result.meter else None,
-    )
-
-
-def _store_interrupted(db: Any, config: dict[str, Any], name: str | None) -> str:
-    """Record a load stopped by Ctrl-C as an ``interrupted`` run (config only, no numbers)."""
-    from joulebench.environment import collect_environment
-
-    run_id = db.start_run("load", config=config, environment=collect_environment(), name=name)
-    db.finish_run(run_id, status="interrupted", summary={"run_id": run_id, "config": config})
-    return run_id
-
-
-@contextlib.contextmanager
-def _open_store(path: Path | None) -> Iterator[Any]:
-    """The results store, opened (and so locked by DuckDB) before the first request is sent: a
-    store another process holds fails now, not after a finished load is thrown away."""
-    if path is None:
-        yield None
-        return
-    from joulebench.results.store import ResultStore, check_writable
-
-    check_writable(path)
-    with ResultStore(path) as db:
-        yield db
-
-
-def lost_requests(requests: dict[str, Any], max_failed_rate: float) -> str | None:
-    """Why a load's exit status is non-zero (requests failed or truncated beyond the allowed
-    rate, or none succeeded), or ``None`` when it is whole enough."""
-    total, ok = int(requests.get("total") or 0), int(requests.get("ok") or 0)
-    lost = total - ok
-    if total and not ok:
-        return f"no request succeeded ({lost} of {total} failed or truncated)"
-    if lost and lost / total > max_failed_rate:
-        return (
-            f"{lost} of {total} requests failed or were truncated "
-            f"({requests.get('truncated', 0)} truncated, {requests.get('timed_out', 0)} timed "
-            f"out); allowed: {max_failed_rate:.1%} (--max-failed-rate)"
-        )
-    return None
-
-
-def _store_comparison(
-    db: Any, comparison: Any, config: dict[str, Any], name: str | None
-) -> list[str]:
-    """Both runs of a ``--via-shape`` comparison as ``load`` runs, per-request rows and timeline
-    included; the shaped one carries ``via_shape`` (the report's Pareto figure pairs them)."""
-    from joulebench.results.loads import store_load
-
-    ids = []
-    for run, via in ((comparison.direct, None), (comparison.shaped, comparison.policy)):
-        label = "direct" if via is None else "shaped"
-        ids.append(
-            store_load(
-                db,
-                run.load,
-                name=f"{name}/{label}" if name else None,
-                extra_config={**config, "via_shape": via, "shape_policy": comparison.policy},
-                meter_info=run.load.get("meter"),
-                requests=run.requests,
-                timeline=run.timeline,
-                methods=run.load.get("meter_methods") or None,
-            )
-        )
-    return ids
 
 
 @dataclass(slots=True)
@@ -481,7 +287,7 @@ def load(
     )  # fmt: skip
     meter = _load_meter(meter, url, gpus, allow_missing_gpu)
     run.cli_config = _cli_config(run)
-    with _open_store(store) as db:  # opened and locked before anything is measured
+    with open_store(store) as db:  # opened and locked before anything is measured
         _run_and_report(db, store, run, meter)
 
 
@@ -531,7 +337,7 @@ def _run_one(db: Any, store: Path | None, run: LoadRun, base: str, m: Any, sessi
             cfg["arrival"] = run.process.describe()
             if session is not None:
                 cfg["engine"] = session.engine.to_dict()
-            run_id = _store_interrupted(db, cfg, run.name)
+            run_id = store_interrupted(db, cfg, run.name)
             err_console.print(f"interrupted: recorded as run {run_id} in {store}")
         raise
 
@@ -579,7 +385,7 @@ def _report_comparison(
         print_engine(comparison.to_json())
     runs = (comparison.direct, comparison.shaped)
     if db is not None:
-        ids = _store_comparison(db, comparison, cli_config, run.name)
+        ids = store_comparison(db, comparison, cli_config, run.name)
         err_console.print(f"stored as runs {', '.join(ids)} (direct, shaped) in {store}")
     lost = [
         f"{label}: {w}"
@@ -601,7 +407,7 @@ def _report_load(
     if session is not None:  # stopped now: exit status, metrics, server-energy audit
         session.annotate(j, result.records, result.timeline)
     if db is not None:
-        j["run_id"] = _store(db, result, j, run.name)
+        j["run_id"] = store_load_result(db, result, j, run.name)
     if run.as_json:
         print_json(j)
     else:

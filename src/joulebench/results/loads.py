@@ -1,13 +1,20 @@
 """Load tests in the results store: one ``load`` run per load test, with its status.
 
 ``store_load`` writes a load's summary (``LoadResult.to_json()``), its per-request rows, its power
-timeline and its audits as one ``load`` run; ``run_status`` says whether the load was whole.
-Used by ``joulebench load``, ``shape-compare`` and the reproduce plans alike.
+timeline and its audits as one ``load`` run; ``run_status`` says whether the load was whole and
+``lost_requests`` whether it lost more than allowed (the CLI's exit status). Used by ``joulebench
+load``, ``shape-compare`` and the reproduce plans alike.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from joulebench.load.runner import LoadResult
 
 
 def run_status(summary: dict[str, Any]) -> str:
@@ -54,3 +61,80 @@ def store_load(
         run_id, status=run_status(summary), summary={**summary, "config": config, "run_id": run_id}
     )
     return run_id
+
+
+def store_load_result(db: Any, result: LoadResult, j: dict[str, Any], name: str | None) -> str:
+    """Store one load as a ``load`` run in the open store ``db`` (its status from
+    :func:`joulebench.results.loads.run_status`; audit verdicts never change it)."""
+    return store_load(
+        db,
+        j,
+        name=name,
+        extra_config=result.config,
+        meter_info=result.meter.to_dict() if result.meter else None,
+        requests=result.request_rows(),
+        timeline=result.timeline,
+        methods=dict(result.meter.methods) if result.meter else None,
+    )
+
+
+def store_interrupted(db: Any, config: dict[str, Any], name: str | None) -> str:
+    """Record a load stopped by Ctrl-C as an ``interrupted`` run (config only, no numbers)."""
+    from joulebench.environment import collect_environment
+
+    run_id = db.start_run("load", config=config, environment=collect_environment(), name=name)
+    db.finish_run(run_id, status="interrupted", summary={"run_id": run_id, "config": config})
+    return run_id
+
+
+@contextlib.contextmanager
+def open_store(path: Path | None) -> Iterator[Any]:
+    """The results store, opened (and so locked by DuckDB) before the first request is sent: a
+    store another process holds fails now, not after a finished load is thrown away."""
+    if path is None:
+        yield None
+        return
+    from joulebench.results.store import ResultStore, check_writable
+
+    check_writable(path)
+    with ResultStore(path) as db:
+        yield db
+
+
+def lost_requests(requests: dict[str, Any], max_failed_rate: float) -> str | None:
+    """Why a load's exit status is non-zero (requests failed or truncated beyond the allowed
+    rate, or none succeeded), or ``None`` when it is whole enough."""
+    total, ok = int(requests.get("total") or 0), int(requests.get("ok") or 0)
+    lost = total - ok
+    if total and not ok:
+        return f"no request succeeded ({lost} of {total} failed or truncated)"
+    if lost and lost / total > max_failed_rate:
+        return (
+            f"{lost} of {total} requests failed or were truncated "
+            f"({requests.get('truncated', 0)} truncated, {requests.get('timed_out', 0)} timed "
+            f"out); allowed: {max_failed_rate:.1%} (--max-failed-rate)"
+        )
+    return None
+
+
+def store_comparison(
+    db: Any, comparison: Any, config: dict[str, Any], name: str | None
+) -> list[str]:
+    """Both runs of a ``--via-shape`` comparison as ``load`` runs, per-request rows and timeline
+    included; the shaped one carries ``via_shape`` (the report's Pareto figure pairs them)."""
+    ids = []
+    for run, via in ((comparison.direct, None), (comparison.shaped, comparison.policy)):
+        label = "direct" if via is None else "shaped"
+        ids.append(
+            store_load(
+                db,
+                run.load,
+                name=f"{name}/{label}" if name else None,
+                extra_config={**config, "via_shape": via, "shape_policy": comparison.policy},
+                meter_info=run.load.get("meter"),
+                requests=run.requests,
+                timeline=run.timeline,
+                methods=run.load.get("meter_methods") or None,
+            )
+        )
+    return ids
