@@ -242,6 +242,26 @@ def test_near_capacity_nothing_is_held() -> None:
     assert policy_at(6.0).decide([now], now).release_n == 0  # held for company
 
 
+def test_a_slower_first_token_beside_a_busy_batch_shortens_the_hold() -> None:
+    """An upstream whose first token comes 30 ms later per request already running: the policy
+    learns that term (per_running), sees the upstream's first-token p99 grow, and holds less
+    than in front of the same upstream without it — every request still within the bound."""
+
+    def run(per_running_s: float) -> tuple[float, dict]:
+        rng = random.Random(5)
+        arrivals = poisson(rng, 10.0, 0.0, 40.0)
+        policy = SloPolicy(BUDGET_S)
+        releases = simulate(policy, arrivals, ModelUpstream(ttft_per_running_s=per_running_s))
+        check_invariants(arrivals, releases, BUDGET_S)
+        return statistics.mean(r.delay_s for r in releases[50:]), policy.explain()["model"]  # type: ignore[return-value]
+
+    calm_hold, calm = run(0.0)
+    busy_hold, busy = run(0.03)
+    assert busy["ttft_s"]["per_running"] > 10 * max(calm["ttft_s"]["per_running"], 1e-4)
+    assert busy["upstream_extra_ttft_p99_ms"] > 2 * calm["upstream_extra_ttft_p99_ms"]
+    assert busy_hold < 0.8 * calm_hold
+
+
 def test_every_release_is_explained() -> None:
     rng = random.Random(9)
     policy = SloPolicy(BUDGET_S)
