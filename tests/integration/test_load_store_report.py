@@ -9,13 +9,12 @@ import duckdb
 import pytest
 
 from joulebench.analysis.records import read_store
-from joulebench.cli import load as load_cli
 from joulebench.load.runner import run_load
 from joulebench.load.stub import StubConfig, stub_server
 from joulebench.meters.fake import FakeMeter
 from joulebench.report import figures_serving
 from joulebench.report.build import build_report
-from joulebench.results.loads import run_status
+from joulebench.results.loads import run_status, store_interrupted, store_load_result
 from joulebench.results.store import ResultStore
 
 pytestmark = pytest.mark.integration
@@ -50,8 +49,8 @@ def test_failing_audit_keeps_status_done_and_the_run_in_the_figures(tmp_path: Pa
     clean, j2 = _run(idle_power_w=10.0)
     assert j2["audits"]["failed"] == []
     with ResultStore(db) as store:
-        run_id = load_cli._store(store, result, j, "audited")
-        clean_id = load_cli._store(store, clean, j2, "clean")
+        run_id = store_load_result(store, result, j, "audited")
+        clean_id = store_load_result(store, clean, j2, "clean")
 
     con = duckdb.connect(str(db), read_only=True)
     rows = dict(con.execute("SELECT run_id, status FROM runs").fetchall())
@@ -83,7 +82,7 @@ def test_no_successful_request_is_failed_and_still_listed(tmp_path: Path) -> Non
     result, j = _run(idle_power_w=10.0, failure_rate=1.0)
     assert j["requests"]["ok"] == 0
     with ResultStore(db) as store:
-        run_id = load_cli._store(store, result, j, "all-failed")
+        run_id = store_load_result(store, result, j, "all-failed")
     with ResultStore(db, read_only=True) as store:
         contents = read_store(store)
     (run,) = contents.runs
@@ -98,9 +97,7 @@ def test_no_successful_request_is_failed_and_still_listed(tmp_path: Path) -> Non
 def test_interrupted_load_is_recorded_as_interrupted(tmp_path: Path) -> None:
     db = tmp_path / "r.duckdb"
     with ResultStore(db) as store:
-        run_id = load_cli._store_interrupted(
-            store, {"n": 5, "arrival": {"spec": "burst"}}, "ctrl-c"
-        )
+        run_id = store_interrupted(store, {"n": 5, "arrival": {"spec": "burst"}}, "ctrl-c")
     with ResultStore(db, read_only=True) as store:
         contents = read_store(store)
     (run,) = contents.runs
