@@ -197,7 +197,7 @@ def test_a_gap_within_the_measurement_spread_says_no_verdict():
     }
     sec, chk = consistency_section(measured, TOKENS, 0.05, clocks=_clocks(0.0, 0.0, 0.0, 0.0))
     assert not chk.passed and sec["gap_ci95_rel"] > 0.25
-    assert "no verdict" in sec["note"] and "within the measurement's own spread" in chk.detail
+    assert "no verdict" in sec["note"] and "reaches the ±5.0% tolerance" in chk.detail
     # the same means without spread: a real difference in the work
     sec, chk = consistency_section(_measured(*GAP), TOKENS, 0.05, clocks=_clocks(0, 0, 0, 0))
     assert sec["gap_ci95_rel"] == pytest.approx(0.0) and "same model work" in sec["note"]
