@@ -14,9 +14,9 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from importlib import metadata
 from typing import Any
 
+from joulebench.environment import library_versions
 from joulebench.errors import ConfigError
 from joulebench.extras import require
 from joulebench.meters.sync import torch_sync
@@ -72,7 +72,7 @@ class LoadedModel:
             "context_length": self.context_length,
             "tokenizer": self.tokenizer_source or self.source,
             "vocab_size_tokenizer": len(self.tokenizer),
-            "libraries": library_versions(),
+            "libraries": library_versions(_LIBRARIES),
         }
         if self.shape_only:
             rec["seed"] = self.seed
@@ -82,16 +82,6 @@ class LoadedModel:
                 "counts come from that tokenizer and output lengths must be forced"
             )
         return rec
-
-
-def library_versions() -> dict[str, str | None]:
-    versions: dict[str, str | None] = {}
-    for lib in _LIBRARIES:
-        try:
-            versions[lib] = metadata.version(lib)
-        except metadata.PackageNotFoundError:
-            versions[lib] = None
-    return versions
 
 
 def _hub_error(source: str, exc: Exception) -> ConfigError:
