@@ -26,27 +26,6 @@ log = logging.getLogger(__name__)
 BUNDLED_TOKENIZER_NOTE = "joulebench bundled tokenizer (no target tokenizer was given)"
 
 
-@dataclass(frozen=True, slots=True)
-class SyntheticProfile:
-    """Target distributions: truncated log-normal lengths, in tokens of the target tokenizer."""
-
-    name: str
-    min_input_tokens: int
-    max_input_tokens: int
-    mean_input_tokens: float
-    input_sigma: float
-    min_output_tokens: int
-    max_output_tokens: int
-    mean_output_tokens: float
-    output_sigma: float
-    default_n: int
-
-
-PROFILES: dict[str, SyntheticProfile] = {
-    "paper": SyntheticProfile("paper", 200, 4000, 1200.0, 0.7, 10, 300, 110.0, 0.8, 10_000),
-    "quick": SyntheticProfile("quick", 40, 160, 80.0, 0.4, 4, 24, 12.0, 0.5, 32),
-}
-
 _GRID = [statistics.NormalDist().inv_cdf((i + 0.5) / 2000) for i in range(2000)]
 
 
@@ -69,12 +48,49 @@ def _solve_mu(mean: float, sigma: float, lo: float, hi: float) -> float:
     return (a + b) / 2
 
 
-def _draw(rng: random.Random, mean: float, sigma: float, lo: int, hi: int) -> int:
-    mu = _solve_mu(mean, sigma, float(lo), float(hi))
-    while True:
-        value = rng.lognormvariate(mu, sigma)
-        if lo <= value <= hi:
-            return round(value)
+@dataclass(frozen=True, slots=True)
+class LengthDistribution:
+    """A truncated log-normal length in tokens of the target tokenizer: within [lo, hi], with
+    the wanted mean and log-space spread ``sigma``."""
+
+    lo: int
+    hi: int
+    mean: float
+    sigma: float
+
+    def draw(self, rng: random.Random) -> int:
+        """One length, by rejection from the log-normal whose truncation has the wanted mean."""
+        mu = _solve_mu(self.mean, self.sigma, float(self.lo), float(self.hi))
+        while True:
+            value = rng.lognormvariate(mu, self.sigma)
+            if self.lo <= value <= self.hi:
+                return round(value)
+
+
+@dataclass(frozen=True, slots=True)
+class SyntheticProfile:
+    """Target distributions of a prompt set: prompt (input) and reference answer (output)."""
+
+    name: str
+    input_tokens: LengthDistribution
+    output_tokens: LengthDistribution
+    default_n: int
+
+
+PROFILES: dict[str, SyntheticProfile] = {
+    "paper": SyntheticProfile(
+        "paper",
+        input_tokens=LengthDistribution(200, 4000, 1200.0, 0.7),
+        output_tokens=LengthDistribution(10, 300, 110.0, 0.8),
+        default_n=10_000,
+    ),
+    "quick": SyntheticProfile(
+        "quick",
+        input_tokens=LengthDistribution(40, 160, 80.0, 0.4),
+        output_tokens=LengthDistribution(4, 24, 12.0, 0.5),
+        default_n=32,
+    ),
+}
 
 
 class _Builder:
@@ -198,20 +214,8 @@ def synthetic_prompts(
     builder = _Builder(tokenizer)
     prompts = []
     for i in range(count):
-        target = _draw(
-            rng,
-            profile.mean_input_tokens,
-            profile.input_sigma,
-            profile.min_input_tokens,
-            profile.max_input_tokens,
-        )
-        reference = _draw(
-            rng,
-            profile.mean_output_tokens,
-            profile.output_sigma,
-            profile.min_output_tokens,
-            profile.max_output_tokens,
-        )
+        target = profile.input_tokens.draw(rng)
+        reference = profile.output_tokens.draw(rng)
         messages, _ = builder.conversation(rng, target, _exchange_stream(rng))
         prompts.append(Prompt(f"{name}-{seed}-{i:05d}", messages, reference))
     source = {
@@ -220,10 +224,10 @@ def synthetic_prompts(
         "seed": seed,
         "n": count,
         "tokenizer": tokenizer_name,
-        "input_tokens_range": [profile.min_input_tokens, profile.max_input_tokens],
-        "input_tokens_target_mean": profile.mean_input_tokens,
-        "output_tokens_range": [profile.min_output_tokens, profile.max_output_tokens],
-        "output_tokens_target_mean": profile.mean_output_tokens,
+        "input_tokens_range": [profile.input_tokens.lo, profile.input_tokens.hi],
+        "input_tokens_target_mean": profile.input_tokens.mean,
+        "output_tokens_range": [profile.output_tokens.lo, profile.output_tokens.hi],
+        "output_tokens_target_mean": profile.output_tokens.mean,
         "corpus": "joulebench bundled chat corpus",
     }
     return PromptSet(name, prompts, source)
