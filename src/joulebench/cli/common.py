@@ -31,6 +31,12 @@ F = TypeVar("F", bound=Callable[..., Any])
 NOISY_LIBRARIES = ("bitsandbytes", "torchao", "torch.utils._pytree")
 
 
+def panel_option(panel: str) -> Callable[..., Any]:
+    """``typer.Option`` with its flags shown under the ``panel`` heading of ``--help``: what each
+    option group (meter, engine, contention) makes its flags with."""
+    return functools.partial(typer.Option, rich_help_panel=panel)
+
+
 def expand_parameter(
     command: Callable[..., Any], name: str, flags: Sequence[tuple[str, Any, Any]], what: str
 ) -> inspect.Signature:

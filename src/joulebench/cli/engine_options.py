@@ -23,10 +23,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
-import typer
 from rich.markup import escape
 
-from joulebench.cli.common import console, err_console, expand_parameter
+from joulebench.cli.common import console, err_console, expand_parameter, panel_option
 from joulebench.load.engines.presets import PRESETS
 from joulebench.load.engines.session import (
     EngineSession,
@@ -36,11 +35,9 @@ from joulebench.load.engines.session import (
     plan,
 )
 
-_PANEL = "Engine (launched by joulebench)"
-
-
-def _option(*flags: str, **kwargs: Any) -> Any:
-    return typer.Option(*flags, rich_help_panel=_PANEL, **kwargs)
+#: The ``--help`` heading of the engine flags (``reproduce --url`` joins them).
+ENGINE_PANEL = "Engine (launched by joulebench)"
+_option = panel_option(ENGINE_PANEL)
 
 
 LaunchOpt = Annotated[

@@ -29,19 +29,14 @@ from typing import Annotated, Any
 
 import typer
 
-from joulebench.cli.common import expand_parameter
+from joulebench.cli.common import expand_parameter, panel_option
 from joulebench.meters.base import Meter
 from joulebench.meters.isolation import check_gpu_isolation
 from joulebench.meters.registry import KNOWN_METERS, check_backend_options, open_meter
 
 log = logging.getLogger(__name__)
 
-_PANEL = "Meter"
-
-
-def _option(*flags: str, **kwargs: Any) -> Any:
-    """A ``typer.Option`` shown in the help's "Meter" panel."""
-    return typer.Option(*flags, rich_help_panel=_PANEL, **kwargs)
+_option = panel_option("Meter")
 
 
 MeterOpt = Annotated[

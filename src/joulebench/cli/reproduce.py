@@ -15,7 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from joulebench.cli.common import console, err_console, handle_errors, print_json
-from joulebench.cli.engine_options import NO_LAUNCH, engine_flags, plan_launch
+from joulebench.cli.engine_options import ENGINE_PANEL, NO_LAUNCH, engine_flags, plan_launch
 from joulebench.cli.meter_options import AUTO_METER, MeterChoice, current_gpus, meter_flags
 from joulebench.errors import ConfigError
 from joulebench.load.engines.session import LaunchOptions
@@ -151,7 +151,7 @@ def reproduce(
         str | None,
         typer.Option(
             "--url",
-            rich_help_panel="Engine (launched by joulebench)",
+            rich_help_panel=ENGINE_PANEL,
             help="Where the --launch engine answers (with --engine: where it is told to listen).",
         ),
     ] = None,
