@@ -92,9 +92,9 @@ def test_dynamic_drops_a_cancelled_row_and_its_batch_mate_is_unchanged(tiny_load
     sizes: list[int] = []
     original_step = engine.on_step
 
-    def on_step(start_s, end_s, work, **kw):
-        sizes.append(kw["batch_size"])
-        original_step(start_s, end_s, work, **kw)
+    def on_step(step):
+        sizes.append(step.batch_size)
+        original_step(step)
 
     engine.on_step = on_step
     greedy = SamplingParams()

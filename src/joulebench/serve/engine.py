@@ -33,7 +33,7 @@ from joulebench.serve.request import (
     loop_sink,
     new_request_id,
 )
-from joulebench.serve.schedulers.base import make_scheduler
+from joulebench.serve.schedulers.base import Step, make_scheduler
 
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
@@ -294,18 +294,9 @@ class ServingEngine:
         return RequestHandle(self, req, queue)
 
     # -- StepSink (worker threads) -------------------------------------------------------------
-    def on_step(
-        self,
-        start_s: float,
-        end_s: float,
-        work: Mapping[GenRequest, int],
-        *,
-        prefill_tokens: int,
-        decode_tokens: int,
-        batch_size: int,
-    ) -> None:
-        self.ledger.record_step(start_s, end_s, work)
-        self.metrics.on_step(batch_size, prefill_tokens, decode_tokens)
+    def on_step(self, step: Step) -> None:
+        self.ledger.record_step(step.start_s, step.end_s, step.work)
+        self.metrics.on_step(step.batch_size, step.prefill_tokens, step.decode_tokens)
 
     def on_idle(self) -> None:
         self.ledger.mark_idle()

@@ -13,6 +13,7 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
 from joulebench.errors import UnknownName
@@ -21,19 +22,23 @@ from joulebench.serve.request import FinishReason, GenRequest
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One timed forward step: its start and end, the tokens it computed for each request
+    (``work``, what its energy is split by), and the batch's token counts and size."""
+
+    start_s: float
+    end_s: float
+    work: Mapping[GenRequest, int]
+    prefill_tokens: int
+    decode_tokens: int
+    batch_size: int
+
+
 class StepSink(Protocol):
     """What a scheduler reports to (implemented by the serving engine)."""
 
-    def on_step(
-        self,
-        start_s: float,
-        end_s: float,
-        work: Mapping[GenRequest, int],
-        *,
-        prefill_tokens: int,
-        decode_tokens: int,
-        batch_size: int,
-    ) -> None: ...
+    def on_step(self, step: Step) -> None: ...
 
     def on_idle(self) -> None: ...
 

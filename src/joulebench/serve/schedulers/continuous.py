@@ -35,7 +35,7 @@ from typing import Any
 from joulebench.errors import ConfigError
 from joulebench.extras import require
 from joulebench.serve.request import FinishReason, GenRequest
-from joulebench.serve.schedulers.base import Scheduler, StepSink, register_scheduler
+from joulebench.serve.schedulers.base import Scheduler, Step, StepSink, register_scheduler
 
 log = logging.getLogger(__name__)
 
@@ -274,7 +274,14 @@ class ContinuousScheduler(Scheduler):
                 else:
                     prefill += int(fs.query_length)
         self.sink.on_step(
-            start, end, work, prefill_tokens=prefill, decode_tokens=decode, batch_size=len(futures)
+            Step(
+                start,
+                end,
+                work,
+                prefill_tokens=prefill,
+                decode_tokens=decode,
+                batch_size=len(futures),
+            )
         )
 
     def _read_outputs(self) -> None:

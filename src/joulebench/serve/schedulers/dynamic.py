@@ -24,7 +24,7 @@ from typing import Any
 
 from joulebench.extras import require
 from joulebench.serve.request import FinishReason, GenRequest
-from joulebench.serve.schedulers.base import ThreadedScheduler, register_scheduler
+from joulebench.serve.schedulers.base import Step, ThreadedScheduler, register_scheduler
 from joulebench.serve.schedulers.batch_cost import BatchCostModel, plan_buckets
 from joulebench.workloads.hf_compat import cache_kwargs
 
@@ -195,12 +195,14 @@ class DynamicScheduler(ThreadedScheduler):
                 active = [i for i in range(len(rows)) if not done[i]]
                 work = {rows[i]: (width if prefill else 1) for i in active}
                 self.sink.on_step(
-                    start,
-                    end,
-                    work,
-                    prefill_tokens=sum(len(contexts[i]) for i in active) if prefill else 0,
-                    decode_tokens=0 if prefill else len(active),
-                    batch_size=len(rows),
+                    Step(
+                        start,
+                        end,
+                        work,
+                        prefill_tokens=sum(len(contexts[i]) for i in active) if prefill else 0,
+                        decode_tokens=0 if prefill else len(active),
+                        batch_size=len(rows),
+                    )
                 )
                 start, prefill = end, False
                 for i in active:

@@ -11,7 +11,7 @@ from typing import Any
 
 from joulebench.extras import require
 from joulebench.serve.request import FinishReason, GenRequest
-from joulebench.serve.schedulers.base import ThreadedScheduler, register_scheduler
+from joulebench.serve.schedulers.base import Step, ThreadedScheduler, register_scheduler
 
 
 class _StepStreamer:
@@ -33,12 +33,14 @@ class _StepStreamer:
         prefill = not self.req.generated
         work = self.req.prompt_len if prefill else len(ids)
         sink.on_step(
-            self.last_s,
-            now,
-            {self.req: work},
-            prefill_tokens=work if prefill else 0,
-            decode_tokens=0 if prefill else len(ids),
-            batch_size=1,
+            Step(
+                self.last_s,
+                now,
+                {self.req: work},
+                prefill_tokens=work if prefill else 0,
+                decode_tokens=0 if prefill else len(ids),
+                batch_size=1,
+            )
         )
         self.last_s = now
         self.req.generated.extend(ids)
