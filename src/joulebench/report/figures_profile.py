@@ -54,8 +54,8 @@ def energy_model_precision(contents: StoreContents, out: Path) -> FigureFile | M
     cells = precision_cells(contents)
     if not cells:
         return MissingFigure(key, title, "no completed profile cells of the precision study")
-    plt = pyplot()
     models, precisions = _grid(cells)
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     drawn = 0
     for ax, phase in zip(axes, PHASES, strict=True):
@@ -86,6 +86,16 @@ _TOKEN_SERIES = (
     ("effective_input", "per effective input token (prefill)"),
     ("computed_input", "per computed input token (prefill, with padding)"),
     ("output", "per output token (decode)"),
+)
+
+#: The latency figure's panels, in the order of :data:`PHASES`: phase, y label, panel title.
+_LATENCY_PANELS = (
+    ("prefill", "time to first token per batch (ms)", "prefill (time to first token)"),
+    (
+        "decode",
+        "decode time per token step (ms/token)",
+        "decode (time per output token, per request)",
+    ),
 )
 
 
@@ -143,36 +153,25 @@ def latency_profile(contents: StoreContents, out: Path) -> FigureFile | MissingF
     cells = [c for c in contents.cells if c.ok]
     rows = []
     for c in cells:
-        ttft_ms, tpot_ms = c.latency_ms()
-        if ttft_ms is not None or tpot_ms is not None:
-            rows.append((c, ttft_ms, tpot_ms))
+        ms = dict(zip(PHASES, c.latency_ms(), strict=True))  # TTFT, ms per decode step
+        if any(v is not None for v in ms.values()):
+            rows.append((c, ms))
     if not rows:
         return MissingFigure(key, title, "no profile cell holds phase latencies")
     plt = pyplot()
     # stacked panels, width by group count: many cells keep readable tick labels
     fig, axes = plt.subplots(2, 1, figsize=(max(8.0, 0.5 * len(rows) + 3), 9.0))
-    labels = [c.label for c, _, _ in rows]
-    grouped_bars(
-        axes[0],
-        labels,
-        {"prefill": [(t, None) for _, t, _ in rows]},
-        ylabel="time to first token per batch (ms)",
-    )
-    axes[0].set_title("prefill (time to first token)")
-    grouped_bars(
-        axes[1],
-        labels,
-        {"decode": [(t, None) for _, _, t in rows]},
-        ylabel="decode time per token step (ms/token)",
-    )
-    axes[1].set_title("decode (time per output token, per request)")
     fig.suptitle(title)
+    labels = [c.label for c, _ in rows]
+    for ax, (phase, ylabel, panel) in zip(axes, _LATENCY_PANELS, strict=True):
+        ax.set_title(panel)
+        grouped_bars(ax, labels, {phase: [(ms[phase], None) for _, ms in rows]}, ylabel=ylabel)
     caption = (
         "Mean wall-clock latency of the measured windows, synchronized at both edges: prefill "
         "time per batch (the batch's time to first token) and decode time per token step (each "
         "step yields one token for every request of the batch). Energy meter of these cells: "
     )
-    return finish_figure(fig, out, key, title, caption, (c.method for c, _, _ in rows))
+    return finish_figure(fig, out, key, title, caption, (c.method for c, _ in rows))
 
 
 def _percent(fraction: float | None) -> float | None:
