@@ -54,6 +54,35 @@ def num(obj: Any, *path: str) -> float | None:
 
 
 @dataclass(frozen=True, slots=True)
+class _Columns:
+    """How one store table's columns become a record's fields."""
+
+    text: tuple[str, ...]  # required, read as ``str``
+    nullable: tuple[str, ...]  # as stored, ``None`` when absent
+    json_objects: tuple[str, ...]  # JSON text decoded, ``{}`` when absent
+
+    def fields(self, row: Mapping[str, Any]) -> dict[str, Any]:
+        """``row``'s values by field name, each column read as its kind says."""
+        values: dict[str, Any] = {name: str(row[name]) for name in self.text}
+        values.update((name, row.get(name)) for name in self.nullable)
+        values.update((name, parse_json(row.get(name)) or {}) for name in self.json_objects)
+        return values
+
+
+#: The ``runs`` and ``cells`` tables, as :class:`RunRecord` and :class:`ProfileCell` read them.
+_RUN_COLUMNS = _Columns(
+    text=("run_id", "kind", "status"),
+    nullable=("name", "created_at"),
+    json_objects=("config", "environment", "meter", "summary"),
+)
+_CELL_COLUMNS = _Columns(
+    text=("run_id", "cell_key", "status"),
+    nullable=("study", "error"),
+    json_objects=("config", "result"),
+)
+
+
+@dataclass(frozen=True, slots=True)
 class RunRecord:
     run_id: str
     kind: str
@@ -67,17 +96,7 @@ class RunRecord:
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> RunRecord:
-        return cls(
-            run_id=str(row["run_id"]),
-            kind=str(row["kind"]),
-            name=row.get("name"),
-            status=str(row["status"]),
-            created_at=row.get("created_at"),
-            config=parse_json(row.get("config")) or {},
-            environment=parse_json(row.get("environment")) or {},
-            meter=parse_json(row.get("meter")) or {},
-            summary=parse_json(row.get("summary")) or {},
-        )
+        return cls(**_RUN_COLUMNS.fields(row))
 
     @property
     def finished(self) -> bool:
@@ -154,15 +173,7 @@ class ProfileCell:
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> ProfileCell:
-        return cls(
-            run_id=str(row["run_id"]),
-            cell_key=str(row["cell_key"]),
-            study=row.get("study"),
-            status=str(row["status"]),
-            config=parse_json(row.get("config")) or {},
-            result=parse_json(row.get("result")) or {},
-            error=row.get("error"),
-        )
+        return cls(**_CELL_COLUMNS.fields(row))
 
     @property
     def ok(self) -> bool:
