@@ -42,12 +42,13 @@ class RateEstimator:
     k: int = 16
     min_arrivals: int = 8
     max_age_s: float = 10.0
-    _times: deque[float] = field(default_factory=deque)
+    _times: deque[float] = field(init=False)  # the last k arrivals
+
+    def __post_init__(self) -> None:
+        self._times = deque(maxlen=self.k)
 
     def observe(self, t_s: float) -> None:
         self._times.append(t_s)
-        while len(self._times) > self.k:
-            self._times.popleft()
 
     def recent(self, now_s: float) -> int:
         return sum(1 for t in self._times if now_s - t <= self.max_age_s)
@@ -208,12 +209,13 @@ class CostModel:
 @dataclass(slots=True)
 class Health:
     window: int = 20
-    _outcomes: deque[bool] = field(default_factory=deque)
+    _outcomes: deque[bool] = field(init=False)  # the last ``window`` outcomes
+
+    def __post_init__(self) -> None:
+        self._outcomes = deque(maxlen=self.window)
 
     def observe(self, ok: bool) -> None:
         self._outcomes.append(ok)
-        while len(self._outcomes) > self.window:
-            self._outcomes.popleft()
 
     def failing(self) -> str | None:
         """Why the upstream counts as failing now, or ``None``."""
