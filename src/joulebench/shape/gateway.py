@@ -34,7 +34,7 @@ import httpx
 from joulebench.exposition import CONTENT_TYPE, Exposition
 from joulebench.serve.protocol import is_tgi, openai_body, tgi_body
 from joulebench.shape.metrics import GatewayMetrics
-from joulebench.shape.policies import Policy
+from joulebench.shape.policies import Policy, ResponseEvent
 from joulebench.shape.shaper import QueueFull, Release, Shaper
 from joulebench.shape.upstream import poll_upstream
 
@@ -168,6 +168,17 @@ def _finite(raw: bytes) -> float | None:
     except ValueError:
         return None
     return x if math.isfinite(x) and x >= 0 else None
+
+
+def _upstream_failure(exc: httpx.HTTPError) -> tuple[str, int, str, str]:
+    """A request that got no response from the upstream: its ``upstream_errors`` key, HTTP
+    status, error kind, and what happened (the message after ``upstream URL``)."""
+    if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)):
+        reason = str(exc) or type(exc).__name__
+        return "unreachable", 502, "upstream_unreachable", f"unreachable: {reason}"
+    if isinstance(exc, httpx.TimeoutException):
+        return "timeout", 504, "upstream_timeout", f"timed out: {type(exc).__name__}"
+    return "protocol", 502, "upstream_error", f"failed: {exc!r}"
 
 
 class Gateway:
@@ -328,13 +339,15 @@ class Gateway:
                 self.metrics.in_flight -= 1
                 if release is not None:
                     self.policy.observe_response(
-                        release.group,
-                        release.released_s,
-                        outcome.first_byte_s,
-                        self.shaper.clock(),
-                        None if broke else outcome.status,
-                        outcome.complete and not broke,
-                        energy_j=None if broke else outcome.energy_j,
+                        ResponseEvent(
+                            release.group,
+                            release.released_s,
+                            outcome.first_byte_s,
+                            self.shaper.clock(),
+                            None if broke else outcome.status,
+                            outcome.complete and not broke,
+                            energy_j=None if broke else outcome.energy_j,
+                        )
                     )
         finally:
             disconnect.cancel()
@@ -355,32 +368,10 @@ class Gateway:
                 self.metrics.client_disconnects += 1
                 return
             response = opening.result()
-        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-            self.metrics.upstream_errors["unreachable"] += 1
-            reason = str(exc) or type(exc).__name__
-            await self._fail(
-                send,
-                path,
-                502,
-                "upstream_unreachable",
-                f"upstream {self.upstream} unreachable: {reason}",
-            )
-            return
-        except httpx.TimeoutException as exc:
-            self.metrics.upstream_errors["timeout"] += 1
-            await self._fail(
-                send,
-                path,
-                504,
-                "upstream_timeout",
-                f"upstream {self.upstream} timed out: {type(exc).__name__}",
-            )
-            return
         except httpx.HTTPError as exc:
-            self.metrics.upstream_errors["protocol"] += 1
-            await self._fail(
-                send, path, 502, "upstream_error", f"upstream {self.upstream} failed: {exc!r}"
-            )
+            counted, status, kind, what = _upstream_failure(exc)
+            self.metrics.upstream_errors[counted] += 1
+            await self._fail(send, path, status, kind, f"upstream {self.upstream} {what}")
             return
         try:
             await self._relay(response, release, send, disconnect)

@@ -59,6 +59,27 @@ class Decision:
     release_n: int
     wake_at_s: float | None
 
+    @classmethod
+    def all_at(cls, deadline_s: float, waiting: int, now_s: float) -> Decision:
+        """Release all ``waiting`` once ``deadline_s`` has come (within :data:`EPS_S`), else
+        nothing until then: the fixed policies' one rule, each with its own deadline."""
+        if now_s + EPS_S >= deadline_s:
+            return cls(waiting, None)
+        return cls(0, deadline_s)
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseEvent:
+    """One request of group ``group`` is over, as the gateway (or the simulator) saw it."""
+
+    group: int
+    released_s: float
+    first_byte_s: float | None  # when its first body byte came back
+    ended_s: float
+    status: int | None  # HTTP status; ``None``: no response
+    complete: bool  # its body was relayed to the end
+    energy_j: float | None = None  # what the upstream reported for it (``None``: nothing)
+
 
 class Policy(ABC):
     """Decides release times for a FIFO queue of waiting requests."""
@@ -133,20 +154,8 @@ class Policy(ABC):
         """Group ``group`` (these arrival times, in order) was released at ``released_s``."""
         return None
 
-    def observe_response(
-        self,
-        group: int,
-        released_s: float,
-        first_byte_s: float | None,
-        ended_s: float,
-        status: int | None,
-        complete: bool,
-        *,
-        energy_j: float | None = None,
-    ) -> None:
-        """One request of ``group`` is over: HTTP ``status`` (``None``: no response), whether
-        its body was relayed to the end, when its first body byte came back, and the energy
-        the upstream reported for it (``None``: it reports none)."""
+    def observe_response(self, response: ResponseEvent) -> None:
+        """One request of a released group is over (see :class:`ResponseEvent`)."""
         return None
 
     def observe_upstream(self, t_s: float, samples: dict[str, float]) -> None:
@@ -227,10 +236,7 @@ class Cadence(Policy):
         return self.origin_s + max(k, 0) * self.period_s
 
     def _decide(self, waiting_s: Sequence[float], now_s: float) -> Decision:
-        tick = self.next_tick_s(waiting_s[0])
-        if now_s + EPS_S >= tick:
-            return Decision(len(waiting_s), None)
-        return Decision(0, tick)
+        return Decision.all_at(self.next_tick_s(waiting_s[0]), len(waiting_s), now_s)
 
     def _own_bound_s(self) -> float | None:
         return self.period_s
@@ -255,10 +261,7 @@ class Window(Policy):
         if len(waiting_s) >= self.size:
             rest = waiting_s[self.size :]
             return Decision(self.size, rest[0] + self.timeout_s if rest else None)
-        deadline = waiting_s[0] + self.timeout_s
-        if now_s + EPS_S >= deadline:
-            return Decision(len(waiting_s), None)
-        return Decision(0, deadline)
+        return Decision.all_at(waiting_s[0] + self.timeout_s, len(waiting_s), now_s)
 
     def _own_bound_s(self) -> float | None:
         return self.timeout_s

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import cast
 
-from joulebench.shape.policies import Policy
+from joulebench.shape.policies import Policy, ResponseEvent
 from joulebench.shape.shaper import Release
 
 
@@ -142,7 +142,9 @@ def simulate(
         elif kind == _DONE:
             gid, released, first, status, energy = cast(_Done, data)
             state["in_flight"] -= 1
-            policy.observe_response(gid, released, first, now, status, True, energy_j=energy)
+            policy.observe_response(
+                ResponseEvent(gid, released, first, now, status, True, energy_j=energy)
+            )
         elif kind == _SCRAPE:
             n = float(state["in_flight"])
             policy.observe_upstream(

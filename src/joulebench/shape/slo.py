@@ -50,7 +50,7 @@ from typing import TYPE_CHECKING, Any
 from joulebench.analysis.stats import quantile
 from joulebench.errors import ConfigError
 from joulebench.exposition import counter, gauge
-from joulebench.shape.policies import EPS_S, Decision, Policy
+from joulebench.shape.policies import EPS_S, Decision, Policy, ResponseEvent
 from joulebench.shape.slo_model import CostModel, Health, RateEstimator
 from joulebench.shape.upstream import EngineState, engine_state
 from joulebench.units import parse_duration_s
@@ -291,37 +291,28 @@ class SloPolicy(Policy):
         self._in_flight += len(arrivals_s)
         self._open[group] = _Open(rec, released_s, self._area)
 
-    def observe_response(
-        self,
-        group: int,
-        released_s: float,
-        first_byte_s: float | None,
-        ended_s: float,
-        status: int | None,
-        complete: bool,
-        *,
-        energy_j: float | None = None,
-    ) -> None:
-        self._advance(ended_s)
+    def observe_response(self, response: ResponseEvent) -> None:
+        r = response
+        self._advance(r.ended_s)
         concurrency = None
-        og = self._open.get(group)
-        if og is not None and ended_s > og.released_s:
-            concurrency = (self._area - og.area0) / (ended_s - og.released_s)
+        og = self._open.get(r.group)
+        if og is not None and r.ended_s > og.released_s:
+            concurrency = (self._area - og.area0) / (r.ended_s - og.released_s)
         self._in_flight = max(0, self._in_flight - 1)
-        failed = status is None or status >= 500
-        if status is not None:  # a client that left says nothing about the upstream
+        failed = r.status is None or r.status >= 500
+        if r.status is not None:  # a client that left says nothing about the upstream
             self.health.observe(not failed)
         if og is None:
             return
         rec = og.record
         rec.answered += 1
         rec.failed += int(failed)
-        if complete and not failed and concurrency is not None and concurrency > 0:
-            ttft_s = None if first_byte_s is None else first_byte_s - released_s
+        if r.complete and not failed and concurrency is not None and concurrency > 0:
+            ttft_s = None if r.first_byte_s is None else r.first_byte_s - r.released_s
             if ttft_s is not None and ttft_s >= 0:
                 self._ttfts.append(ttft_s)
             self.cost.observe(
-                concurrency, ended_s - released_s, rec.size, ttft_s, energy_j,
+                concurrency, r.ended_s - r.released_s, rec.size, ttft_s, r.energy_j,
                 running_at_release=rec.upstream_running,
             )  # fmt: skip
             prev = rec.realised_batch or 0.0
@@ -330,7 +321,7 @@ class SloPolicy(Policy):
         if rec.answered >= rec.size:
             if og.batch_n:
                 rec.upstream_batch = og.batch_sum / og.batch_n
-            del self._open[group]
+            del self._open[r.group]
 
     def observe_upstream(self, t_s: float, samples: dict[str, float]) -> None:
         state = engine_state(t_s, samples)
