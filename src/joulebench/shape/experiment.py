@@ -34,6 +34,7 @@ from joulebench.meters.base import Meter
 from joulebench.meters.window import measure_idle
 from joulebench.shape.policies import Policy, parse_policy
 from joulebench.shape.runner import run_gateway
+from joulebench.shape.shaper import DEFAULT_MAX_QUEUE
 from joulebench.shape.upstream import metric_total as _total
 from joulebench.shape.upstream import parse_prometheus
 
@@ -320,6 +321,64 @@ def measured_load_kwargs(
     return {**base_kwargs, **measured, "meter": meter, "idle_power_w": idle_power_w}
 
 
+def measure_direct_and_shaped(
+    url: str | None,
+    policies: Sequence[Policy],
+    *,
+    embedded: dict[str, Any] | None,
+    meter: Meter | None,
+    load_fn: LoadFn | None,
+    base_kwargs: dict[str, Any],
+    measured: dict[str, Any],
+    warmup_n: int,
+    idle_power_w: float | None,
+    idle_s: float,
+    timeout_s: float,
+    max_queue: int = DEFAULT_MAX_QUEUE,
+    engine: EngineSession | None = None,
+) -> tuple[list[RunSummary], float | None]:
+    """The direct run, then one run through a fresh gateway per policy: the same server
+    (``url``, or the embedded one), after one warm-up and one idle baseline
+    (:func:`measured_load_kwargs`). Returns the runs in that order and the idle power they
+    subtracted; what :func:`compare` and :func:`~joulebench.shape.sweep.sweep` both measure."""
+    if load_fn is None:
+        from joulebench.load.runner import run_load
+
+        load_fn = run_load
+    with _target(url, embedded, meter) as server_url:
+        kwargs = measured_load_kwargs(
+            load_fn,
+            server_url,
+            base_kwargs,
+            warmup_n=warmup_n,
+            meter=meter,
+            idle_power_w=idle_power_w,
+            idle_s=idle_s,
+            measured=measured,
+        )
+        runs = [
+            measure_run(
+                "direct", server_url, server_url, load_fn=load_fn, load_kwargs=kwargs, engine=engine
+            )
+        ]
+        for pol in policies:
+            with run_gateway(
+                server_url, pol, max_queue=max_queue, upstream_timeout_s=timeout_s
+            ) as gw:
+                runs.append(
+                    measure_run(
+                        pol.describe(),
+                        gw.url,
+                        server_url,
+                        load_fn=load_fn,
+                        load_kwargs=kwargs,
+                        gateway=gw.gateway,
+                        engine=engine,
+                    )
+                )
+    return runs, kwargs["idle_power_w"]
+
+
 def compare(
     url: str | None,
     policy: str | Policy,
@@ -353,45 +412,30 @@ def compare(
     ``engine``: the launched engine at ``url``, watched during each measured run.
     """
     pol = parse_policy(policy, max_delay_ms=max_delay_ms) if isinstance(policy, str) else policy
-    if load_fn is None:
-        from joulebench.load.runner import run_load
-
-        load_fn = run_load
     if warmup_n < 0:
         raise ConfigError(f"warm-up requests must be ≥ 0, got {warmup_n}")
-    with _target(url, embedded, meter) as server_url:
-        base_kwargs: dict[str, Any] = {
+    (direct, shaped), idle_power_w = measure_direct_and_shaped(
+        url,
+        [pol],
+        embedded=embedded,
+        meter=meter,
+        load_fn=load_fn,
+        base_kwargs={
             "protocol": protocol,
             "prompts": prompts,
             "output_length": output_length,
             "concurrency": concurrency,
             "timeout_s": timeout_s,
             "seed": seed,
-        }
-        kwargs = measured_load_kwargs(
-            load_fn,
-            server_url,
-            base_kwargs,
-            warmup_n=warmup_n,
-            meter=meter,
-            idle_power_w=idle_power_w,
-            idle_s=idle_s,
-            measured={**(load_options or {}), "arrival": arrival, "n": n},
-        )
-        idle_power_w = kwargs["idle_power_w"]
-        direct = measure_run(
-            "direct", server_url, server_url, load_fn=load_fn, load_kwargs=kwargs, engine=engine
-        )
-        with run_gateway(server_url, pol, max_queue=max_queue, upstream_timeout_s=timeout_s) as gw:
-            shaped = measure_run(
-                pol.describe(),
-                gw.url,
-                server_url,
-                load_fn=load_fn,
-                load_kwargs=kwargs,
-                gateway=gw.gateway,
-                engine=engine,
-            )
+        },
+        measured={**(load_options or {}), "arrival": arrival, "n": n},
+        warmup_n=warmup_n,
+        idle_power_w=idle_power_w,
+        idle_s=idle_s,
+        timeout_s=timeout_s,
+        max_queue=max_queue,
+        engine=engine,
+    )
     config = {
         "url": url or "embedded",
         "embedded": embedded if url is None else None,

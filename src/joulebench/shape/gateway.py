@@ -35,7 +35,7 @@ from joulebench.exposition import CONTENT_TYPE, Exposition
 from joulebench.serve.protocol import is_tgi, openai_body, tgi_body
 from joulebench.shape.metrics import GatewayMetrics
 from joulebench.shape.policies import Policy, ResponseEvent
-from joulebench.shape.shaper import QueueFull, Release, Shaper
+from joulebench.shape.shaper import DEFAULT_MAX_QUEUE, QueueFull, Release, Shaper
 from joulebench.shape.upstream import poll_upstream
 
 log = logging.getLogger(__name__)
@@ -189,7 +189,7 @@ class Gateway:
         upstream: str,
         policy: Policy,
         *,
-        max_queue: int = 1024,
+        max_queue: int = DEFAULT_MAX_QUEUE,
         upstream_timeout_s: float = 600.0,
         connect_timeout_s: float = 5.0,
         transport: httpx.AsyncBaseTransport | None = None,

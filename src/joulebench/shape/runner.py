@@ -18,6 +18,7 @@ from joulebench.errors import ConfigError
 from joulebench.extras import require
 from joulebench.shape.gateway import Gateway
 from joulebench.shape.policies import Policy, parse_policy
+from joulebench.shape.shaper import DEFAULT_MAX_QUEUE
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +80,7 @@ def run_gateway(
     policy: Policy | str,
     *,
     max_delay_ms: float | None = None,
-    max_queue: int = 1024,
+    max_queue: int = DEFAULT_MAX_QUEUE,
     host: str = "127.0.0.1",
     port: int = 0,
     upstream_timeout_s: float = 600.0,

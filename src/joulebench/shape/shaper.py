@@ -23,6 +23,9 @@ from joulebench.shape.policies import Policy
 
 log = logging.getLogger(__name__)
 
+#: Requests the gateway holds before it answers 429 (unless told otherwise).
+DEFAULT_MAX_QUEUE = 1024
+
 
 class QueueFull(Exception):
     """The gateway's queue is at capacity; retry after ``retry_after_s``."""
@@ -79,7 +82,7 @@ class Shaper:
         self,
         policy: Policy,
         *,
-        max_queue: int = 1024,
+        max_queue: int = DEFAULT_MAX_QUEUE,
         clock: Callable[[], float] = time.monotonic,
         metrics: GatewayMetrics | None = None,
     ) -> None:

@@ -10,7 +10,6 @@ point labelled.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,21 +19,11 @@ from joulebench.analysis.pareto import excluded, pareto_front
 from joulebench.errors import ConfigError
 from joulebench.extras import require
 from joulebench.meters.base import Meter
-from joulebench.shape.experiment import (
-    GROSS_NET,
-    LoadFn,
-    RunSummary,
-    _target,
-    measure_run,
-    measured_load_kwargs,
-)
+from joulebench.shape.experiment import GROSS_NET, LoadFn, RunSummary, measure_direct_and_shaped
 from joulebench.shape.policies import parse_policy
-from joulebench.shape.runner import run_gateway
 
 if TYPE_CHECKING:
     from joulebench.load.engines.session import EngineSession
-
-log = logging.getLogger(__name__)
 
 LATENCY_METRICS = ("ttft_ms:p99", "ttft_ms:p50", "e2e_ms:p99", "e2e_ms:p50")
 
@@ -195,49 +184,26 @@ def sweep(
     if not policies:
         raise ConfigError("the sweep needs at least one policy")
     parsed = [parse_policy(p, max_delay_ms=max_delay_ms) for p in policies]
-    if load_fn is None:
-        from joulebench.load.runner import run_load
-
-        load_fn = run_load
-    runs: list[RunSummary] = []
-    with _target(url, embedded, meter) as server_url:
-        base: dict[str, Any] = {
+    runs, idle_power_w = measure_direct_and_shaped(
+        url,
+        parsed,
+        embedded=embedded,
+        meter=meter,
+        load_fn=load_fn,
+        base_kwargs={
             "protocol": protocol,
             "prompts": prompts,
             "output_length": output_length,
             "timeout_s": timeout_s,
             "seed": seed,
-        }
-        kwargs = measured_load_kwargs(
-            load_fn,
-            server_url,
-            base,
-            warmup_n=warmup_n,
-            meter=meter,
-            idle_power_w=idle_power_w,
-            idle_s=idle_s,
-            measured={**(load_options or {}), "arrival": arrival, "n": n},
-        )
-        idle_power_w = kwargs["idle_power_w"]
-        runs.append(
-            measure_run(
-                "direct", server_url, server_url, load_fn=load_fn, load_kwargs=kwargs, engine=engine
-            )
-        )
-        for pol in parsed:
-            with run_gateway(server_url, pol, upstream_timeout_s=timeout_s) as gw:
-                log.info("sweep: %s", pol.describe())
-                runs.append(
-                    measure_run(
-                        pol.describe(),
-                        gw.url,
-                        server_url,
-                        load_fn=load_fn,
-                        load_kwargs=kwargs,
-                        gateway=gw.gateway,
-                        engine=engine,
-                    )
-                )
+        },
+        measured={**(load_options or {}), "arrival": arrival, "n": n},
+        warmup_n=warmup_n,
+        idle_power_w=idle_power_w,
+        idle_s=idle_s,
+        timeout_s=timeout_s,
+        engine=engine,
+    )
     method = (runs[0].load.get("energy") or {}).get("method")
     config = {
         "url": url or "embedded",
