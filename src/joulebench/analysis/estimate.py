@@ -15,7 +15,7 @@ import csv
 import functools
 import io
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from importlib import resources
 from typing import Any
 
@@ -42,13 +42,7 @@ class GridIntensity:
     source: str
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "code": self.code,
-            "country": self.country,
-            "g_co2e_per_kwh": self.g_co2e_per_kwh,
-            "year": self.year,
-            "source": self.source,
-        }
+        return asdict(self)
 
 
 @functools.lru_cache(maxsize=1)
@@ -135,18 +129,8 @@ class MacroEstimate:
     source: str
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "wh_per_request": self.wh_per_request,
-            "requests_per_day": self.requests_per_day,
-            "kwh_per_day": self.kwh_per_day,
-            "kwh_per_year": self.kwh_per_year,
-            "household_kwh_per_year": self.household_kwh_per_year,
-            "households": self.households,
-            "grid": None if self.grid is None else self.grid.to_dict(),
-            "kg_co2e_per_day": self.kg_co2e_per_day,
-            "method": self.method,
-            "source": self.source,
-        }
+        """Every field by name, ``grid`` as its own dict (the ``estimate --json`` object)."""
+        return asdict(self)
 
 
 def estimate(
