@@ -125,17 +125,11 @@ class _Connection(asyncio.Protocol):
                 head, self.buf = self.buf[:end], self.buf[end + 4 :]
                 self._head(head)
             elif state == _FIXED:
-                take = self.buf[: self.remaining]
-                self.buf = self.buf[len(take) :]
-                self._data(take)
-                self.remaining -= len(take)
-                if self.remaining == 0:
-                    self.state = _DONE
+                self._body(then=_DONE)
             elif state == _CHUNK_SIZE:
-                nl = self.buf.find(b"\r\n")
-                if nl < 0:
+                line = self._line()
+                if line is None:
                     return
-                line, self.buf = self.buf[:nl], self.buf[nl + 2 :]
                 try:
                     size = int(line.split(b";", 1)[0].strip(), 16)
                 except ValueError:
@@ -143,12 +137,7 @@ class _Connection(asyncio.Protocol):
                 self.remaining = size
                 self.state = _CHUNK_DATA if size else _TRAILERS
             elif state == _CHUNK_DATA:
-                take = self.buf[: self.remaining]
-                self.buf = self.buf[len(take) :]
-                self._data(take)
-                self.remaining -= len(take)
-                if self.remaining == 0:
-                    self.state = _CHUNK_CRLF
+                self._body(then=_CHUNK_CRLF)
             elif state == _CHUNK_CRLF:
                 if len(self.buf) < 2:
                     return
@@ -157,10 +146,9 @@ class _Connection(asyncio.Protocol):
                 self.buf = self.buf[2:]
                 self.state = _CHUNK_SIZE
             elif state == _TRAILERS:
-                nl = self.buf.find(b"\r\n")
-                if nl < 0:
+                line = self._line()
+                if line is None:
                     return
-                line, self.buf = self.buf[:nl], self.buf[nl + 2 :]
                 if not line:
                     self.state = _DONE
             elif state == _TO_EOF:
@@ -171,6 +159,24 @@ class _Connection(asyncio.Protocol):
                     self.keep_alive = False
                     self.buf = b""
                 return
+
+    def _line(self) -> bytes | None:
+        """The next CRLF-ended line taken off the buffer, or ``None`` until one has arrived."""
+        nl = self.buf.find(b"\r\n")
+        if nl < 0:
+            return None
+        line, self.buf = self.buf[:nl], self.buf[nl + 2 :]
+        return line
+
+    def _body(self, *, then: int) -> None:
+        """Pass on what is buffered of the ``remaining`` body bytes; once they are all in,
+        go to state ``then`` (a fixed-length body and a chunk end the same way)."""
+        take = self.buf[: self.remaining]
+        self.buf = self.buf[len(take) :]
+        self._data(take)
+        self.remaining -= len(take)
+        if self.remaining == 0:
+            self.state = then
 
     def _head(self, head: bytes) -> None:
         lines = head.split(b"\r\n")
