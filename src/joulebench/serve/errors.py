@@ -33,22 +33,12 @@ DRAIN_MIN_BYTES = 64 * 2**20
 
 
 class ApiError(HTTPException):
-    """A refusal with OpenAI's ``param`` and ``code`` (an HTTPException, so FastAPI re-raises it
-    untouched from body parsing)."""
+    """A :class:`Rejected` raised while FastAPI parses the body: there only an HTTPException is
+    re-raised untouched, so the refusal travels inside one and is answered as itself."""
 
-    def __init__(
-        self,
-        status: int,
-        message: str,
-        *,
-        param: str | None = None,
-        code: str | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        super().__init__(status, message, headers)
-        self.message = message
-        self.param = param
-        self.code = code
+    def __init__(self, rejected: Rejected) -> None:
+        super().__init__(rejected.status, rejected.message)
+        self.rejected = rejected
 
 
 def error_response(
@@ -71,6 +61,13 @@ def error_response(
         return JSONResponse(tgi_body(status, message + where), status_code=status, headers=headers)
     return JSONResponse(
         openai_body(status, message, param, code), status_code=status, headers=headers
+    )
+
+
+def _refused(path: str, exc: Rejected) -> JSONResponse:
+    """A refused request's answer: its status, message, ``param``, ``code`` and headers."""
+    return error_response(
+        path, exc.status, exc.message, param=exc.param, code=exc.code, headers=exc.headers
     )
 
 
@@ -100,14 +97,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Rejected)
     async def _rejected(request: Request, exc: Rejected) -> JSONResponse:
-        return error_response(
-            request.url.path,
-            exc.status,
-            exc.message,
-            param=getattr(exc, "param", None),
-            code=getattr(exc, "code", None),
-            headers=exc.headers,
-        )
+        return _refused(request.url.path, exc)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -117,20 +107,14 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(HTTPException)
     async def _http(request: Request, exc: HTTPException) -> JSONResponse:
         if isinstance(exc, ApiError):
-            message, param, code = exc.message, exc.param, exc.code
-        else:
-            message, param, code = str(exc.detail), None, None
-            if exc.status_code == 404:
-                message = f"no route {request.method} {request.url.path}"
-            elif exc.status_code == 405:
-                message = f"method {request.method} is not allowed on {request.url.path}"
+            return _refused(request.url.path, exc.rejected)
+        message = str(exc.detail)
+        if exc.status_code == 404:
+            message = f"no route {request.method} {request.url.path}"
+        elif exc.status_code == 405:
+            message = f"method {request.method} is not allowed on {request.url.path}"
         return error_response(
-            request.url.path,
-            exc.status_code,
-            message,
-            param=param,
-            code=code,
-            headers=dict(exc.headers or {}),
+            request.url.path, exc.status_code, message, headers=dict(exc.headers or {})
         )
 
 
@@ -142,7 +126,7 @@ class StrictRequest(Request):
             try:
                 self._json = parse_json(await self.body())
             except InvalidBody as exc:
-                raise ApiError(400, exc.message, param=exc.param) from None
+                raise ApiError(Rejected(400, exc.message, param=exc.param)) from None
         return self._json
 
 

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Request
 from fastapi.params import Depends
 
 from joulebench.serve.engine import Rejected, RequestHandle
-from joulebench.serve.errors import ApiError, Route, openai_body
+from joulebench.serve.errors import Route, openai_body
 from joulebench.serve.protocol import ChatCompletionRequest, CompletionRequest, OpenAIError
 from joulebench.serve.request import FinishEvent
 from joulebench.serve.routes.common import Generation, responses, sse, unauthorized
@@ -129,7 +129,7 @@ class OpenAIRoutes:
 
     def check_model(self, name: str | None) -> None:
         if name is not None and name != self.engine.model_name:
-            raise ApiError(
+            raise Rejected(
                 404,
                 f"the model '{name}' does not exist; this server serves '{self.engine.model_name}'",
                 param="model",
@@ -139,7 +139,7 @@ class OpenAIRoutes:
     def refuse_unsupported(self, body: Body) -> None:
         self.check_model(body.model)
         if (why := body.unsupported()) is not None:
-            raise ApiError(400, why[1], param=why[0])
+            raise Rejected(400, why[1], param=why[0])
 
     async def prompt_ids(self, body: CompletionRequest) -> list[int]:
         prompt = body.prompt
@@ -152,7 +152,7 @@ class OpenAIRoutes:
         try:
             messages = [{"role": m.role, "content": m.text()} for m in body.messages]
         except ValueError as exc:
-            raise ApiError(400, str(exc), param="messages") from None
+            raise Rejected(400, str(exc), param="messages") from None
         tok = self.tok
         if not getattr(tok, "chat_template", None):
             raise Rejected(

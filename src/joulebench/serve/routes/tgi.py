@@ -15,7 +15,7 @@ from fastapi import APIRouter, Request
 from fastapi.params import Depends
 
 from joulebench.serve.engine import Rejected, RequestHandle
-from joulebench.serve.errors import ApiError, Route, tgi_body
+from joulebench.serve.errors import Route, tgi_body
 from joulebench.serve.protocol import TGIError, TGIRequest
 from joulebench.serve.request import FinishEvent
 from joulebench.serve.routes.common import SSE, Generation, responses, sse, unauthorized
@@ -65,7 +65,7 @@ class TGIRoutes:
     async def start(self, body: TGIRequest) -> tuple[RequestHandle, TextAssembler]:
         p = body.parameters
         if (why := p.unsupported()) is not None:
-            raise ApiError(400, why[1], param=f"parameters.{why[0]}")
+            raise Rejected(400, why[1], param=f"parameters.{why[0]}")
         ids = await self.gen.tokenize(body.inputs)
         try:
             handle = self.gen.start(ids, p.max_new_tokens, p.sampling(), "tgi")
