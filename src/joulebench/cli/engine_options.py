@@ -1,12 +1,7 @@
 """Typer options for launching the engine under test (``load``, ``shape-compare``, ``shape-sweep``,
 ``reproduce``).
 
-Use the ``Annotated`` aliases as parameter types, then :func:`launch_options` to bundle them::
-
-    def load(launch: LaunchOpt = None, engine: EngineOpt = None, ...):
-        opts = launch_options(launch, engine, ...)
-
-or :func:`engine_flags`, which gives a command the whole group in place of one
+:func:`engine_flags` gives a command the whole group in place of one
 ``launching: LaunchOptions`` parameter::
 
     @engine_flags

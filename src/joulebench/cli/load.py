@@ -42,14 +42,8 @@ from rich.markup import escape
 
 from joulebench.cli.common import err_console, handle_errors, print_json
 from joulebench.cli.engine_options import (
-    EngineArgsOpt,
-    EngineLogOpt,
-    EngineOpt,
-    LaunchOpt,
-    ReadyPathOpt,
-    ReadyTimeoutOpt,
-    StopGraceOpt,
-    launch_options,
+    NO_LAUNCH,
+    engine_flags,
     launched,
     plan_launch,
     print_engine,
@@ -93,6 +87,7 @@ from joulebench.cli.workload_options import (
 from joulebench.errors import ConfigError
 from joulebench.load.arrivals import parse_arrival
 from joulebench.load.clients import PROTOCOLS, Tokenizer
+from joulebench.load.engines.session import LaunchOptions
 from joulebench.load.runner import LoadResult, run_load
 from joulebench.meters.window import measure_idle
 from joulebench.results.loads import (
@@ -221,6 +216,7 @@ def _cli_config(run: LoadRun) -> dict[str, Any]:
 
 @handle_errors
 @meter_flags(estimate_scope="auto")
+@engine_flags
 def load(
     url: UrlOpt = None,
     embedded: EmbeddedOpt = False,
@@ -244,13 +240,7 @@ def load(
     idle_s: IdleOpt = 0.0,
     hz: HzOpt = 10.0,
     via_shape: ViaShapeOpt = None,
-    launch: LaunchOpt = None,
-    engine: EngineOpt = None,
-    engine_args: EngineArgsOpt = None,
-    ready_path: ReadyPathOpt = None,
-    ready_timeout_s: ReadyTimeoutOpt = 600.0,
-    stop_grace_s: StopGraceOpt = 15.0,
-    engine_log_dir: EngineLogOpt = None,
+    launching: LaunchOptions = NO_LAUNCH,
     gpus: GpusOpt = None,
     allow_missing_gpu: AllowMissingGpuOpt = False,
 ) -> None:
@@ -261,9 +251,7 @@ def load(
         raise UnknownName("protocol", protocol, list(PROTOCOLS))
     process = parse_arrival(arrival, seed=seed)  # bad specs fail before anything starts
     launch_plan = plan_launch(
-        launch_options(launch, engine, engine_args, ready_path, ready_timeout_s, stop_grace_s,
-                       engine_log_dir),
-        url=url, model=model, gpus=gpus, store=store, meter=meter.spec,
+        launching, url=url, model=model, gpus=gpus, store=store, meter=meter.spec,
         fake_power_w=meter.options.get("fake_power_w", 100.0),
     )  # fmt: skip
     url = launch_plan.url if launch_plan is not None else url
