@@ -86,6 +86,28 @@ class StubStats:
     waiting: int = 0  # requests waiting for a slot (max_concurrency)
 
 
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    """What one generation request gets back, streamed or not."""
+
+    path: str
+    n: int  # tokens generated
+    prompt_tokens: int
+    energy: float | None  # the fake per-response energy (J), if the stub reports one
+    headers: dict[str, str]
+    reason: str = "length"
+
+    def usage(self) -> dict:
+        usage: dict = {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.n,
+            "total_tokens": self.prompt_tokens + self.n,
+        }
+        if self.energy is not None:
+            usage["energy"] = {"energy_j": self.energy, "method": "fake"}
+        return usage
+
+
 def _response(
     status: int,
     body: bytes,
@@ -241,45 +263,27 @@ class StubServer:
                 headers["x-energy-method"] = "fake"
             stream = bool(p.get("stream")) or path == "/generate_stream"
             self.stats.tokens += n
+            answer = _Answer(path, n, prompt_tokens, energy, headers, reason)
             if stream:
                 cut_at = min(n, cfg.truncate_after) if cut else None
-                await self._stream(path, p, n, prompt_tokens, energy, headers, w, reason, cut_at)
+                await self._stream(answer, p, w, cut_at)
             else:
-                await self._plain(path, n, prompt_tokens, energy, headers, w, reason)
+                await self._plain(answer, w)
         finally:
             self.stats.running -= 1
             if slots is not None:
                 slots.release()
 
-    def _usage(self, n: int, prompt_tokens: int, energy: float | None) -> dict:
-        usage: dict = {
-            "prompt_tokens": prompt_tokens,
-            "completion_tokens": n,
-            "total_tokens": prompt_tokens + n,
-        }
-        if energy is not None:
-            usage["energy"] = {"energy_j": energy, "method": "fake"}
-        return usage
-
     async def _stream(
-        self,
-        path: str,
-        p: dict,
-        n: int,
-        prompt_tokens: int,
-        energy: float | None,
-        headers: dict[str, str],
-        w: asyncio.StreamWriter,
-        reason: str = "length",
-        cut_at: int | None = None,
+        self, answer: _Answer, p: dict, w: asyncio.StreamWriter, cut_at: int | None = None
     ) -> None:
-        cfg = self.config
+        cfg, path, n, reason = self.config, answer.path, answer.n, answer.reason
         head = [
             "HTTP/1.1 200 OK",
             "content-type: text/event-stream",
             "cache-control: no-cache",
             "transfer-encoding: chunked",
-        ] + [f"{k}: {v}" for k, v in headers.items()]
+        ] + [f"{k}: {v}" for k, v in answer.headers.items()]
         w.write(("\r\n".join(head) + "\r\n\r\n").encode())
         chat = path == "/v1/chat/completions"
         tgi = path.startswith("/generate")
@@ -329,23 +333,12 @@ class StubServer:
         if not tgi:
             opts = p.get("stream_options") or {}
             if opts.get("include_usage") and cut_at is None:
-                w.write(
-                    _sse({**base, "choices": [], "usage": self._usage(n, prompt_tokens, energy)})
-                )
+                w.write(_sse({**base, "choices": [], "usage": answer.usage()}))
             w.write(_chunk(b"data: [DONE]\n\n"))
         w.write(b"0\r\n\r\n")
 
-    async def _plain(
-        self,
-        path: str,
-        n: int,
-        prompt_tokens: int,
-        energy: float | None,
-        headers: dict[str, str],
-        w: asyncio.StreamWriter,
-        reason: str = "length",
-    ) -> None:
-        cfg = self.config
+    async def _plain(self, answer: _Answer, w: asyncio.StreamWriter) -> None:
+        cfg, path, n, reason = self.config, answer.path, answer.n, answer.reason
         delay = cfg.first_token_delay_s + cfg.token_delay_s * max(0, n - 1)
         if delay:
             await asyncio.sleep(delay)
@@ -367,7 +360,7 @@ class StubServer:
                         "message": {"role": "assistant", "content": text},
                     }
                 ],
-                "usage": self._usage(n, prompt_tokens, energy),
+                "usage": answer.usage(),
             }
         else:
             obj = {
@@ -375,9 +368,9 @@ class StubServer:
                 "object": "text_completion",
                 "model": cfg.model,
                 "choices": [{"index": 0, "text": text, "finish_reason": reason}],
-                "usage": self._usage(n, prompt_tokens, energy),
+                "usage": answer.usage(),
             }
-        w.write(_response(200, json.dumps(obj).encode(), headers))
+        w.write(_response(200, json.dumps(obj).encode(), answer.headers))
 
     async def serve(
         self,
