@@ -117,37 +117,36 @@ def parse_arrival(spec: str, *, seed: int = 0) -> ArrivalProcess:
     return factory(args.strip(), seed)
 
 
-def _no_args(name: str, args: str) -> None:
-    if args:
-        raise ConfigError(f"arrival '{name}' takes no arguments, got {name}:{args}")
+def _positive(value: float, what: str, unit: str = "") -> None:
+    """Refuse a ``value`` that is not finite and > 0 (``what must be positive, got …``)."""
+    if not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"{what} must be positive, got {value}{unit}")
+
+
+class _NoGaps(ArrivalProcess):
+    """A process without arguments whose schedule is all zeros."""
+
+    @classmethod
+    def from_args(cls, args: str, seed: int) -> ArrivalProcess:
+        if args:
+            raise ConfigError(f"arrival '{cls.name}' takes no arguments, got {cls.name}:{args}")
+        return cls(seed)
+
+    def gaps(self, n: int) -> list[float]:
+        return [0.0] * (n - 1)
 
 
 @register("sequential")
-class Sequential(ArrivalProcess):
-    """Closed loop: the next request leaves when the previous one has finished."""
+class Sequential(_NoGaps):
+    """Closed loop: the next request leaves when the previous one has finished (the runner
+    ignores the schedule)."""
 
     closed_loop = True
 
-    @classmethod
-    def from_args(cls, args: str, seed: int) -> Sequential:
-        _no_args("sequential", args)
-        return cls(seed)
-
-    def gaps(self, n: int) -> list[float]:
-        return [0.0] * (n - 1)
-
 
 @register("burst")
-class Burst(ArrivalProcess):
+class Burst(_NoGaps):
     """All requests at once."""
-
-    @classmethod
-    def from_args(cls, args: str, seed: int) -> Burst:
-        _no_args("burst", args)
-        return cls(seed)
-
-    def gaps(self, n: int) -> list[float]:
-        return [0.0] * (n - 1)
 
 
 @register("fixed")
@@ -156,8 +155,7 @@ class Fixed(ArrivalProcess):
 
     def __init__(self, interval_s: float, seed: int = 0) -> None:
         super().__init__(seed)
-        if not math.isfinite(interval_s) or interval_s <= 0:
-            raise ConfigError(f"fixed interval must be positive, got {interval_s} s")
+        _positive(interval_s, "fixed interval", " s")
         self.interval_s = interval_s
 
     @classmethod
@@ -219,8 +217,7 @@ class Poisson(ArrivalProcess):
 
     def __init__(self, rate_rps: float, seed: int = 0) -> None:
         super().__init__(seed)
-        if not math.isfinite(rate_rps) or rate_rps <= 0:
-            raise ConfigError(f"poisson rate must be positive, got {rate_rps} req/s")
+        _positive(rate_rps, "poisson rate", " req/s")
         self.rate_rps = rate_rps
 
     @classmethod
@@ -247,10 +244,8 @@ class Gamma(ArrivalProcess):
 
     def __init__(self, rate_rps: float, cv: float, seed: int = 0) -> None:
         super().__init__(seed)
-        if not math.isfinite(rate_rps) or rate_rps <= 0:
-            raise ConfigError(f"gamma rate must be positive, got {rate_rps} req/s")
-        if not math.isfinite(cv) or cv <= 0:
-            raise ConfigError(f"gamma CV must be positive, got {cv}")
+        _positive(rate_rps, "gamma rate", " req/s")
+        _positive(cv, "gamma CV")
         self.rate_rps, self.cv = rate_rps, cv
         self.shape = 1.0 / (cv * cv)
         self.scale_s = 1.0 / (rate_rps * self.shape)
