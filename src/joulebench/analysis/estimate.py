@@ -2,8 +2,8 @@
 
 The study's own example: 1e6 requests/day at 1.2e-1 Wh/request is 120 kWh/day; at 1.1e-3 Wh it
 is 1.1 kWh/day. Households default to the French average the study used (4,255 kWh/year). CO2
-comes from the bundled grid-intensity table (``joulebench/data/grid_intensity.csv``: gCO2e/kWh of
-electricity generation per country, each row with its source and year) or a user-given value.
+comes from the bundled grid-intensity table (:mod:`joulebench.analysis.grid_intensity`: gCO2e/kWh
+of electricity generation per country, each row with its source and year) or a user-given value.
 
 The per-request energy either is given or is read from a results store (a load run's summary or a
 profile cell), and always keeps the method label of the number it came from.
@@ -11,16 +11,13 @@ profile cell), and always keeps the method label of the number it came from.
 
 from __future__ import annotations
 
-import csv
-import functools
-import io
 import math
-from dataclasses import asdict, dataclass
-from importlib import resources
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from joulebench.analysis.grid_intensity import GridIntensity, grid_intensity
 from joulebench.analysis.records import ACCOUNTINGS, LoadRun, ProfileCell, StoreContents
 from joulebench.errors import ConfigError, UnknownName
 from joulebench.validation import validation_message
@@ -29,53 +26,6 @@ from joulebench.validation import validation_message
 DEFAULT_HOUSEHOLD_KWH_PER_YEAR = 4255.0
 DAYS_PER_YEAR = 365.0
 J_PER_WH = 3600.0
-
-
-@dataclass(frozen=True, slots=True)
-class GridIntensity:
-    """Carbon intensity of one country's electricity (or a user-given value)."""
-
-    code: str
-    country: str
-    g_co2e_per_kwh: float
-    year: int | None
-    source: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@functools.lru_cache(maxsize=1)
-def grid_table() -> dict[str, GridIntensity]:
-    """The bundled table, keyed by ISO 3166-1 alpha-2 code (upper case)."""
-    text = resources.files("joulebench").joinpath("data/grid_intensity.csv").read_text("utf-8")
-    table: dict[str, GridIntensity] = {}
-    for row in csv.DictReader(io.StringIO(text)):
-        entry = GridIntensity(
-            code=row["iso2"].upper(),
-            country=row["country"],
-            g_co2e_per_kwh=float(row["g_co2e_per_kwh"]),
-            year=int(row["year"]),
-            source=row["source"],
-        )
-        table[entry.code] = entry
-    return table
-
-
-@functools.lru_cache(maxsize=1)
-def _iso3_to_iso2() -> dict[str, str]:
-    text = resources.files("joulebench").joinpath("data/grid_intensity.csv").read_text("utf-8")
-    return {row["iso3"].upper(): row["iso2"].upper() for row in csv.DictReader(io.StringIO(text))}
-
-
-def grid_intensity(country: str) -> GridIntensity:
-    """Look up a country by ISO alpha-2 (``FR``) or alpha-3 (``FRA``) code, any case."""
-    code = country.strip().upper()
-    table = grid_table()
-    code = _iso3_to_iso2().get(code, code)
-    if code not in table:
-        raise UnknownName("country code", country, list(table))
-    return table[code]
 
 
 class EstimateInput(BaseModel):
@@ -129,8 +79,18 @@ class MacroEstimate:
     source: str
 
     def to_dict(self) -> dict[str, Any]:
-        """Every field by name, ``grid`` as its own dict (the ``estimate --json`` object)."""
-        return asdict(self)
+        return {
+            "wh_per_request": self.wh_per_request,
+            "requests_per_day": self.requests_per_day,
+            "kwh_per_day": self.kwh_per_day,
+            "kwh_per_year": self.kwh_per_year,
+            "household_kwh_per_year": self.household_kwh_per_year,
+            "households": self.households,
+            "grid": None if self.grid is None else self.grid.to_dict(),
+            "kg_co2e_per_day": self.kg_co2e_per_day,
+            "method": self.method,
+            "source": self.source,
+        }
 
 
 def estimate(

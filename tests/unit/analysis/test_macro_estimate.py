@@ -7,10 +7,9 @@ import pytest
 from joulebench.analysis.estimate import (
     DEFAULT_HOUSEHOLD_KWH_PER_YEAR,
     estimate,
-    grid_intensity,
-    grid_table,
     per_request_from_store,
 )
+from joulebench.analysis.grid_intensity import grid_intensity, grid_table
 from joulebench.analysis.records import ProfileCell, StoreContents
 from joulebench.errors import ConfigError, UnknownName
 
