@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -32,6 +32,24 @@ from joulebench.cli.workload_options import (
 )
 from joulebench.errors import ConfigError
 from joulebench.load.engines.session import LaunchOptions
+
+#: The flags shape-compare and shape-sweep share (and ``--max-delay-ms`` the gateway's too).
+UrlOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--url",
+        help="Server URL (default: the embedded server inside this process, sharing its "
+        "interpreter lock with the gateway; at tens of req/s use --engine joulebench).",
+    ),
+]
+ArrivalOpt = Annotated[str, typer.Option("--arrival", help="Arrival process (as joulebench load).")]
+NOpt = Annotated[int, typer.Option("--n", help="Requests per run.")]
+MaxDelayOpt = Annotated[
+    float | None, typer.Option("--max-delay-ms", help="Most delay any request may get.")
+]
+SeedOpt = Annotated[int, typer.Option("--seed")]
+TimeoutOpt = Annotated[float, typer.Option("--timeout-s")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
 DEFAULT_SWEEP = (
     "cadence:100ms",
@@ -52,9 +70,7 @@ def shape(
         help="passthrough, cadence:500ms, window:N,T (window:8,200ms) or slo:BUDGET "
         "(slo:500ms: adaptive, least energy per request within that added delay).",
     ),
-    max_delay_ms: float = typer.Option(
-        None, "--max-delay-ms", help="Most delay any request may get."
-    ),
+    max_delay_ms: MaxDelayOpt = None,
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (loopback by default)."),
     port: int = typer.Option(8081, "--port", help="Port (0 picks a free one)."),
     max_queue: int = typer.Option(1024, "--max-queue", help="Held requests before 429."),
@@ -86,31 +102,22 @@ def shape(
 @engine_flags
 def shape_compare(
     policy: str = typer.Option(..., "--policy", help="Policy to compare with direct sending."),
-    url: str = typer.Option(
-        None,
-        "--url",
-        help="Server URL (default: the embedded server inside this process, sharing its "
-        "interpreter lock with the gateway; at tens of req/s use --engine joulebench).",
-    ),
-    arrival: str = typer.Option(
-        "poisson:2", "--arrival", help="Arrival process (as joulebench load)."
-    ),
-    n: int = typer.Option(40, "--n", help="Requests per run."),
+    url: UrlOpt = None,
+    arrival: ArrivalOpt = "poisson:2",
+    n: NOpt = 40,
     protocol: str = typer.Option(
         "openai-chat", "--protocol", help="openai-chat, openai-completions, tgi."
     ),
     prompts: PromptsOpt = "quick",
     output_length: OutputLengthOpt = "16",
-    max_delay_ms: float = typer.Option(
-        None, "--max-delay-ms", help="Most delay any request may get."
-    ),
-    seed: int = typer.Option(0, "--seed"),
-    timeout_s: float = typer.Option(120.0, "--timeout-s"),
+    max_delay_ms: MaxDelayOpt = None,
+    seed: SeedOpt = 0,
+    timeout_s: TimeoutOpt = 120.0,
     model: str = typer.Option("tiny", "--model", help="Embedded server model."),
     scheduler: str = typer.Option("continuous", "--scheduler", help="Embedded server scheduler."),
     meter: MeterChoice = AUTO_METER,
     idle_s: IdleOpt = 2.0,
-    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    as_json: JsonOpt = False,
     launching: LaunchOptions = NO_LAUNCH,
 ) -> None:
     """Same seeded trace directly and through the gateway: energy and latency side by side.
@@ -162,22 +169,15 @@ def shape_sweep(
     policies: list[str] = typer.Option(
         list(DEFAULT_SWEEP), "--policy", help="Repeat for each policy to sweep."
     ),
-    url: str = typer.Option(
-        None,
-        "--url",
-        help="Server URL (default: the embedded server inside this process, sharing its "
-        "interpreter lock with the gateway; at tens of req/s use --engine joulebench).",
-    ),
-    arrival: str = typer.Option(
-        "poisson:2", "--arrival", help="Arrival process (as joulebench load)."
-    ),
-    n: int = typer.Option(40, "--n", help="Requests per run."),
+    url: UrlOpt = None,
+    arrival: ArrivalOpt = "poisson:2",
+    n: NOpt = 40,
     protocol: str = typer.Option("openai-chat", "--protocol"),
     prompts: PromptsOpt = "quick",
     output_length: OutputLengthOpt = "16",
     max_delay_ms: float = typer.Option(None, "--max-delay-ms"),
-    seed: int = typer.Option(0, "--seed"),
-    timeout_s: float = typer.Option(120.0, "--timeout-s"),
+    seed: SeedOpt = 0,
+    timeout_s: TimeoutOpt = 120.0,
     accounting: str = typer.Option(
         "idle_subtracted", "--accounting", help="Energy accounting to rank by."
     ),
@@ -187,7 +187,7 @@ def shape_sweep(
     meter: MeterChoice = AUTO_METER,
     idle_s: IdleOpt = 2.0,
     out: Path = typer.Option(None, "--out", help="Directory for sweep.json and pareto.png."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    as_json: JsonOpt = False,
     launching: LaunchOptions = NO_LAUNCH,
 ) -> None:
     """Energy-vs-latency Pareto table over shaping policies (direct sending included).
