@@ -90,6 +90,15 @@ class ServingPlan(BaseModel):
     max_batch_size: int = Field(16, ge=1)
     scheduler_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
+    def load_settings(self) -> dict[str, Any]:
+        """What every load of the serving and shaping studies sends with, beside its prompts."""
+        return {
+            "output_length": self.output_length,
+            "concurrency": self.concurrency,
+            "timeout_s": self.timeout_s,
+            "seed": self.seed,
+        }
+
     @field_validator("schedulers")
     @classmethod
     def _schedulers(cls, v: list[str]) -> list[str]:

@@ -34,6 +34,7 @@ from joulebench.reproduce.summary import Headline, audit_failures, headlines
 
 if TYPE_CHECKING:
     from joulebench.load.engines.session import EngineSession, LaunchPlan
+    from joulebench.reproduce.serving import ServingSetup
 
 log = logging.getLogger(__name__)
 
@@ -149,10 +150,15 @@ def run_reproduce(
     engine = None
     with ResultStore(store_file) as db:
         studies.update(_run_sweeps(plan, db, meter, emit, hardware))
-        options: dict[str, Any] = {"device": plan.device, "server_fn": server_fn, "on_event": emit}
 
         def against(session: EngineSession | None) -> dict[str, dict[str, Any]]:
-            return _serving_studies(plan, db, meter, emit, {**options, "engine": session})
+            from joulebench.reproduce.serving import ServingSetup
+
+            setup = ServingSetup(
+                plan.name, db, meter, device=plan.device, server_fn=server_fn, on_event=emit,
+                engine=session,
+            )  # fmt: skip
+            return _serving_studies(plan, setup, emit)
 
         if launch is None:
             studies.update(against(None))
@@ -185,31 +191,27 @@ def run_reproduce(
 
 
 def _serving_studies(
-    plan: ReproducePlan,
-    db: Any,
-    meter: Meter,
-    emit: Callable[[Event], None],
-    options: dict[str, Any],
+    plan: ReproducePlan, setup: ServingSetup, emit: Callable[[Event], None]
 ) -> dict[str, dict[str, Any]]:
-    """The serving grid and the shaping comparison (``options["engine"]``: against it)."""
+    """The serving grid and the shaping comparison (against ``setup.engine`` when launched)."""
     from joulebench.reproduce.serving import run_serving, run_shaping
 
     out: dict[str, dict[str, Any]] = {}
     serving, shaping = plan.serving, plan.shaping
     if serving is not None:
-        schedulers = 1 if options.get("engine") is not None else len(serving.schedulers)
+        schedulers = 1 if setup.engine is not None else len(serving.schedulers)
         out["serving"] = _guarded(
             "serving",
             emit,
             schedulers * len(serving.arrivals),
-            lambda: run_serving(plan.name, serving, db, meter, **options),
+            lambda: run_serving(setup, serving),
         )
     if shaping is not None and serving is not None:
         out["shaping"] = _guarded(
             "shaping",
             emit,
             len(shaping.policies),
-            lambda: run_shaping(plan.name, shaping, serving, db, meter, **options),
+            lambda: run_shaping(setup, shaping, serving),
         )
     return out
 

@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from joulebench.meters.base import Meter
+from joulebench.meters.base import Meter, MeterInfo
 from joulebench.meters.window import measure_idle
 from joulebench.reproduce.plan import ServingPlan, ShapingPlan
 from joulebench.results.loads import run_status, store_load
@@ -101,38 +101,78 @@ class _Progress:
         )
 
 
-def _open_server(
-    server_fn: ServerFn | None,
-    serving: ServingPlan,
-    scheduler: str,
-    meter: Meter,
-    device: str,
-    options: dict[str, Any] | None = None,
-    engine: EngineSession | None = None,
-) -> Any:
-    """The plan's embedded server (or ``server_fn``'s) for ``scheduler``: a context manager → URL;
-    with a launched ``engine``, its URL (up already, stopped by its owner)."""
-    if engine is not None:
-        return contextlib.nullcontext(engine.plan.url)
-    if server_fn is None:
-        from joulebench.serve.launch import embedded_server
+@dataclass(slots=True)
+class ServingSetup:
+    """What the serving and shaping studies share: the plan's name (run names start with it), the
+    store and meter, the device and prompts, and where requests go: the embedded server (or
+    ``server_fn``'s), or a launched ``engine`` (then only its URL is used)."""
 
-        server_fn = embedded_server
-    return server_fn(
-        serving.model,
-        serving.precision,
-        scheduler,
-        meter=meter,
-        device=device,
-        seed=serving.seed,
-        max_batch_size=serving.max_batch_size,
-        default_max_tokens=serving.output_length,
-        **(options or {}),
-    )
+    plan_name: str
+    store: Any
+    meter: Meter
+    device: str = "cpu"
+    prompts: list[Any] | None = None
+    server_fn: ServerFn | None = None
+    on_event: Callable[[Event], None] | None = None
+    engine: EngineSession | None = None
 
+    def progress(self, study: str) -> _Progress:
+        """A study's counts, its events sent to ``on_event``."""
+        return _Progress(study, self.on_event or (lambda e: None))
 
-def _idle_power_w(meter: Meter, serving: ServingPlan) -> float | None:
-    return measure_idle(meter, serving.idle_s).total_power_w if serving.idle_s else None
+    def items(self, serving: ServingPlan) -> list[Any]:
+        """The prompts given, else the plan's set (tokenized as its model's)."""
+        return self.prompts if self.prompts is not None else _load_prompts(serving)
+
+    def server(
+        self, serving: ServingPlan, scheduler: str, options: dict[str, Any] | None = None
+    ) -> Any:
+        """The plan's embedded server (or ``server_fn``'s) for ``scheduler``: a context manager →
+        URL; with a launched ``engine``, its URL (up already, stopped by its owner)."""
+        if self.engine is not None:
+            return contextlib.nullcontext(self.engine.plan.url)
+        server_fn = self.server_fn
+        if server_fn is None:
+            from joulebench.serve.launch import embedded_server
+
+            server_fn = embedded_server
+        return server_fn(
+            serving.model,
+            serving.precision,
+            scheduler,
+            meter=self.meter,
+            device=self.device,
+            seed=serving.seed,
+            max_batch_size=serving.max_batch_size,
+            default_max_tokens=serving.output_length,
+            **(options or {}),
+        )
+
+    def idle_power_w(self, serving: ServingPlan) -> float | None:
+        """The idle baseline with the server up and quiet (``None``: the plan measures none)."""
+        return measure_idle(self.meter, serving.idle_s).total_power_w if serving.idle_s else None
+
+    def start(self, progress: _Progress, label: str) -> None:
+        """Announce a cell; a launched engine that has exited stops the study here."""
+        if self.engine is not None:
+            self.engine.require_alive()
+        progress.started(label)
+
+    def store_run(
+        self, info: MeterInfo, summary: dict[str, Any], *, name: str, config: dict[str, Any],
+        requests: Any, timeline: Any,
+    ) -> str:  # fmt: skip
+        """Store one load as a ``load`` run with the meter's labels; returns its run id."""
+        return store_load(
+            self.store,
+            summary,
+            name=name,
+            extra_config=config,
+            meter_info=info.to_dict(),
+            requests=requests,
+            timeline=timeline,
+            methods=dict(info.methods),
+        )
 
 
 def engine_scheduler(engine: EngineSession) -> str:
@@ -154,30 +194,20 @@ def _embedded_only(serving: ServingPlan, engine: EngineSession) -> str:
 
 
 def run_serving(
-    plan_name: str,
-    serving: ServingPlan,
-    store: Any,
-    meter: Meter,
-    *,
-    device: str = "cpu",
-    prompts: list[Any] | None = None,
-    server_fn: ServerFn | None = None,
-    load_fn: LoadFn | None = None,
-    on_event: Callable[[Event], None] | None = None,
-    engine: EngineSession | None = None,
+    setup: ServingSetup, serving: ServingPlan, *, load_fn: LoadFn | None = None
 ) -> dict[str, Any]:
-    """Run (or resume) the serving grid into ``store``; returns counts and the run ids (and
-    ``notes``: what of the plan a launched ``engine`` cannot run)."""
+    """Run (or resume) the serving grid into ``setup.store``; returns counts and the run ids (and
+    ``notes``: what of the plan a launched engine cannot run)."""
     from joulebench.load.engines.session import measured
-    from joulebench.meters.base import MeterInfo
 
     if load_fn is None:
         from joulebench.load.runner import run_load
 
         load_fn = run_load
-    progress = _Progress("serving", on_event or (lambda e: None))
-    info = MeterInfo.of(meter)
-    items = prompts if prompts is not None else _load_prompts(serving)
+    progress = setup.progress("serving")
+    info = MeterInfo.of(setup.meter)
+    engine = setup.engine
+    items = setup.items(serving)
     schedulers = serving.schedulers
     if engine is not None:
         progress.note(_embedded_only(serving, engine))
@@ -185,45 +215,32 @@ def run_serving(
     for scheduler in schedulers:
         todo = []
         for arrival in serving.arrivals:
-            name = run_name(plan_name, "serving", scheduler, arrival)
-            if progress.pending(store, name, f"{arrival} · {scheduler}"):
+            name = run_name(setup.plan_name, "serving", scheduler, arrival)
+            if progress.pending(setup.store, name, f"{arrival} · {scheduler}"):
                 todo.append((arrival, name))
         if not todo:
             continue
         options = dict(serving.scheduler_options.get(scheduler, {}))
-        with _open_server(server_fn, serving, scheduler, meter, device, options, engine) as url:
-            common: dict[str, Any] = {
-                "prompts": items,
-                "output_length": serving.output_length,
-                "concurrency": serving.concurrency,
-                "timeout_s": serving.timeout_s,
-                "seed": serving.seed,
-            }
+        with setup.server(serving, scheduler, options) as url:
+            common: dict[str, Any] = {"prompts": items, **serving.load_settings()}
             if serving.warmup_n:
                 load_fn(url, serving.protocol, "burst", n=serving.warmup_n, **common)
-            idle_w = _idle_power_w(meter, serving)
+            idle_w = setup.idle_power_w(serving)
             for arrival, name in todo:
                 label = f"{arrival} · {scheduler}"
-                if engine is not None:
-                    engine.require_alive()
-                progress.started(label)
+                setup.start(progress, label)
                 result, summary = measured(
                     engine,
                     functools.partial(
-                        load_fn, url, serving.protocol, arrival, n=serving.n, meter=meter,
+                        load_fn, url, serving.protocol, arrival, n=serving.n, meter=setup.meter,
                         idle_power_w=idle_w, **common,
                     ),
                 )  # fmt: skip
-                run_id = store_load(
-                    store,
-                    summary,
-                    name=name,
-                    extra_config=_config(plan_name, serving, scheduler, "serving", engine),
-                    meter_info=info.to_dict(),
-                    requests=result.request_rows(),
-                    timeline=result.timeline,
-                    methods=dict(info.methods),
-                )
+                run_id = setup.store_run(
+                    info, summary, name=name,
+                    config=_config(setup.plan_name, serving, scheduler, "serving", engine),
+                    requests=result.request_rows(), timeline=result.timeline,
+                )  # fmt: skip
                 req = summary["requests"]
                 ok = bool(req["ok"]) and req["ok"] == req["total"]
                 progress.finished(
@@ -262,32 +279,24 @@ def _load_prompts(serving: ServingPlan) -> list[Any]:
 
 
 def run_shaping(
-    plan_name: str,
+    setup: ServingSetup,
     shaping: ShapingPlan,
     serving: ServingPlan,
-    store: Any,
-    meter: Meter,
     *,
-    device: str = "cpu",
-    prompts: list[Any] | None = None,
-    server_fn: ServerFn | None = None,
     compare_fn: Callable[..., Any] | None = None,
-    on_event: Callable[[Event], None] | None = None,
-    engine: EngineSession | None = None,
 ) -> dict[str, Any]:
     """One trace directly and through each policy, against the ``shaping.scheduler`` server (or
-    the launched ``engine``: ``shaping.scheduler`` is then not applied, and a note says so).
+    the launched engine: ``shaping.scheduler`` is then not applied, and a note says so).
 
     Both runs of a comparison are stored as ``load`` runs (the shaped one with ``via_shape``), so
     the report's arrival and Pareto figures show them side by side.
     """
-    from joulebench.meters.base import MeterInfo
-
     if compare_fn is None:
         from joulebench.shape.experiment import compare
 
         compare_fn = compare
-    progress = _Progress("shaping", on_event or (lambda e: None))
+    progress = setup.progress("shaping")
+    engine = setup.engine
     scheduler = shaping.scheduler
     if engine is not None:
         scheduler = engine_scheduler(engine)
@@ -298,55 +307,35 @@ def run_shaping(
     todo = []
     for policy in shaping.policies:
         label = f"{shaping.arrival} via {policy}"
-        name = run_name(plan_name, "shaping", scheduler, label)
-        if progress.pending(store, name, label):
+        name = run_name(setup.plan_name, "shaping", scheduler, label)
+        if progress.pending(setup.store, name, label):
             todo.append((policy, name))
     if not todo:
         return progress.counts
-    info = MeterInfo.of(meter)
-    items = prompts if prompts is not None else _load_prompts(serving)
-    with _open_server(server_fn, serving, scheduler, meter, device, engine=engine) as url:
-        idle_w = _idle_power_w(meter, serving)
+    info = MeterInfo.of(setup.meter)
+    items = setup.items(serving)
+    with setup.server(serving, scheduler) as url:
+        idle_w = setup.idle_power_w(serving)
         for policy, name in todo:
             label = f"{shaping.arrival} via {policy}"
-            if engine is not None:
-                engine.require_alive()
-            progress.started(label)
+            setup.start(progress, label)
             comp = compare_fn(
-                url,
-                policy,
-                shaping.arrival,
-                items,
-                n=shaping.n,
-                protocol=serving.protocol,
-                output_length=serving.output_length,
-                max_delay_ms=shaping.max_delay_ms,
-                seed=serving.seed,
-                meter=meter,
-                idle_power_w=idle_w,
-                concurrency=serving.concurrency,
-                timeout_s=serving.timeout_s,
-                warmup_n=serving.warmup_n,
-                engine=engine,
-            )
-            base = _config(plan_name, serving, scheduler, "shaping", engine)
-            ids = []
-            for run, via, suffix in (
-                (comp.direct, None, "direct"),
-                (comp.shaped, policy, "shaped"),
-            ):
-                ids.append(
-                    store_load(
-                        store,
-                        run.load,
-                        name=f"{name}/{suffix}" if suffix == "direct" else name,
-                        extra_config={**base, "via_shape": via, "shape_policy": comp.policy},
-                        meter_info=info.to_dict(),
-                        requests=run.requests,
-                        timeline=run.timeline,
-                        methods=dict(info.methods),
-                    )
+                url, policy, shaping.arrival, items, n=shaping.n, protocol=serving.protocol,
+                max_delay_ms=shaping.max_delay_ms, meter=setup.meter, idle_power_w=idle_w,
+                warmup_n=serving.warmup_n, engine=engine, **serving.load_settings(),
+            )  # fmt: skip
+            base = _config(setup.plan_name, serving, scheduler, "shaping", engine)
+            ids = [
+                setup.store_run(
+                    info,
+                    run.load,
+                    name=f"{name}/direct" if via is None else name,
+                    config={**base, "via_shape": via, "shape_policy": comp.policy},
+                    requests=run.requests,
+                    timeline=run.timeline,
                 )
+                for run, via in ((comp.direct, None), (comp.shaped, policy))
+            ]
             ok = all(run_status(r.load) == "done" for r in (comp.direct, comp.shaped))
             progress.finished(
                 label, ids, comp.shaped.load, ok=ok, error="requests failed or were truncated"

@@ -12,7 +12,7 @@ from joulebench.load.metrics import OK, RequestRecord
 from joulebench.load.runner import LoadResult
 from joulebench.meters.fake import FakeMeter
 from joulebench.reproduce.plan import ServingPlan
-from joulebench.reproduce.serving import run_serving
+from joulebench.reproduce.serving import ServingSetup, run_serving
 from joulebench.results.store import ResultStore
 
 
@@ -58,9 +58,8 @@ def _plan() -> ServingPlan:
 
 def _run_grid(db_path: Path, rec: Recorder) -> dict[str, Any]:
     with ResultStore(db_path) as db:
-        return run_serving(
-            "p", _plan(), db, FakeMeter(), prompts=["hi"], server_fn=rec.server, load_fn=rec.load
-        )
+        setup = ServingSetup("p", db, FakeMeter(), prompts=["hi"], server_fn=rec.server)
+        return run_serving(setup, _plan(), load_fn=rec.load)
 
 
 def test_grid_is_stored_grouped_and_resumes(tmp_path: Path) -> None:
@@ -120,10 +119,8 @@ def test_shaping_runs_are_stored_with_request_rows_and_timeline(tmp_path: Path) 
     shaping = ShapingPlan(arrival="poisson:5", policies=["cadence:100ms"], n=3)
     db_path = tmp_path / "r.duckdb"
     with ResultStore(db_path) as db:
-        counts = run_shaping(
-            "p", shaping, _plan(), db, meter, prompts=["hi"], server_fn=rec.server,
-            compare_fn=fake_compare,
-        )  # fmt: skip
+        setup = ServingSetup("p", db, meter, prompts=["hi"], server_fn=rec.server)
+        counts = run_shaping(setup, shaping, _plan(), compare_fn=fake_compare)
     assert counts["done"] == 1 and len(counts["run_ids"]) == 2
     with ResultStore(db_path, read_only=True) as db:
         contents = read_store(db)
@@ -159,10 +156,11 @@ def test_against_a_launched_engine_each_arrival_runs_once_and_says_why(tmp_path:
     rec, events = Recorder(), []
     with stub_server(StubConfig(metrics=True)) as url, ResultStore(tmp_path / "r.db") as db:
         engine = _engine(url, tmp_path, _Running())
-        counts = run_serving(
-            "p", _plan(), db, FakeMeter(), prompts=["hi"], server_fn=rec.server,
-            load_fn=rec.load, on_event=events.append, engine=engine,
+        setup = ServingSetup(
+            "p", db, FakeMeter(), prompts=["hi"], server_fn=rec.server, on_event=events.append,
+            engine=engine,
         )  # fmt: skip
+        counts = run_serving(setup, _plan(), load_fn=rec.load)
         contents = read_store(db)
     assert rec.servers == []  # no embedded server was started
     assert counts["total"] == 3 and counts["done"] == 3  # the arrivals, once
@@ -195,7 +193,9 @@ def test_an_engine_that_exits_stops_the_study_with_its_log(tmp_path: Path) -> No
 
     with stub_server(StubConfig()) as url, ResultStore(tmp_path / "r.db") as db:
         with pytest.raises(EngineNotReady, match=r"status 3 while in use(?s:.*)engine log line"):
-            run_serving("p", _plan(), db, FakeMeter(), prompts=["hi"], load_fn=load_then_die,
-                        engine=_engine(url, tmp_path, proc))  # fmt: skip
+            setup = ServingSetup(
+                "p", db, FakeMeter(), prompts=["hi"], engine=_engine(url, tmp_path, proc)
+            )
+            run_serving(setup, _plan(), load_fn=load_then_die)
         assert len(db.runs("load")) == 1
     assert len([x for x in rec.loads if x.get("meter") is not None]) == 1
