@@ -13,6 +13,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from joulebench.results.cell import AuditEntry
+
 
 @dataclass(frozen=True, slots=True)
 class AuditCheck:
@@ -20,7 +22,7 @@ class AuditCheck:
     passed: bool
     detail: str
 
-    def to_dict(self) -> dict[str, object]:
+    def to_dict(self) -> AuditEntry:
         return {"name": self.name, "passed": self.passed, "detail": self.detail}
 
 
@@ -289,7 +291,7 @@ def failing(checks: Sequence[AuditCheck | Mapping[str, object]]) -> list[dict[st
     """The failing checks, as dicts (accepts checks or their dict form)."""
     out = []
     for c in checks:
-        d = c.to_dict() if isinstance(c, AuditCheck) else dict(c)
+        d = dict(c.to_dict() if isinstance(c, AuditCheck) else c)
         if not d["passed"]:
             out.append(d)
     return out

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from joulebench.errors import ConfigError
+from joulebench.results.cell import Roofline, RooflinePhase
 from joulebench.workloads.precision import BITS, PrecisionSpec, parse_precision, short_dtype
 
 log = logging.getLogger(__name__)
@@ -443,7 +444,7 @@ def roofline(
     hardware: HardwarePeak,
     *,
     measured_s: Mapping[str, float | None] | None = None,
-) -> dict[str, Any]:
+) -> Roofline:
     """Per-phase FLOPs, bytes, time floor and (given measured seconds) efficiency.
 
     ``precision``: the parsed precision, or a name :func:`parse_precision` knows. Its weight
@@ -464,7 +465,7 @@ def roofline(
         work["decode"] = work["decode"] + decode_work(
             shape, b.batch, b.length, b.steps, wbytes, act
         )
-    out: dict[str, Any] = {
+    out: Roofline = {
         "hardware": hardware.to_dict(),
         "precision": spec.weight_kind,
         "compute_dtype": cdt,
@@ -473,19 +474,26 @@ def roofline(
         "peak_flops_per_s": peak,
         "bandwidth_bytes_s": hardware.bandwidth_bytes_s,
     }
-    for phase, w in work.items():
-        compute_s = w.flops / peak
-        memory_s = w.bytes / hardware.bandwidth_bytes_s
-        floor = max(compute_s, memory_s)
-        measured = (measured_s or {}).get(phase)
-        out[phase] = {
-            "flops": w.flops,
-            "bytes": w.bytes,
-            "arithmetic_intensity": w.flops / w.bytes if w.bytes else None,
-            "bound": "compute" if compute_s >= memory_s else "memory",
-            "time_floor_s": floor,
-            "measured_s": measured,
-            # a non-positive time (a subtraction lost in noise) has no efficiency
-            "efficiency": floor / measured if measured is not None and measured > 0 else None,
-        }
+    measured = measured_s or {}
+    out["prefill"] = _phase_roof(work["prefill"], peak, hardware, measured.get("prefill"))
+    out["decode"] = _phase_roof(work["decode"], peak, hardware, measured.get("decode"))
     return out
+
+
+def _phase_roof(
+    w: PhaseWork, peak: float, hardware: HardwarePeak, measured: float | None
+) -> RooflinePhase:
+    """One phase's work against the peaks: its bound, time floor and (measured) efficiency."""
+    compute_s = w.flops / peak
+    memory_s = w.bytes / hardware.bandwidth_bytes_s
+    floor = max(compute_s, memory_s)
+    return {
+        "flops": w.flops,
+        "bytes": w.bytes,
+        "arithmetic_intensity": w.flops / w.bytes if w.bytes else None,
+        "bound": "compute" if compute_s >= memory_s else "memory",
+        "time_floor_s": floor,
+        "measured_s": measured,
+        # a non-positive time (a subtraction lost in noise) has no efficiency
+        "efficiency": floor / measured if measured is not None and measured > 0 else None,
+    }

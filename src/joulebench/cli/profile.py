@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -20,6 +21,7 @@ from joulebench.validation import validation_message
 
 if TYPE_CHECKING:
     from joulebench.profile.config import ProfileConfig
+    from joulebench.results.cell import CellResult
 
 ModelOpt = Annotated[
     str,
@@ -97,7 +99,7 @@ def cpu_peak_from_flags(gflops: float | None, gbs: float | None) -> Any:
     return given_peak(gflops, gbs)
 
 
-def print_audits(audits: list[dict[str, Any]]) -> None:
+def print_audits(audits: Sequence[Mapping[str, Any]]) -> None:
     failing = [a for a in audits if not a["passed"]]
     for a in failing:
         console.print(f"[bold red]AUDIT FAILED[/] {a['name']}: {a['detail']}")
@@ -105,7 +107,7 @@ def print_audits(audits: list[dict[str, Any]]) -> None:
         console.print(f"[green]all {len(audits)} audit checks passed[/]")
 
 
-def _phase_table(r: dict[str, Any], label: str) -> Table:
+def _phase_table(r: CellResult, label: str) -> Table:
     """Energy, latency and repeats per phase and method, the headline rows first."""
     table = Table(
         title=f"per pass over the prompt set — energy [{label}]",
@@ -148,7 +150,7 @@ def _phase_table(r: dict[str, Any], label: str) -> Table:
     return table
 
 
-def _print_checks(r: dict[str, Any]) -> None:
+def _print_checks(r: CellResult) -> None:
     """generate() overhead, phase consistency and roofline lines, when the result has them."""
     ov = r.get("generate_overhead")
     if ov:
@@ -173,7 +175,7 @@ def _print_checks(r: dict[str, Any]) -> None:
         )
 
 
-def print_profile(r: dict[str, Any]) -> None:
+def print_profile(r: CellResult) -> None:
     methods = sorted(set(r["meter_methods"].values()))
     label = ", ".join(methods)
     if r.get("estimated"):

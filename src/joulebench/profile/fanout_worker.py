@@ -28,6 +28,7 @@ from joulebench.meters.window import IdleBaseline
 from joulebench.profile.config import ProfileConfig
 from joulebench.profile.phases import measure_idle_watched
 from joulebench.profile.sweep import free_cuda, record_failed_cell
+from joulebench.results.cell import CellResult
 from joulebench.results.store import ResultStore
 
 log = logging.getLogger(__name__)
@@ -162,7 +163,7 @@ def run_cell_task(task: CellTask) -> dict[str, Any]:
     cfg = ProfileConfig.model_validate(task.config)
     run_id, key = task.run_id, task.cell_key
     where = worker_info()
-    result: dict[str, Any] | None = None
+    result: CellResult | None = None
     error: str | None = None
     with ResultStore(":memory:") as scratch:
         try:

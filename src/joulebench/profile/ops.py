@@ -47,6 +47,7 @@ from typing import Any
 
 from joulebench.errors import ConfigError
 from joulebench.profile.batching import Batch, count_output_tokens
+from joulebench.results.cell import ForwardClockRecord
 from joulebench.workloads.hf_compat import cache_arg_name
 
 log = logging.getLogger(__name__)
@@ -86,7 +87,7 @@ class ForwardClock:
             return None
         return (self.op_s - self.forward_s) * calls_per_op / self.calls
 
-    def to_dict(self, calls_per_op: int = 1) -> dict[str, Any]:
+    def to_dict(self, calls_per_op: int = 1) -> ForwardClockRecord:
         if calls_per_op < 1:
             raise ValueError(f"calls_per_op must be ≥ 1, got {calls_per_op}")
         return {

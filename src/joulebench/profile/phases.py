@@ -44,6 +44,7 @@ from joulebench.meters.host import (
 )
 from joulebench.meters.sync import SyncFn, default_sync
 from joulebench.meters.window import IdleBaseline, measure_idle, window_between
+from joulebench.results.cell import DomainMean, WarmupStopRecord
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +130,7 @@ class WarmupStop:
     reason: str  # "count", "settled" or "cap"
     settle_rel: float | None = None
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> WarmupStopRecord:
         return {
             "rule": self.rule,
             "cap": self.cap,
@@ -181,7 +182,7 @@ class PhaseMeasurement:
     def shortest_window_s(self) -> float:
         return min(r.duration_s for r in self.repeats)
 
-    def per_domain_mean(self) -> list[dict[str, Any]]:
+    def per_domain_mean(self) -> list[DomainMean]:
         """Mean per-op energy per domain, each with its method label."""
         acc: dict[str, dict[str, Any]] = {}
         for r in self.repeats:

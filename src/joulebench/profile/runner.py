@@ -12,7 +12,7 @@ import platform
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from joulebench.analysis.roofline import (
     HardwarePeak,
@@ -45,14 +45,26 @@ from joulebench.profile.phases import (
     prefill_measurement,
 )
 from joulebench.profile.result import Tokens, assemble, batch_shapes, repeat_rows
+from joulebench.results.cell import CellHeader, CellResult, Roofline, Window
+
+if TYPE_CHECKING:
+    from joulebench.results.store import ResultStore
+    from joulebench.workloads.models import LoadedModel
+    from joulebench.workloads.output_length import OutputLength
+    from joulebench.workloads.prompt_set import EncodedPrompt, PromptSet
 
 log = logging.getLogger(__name__)
 
 
-def _encode(loaded: Any, prompts: Any) -> list[Any]:
-    if hasattr(prompts, "encode"):
-        return list(prompts.encode(loaded.tokenizer))
-    return list(prompts)
+def _encode(
+    loaded: LoadedModel, prompts: PromptSet | Sequence[EncodedPrompt]
+) -> list[EncodedPrompt]:
+    """The prompts as token ids: a prompt set encoded with the model's tokenizer."""
+    from joulebench.workloads.prompt_set import PromptSet
+
+    if isinstance(prompts, PromptSet):
+        return prompts.encode(loaded.tokenizer)
+    return list(prompts)  # encoded already
 
 
 def _eos_ids(loaded: Any) -> list[int] | None:
@@ -104,21 +116,21 @@ def environment() -> dict[str, Any]:
 
 
 def profile_cell(
-    loaded: Any,
-    prompts: Any,
+    loaded: LoadedModel,
+    prompts: PromptSet | Sequence[EncodedPrompt],
     config: ProfileConfig,
     meter: Meter,
     *,
-    store: Any = None,
+    store: ResultStore | None = None,
     run_id: str | None = None,
     cell_key: str | None = None,
     idle: IdleBaseline | None = None,
     idle_s: float = 2.0,
     hardware: HardwarePeak | None = None,
     sync: SyncFn = default_sync,
-    output_length: Any = None,
+    output_length: OutputLength | None = None,
     study: str = "profile",
-) -> dict[str, Any]:
+) -> CellResult:
     """Measure one cell and return the ``profile --json`` object.
 
     ``prompts`` is a PromptSet (encoded with the model's tokenizer) or encoded prompts.
@@ -168,7 +180,7 @@ def profile_cell(
     except BaseException as exc:  # Ctrl-C too: never leave the cell and run marked running
         cell.fail(exc)
         raise
-    return cell.finish(result)
+    return cell.finish(*result)
 
 
 def _pad_token(loaded: Any) -> int:
@@ -212,10 +224,10 @@ class _CellRecord:
         if self.owns_run:
             self.store.finish_run(self.run_id, status=status)
 
-    def finish(self, result: dict[str, Any]) -> dict[str, Any]:
-        """Store the measured cell; the result with its ``cell_key`` (and ``run_id``)."""
+    def finish(self, result: CellResult, repeats: list[dict[str, Any]]) -> CellResult:
+        """Store the measured cell and its repeat rows; the result with its ``cell_key`` (and
+        ``run_id``)."""
         result["cell_key"] = self.cell_key
-        repeats = result.pop("_repeats")
         if self.store is None:
             return result
         self.store.add_repeats(self.run_id, self.cell_key, repeats)
@@ -234,7 +246,7 @@ def profile_configured(
     store_path: Path | None = None,
     idle_s: float = 2.0,
     hardware: HardwarePeak | None = None,
-) -> dict[str, Any]:
+) -> CellResult:
     """Load the config's model and prompt set and measure the cell (:func:`profile_cell`), as a
     ``profile`` run in the DuckDB file ``store_path`` when one is given."""
     from joulebench.results.store import ResultStore
@@ -371,11 +383,11 @@ def _roofline_for(
     steps: list[int],
     device: Any,
     hardware: HardwarePeak | None,
-) -> Callable[[dict[str, float]], dict[str, Any]]:
+) -> Callable[[dict[str, float]], Roofline]:
     """The cell's roofline for measured times (unavailable, with the reason, when the hardware
     or the model is not known to it)."""
 
-    def roofline_for(measured_s: dict[str, float]) -> dict[str, Any]:
+    def roofline_for(measured_s: dict[str, float]) -> Roofline:
         try:
             peak = _hardware(device, hardware)
             if peak is None:
@@ -401,8 +413,8 @@ def _header(
     idle: IdleBaseline,
     device: Any,
     output_length: Any,
-    window: dict[str, Any],
-) -> dict[str, Any]:
+    window: Window,
+) -> CellHeader:
     """The result's fields that describe the cell, before its measured sections."""
     return {
         "model": loaded.name,
@@ -432,7 +444,8 @@ def _measure(
     device: Any,
     output_length: Any,
     pad: int,
-) -> dict[str, Any]:
+) -> tuple[CellResult, list[dict[str, Any]]]:
+    """The cell's result and the rows of every warm-up and repeat it measured."""
     ops = ModelOps(
         loaded.model, pad_token_id=pad, eos_token_ids=_eos_ids(loaded), compile=config.compile
     )
@@ -447,7 +460,7 @@ def _measure(
     measured, clocks = _measure_clocked(ops, todo)
     del states
     per_op = len(batches)  # one measurement op runs every batch: ModelOps calls per op
-    window = {"min_window_s": window_s, "rule": window_rule}
+    window: Window = {"min_window_s": window_s, "rule": window_rule}
     out, _ = assemble(
         measured,
         tokens,
@@ -464,5 +477,4 @@ def _measure(
     )
     for msg in out["warnings"]:
         warnings.warn(msg, JoulebenchWarning, stacklevel=4)
-    out["_repeats"] = repeat_rows(measured, tokens)
-    return out
+    return out, repeat_rows(measured, tokens)

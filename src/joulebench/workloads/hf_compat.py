@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 #: The argument names transformers has used for the KV cache, newest first.
@@ -19,6 +19,7 @@ CACHE_ARG_NAMES = ("cache", "past_key_values")
 
 def cache_arg_name(model: Any) -> str:
     """The keyword ``model.forward`` takes its KV cache by (``cache`` or ``past_key_values``)."""
+    params: Mapping[str, inspect.Parameter]
     try:
         params = inspect.signature(model.forward).parameters
     except (TypeError, ValueError):  # a compiled or wrapped forward without a signature
