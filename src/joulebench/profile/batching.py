@@ -16,9 +16,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from joulebench.errors import ConfigError
+
+if TYPE_CHECKING:
+    from joulebench.workloads.output_length import OutputLength
 
 BUCKETING_KINDS = ("none", "sorted", "buckets:K")
 
@@ -107,7 +110,7 @@ def make_batches(
     *,
     batch_size: int,
     pad_token_id: int,
-    output_length: Any,
+    output_length: OutputLength,
     bucketing: str = "none",
     device: Any = "cpu",
 ) -> list[Batch]:

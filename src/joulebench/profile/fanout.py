@@ -34,6 +34,7 @@ from joulebench.profile.sweep import (
     record_failed_cell,
     skip_done,
 )
+from joulebench.results.store import ResultStore
 
 log = logging.getLogger(__name__)
 
@@ -291,7 +292,7 @@ def concurrency_caveat(
 
 def run_sweep_fanout(
     sweep: SweepConfig,
-    store: Any,
+    store: ResultStore,
     meter_spec: str = "auto",
     meter_options: dict[str, Any] | None = None,
     *,
@@ -344,7 +345,7 @@ def run_sweep_fanout(
 
 
 def _gather(
-    store: Any,
+    store: ResultStore,
     run_id: str,
     study: str,
     outcome: TaskOutcome,

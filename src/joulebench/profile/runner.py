@@ -67,7 +67,7 @@ def _encode(
     return list(prompts)  # encoded already
 
 
-def _eos_ids(loaded: Any) -> list[int] | None:
+def _eos_ids(loaded: LoadedModel) -> list[int] | None:
     gen = getattr(loaded.model, "generation_config", None)
     eos = getattr(gen, "eos_token_id", None)
     if eos is None:
@@ -77,7 +77,7 @@ def _eos_ids(loaded: Any) -> list[int] | None:
     return [int(e) for e in eos] if isinstance(eos, (list, tuple)) else [int(eos)]
 
 
-def _precision_record(loaded: Any) -> dict[str, Any]:
+def _precision_record(loaded: LoadedModel) -> dict[str, Any]:
     p = loaded.precision
     return dict(p.to_dict()) if hasattr(p, "to_dict") else {"name": str(p)}
 
@@ -183,7 +183,7 @@ def profile_cell(
     return cell.finish(*result)
 
 
-def _pad_token(loaded: Any) -> int:
+def _pad_token(loaded: LoadedModel) -> int:
     """The tokenizer's pad token (left padding needs one)."""
     pad = getattr(loaded.tokenizer, "pad_token_id", None)
     if pad is None:
@@ -197,11 +197,14 @@ class _CellRecord:
     """A cell's rows in the store (nothing without one): its run, created and finished here
     unless the caller owns it (``run_id`` given), the cell, its repeats and audits."""
 
-    def __init__(self, store: Any, run_id: str | None, cell_key: str) -> None:
-        self.store, self.run_id, self.cell_key = store, run_id, cell_key
+    def __init__(self, store: ResultStore | None, run_id: str | None, cell_key: str) -> None:
+        self.store, self.cell_key = store, cell_key
         self.owns_run = store is not None and run_id is None
+        self.run_id = run_id or ""  # an owned run's id once start() has created it
 
     def start(self, config: ProfileConfig, info: MeterInfo, study: str) -> None:
+        if self.store is None:
+            return
         if self.owns_run:
             self.run_id = self.store.start_run(
                 "profile",
@@ -209,10 +212,9 @@ class _CellRecord:
                 environment=environment(),
                 meter=info.to_dict(),
             )
-        if self.store is not None:
-            self.store.start_cell(
-                self.run_id, self.cell_key, config.model_dump(mode="json"), study=study
-            )
+        self.store.start_cell(
+            self.run_id, self.cell_key, config.model_dump(mode="json"), study=study
+        )
 
     def fail(self, exc: BaseException) -> None:
         """Mark the cell (and an owned run) failed, or interrupted by Ctrl-C."""
@@ -378,7 +380,7 @@ def _measure_clocked(
 
 
 def _roofline_for(
-    loaded: Any,
+    loaded: LoadedModel,
     batches: Sequence[Batch],
     steps: list[int],
     device: Any,
@@ -406,13 +408,13 @@ def _roofline_for(
 
 
 def _header(
-    loaded: Any,
+    loaded: LoadedModel,
     batches: Sequence[Batch],
     config: ProfileConfig,
     info: MeterInfo,
     idle: IdleBaseline,
     device: Any,
-    output_length: Any,
+    output_length: OutputLength,
     window: Window,
 ) -> CellHeader:
     """The result's fields that describe the cell, before its measured sections."""
@@ -432,7 +434,7 @@ def _header(
 
 
 def _measure(
-    loaded: Any,
+    loaded: LoadedModel,
     batches: Sequence[Batch],
     config: ProfileConfig,
     meter: Meter,
@@ -442,7 +444,7 @@ def _measure(
     hardware: HardwarePeak | None,
     sync: SyncFn,
     device: Any,
-    output_length: Any,
+    output_length: OutputLength,
     pad: int,
 ) -> tuple[CellResult, list[dict[str, Any]]]:
     """The cell's result and the rows of every warm-up and repeat it measured."""

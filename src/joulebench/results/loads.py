@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from joulebench.load.runner import LoadResult
+    from joulebench.results.store import ResultStore
 
 
 def run_status(summary: dict[str, Any]) -> str:
@@ -29,7 +30,7 @@ def run_status(summary: dict[str, Any]) -> str:
 
 
 def store_load(
-    store: Any,
+    store: ResultStore,
     summary: dict[str, Any],
     *,
     name: str | None,
