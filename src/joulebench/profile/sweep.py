@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ConfigDict, Field, ValidationError, field_validator
 
@@ -26,6 +26,12 @@ from joulebench.profile.batching import parse_bucketing
 from joulebench.profile.config import MeasurementSettings, ProfileConfig
 from joulebench.validation import validation_message
 from joulebench.yamlfile import read_yaml
+
+if TYPE_CHECKING:
+    from joulebench.analysis.roofline import HardwarePeak
+    from joulebench.meters.window import IdleBaseline
+    from joulebench.results.store import ResultStore
+    from joulebench.workloads.models import LoadedModel
 
 log = logging.getLogger(__name__)
 
@@ -178,15 +184,15 @@ Event = dict[str, Any]
 
 def run_sweep(
     sweep: SweepConfig,
-    store: Any,
+    store: ResultStore,
     meter: Meter,
     *,
     loader: Callable[..., Any] | None = None,
     prompt_loader: Callable[..., Any] | None = None,
     on_event: Callable[[Event], None] | None = None,
     idle_s: float | None = None,
-    hardware: Any = None,
-    idle_baselines: dict[tuple[str, str], Any] | None = None,
+    hardware: HardwarePeak | None = None,
+    idle_baselines: dict[tuple[str, str], IdleBaseline] | None = None,
 ) -> dict[str, Any]:
     """Run (or resume) a sweep into ``store``; returns counts and the run id.
 
@@ -224,7 +230,7 @@ def run_sweep(
 
 def drive_sweep_run(
     sweep: SweepConfig,
-    store: Any,
+    store: ResultStore,
     meter_info: dict[str, Any],
     body: Callable[[str, dict[str, int], Callable[[Event], None]], None],
     on_event: Callable[[Event], None] | None = None,
@@ -268,7 +274,7 @@ def drive_sweep_run(
 
 
 def skip_done(
-    store: Any,
+    store: ResultStore,
     run_id: str,
     cells: list[ProfileConfig],
     counts: dict[str, int],
@@ -286,7 +292,7 @@ def skip_done(
 
 
 def record_failed_cell(
-    store: Any, run_id: str, cell: ProfileConfig, study: str, error: str
+    store: ResultStore, run_id: str, cell: ProfileConfig, study: str, error: str
 ) -> None:
     """Store ``cell`` as failed with ``error``, unless profile_cell already recorded it (it does
     once it got as far as ``start_cell``)."""
@@ -312,7 +318,7 @@ class _SweepRun:
     ``counts`` and emits the events of :func:`run_sweep`."""
 
     sweep: SweepConfig
-    store: Any
+    store: ResultStore
     meter: Meter
     run_id: str
     counts: dict[str, int]
@@ -320,8 +326,8 @@ class _SweepRun:
     load: Callable[..., Any]
     load_set: Callable[..., Any]
     idle_s: float
-    hardware: Any
-    idles: dict[tuple[str, str], Any]
+    hardware: HardwarePeak | None
+    idles: dict[tuple[str, str], IdleBaseline]
 
     def run(self) -> None:
         groups: dict[tuple[str, str], list[ProfileConfig]] = {}
@@ -361,14 +367,20 @@ class _SweepRun:
             return None
         return loaded
 
-    def _measure_group(self, loaded: Any, idle: Any, todo: list[ProfileConfig]) -> None:
+    def _measure_group(
+        self, loaded: LoadedModel, idle: IdleBaseline, todo: list[ProfileConfig]
+    ) -> None:
         """Measure the group's cells on one loaded model; a prompt set is loaded once."""
         prompt_cache: dict[str, Any] = {}
         for c in todo:
             self._measure_cell(loaded, idle, c, prompt_cache)
 
     def _measure_cell(
-        self, loaded: Any, idle: Any, c: ProfileConfig, prompt_cache: dict[str, Any]
+        self,
+        loaded: LoadedModel,
+        idle: IdleBaseline,
+        c: ProfileConfig,
+        prompt_cache: dict[str, Any],
     ) -> None:
         """One cell, stored and reported by a ``done`` or ``failed`` event."""
         from joulebench.profile.runner import profile_cell

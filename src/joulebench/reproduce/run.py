@@ -33,8 +33,10 @@ from joulebench.reproduce.plan import ReproducePlan
 from joulebench.reproduce.summary import Headline, audit_failures, headlines
 
 if TYPE_CHECKING:
+    from joulebench.analysis.roofline import HardwarePeak
     from joulebench.load.engines.session import EngineSession, LaunchPlan
     from joulebench.reproduce.serving import ServingSetup
+    from joulebench.results.store import ResultStore
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +111,11 @@ def check_device(
 
 
 def _run_sweeps(
-    plan: ReproducePlan, store: Any, meter: Meter, emit: Callable[[Event], None], hardware: Any
+    plan: ReproducePlan,
+    store: ResultStore,
+    meter: Meter,
+    emit: Callable[[Event], None],
+    hardware: HardwarePeak | None,
 ) -> dict[str, dict[str, Any]]:
     from joulebench.profile.sweep import run_sweep
 
@@ -133,7 +139,7 @@ def run_reproduce(
     out_dir: str | os.PathLike[str],
     meter: Meter,
     on_event: Callable[[Event], None] | None = None,
-    hardware: Any = None,
+    hardware: HardwarePeak | None = None,
     server_fn: Callable[..., Any] | None = None,
     launch: LaunchPlan | None = None,
 ) -> ReproduceResult:

@@ -35,6 +35,7 @@ from joulebench.results.loads import run_status, store_load
 
 if TYPE_CHECKING:
     from joulebench.load.engines.session import EngineSession
+    from joulebench.results.store import ResultStore
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,7 @@ def run_name(plan_name: str, study: str, scheduler: str, label: str) -> str:
     return f"reproduce-{plan_name}/{study}/{scheduler}/{label}"
 
 
-def _done(store: Any, name: str) -> bool:
+def _done(store: ResultStore, name: str) -> bool:
     run_id = store.find_run("load", name)
     if run_id is None:
         return False
@@ -67,7 +68,7 @@ class _Progress:
     emit: Callable[[Event], None]
     counts: dict[str, Any] = field(default_factory=_new_counts)
 
-    def pending(self, store: Any, name: str, label: str) -> bool:
+    def pending(self, store: ResultStore, name: str, label: str) -> bool:
         """Count the cell; False (and a ``skip`` event) when a ``done`` run has its name."""
         self.counts["total"] += 1
         if _done(store, name):
@@ -108,7 +109,7 @@ class ServingSetup:
     ``server_fn``'s), or a launched ``engine`` (then only its URL is used)."""
 
     plan_name: str
-    store: Any
+    store: ResultStore
     meter: Meter
     device: str = "cpu"
     prompts: list[Any] | None = None
