@@ -46,6 +46,7 @@ from joulebench.meters.gpus import (
     select_gpus,
 )
 from joulebench.meters.period import measure_update_period
+from joulebench.meters.periodic import Periodic
 
 __all__ = ["GpuDevice", "NvmlMeter", "list_gpus", "probe", "resolve_visible"]
 
@@ -297,8 +298,7 @@ class NvmlMeter:
         self._lock = threading.Lock()
         self._poll_energy_j = dict.fromkeys(self._polled, 0.0)
         self._last_sample: dict[str, tuple[float, float]] = {}
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._poller: Periodic | None = None
         self._warned_all = False
 
     # -- update period --------------------------------------------------------------------------
@@ -337,8 +337,8 @@ class NvmlMeter:
         if self._polled:
             self._sample_power()
         if self._polled and self._background:
-            self._thread = threading.Thread(target=self._poll, name="joulebench-nvml", daemon=True)
-            self._thread.start()
+            self._poller = Periodic(self._poll, self._poll_period_s, name="joulebench-nvml")
+            self._poller.start()
 
     def _power_mw(self, domain: str) -> float:
         handle = self._handles_all[domain]
@@ -363,11 +363,10 @@ class NvmlMeter:
                 self._last_sample[domain] = (now, power_w)
 
     def _poll(self) -> None:
-        while not self._stop.wait(self._poll_period_s):
-            try:
-                self._sample_power()
-            except MeterUnavailable:
-                log.exception("NVML power polling failed")
+        try:
+            self._sample_power()
+        except MeterUnavailable:
+            log.exception("NVML power polling failed")
 
     # -- which GPUs -----------------------------------------------------------------------------
     def focus(self, cuda_indices: Sequence[int]) -> None:
@@ -444,10 +443,9 @@ class NvmlMeter:
         return Reading(now, energy)
 
     def close(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=2.0)
-            self._thread = None
+        if self._poller is not None:
+            self._poller.stop(timeout_s=2.0)
+            self._poller = None
         with contextlib.suppress(self._error):
             self._pynvml.nvmlShutdown()
 

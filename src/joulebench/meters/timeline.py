@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from joulebench.meters.base import Meter, Reading
+from joulebench.meters.periodic import Periodic
 
 log = logging.getLogger(__name__)
 
@@ -58,22 +59,24 @@ class PowerTimeline:
         self._samples: list[Sample] = []
         self._times: list[float] = []
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._ticker = Periodic(self._tick, self.period_s, name="joulebench-timeline")
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> PowerTimeline:
-        if self._thread is not None:
+        if self._ticker.started:
             raise RuntimeError("timeline already started")
         self.sample_now()
-        self._thread = threading.Thread(target=self._run, name="joulebench-timeline", daemon=True)
-        self._thread.start()
+        self._ticker.start()
         return self
 
+    @property
+    def sampling(self) -> bool:
+        """The background sampler runs (it stops at :meth:`stop`, or once the timeline is
+        full)."""
+        return self._ticker.alive
+
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
+        self._ticker.stop()
         try:
             self.sample_now()
         except TimelineFull:
@@ -85,28 +88,20 @@ class PowerTimeline:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def _run(self) -> None:
-        next_t = time.monotonic() + self.period_s
-        while not self._stop.is_set():
-            delay = next_t - time.monotonic()
-            if delay > 0:
-                self._stop.wait(delay)
-                if self._stop.is_set():
-                    break
-            try:
-                self.sample_now()
-            except TimelineFull:
-                log.warning(
-                    "timeline on meter %s reached %d samples: sampling stopped",
-                    self.meter.name,
-                    self._max_samples,
-                )
-                return
-            except Exception:  # a sensor hiccup must not kill the measured process
-                log.exception("timeline sample failed on meter %s", self.meter.name)
-            next_t += self.period_s
-            if next_t < time.monotonic():  # fell behind (suspended): do not burst to catch up
-                next_t = time.monotonic() + self.period_s
+    def _tick(self) -> bool:
+        """One background sample; ``False`` (the sampler stops) once the timeline is full."""
+        try:
+            self.sample_now()
+        except TimelineFull:
+            log.warning(
+                "timeline on meter %s reached %d samples: sampling stopped",
+                self.meter.name,
+                self._max_samples,
+            )
+            return False
+        except Exception:  # a sensor hiccup must not kill the measured process
+            log.exception("timeline sample failed on meter %s", self.meter.name)
+        return True
 
     def sample_now(self) -> Sample:
         reading: Reading = self.meter.read()

@@ -150,9 +150,8 @@ def test_full_timeline_stops_sampling_with_one_warning(caplog):
     tl = PowerTimeline(meter, hz=200, max_samples=3)
     with tl:
         time.sleep(0.2)
-        assert tl._thread is not None
-        tl._thread.join(timeout=2)  # the sampler ends by itself once full
-        assert not tl._thread.is_alive()
+        tl._ticker.join(timeout_s=2)  # the sampler ends by itself once full
+        assert not tl.sampling
     assert len(tl.samples) == 3
     assert caplog.text.count("sampling stopped") == 1
     assert "does not cover the span" in caplog.text

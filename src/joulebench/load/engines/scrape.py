@@ -24,13 +24,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import httpx
 
+from joulebench.meters.periodic import Periodic
 from joulebench.shape.upstream import metric_total, parse_prometheus
 
 log = logging.getLogger(__name__)
@@ -128,8 +128,7 @@ class MetricsScraper:
         self.samples: list[dict[str, float]] = []
         self.errors: dict[str, int] = {}
         self._timeout_s = timeout_s
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._ticker: Periodic | None = None
         self._http: httpx.Client | None = None
 
     def scrape_once(self) -> dict[str, float] | None:
@@ -156,24 +155,23 @@ class MetricsScraper:
     def _count(self, why: str) -> None:
         self.errors[why] = self.errors.get(why, 0) + 1
 
-    def _loop(self) -> None:
-        while not self._stop.wait(self.period_s):
-            try:
-                self.scrape_once()
-            except Exception:  # never let a scrape kill the thread silently mid-run
-                log.exception("metrics scrape failed")
-                self._count("crash")
+    def _tick(self) -> None:
+        try:
+            self.scrape_once()
+        except Exception:  # never let a scrape kill the thread silently mid-run
+            log.exception("metrics scrape failed")
+            self._count("crash")
 
     def start(self) -> MetricsScraper:
         self.scrape_once()
-        self._thread = threading.Thread(target=self._loop, name="joulebench-scrape", daemon=True)
-        self._thread.start()
+        self._ticker = Periodic(self._tick, self.period_s, name="joulebench-scrape")
+        self._ticker.start()
         return self
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(self._timeout_s + self.period_s + 1.0)
+        if self._ticker is not None:
+            self._ticker.stop(self._timeout_s + self.period_s + 1.0)
+            self._ticker = None
         with contextlib.suppress(Exception):
             self.scrape_once()  # the closing edge (counters read after the load)
         if self._http is not None:
