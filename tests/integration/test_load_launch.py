@@ -16,6 +16,7 @@ import duckdb
 import pytest
 
 from joulebench.load.engines.session import free_port
+from joulebench.results.load_summary import validate_load_summary
 from support.engines import assert_nothing_left, interrupt_when_engine_runs, jb, stub_engine
 
 pytestmark = pytest.mark.integration
@@ -41,6 +42,7 @@ def test_joulebench_serve_as_engine(tmp_path, prompts) -> None:
     assert proc.returncode == 0, proc.stderr
     j = json.loads(proc.stdout)
     assert j["requests"]["ok"] == 48
+    validate_load_summary(j)  # the engine section and the run id are declared too
     e = j["engine"]
     assert e["preset"] == "joulebench" and "-m joulebench serve --model tiny" in e["command"]
     assert e["ready_s"] > 0 and e["ready_path"] == "/health"

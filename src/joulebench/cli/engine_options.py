@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -162,7 +162,7 @@ def launched(launch: LaunchPlan | None) -> Iterator[EngineSession | None]:
         yield session
 
 
-def print_engine(j: dict[str, Any]) -> None:
+def print_engine(j: Mapping[str, Any]) -> None:
     """The ``engine`` section in a few lines: readiness, exit, occupancy, self-reported energy."""
     e = j.get("engine")
     if not e:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from rich.markup import escape
 from rich.table import Table
 
 from joulebench.cli.common import console
 from joulebench.cli.shape_views import fmt_value
+
+if TYPE_CHECKING:
+    from joulebench.results.load_summary import LoadSummary
 
 ACCOUNTING_TITLES = {
     "paper_whole_window": "whole window ÷ successful (study)",
@@ -18,7 +21,7 @@ ACCOUNTING_TITLES = {
 }
 
 
-def print_table(j: dict[str, Any]) -> None:
+def print_table(j: LoadSummary) -> None:
     req = j["requests"]
     console.print(
         f"[bold]{req['ok']}[/] ok, [bold red]{req['failed']}[/] not ok "

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from joulebench.analysis.stats import quantile
+from joulebench.results.load_summary import LatencySummary
 
 OK = "ok"
 FAILED = "failed"
@@ -114,15 +115,16 @@ class RequestRecord:
         }
 
 
-def latency_summary(
-    values: Iterable[float | None], qs: Sequence[int] = (50, 90, 99)
-) -> dict[str, object]:
+def latency_summary(values: Iterable[float | None]) -> LatencySummary:
     """``{p50, p90, p99, mean, n}`` over the non-``None`` values."""
     xs = [float(v) for v in values if v is not None]
-    out: dict[str, object] = {f"p{q}": quantile(xs, q / 100) for q in qs}
-    out["mean"] = sum(xs) / len(xs) if xs else None
-    out["n"] = len(xs)
-    return out
+    return {
+        "p50": quantile(xs, 0.50),
+        "p90": quantile(xs, 0.90),
+        "p99": quantile(xs, 0.99),
+        "mean": sum(xs) / len(xs) if xs else None,
+        "n": len(xs),
+    }
 
 
 def in_flight_steps(records: Sequence[RequestRecord]) -> list[tuple[float, int]]:

@@ -30,6 +30,7 @@ from joulebench.load.metrics import FAILED, TIMEOUT, TRUNCATED, RequestRecord, l
 from joulebench.load.pool import LoadClient
 from joulebench.meters.base import Meter, MeterInfo
 from joulebench.meters.timeline import PowerTimeline
+from joulebench.results.load_summary import AuditVerdicts, LoadSummary
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +74,7 @@ class LoadResult:
         """Successful completions per second over the whole test."""
         return len(self.ok) / self.duration_s if self.duration_s > 0 else None
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> LoadSummary:
         ok = self.ok
         failed = [r for r in self.records if not r.ok]
         errors: dict[str, int] = {}
@@ -129,7 +130,7 @@ class LoadResult:
         return rows
 
 
-def audit_verdicts(audits: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+def audit_verdicts(audits: Sequence[Mapping[str, Any]]) -> AuditVerdicts:
     """``{"passed": n, "failed": [check names]}``: the audit verdicts at the top of a summary.
 
     A failing check never changes a run's status (done/failed/interrupted); it is shown here, in

@@ -9,16 +9,17 @@ load``, ``shape-compare`` and the reproduce plans alike.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from joulebench.load.runner import LoadResult
+    from joulebench.results.load_summary import LoadSummary
     from joulebench.results.store import ResultStore
 
 
-def run_status(summary: dict[str, Any]) -> str:
+def run_status(summary: Mapping[str, Any]) -> str:
     """``done`` when every request of a load summary ended properly, ``partial`` when some
     failed, timed out or were truncated, ``failed`` when none succeeded. Audit verdicts never
     count (they live in the audits table and the summary's ``audits``)."""
@@ -31,7 +32,7 @@ def run_status(summary: dict[str, Any]) -> str:
 
 def store_load(
     store: ResultStore,
-    summary: dict[str, Any],
+    summary: Mapping[str, Any],
     *,
     name: str | None,
     extra_config: dict[str, Any],
@@ -64,7 +65,7 @@ def store_load(
     return run_id
 
 
-def store_load_result(db: Any, result: LoadResult, j: dict[str, Any], name: str | None) -> str:
+def store_load_result(db: ResultStore, result: LoadResult, j: LoadSummary, name: str | None) -> str:
     """Store one load as a ``load`` run in the open store ``db`` (its status from
     :func:`joulebench.results.loads.run_status`; audit verdicts never change it)."""
     return store_load(
@@ -102,7 +103,7 @@ def open_store(path: Path | None) -> Iterator[Any]:
         yield db
 
 
-def lost_requests(requests: dict[str, Any], max_failed_rate: float) -> str | None:
+def lost_requests(requests: Mapping[str, Any], max_failed_rate: float) -> str | None:
     """Why a load's exit status is non-zero (requests failed or truncated beyond the allowed
     rate, or none succeeded), or ``None`` when it is whole enough."""
     total, ok = int(requests.get("total") or 0), int(requests.get("ok") or 0)
