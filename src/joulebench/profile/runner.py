@@ -44,7 +44,8 @@ from joulebench.profile.phases import (
     measure_interleaved,
     prefill_measurement,
 )
-from joulebench.profile.result import Tokens, assemble, batch_shapes, repeat_rows
+from joulebench.profile.result import assemble, batch_shapes, repeat_rows
+from joulebench.profile.tokens import Tokens
 from joulebench.results.cell import CellHeader, CellResult, Roofline, Window
 
 if TYPE_CHECKING:

@@ -2,8 +2,9 @@ from __future__ import annotations
 
 import pytest
 
+from joulebench.profile.consistency import consistency_section
 from joulebench.profile.phases import PhaseMeasurement, RepeatRecord
-from joulebench.profile.result import Tokens, consistency_section
+from joulebench.profile.tokens import Tokens
 
 TOKENS = Tokens(
     n_requests=4, n_batches=2, input_effective=30, input_computed=40, decode_output=16,
@@ -41,7 +42,7 @@ GAP = ((10, 0.1), (20, 0.2), (14, 0.14), (40, 0.4))
 
 
 def test_generate_overhead_figure_per_call_and_per_step():
-    from joulebench.profile.result import generate_overhead
+    from joulebench.profile.consistency import generate_overhead
 
     # outside the forward: direct prefill 0.002 s, decode 0.008 s; generate(1) 0.042 s,
     # generate(N) 0.11 s per op (2 batches, 8 decode steps)
