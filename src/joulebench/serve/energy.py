@@ -132,8 +132,10 @@ class EnergyLedger:
         self._last_end_s: float | None = None
         self._idle = True
         # merged busy spans [start_s, end_s], the latest BUSY_SPANS_KEPT of them; the totals
-        # cover every span since the server started (a scrape reads them in O(1))
+        # cover every span since the server started (a scrape reads them in O(1)); a span
+        # dropped from the window leaves its energy in _dropped_energy_j
         self._busy: deque[list[float]] = deque(maxlen=BUSY_SPANS_KEPT)
+        self._dropped_energy_j = 0.0
         self._busy_total_s = 0.0
         self._busy_count = 0
         self.attributed_j = 0.0  # sum over finished requests
@@ -164,6 +166,9 @@ class EnergyLedger:
                 self._busy_total_s += end_s - self._busy[-1][1]
                 self._busy[-1][1] = end_s
             else:
+                if len(self._busy) == self._busy.maxlen:
+                    a, b = self._busy.popleft()  # long past: the timeline covers it
+                    self._dropped_energy_j += self.timeline.energy_between(a, b)
                 self._busy.append([start_s, end_s])
                 self._busy_total_s += end_s - start_s
                 self._busy_count += 1
@@ -225,10 +230,12 @@ class EnergyLedger:
             return self._busy_count
 
     def busy_energy_j(self) -> float:
-        """Timeline energy over the kept busy spans (the total that responses share; all of
-        them while fewer than :data:`BUSY_SPANS_KEPT`)."""
+        """Timeline energy over every busy span since the server started (the total that
+        responses share): the kept spans, plus what the dropped ones held when they left."""
         self.timeline.sample_now()
-        return float(sum(self.timeline.energy_between(a, b) for a, b in self.busy_spans()))
+        with self._lock:
+            dropped, spans = self._dropped_energy_j, [(a, b) for a, b in self._busy]
+        return dropped + float(sum(self.timeline.energy_between(a, b) for a, b in spans))
 
     def busy_duration_s(self) -> float:
         """Busy seconds since the server started."""

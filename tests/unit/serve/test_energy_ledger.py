@@ -121,3 +121,19 @@ def test_busy_totals_cover_every_span_while_only_the_latest_are_kept(monkeypatch
     assert ledger.busy_span_count() == 10
     assert ledger.busy_duration_s() == pytest.approx(5.0)
     assert ledger.busy_spans() == [(14.0, 14.5), (16.0, 16.5), (18.0, 18.5)]
+
+
+def test_busy_energy_counts_the_spans_no_longer_kept(monkeypatch):
+    """Energy over all busy time since start, also once old spans have left the window."""
+    import joulebench.serve.energy as energy
+
+    monkeypatch.setattr(energy, "BUSY_SPANS_KEPT", 3)
+    clock, timeline, ledger = make(10.0)
+    for i in range(10):  # ten 0.5-s stretches at 10 W, 1.5 s idle between them
+        ledger.mark_idle()
+        clock.t = 2.0 * i + 0.5
+        timeline.sample_now()
+        ledger.record_step(2.0 * i, 2.0 * i + 0.5, {})
+    assert len(ledger.busy_spans()) == 3
+    assert ledger.busy_energy_j() == pytest.approx(10.0 * 5.0)
+    assert ledger.busy_energy_j() == pytest.approx(10.0 * ledger.busy_duration_s())
