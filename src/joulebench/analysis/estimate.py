@@ -12,7 +12,7 @@ profile cell), and always keeps the method label of the number it came from.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -86,7 +86,7 @@ class MacroEstimate:
             "kwh_per_year": self.kwh_per_year,
             "household_kwh_per_year": self.household_kwh_per_year,
             "households": self.households,
-            "grid": None if self.grid is None else self.grid.to_dict(),
+            "grid": None if self.grid is None else asdict(self.grid),
             "kg_co2e_per_day": self.kg_co2e_per_day,
             "method": self.method,
             "source": self.source,

@@ -12,7 +12,6 @@ import functools
 import io
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any
 
 from joulebench.errors import UnknownName
 
@@ -26,15 +25,6 @@ class GridIntensity:
     g_co2e_per_kwh: float
     year: int | None
     source: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "code": self.code,
-            "country": self.country,
-            "g_co2e_per_kwh": self.g_co2e_per_kwh,
-            "year": self.year,
-            "source": self.source,
-        }
 
 
 @functools.lru_cache(maxsize=1)

@@ -4,39 +4,52 @@ Source: J. Delavande, R. Pierrard, S. Luccioni, "Understanding Efficiency: Quant
 Batching, and Serving Strategies in LLM Energy Use" (2026). The study ran on one NVIDIA H100 with
 transformers and TGI and measured energy with CodeCarbon (GPU through NVML, CPU through RAPL, RAM
 by a heuristic). Numbers here are quoted as the study reports them, including those an audit
-questions (see ``caveat``).
+questions (see ``caveat``). The headline figures are package data
+(``joulebench/data/paper_headlines.yaml``), read and validated on first use (:func:`headlines`).
 """
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from importlib import resources
 from typing import Any
 
+import yaml
+from pydantic import ConfigDict, TypeAdapter, ValidationError
+
 from joulebench.analysis.records import ACCOUNTINGS, LoadRun, ProfileCell, StoreContents
+from joulebench.errors import ConfigError
+from joulebench.validation import validation_message
 
 CITATION = (
     "Delavande, Pierrard, Luccioni (2026), Understanding Efficiency: Quantization, Batching, "
     "and Serving Strategies in LLM Energy Use"
 )
 PAPER_HARDWARE = "1× NVIDIA H100 (80 GB); energy by CodeCarbon (NVML GPU, RAPL CPU, RAM heuristic)"
-#: Idle draw of an H100 SXM is roughly 60–70 W; 0.5 s of it is ≈ 30 J ≈ 8e-3 Wh.
-H100_IDLE_W_APPROX = 60.0
+SERVING_STUDY = f"{CITATION}, serving study"
+#: The headline table, package data: ``src/joulebench/data/paper_headlines.yaml``.
+HEADLINES_FILE = "data/paper_headlines.yaml"
 
 
 @dataclass(frozen=True, slots=True)
 class PaperHeadline:
-    """One number the study reports, and how to find its counterpart among load runs."""
+    """One per-request figure of the study's serving study, and how to find its counterpart
+    among load runs (same arrival kind and scheduler, and interval where one is given)."""
+
+    # Validated from package data (pydantic reads stdlib dataclasses): a misspelt key is refused.
+    __pydantic_config__ = ConfigDict(extra="forbid")
 
     key: str
     label: str
     value: float
-    unit: str
     setting: str
-    citation: str
     arrival_kind: str
     scheduler: str
+    unit: str = "Wh/request"
+    citation: str = SERVING_STUDY
     interval_ms: float | None = None
     caveat: str = ""
 
@@ -51,44 +64,20 @@ class PaperTrend:
     citation: str
 
 
-HEADLINES: tuple[PaperHeadline, ...] = (
-    PaperHeadline(
-        key="naive_sequential",
-        label="naive sequential serving (transformers, one request at a time)",
-        value=1.2e-1,
-        unit="Wh/request",
-        setting="transformers generate, requests served one after another",
-        citation=f"{CITATION}, serving study",
-        arrival_kind="sequential",
-        scheduler="sequential",
-    ),
-    PaperHeadline(
-        key="tgi_burst",
-        label="TGI continuous batching, all requests in a burst",
-        value=9.6e-3,
-        unit="Wh/request",
-        setting="TGI, 10,000 UltraChat requests sent at once",
-        citation=f"{CITATION}, serving study",
-        arrival_kind="burst",
-        scheduler="continuous",
-    ),
-    PaperHeadline(
-        key="tgi_fixed_500ms",
-        label="TGI continuous batching, fixed 500 ms arrivals",
-        value=1.1e-3,
-        unit="Wh/request",
-        setting="TGI, 10,000 UltraChat requests, one every 500 ms",
-        citation=f"{CITATION}, serving study",
-        arrival_kind="fixed",
-        scheduler="continuous",
-        interval_ms=500.0,
-        caveat=(
-            "≈4 J per request, below what an idle H100 draws in the 0.5 s between arrivals "
-            f"(≈{H100_IDLE_W_APPROX:.0f} W × 0.5 s ≈ 30 J): whole-window energy ÷ requests cannot "
-            "be this low, so the figure fails joulebench's idle-floor audit"
-        ),
-    ),
-)
+def parse_headlines(data: Any, source: str) -> tuple[PaperHeadline, ...]:
+    """Validate a headline table (a list of mappings, ``PaperHeadline``'s fields)."""
+    try:
+        return TypeAdapter(tuple[PaperHeadline, ...]).validate_python(data)
+    except ValidationError as exc:
+        raise ConfigError(validation_message(exc, f"invalid headline table {source}")) from None
+
+
+@functools.cache
+def headlines() -> tuple[PaperHeadline, ...]:
+    """The study's headline figures (the bundled table, read once)."""
+    text = resources.files("joulebench").joinpath(HEADLINES_FILE).read_text(encoding="utf-8")
+    return parse_headlines(yaml.safe_load(text), f"joulebench/{HEADLINES_FILE}")
+
 
 TRENDS: tuple[PaperTrend, ...] = (
     PaperTrend(
@@ -122,7 +111,7 @@ TRENDS: tuple[PaperTrend, ...] = (
         "Structured arrivals (fixed intervals) with continuous batching cut per-request energy "
         "by about two orders of magnitude versus naive sequential serving (1.2e-1 → 1.1e-3 Wh).",
         "energy_per_request_arrival",
-        f"{CITATION}, serving study",
+        SERVING_STUDY,
     ),
 )
 
@@ -221,7 +210,7 @@ def hardware_note(environment: dict[str, Any]) -> str:
 def compare(contents: StoreContents) -> list[Comparison]:
     """Each headline beside the latest matching load run (if any)."""
     out = []
-    for h in HEADLINES:
+    for h in headlines():
         match = [lr for lr in contents.load_runs if _matches(h)(lr)]
         if not match:
             out.append(Comparison(h, {}, None, None, "no matching load run in this store"))

@@ -95,6 +95,7 @@ def test_to_dict_carries_method_and_source() -> None:
     d = estimate(0.5, 100, country="SE", method="estimated", source="cell x").to_dict()
     assert d["method"] == "estimated" and d["source"] == "cell x"
     assert d["grid"]["code"] == "SE" and d["grid"]["year"]
+    assert list(d["grid"]) == ["code", "country", "g_co2e_per_kwh", "year", "source"]
     assert d["kwh_per_day"] == pytest.approx(0.05)
 
 
