@@ -1,9 +1,10 @@
 """Shared CLI plumbing: the rich console, logging setup, error → exit code translation, and the
 signature rewrite behind the option-group decorators (``@meter_flags``, ``@engine_flags``,
-``@contention_flags``)."""
+``@contention_flags``; :func:`flag_group` makes one from a dataclass of flags)."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 import json
@@ -11,7 +12,7 @@ import logging
 import math
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any, TypeVar, get_type_hints
 
 import typer
 from rich.console import Console
@@ -56,6 +57,30 @@ def expand_parameter(
         else:
             params.append(p.replace(kind=inspect.Parameter.KEYWORD_ONLY))
     return signature.replace(parameters=params)
+
+
+def flag_group(bundle: type[Any], name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """The decorator that gives a command the flags of ``bundle`` in place of its ``name``
+    parameter, which then receives them as one ``bundle``.
+
+    ``bundle`` is a dataclass whose fields are the flags: each annotated with its option
+    (``Annotated[..., typer.Option(...)]``) and defaulting to its flag's default, so the group is
+    declared once and ``--help`` lists it where the ``name`` parameter stands."""
+    hints = get_type_hints(bundle, include_extras=True)
+    flags = [(f.name, hints[f.name], f.default) for f in dataclasses.fields(bundle)]
+
+    def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
+        signature = expand_parameter(command, name, flags, f"{bundle.__name__} flags")
+
+        @functools.wraps(command)
+        def wrapper(*args: Any, **kw: Any) -> Any:
+            given = bundle(**{n: kw.pop(n, default) for n, _, default in flags})
+            return command(*args, **{name: given}, **kw)
+
+        wrapper.__signature__ = signature  # type: ignore[attr-defined]
+        return wrapper
+
+    return decorate
 
 
 def setup_logging(verbose: bool = False) -> None:

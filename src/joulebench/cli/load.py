@@ -34,7 +34,6 @@ import contextlib
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import typer
@@ -49,32 +48,31 @@ from joulebench.cli.engine_options import (
     print_engine,
 )
 from joulebench.cli.load_options import (
+    DEFAULT_REPORT,
+    EMBEDDED_SERVER,
+    NO_SERVER_FLAGS,
     ArrivalOpt,
     ConcurrencyOpt,
-    DeviceOpt,
     EmbeddedOpt,
-    JsonOpt,
-    MaxFailedRateOpt,
+    EmbeddedServerFlags,
     ModelOpt,
-    NameOpt,
     NOpt,
-    PrecisionOpt,
     ProtocolOpt,
-    SchedulerOpt,
+    ReportFlags,
     SeedOpt,
-    StoreOpt,
     TimeoutOpt,
     UrlOpt,
     ViaShapeOpt,
+    embedded_server_flags,
+    report_flags,
 )
 from joulebench.cli.load_views import print_table
 from joulebench.cli.meter_options import (
     AUTO_METER,
-    AllowMissingGpuOpt,
-    GpusOpt,
     HzOpt,
     IdleOpt,
     MeterChoice,
+    current_gpus,
     meter_flags,
 )
 from joulebench.cli.workload_options import (
@@ -100,9 +98,6 @@ from joulebench.results.loads import (
 from joulebench.workloads.output_length import OutputLength
 
 log = logging.getLogger(__name__)
-
-#: How ``load`` without ``--url`` starts joulebench's server (recorded in the run's config).
-EMBEDDED_SERVER: dict[str, Any] = {"precision": "fp32", "scheduler": "continuous"}
 
 
 def _load_tokenizer(model: str | None) -> Any:
@@ -158,7 +153,7 @@ class LoadRun:
     items: list[Any]
     lengths: int | list[int]
     forced: bool
-    as_json: bool
+    report: ReportFlags
     idle_s: float
     n: int
     protocol: str
@@ -170,33 +165,11 @@ class LoadRun:
     prompts: str
     output_length: str
     cli_config: dict[str, Any] = field(default_factory=dict)
-    name: str | None = None
-    max_failed_rate: float = 0.0
     launch_plan: Any = None
 
     def sent_model(self, session: Any) -> str | None:
         """The model name sent to the server: only to a server behind ``--url``."""
         return self.model if self.url and not session else None
-
-
-def _embedded_server(
-    url: str | None, embedded: bool, server_opts: dict[str, str | None]
-) -> dict[str, Any]:
-    """The embedded server's settings; its flags with ``--url`` are an error."""
-    given = [f"--{k}" for k, v in server_opts.items() if v is not None]
-    if url and not embedded and given:
-        raise ConfigError(f"{', '.join(given)} configure the embedded server: not with --url")
-    return {**EMBEDDED_SERVER, **{k: v for k, v in server_opts.items() if v is not None}}
-
-
-def _load_meter(
-    meter: MeterChoice, url: str | None, gpus: str | None, allow_missing_gpu: bool
-) -> MeterChoice:
-    """The meter choice with the load's scope: the server behind ``--url`` or this process."""
-    return meter.for_url(url).with_options(
-        gpus=gpus,  # the engine's GPUs too (CUDA_VISIBLE_DEVICES), when it is launched
-        allow_missing_gpu=allow_missing_gpu,
-    )
 
 
 def _cli_config(run: LoadRun) -> dict[str, Any]:
@@ -217,6 +190,8 @@ def _cli_config(run: LoadRun) -> dict[str, Any]:
 @handle_errors
 @meter_flags(estimate_scope="auto")
 @engine_flags
+@embedded_server_flags
+@report_flags
 def load(
     url: UrlOpt = None,
     embedded: EmbeddedOpt = False,
@@ -229,35 +204,28 @@ def load(
     seed: SeedOpt = 0,
     timeout_s: TimeoutOpt = 120.0,
     model: ModelOpt = None,
-    scheduler: SchedulerOpt = None,
-    precision: PrecisionOpt = None,
-    device: DeviceOpt = None,
-    as_json: JsonOpt = False,
-    store: StoreOpt = None,
-    name: NameOpt = None,
-    max_failed_rate: MaxFailedRateOpt = 0.0,
+    server: EmbeddedServerFlags = NO_SERVER_FLAGS,
+    report: ReportFlags = DEFAULT_REPORT,
     meter: MeterChoice = AUTO_METER,
     idle_s: IdleOpt = 0.0,
     hz: HzOpt = 10.0,
     via_shape: ViaShapeOpt = None,
     launching: LaunchOptions = NO_LAUNCH,
-    gpus: GpusOpt = None,
-    allow_missing_gpu: AllowMissingGpuOpt = False,
 ) -> None:
     """Send N requests on an arrival schedule; report latency and four energy accountings."""
+    # --gpus and --allow-missing-gpu come as to every measuring command (add_gpu_options): the
+    # meter's GPUs, and the launched engine's (its CUDA_VISIBLE_DEVICES) through current_gpus()
     if protocol not in PROTOCOLS:
         from joulebench.errors import UnknownName
 
         raise UnknownName("protocol", protocol, list(PROTOCOLS))
     process = parse_arrival(arrival, seed=seed)  # bad specs fail before anything starts
     launch_plan = plan_launch(
-        launching, url=url, model=model, gpus=gpus, store=store, meter=meter.spec,
-        fake_power_w=meter.options.get("fake_power_w", 100.0),
+        launching, url=url, model=model, gpus=current_gpus(), store=report.store,
+        meter=meter.spec, fake_power_w=meter.options.get("fake_power_w", 100.0),
     )  # fmt: skip
     url = launch_plan.url if launch_plan is not None else url
-    server = _embedded_server(
-        url, embedded, {"scheduler": scheduler, "precision": precision, "device": device}
-    )
+    settings = server.settings(url, embedded)
     if via_shape:
         from joulebench.shape.policies import parse_policy
 
@@ -265,18 +233,17 @@ def load(
     tok = _load_tokenizer(model) if url else None  # embedded: the set's default (tiny) tokenizer
     items, refs = read_prompts(prompts, n=n, seed=seed, tokenizer=tok)
     run = LoadRun(
-        url=url, embedded=embedded, model=model, server=server, via_shape=via_shape,
+        url=url, embedded=embedded, model=model, server=settings, via_shape=via_shape,
         arrival=arrival, process=process, items=items, lengths=output_lengths(output_length, refs),
         forced=OutputLength.parse(output_length).kind != "natural",  # N or reference: min = max
-        as_json=as_json, idle_s=idle_s, n=n, protocol=protocol, concurrency=concurrency,
+        report=report, idle_s=idle_s, n=n, protocol=protocol, concurrency=concurrency,
         timeout_s=timeout_s, seed=seed, tok=tok, hz=hz, prompts=prompts,
-        output_length=output_length, name=name, max_failed_rate=max_failed_rate,
-        launch_plan=launch_plan,
+        output_length=output_length, launch_plan=launch_plan,
     )  # fmt: skip
-    meter = _load_meter(meter, url, gpus, allow_missing_gpu)
     run.cli_config = _cli_config(run)
-    with open_store(store) as db:  # opened and locked before anything is measured
-        _run_and_report(db, store, run, meter)
+    with open_store(report.store) as db:  # opened and locked before anything is measured
+        # the estimator's scope: the server behind --url or this process
+        _run_and_report(db, run, meter.for_url(url))
 
 
 def _compare(run: LoadRun, base: str, m: Any, session: Any) -> Any:
@@ -307,7 +274,7 @@ def _compare(run: LoadRun, base: str, m: Any, session: Any) -> Any:
     )
 
 
-def _run_one(db: Any, store: Path | None, run: LoadRun, base: str, m: Any, session: Any) -> Any:
+def _run_one(db: Any, run: LoadRun, base: str, m: Any, session: Any) -> Any:
     """Measure the idle baseline and run the load; Ctrl-C is recorded as an ``interrupted`` run."""
     # a launched engine has its model loaded now: the baseline is idle, not empty
     idle_w = measure_idle(m, run.idle_s).total_power_w if run.idle_s > 0 else None
@@ -325,12 +292,12 @@ def _run_one(db: Any, store: Path | None, run: LoadRun, base: str, m: Any, sessi
             cfg["arrival"] = run.process.describe()
             if session is not None:
                 cfg["engine"] = session.engine.to_dict()
-            run_id = store_interrupted(db, cfg, run.name)
-            err_console.print(f"interrupted: recorded as run {run_id} in {store}")
+            run_id = store_interrupted(db, cfg, run.report.name)
+            err_console.print(f"interrupted: recorded as run {run_id} in {run.report.store}")
         raise
 
 
-def _run_and_report(db: Any, store: Path | None, run: LoadRun, meter: MeterChoice) -> None:
+def _run_and_report(db: Any, run: LoadRun, meter: MeterChoice) -> None:
     """Open the meter, (launch the engine,) run the load (or the via-shape comparison), stop the
     engine, store, print, exit status."""
     m = meter.open()
@@ -343,19 +310,17 @@ def _run_and_report(db: Any, store: Path | None, run: LoadRun, meter: MeterChoic
             if run.via_shape:
                 comparison = _compare(run, base, m, session)
             else:
-                result = _run_one(db, store, run, base, m, session)
+                result = _run_one(db, run, base, m, session)
     finally:
         m.close()
     if comparison is not None:
-        _report_comparison(db, store, run, comparison, session)
+        _report_comparison(db, run, comparison, session)
     else:
         assert result is not None  # run_load returned, or its exception left above
-        _report_load(db, store, run, result, session)
+        _report_load(db, run, result, session)
 
 
-def _report_comparison(
-    db: Any, store: Path | None, run: LoadRun, comparison: Any, session: Any
-) -> None:
+def _report_comparison(db: Any, run: LoadRun, comparison: Any, session: Any) -> None:
     """Print and store both runs of a ``--via-shape`` comparison (after a launched engine
     stopped: its exit status is in both); exit status 1 when either lost requests."""
     from joulebench.cli.shape_views import show_comparison
@@ -368,42 +333,40 @@ def _report_comparison(
     if session is not None:  # stopped now: its exit status is known
         stamp_engine(comparison, session)
         cli_config = {**cli_config, "engine": session.engine.to_dict()}
-    show_comparison(comparison, run.as_json)
-    if not run.as_json:
+    show_comparison(comparison, run.report.as_json)
+    if not run.report.as_json:
         print_engine(comparison.to_json())
     runs = (comparison.direct, comparison.shaped)
     if db is not None:
-        ids = store_comparison(db, comparison, cli_config, run.name)
-        err_console.print(f"stored as runs {', '.join(ids)} (direct, shaped) in {store}")
+        ids = store_comparison(db, comparison, cli_config, run.report.name)
+        err_console.print(f"stored as runs {', '.join(ids)} (direct, shaped) in {run.report.store}")
     lost = [
         f"{label}: {w}"
         for label, r in zip(("direct", "shaped"), runs, strict=True)
-        if (w := lost_requests(r.load["requests"], run.max_failed_rate))
+        if (w := lost_requests(r.load["requests"], run.report.max_failed_rate))
     ]
     if lost:
         err_console.print(f"[bold red]incomplete run:[/] {escape('; '.join(lost))}")
         raise typer.Exit(1)
 
 
-def _report_load(
-    db: Any, store: Path | None, run: LoadRun, result: LoadResult, session: Any
-) -> None:
+def _report_load(db: Any, run: LoadRun, result: LoadResult, session: Any) -> None:
     """Store and print one load; exit status 1 when it lost more requests than allowed."""
     j = result.to_json()
     j["config"].update(run.cli_config)
-    j["config"]["max_failed_rate"] = run.max_failed_rate
+    j["config"]["max_failed_rate"] = run.report.max_failed_rate
     if session is not None:  # stopped now: exit status, metrics, server-energy audit
         session.annotate(j, result.records, result.timeline)
     if db is not None:
-        j["run_id"] = store_load_result(db, result, j, run.name)
-    if run.as_json:
+        j["run_id"] = store_load_result(db, result, j, run.report.name)
+    if run.report.as_json:
         print_json(j)
     else:
         print_table(j)
         print_engine(j)
         if db is not None:
-            err_console.print(f"stored as run {j['run_id']} in {store}")
-    why = lost_requests(j["requests"], run.max_failed_rate)
+            err_console.print(f"stored as run {j['run_id']} in {run.report.store}")
+    why = lost_requests(j["requests"], run.report.max_failed_rate)
     if why:
         status = "stored as partial: " if db is not None and j["requests"]["ok"] else ""
         err_console.print(f"[bold red]incomplete run:[/] {status}{escape(why)}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -17,7 +18,14 @@ from rich.progress import (
 )
 from rich.table import Column, Table
 
-from joulebench.cli.common import console, err_console, fail, handle_errors, print_json
+from joulebench.cli.common import (
+    console,
+    err_console,
+    fail,
+    flag_group,
+    handle_errors,
+    print_json,
+)
 from joulebench.cli.contention_options import (
     NO_CONTENTION_FLAGS,
     ContentionFlags,
@@ -31,41 +39,6 @@ def _cell_label(c: Any) -> str:
     extra = " compile" if c.compile else ""
     model = Path(c.model).name if "/" in c.model else c.model  # a path: its last part
     return f"{model} {c.precision} b={c.batch_size} {c.prompts} {c.bucketing}{extra}"
-
-
-def _executor(
-    name: str | None,
-    device: str,
-    address: str | None,
-    gpus_per_cell: float | None,
-    cpus_per_cell: float | None,
-) -> Any:
-    """The ``--executor`` to fan out on (None: the in-process sweep); checks the Ray flags."""
-    from joulebench.errors import ConfigError
-    from joulebench.profile.fanout import make_executor
-
-    ray_flags = [
-        flag
-        for flag, value in (
-            ("--ray-address", address),
-            ("--gpus-per-cell", gpus_per_cell),
-            ("--cpus-per-cell", cpus_per_cell),
-        )
-        if value is not None
-    ]
-    if name is None or name.strip().lower() != "ray":
-        ex = None if name is None else make_executor(name)  # unknown: lists the known ones
-        if ray_flags:
-            raise ConfigError(f"{', '.join(ray_flags)} need(s) --executor ray")
-        return ex
-    if gpus_per_cell is None:
-        gpus_per_cell = 1.0 if device.strip().lower().startswith("cuda") else 0.0
-    return make_executor(
-        "ray",
-        address=address,
-        gpus_per_cell=gpus_per_cell,
-        cpus_per_cell=1.0 if cpus_per_cell is None else cpus_per_cell,
-    )
 
 
 DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="list the cells and an estimated time")]
@@ -100,6 +73,46 @@ GpusPerCellOpt = Annotated[
 CpusPerCellOpt = Annotated[
     float | None, typer.Option("--cpus-per-cell", min=0.0, help="Ray: CPUs per cell (1)")
 ]
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutorFlags:
+    """``--executor`` and the Ray flags as given (``None``: not given); :func:`executor_flags`
+    hands the command these in place of its ``executor`` parameter."""
+
+    executor: ExecutorOpt = None
+    ray_address: RayAddressOpt = None
+    gpus_per_cell: GpusPerCellOpt = None
+    cpus_per_cell: CpusPerCellOpt = None
+
+    def make(self, device: str) -> Any:
+        """The executor to fan out on (None: the in-process sweep); the Ray flags without
+        ``--executor ray`` are an error naming them. A Ray cell's GPUs default to 1 on
+        ``device`` cuda, else 0; its CPUs to 1."""
+        from joulebench.errors import ConfigError
+        from joulebench.profile.fanout import make_executor
+
+        name = self.executor
+        ray = {"--ray-address": self.ray_address, "--gpus-per-cell": self.gpus_per_cell,
+               "--cpus-per-cell": self.cpus_per_cell}  # fmt: skip
+        if name is None or name.strip().lower() != "ray":
+            ex = None if name is None else make_executor(name)  # unknown: lists the known ones
+            given = [flag for flag, value in ray.items() if value is not None]
+            if given:
+                raise ConfigError(f"{', '.join(given)} need(s) --executor ray")
+            return ex
+        gpus = self.gpus_per_cell
+        if gpus is None:
+            gpus = 1.0 if device.strip().lower().startswith("cuda") else 0.0
+        cpus = 1.0 if self.cpus_per_cell is None else self.cpus_per_cell
+        return make_executor(
+            "ray", address=self.ray_address, gpus_per_cell=gpus, cpus_per_cell=cpus
+        )
+
+
+IN_PROCESS = ExecutorFlags()
+"""The default of an ``executor: ExecutorFlags`` parameter (:func:`executor_flags` replaces it)."""
+executor_flags = flag_group(ExecutorFlags, "executor")
 
 
 def print_plan(cfg: Any, json_out: bool) -> None:
@@ -262,6 +275,7 @@ def run_with_progress(
 @handle_errors
 @meter_flags
 @contention_flags
+@executor_flags
 def sweep(
     file: Annotated[Path, typer.Argument(help="sweep YAML file")],
     dry_run: DryRunOpt = False,
@@ -271,10 +285,7 @@ def sweep(
     cpu_bandwidth_gbs: CpuBandwidthOpt = None,
     meter: MeterChoice = AUTO_METER,
     idle_s: SweepIdleOpt = None,
-    executor: ExecutorOpt = None,
-    ray_address: RayAddressOpt = None,
-    gpus_per_cell: GpusPerCellOpt = None,
-    cpus_per_cell: CpusPerCellOpt = None,
+    executor: ExecutorFlags = IN_PROCESS,
     contention: ContentionFlags = NO_CONTENTION_FLAGS,
 ) -> None:
     """Run (or resume) a sweep: models × precisions × batch sizes × bucketing × compile × prompts."""
@@ -293,7 +304,7 @@ def sweep(
     hardware = cpu_peak_from_flags(cpu_peak_gflops, cpu_bandwidth_gbs)
     # With --json stdout holds the summary object alone: progress and notes go to stderr.
     out = err_console if json_out else console
-    ex = _executor(executor, cfg.device, ray_address, gpus_per_cell, cpus_per_cell)
+    ex = executor.make(cfg.device)
     summary, failures = run_with_progress(
         cfg, path, meter, ex, out, idle_s=idle_s, hardware=hardware
     )

@@ -15,9 +15,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-from pydantic import ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, ConfigDict, Field, ValidationError
 
 from joulebench.errors import ConfigError, JoulebenchError
 from joulebench.meters.base import Meter, MeterInfo
@@ -41,6 +41,21 @@ LOAD_ESTIMATE_S = 10.0
 NVML_PERIOD_ESTIMATE_S = 0.1
 
 
+def _bucketing(spec: str) -> str:
+    """``spec`` as given, once :func:`parse_bucketing` reads it (a typo fails at load)."""
+    try:
+        parse_bucketing(spec)
+    except ConfigError as exc:
+        raise ValueError(str(exc)) from None
+    return spec
+
+
+#: One entry of a sweep's ``batch_sizes``; a bad one is reported with its index.
+BatchSize = Annotated[int, Field(ge=1)]
+#: One entry of a sweep's ``bucketing``: ``none``, ``sorted`` or ``buckets:K``.
+BucketingSpec = Annotated[str, AfterValidator(_bucketing)]
+
+
 class SweepConfig(MeasurementSettings):
     """A sweep file. Unknown keys are errors (a typo must not silently shrink the grid)."""
 
@@ -52,26 +67,11 @@ class SweepConfig(MeasurementSettings):
     )
     models: list[str] = Field(min_length=1)
     precisions: list[str] = Field(default_factory=lambda: ["fp32"], min_length=1)
-    batch_sizes: list[int] = Field(default_factory=lambda: [1], min_length=1)
-    bucketing: list[str] = Field(default_factory=lambda: ["none"], min_length=1)
+    batch_sizes: list[BatchSize] = Field(default_factory=lambda: [1], min_length=1)
+    bucketing: list[BucketingSpec] = Field(default_factory=lambda: ["none"], min_length=1)
     compile: list[bool] = Field(default_factory=lambda: [False], min_length=1)
     prompts: list[str] = Field(default_factory=lambda: ["quick"], min_length=1)
     idle_s: float = Field(2.0, ge=0)
-
-    @field_validator("batch_sizes")
-    @classmethod
-    def _batches(cls, v: list[int]) -> list[int]:
-        bad = [b for b in v if b < 1]
-        if bad:
-            raise ValueError(f"batch sizes must be ≥ 1, got {bad}")
-        return v
-
-    @field_validator("bucketing")
-    @classmethod
-    def _bucketing(cls, v: list[str]) -> list[str]:
-        for b in v:
-            parse_bucketing(b)
-        return v
 
     def cells(self) -> list[ProfileConfig]:
         """The grid, grouped by model × precision (the load order)."""
@@ -109,8 +109,6 @@ def parse_sweep(data: Any, source: str = "<sweep>") -> SweepConfig:
                 one_per_line=True,
             )
         ) from None
-    except ConfigError as exc:  # raised inside a validator (bucketing)
-        raise ConfigError(f"{source}: {exc}") from None
 
 
 def load_sweep(path: str | Path) -> SweepConfig:

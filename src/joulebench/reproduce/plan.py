@@ -19,10 +19,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from joulebench.errors import ConfigError, JoulebenchError, UnknownName
 from joulebench.profile.sweep import SweepConfig
@@ -54,19 +54,40 @@ def _known_schedulers() -> list[str]:
     return sorted(SCHEDULERS)
 
 
-def _check_scheduler(name: str) -> None:
+def _scheduler(name: str) -> str:
     known = _known_schedulers()
     if name not in known:
         raise ValueError(f"unknown scheduler '{name}'; known: {', '.join(known)}")
+    return name
 
 
-def _check_specs(specs: list[str], parse: Callable[[str], Any], what: str) -> None:
-    """Parse every spec (arrival, policy) now, so a typo fails at load, naming the spec."""
-    for spec in specs:
-        try:
-            parse(spec)
-        except JoulebenchError as exc:
-            raise ValueError(f"{what} '{spec}': {exc}") from None
+def _parsed(spec: str, parse: Callable[[str], Any], what: str) -> str:
+    """``spec`` as given, once ``parse`` reads it: a typo fails at load, naming the spec."""
+    try:
+        parse(spec)
+    except JoulebenchError as exc:
+        raise ValueError(f"{what} '{spec}': {exc}") from None
+    return spec
+
+
+def _arrival(spec: str) -> str:
+    from joulebench.load.arrivals import parse_arrival
+
+    return _parsed(spec, parse_arrival, "arrival")
+
+
+def _policy(spec: str) -> str:
+    from joulebench.shape.policies import parse_policy
+
+    return _parsed(spec, parse_policy, "policy")
+
+
+#: A scheduler of the embedded server, by name.
+SchedulerName = Annotated[str, AfterValidator(_scheduler)]
+#: An arrival process (``poisson:5``), as ``joulebench load --arrival`` takes it.
+ArrivalSpec = Annotated[str, AfterValidator(_arrival)]
+#: A shaping policy (``cadence:500ms``), as ``joulebench load --via-shape`` takes it.
+PolicySpec = Annotated[str, AfterValidator(_policy)]
 
 
 class ServingPlan(BaseModel):
@@ -76,8 +97,8 @@ class ServingPlan(BaseModel):
 
     model: str = Field(min_length=1)
     precision: str = "fp32"
-    schedulers: list[str] = Field(min_length=1)
-    arrivals: list[str] = Field(min_length=1)
+    schedulers: list[SchedulerName] = Field(min_length=1)
+    arrivals: list[ArrivalSpec] = Field(min_length=1)
     n: int = Field(ge=1, description="requests per load run")
     prompts: str = "quick"
     output_length: int = Field(32, ge=1, description="max new tokens per request")
@@ -99,19 +120,9 @@ class ServingPlan(BaseModel):
             "seed": self.seed,
         }
 
-    @field_validator("schedulers")
-    @classmethod
-    def _schedulers(cls, v: list[str]) -> list[str]:
-        for s in v:
-            _check_scheduler(s)
-        return v
-
     @field_validator("arrivals")
     @classmethod
     def _arrivals(cls, v: list[str]) -> list[str]:
-        from joulebench.load.arrivals import parse_arrival
-
-        _check_specs(v, parse_arrival, "arrival")
         if len(set(v)) != len(v):
             raise ValueError("an arrival pattern is listed twice")
         return v
@@ -131,36 +142,11 @@ class ShapingPlan(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    scheduler: str = "continuous"
-    arrival: str
-    policies: list[str] = Field(min_length=1)
+    scheduler: SchedulerName = "continuous"
+    arrival: ArrivalSpec
+    policies: list[PolicySpec] = Field(min_length=1)
     n: int = Field(ge=1)
     max_delay_ms: float | None = Field(None, gt=0)
-
-    @field_validator("scheduler")
-    @classmethod
-    def _scheduler(cls, v: str) -> str:
-        _check_scheduler(v)
-        return v
-
-    @field_validator("arrival")
-    @classmethod
-    def _arrival(cls, v: str) -> str:
-        from joulebench.load.arrivals import parse_arrival
-
-        try:
-            parse_arrival(v)
-        except JoulebenchError as exc:
-            raise ValueError(str(exc)) from None
-        return v
-
-    @field_validator("policies")
-    @classmethod
-    def _policies(cls, v: list[str]) -> list[str]:
-        from joulebench.shape.policies import parse_policy
-
-        _check_specs(v, parse_policy, "policy")
-        return v
 
 
 class ReproducePlan(BaseModel):
@@ -282,8 +268,6 @@ def parse_plan(data: Any, source: str = "<plan>") -> ReproducePlan:
         plan = ReproducePlan.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_format_errors(source, exc)) from None
-    except ConfigError as exc:  # raised inside a nested validator (bucketing)
-        raise ConfigError(f"{source}: {exc}") from None
     if not any(getattr(plan, s) is not None for s in STUDIES):
         raise ConfigError(f"{source}: the plan has no study; add precision:, batch: or serving:")
     plan.check_models(source)

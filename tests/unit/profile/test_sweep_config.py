@@ -62,8 +62,12 @@ def test_errors_point_at_the_bad_key():
         parse_sweep({"name": "x", "models": ["tiny"], "batch_size": [1]})
     with pytest.raises(ConfigError, match="models"):
         parse_sweep({"name": "x"})
-    with pytest.raises(ConfigError, match="buckets"):
-        parse_sweep({"name": "x", "models": ["tiny"], "bucketing": ["buckets:0"]})
+    with pytest.raises(ConfigError, match=r"key 'bucketing\.1': bucketing 'buckets:0': K in"):
+        parse_sweep({"name": "x", "models": ["tiny"], "bucketing": ["none", "buckets:0"]})
+    with pytest.raises(ConfigError, match=r"key 'bucketing\.0': unknown bucketing 'weird'"):
+        parse_sweep({"name": "x", "models": ["tiny"], "bucketing": ["weird"]})
+    with pytest.raises(ConfigError, match=r"key 'batch_sizes\.1': .*greater than or equal to 1"):
+        parse_sweep({"name": "x", "models": ["tiny"], "batch_sizes": [2, 0]})
     with pytest.raises(ConfigError, match="mapping"):
         parse_sweep([1, 2])
 

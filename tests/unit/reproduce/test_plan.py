@@ -65,10 +65,16 @@ def test_unknown_mode_lists_the_known_ones() -> None:
     [
         ("serving.nn", 3, "key 'serving.nn': unknown key; known keys: model"),
         ("precision.precison", ["fp32"], "key 'precision.precison': unknown key"),
-        ("batch.batch_sizes", [0, 2], "key 'batch.batch_sizes'"),
-        ("serving.schedulers", ["fifo"], "unknown scheduler 'fifo'; known: continuous"),
-        ("serving.arrivals", ["poisson:-1"], "key 'serving.arrivals'"),
+        ("batch.batch_sizes", [2, 0], "key 'batch.batch_sizes.1': Input should be greater"),
+        ("batch.bucketing", ["none", "weird"], "key 'batch.bucketing.1': unknown bucketing"),
+        (
+            "serving.schedulers",
+            ["continuous", "fifo"],
+            "key 'serving.schedulers.1': unknown scheduler 'fifo'; known: continuous",
+        ),
+        ("serving.arrivals", ["poisson:-1"], "key 'serving.arrivals.0': arrival 'poisson:-1'"),
         ("serving.arrivals", ["zigzag"], "unknown arrival process 'zigzag'"),
+        ("serving.arrivals", ["burst", "burst"], "key 'serving.arrivals': an arrival pattern"),
         ("serving.n", 0, "key 'serving.n'"),
         ("device", "tpu", "key 'device'"),
         ("precision.models", ["shape:Nope-1B"], "key 'precision.models': unknown model shape"),
@@ -81,6 +87,27 @@ def test_bad_plan_names_the_key(path: str, value: Any, needle: str) -> None:
         parse_plan(_with(path, value), "plan.yaml")
     assert "plan.yaml" in str(exc.value)
     assert needle in str(exc.value)
+
+
+def test_every_bad_entry_is_reported_with_its_index() -> None:
+    shaping = {
+        "scheduler": "fifo",
+        "arrival": "zigzag",
+        "policies": ["cadence:1ms", "nope"],
+        "n": 2,
+    }
+    with pytest.raises(ConfigError) as exc:
+        parse_plan({**_with("serving.schedulers", ["fifo", "x"]), "shaping": shaping}, "p.yaml")
+    lines = str(exc.value).splitlines()[1:]
+    assert [line.strip().partition(":")[0] for line in lines] == [
+        "key 'serving.schedulers.0'",
+        "key 'serving.schedulers.1'",
+        "key 'shaping.scheduler'",
+        "key 'shaping.arrival'",
+        "key 'shaping.policies.1'",
+    ]
+    assert "arrival 'zigzag': unknown arrival process 'zigzag'" in lines[3]
+    assert "policy 'nope': unknown shaping policy 'nope'" in lines[4]
 
 
 def test_top_level_errors() -> None:
