@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from joulebench.cli.app import app
 from joulebench.load.stub import StubConfig, stub_server
+from joulebench.results.shaping import validate_comparison, validate_sweep
 from joulebench.shape.runner import serve_in_thread
 from joulebench.shape.testing import EchoUpstream
 
@@ -72,7 +73,7 @@ def test_shape_compare_and_sweep_commands(tmp_path) -> None:
                   "--meter", "fake", "--idle-s", "0.2", "--json"]  # fmt: skip
         res = runner.invoke(app, ["shape-compare", "--policy", "cadence:50ms", *common])
         assert res.exit_code == 0, res.output
-        out = json.loads(res.stdout)
+        out = validate_comparison(json.loads(res.stdout))
         assert out["shaped"]["gateway"]["released"] == 10
         assert out["config"]["idle_power_w"] is not None
         table = [a for a in common if a != "--json"]
@@ -87,7 +88,7 @@ def test_shape_compare_and_sweep_commands(tmp_path) -> None:
              "--policy", "slo:60ms", "--out", str(tmp_path), *common],
         )  # fmt: skip
         assert res.exit_code == 0, res.output
-    sweep = json.loads((tmp_path / "sweep.json").read_text())
+    sweep = validate_sweep(json.loads((tmp_path / "sweep.json").read_text()))
     assert [p["policy"] for p in sweep["points"]] == [
         "direct", "cadence:40ms", "window:3,50ms", "slo:60ms",
     ]  # fmt: skip

@@ -6,6 +6,7 @@ import pytest
 
 from joulebench.load.stub import StubConfig, stub_server
 from joulebench.meters.fake import FakeMeter
+from joulebench.results.shaping import validate_comparison, validate_sweep
 from joulebench.shape.experiment import compare
 from joulebench.shape.sweep import sweep
 
@@ -29,7 +30,7 @@ def test_compare_runs_the_same_trace_direct_and_shaped() -> None:
             idle_power_w=20.0,
             warmup_n=2,
         )
-    out = result.to_json()
+    out = validate_comparison(result.to_json())  # the declared keys, no others
     d, s = out["direct"], out["shaped"]
     assert d["ok"] == s["ok"] == 24 and d["failed"] == s["failed"] == 0
     assert out["energy_method"] == "fake"
@@ -73,5 +74,5 @@ def test_sweep_builds_a_pareto_table_and_figure(tmp_path) -> None:
     assert points[0].added_delay_p99_ms == 0.0
     png = result.figure(tmp_path / "pareto.png")
     assert png.stat().st_size > 1000
-    js = result.to_json()
+    js = validate_sweep(result.to_json())
     assert js["accounting_kind"] == "net" and len(js["points"]) == 3

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from joulebench.results.shaping import validate_comparison, validate_sweep
 from support.engines import assert_nothing_left, jb, pids_of, stub_engine
 
 pytestmark = pytest.mark.integration
@@ -48,7 +49,7 @@ def test_shape_compare_records_its_engine(tmp_path) -> None:
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert "engine ready" in proc.stderr
-    j = json.loads(proc.stdout)
+    j = validate_comparison(json.loads(proc.stdout))
     assert j["engine"]["pid"] == pids_of(pidfile)[0]
     _check_runs(j["engine"], [j["direct"]["load"], j["shaped"]["load"]], tmp_path / "logs")
     assert_nothing_left(pids_of(pidfile), port)
@@ -65,7 +66,7 @@ def test_shape_sweep_records_its_engine(tmp_path) -> None:
         "--out", str(out), *RUN,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
-    j = json.loads(proc.stdout)
+    j = validate_sweep(json.loads(proc.stdout))
     assert j["engine"]["ready_path"] == "/v1/models"
     assert [r["label"] for r in j["runs"]] == ["direct", "cadence:100ms", "window:2,100ms"]
     _check_runs(j["engine"], [r["load"] for r in j["runs"]], tmp_path / "logs")

@@ -53,6 +53,7 @@ def serve(
 ) -> None:
     """Serve a model with per-response energy (usage.energy and x-energy-j headers)."""
     from joulebench.serve.launch import (
+        ServerSettings,
         check_server_limits,
         dynamic_options,
         require_server_extra,
@@ -69,20 +70,24 @@ def serve(
     m = meter.open()
     _announce(model, precision, scheduler, host, port)
     serve_forever(
-        model,
-        precision,
-        scheduler,
-        meter=m,
-        host=host,
-        port=port,
-        api_key=api_key,
-        max_body_mib=max_body_mib,
-        device=device,
-        max_queue=max_queue,
-        max_batch_size=max_batch_size,
-        default_max_tokens=default_max_tokens,
-        idle_s=idle_s,
-        **scheduler_options,
+        ServerSettings(
+            model,
+            precision,
+            scheduler,
+            meter=m,
+            host=host,
+            port=port,
+            api_key=api_key,
+            max_body_mib=max_body_mib,
+            engine_options={
+                "device": device,
+                "max_queue": max_queue,
+                "max_batch_size": max_batch_size,
+                "default_max_tokens": default_max_tokens,
+                "idle_s": idle_s,
+                **scheduler_options,
+            },
+        )
     )
 
 

@@ -1,5 +1,6 @@
-"""Start the embedded server: in a background thread for tests and the load generator
-(:func:`embedded_server`), or in the foreground for ``joulebench serve`` (:func:`serve_forever`)."""
+"""Start the embedded server (its :class:`ServerSettings`): in a background thread for tests and
+the load generator (:func:`embedded_server`), or in the foreground for ``joulebench serve``
+(:func:`serve_forever`)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import httpx
@@ -118,31 +119,54 @@ def require_server_extra() -> None:
         require(module, "serve", "the embedded server")
 
 
-@contextlib.contextmanager
-def _serving(
-    engine: ServingEngine, host: str, port: int, api_key: str | None, max_body_mib: float
-) -> Iterator[Any]:
-    """Start ``engine`` and yield a uvicorn server for its app, not yet running; stop the engine
-    on exit. The one path by which both entry points build and run the server."""
-    uvicorn = require("uvicorn", "serve", "the embedded server")
-    from joulebench.serve.app import create_app
+@dataclasses.dataclass(frozen=True, slots=True)
+class ServerSettings:
+    """How to run the embedded server: the engine to build (``model``, ``precision``,
+    ``scheduler``, ``meter``, and ``engine_options``: the rest of :func:`build_engine`'s keywords)
+    and how it listens (``host``, ``port``: 0 picks a free one; ``api_key``: required as a
+    bearer token when set; bodies over ``max_body_mib`` get 413). Both entry points run it:
+    :func:`embedded_server` on a background thread, :func:`serve_forever` in the foreground."""
 
-    if not max_body_mib > 0:
-        raise ConfigError(f"max_body_mib must be > 0, got {max_body_mib}")
-    engine.start()
-    try:
-        app = create_app(engine, api_key=api_key, max_body_bytes=int(max_body_mib * 2**20))
-        config = uvicorn.Config(
-            app,
-            host=host,
-            port=port,
-            log_level="warning",
-            lifespan="off",
-            timeout_graceful_shutdown=5,
+    model: Any
+    precision: str
+    scheduler: str
+    meter: Meter | None = None
+    host: str = "127.0.0.1"
+    port: int = 0
+    api_key: str | None = None
+    max_body_mib: float = DEFAULT_MAX_BODY_MIB
+    engine_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    @contextlib.contextmanager
+    def serving(self) -> Iterator[tuple[ServingEngine, Any]]:
+        """Build and start the engine; yield it and a uvicorn server for its app, not yet
+        running; stop the engine on exit. The one path by which both entry points run."""
+        engine = build_engine(
+            self.model, self.precision, self.scheduler, meter=self.meter, **self.engine_options
         )
-        yield uvicorn.Server(config)
-    finally:
-        engine.stop()
+        uvicorn = require("uvicorn", "serve", "the embedded server")
+        from joulebench.serve.app import create_app
+
+        if not self.max_body_mib > 0:
+            raise ConfigError(f"max_body_mib must be > 0, got {self.max_body_mib}")
+        engine.start()
+        try:
+            max_body_bytes = int(self.max_body_mib * 2**20)
+            app = create_app(engine, api_key=self.api_key, max_body_bytes=max_body_bytes)
+            config = uvicorn.Config(
+                app,
+                host=self.host,
+                port=self.port,
+                log_level="warning",
+                lifespan="off",
+                timeout_graceful_shutdown=5,
+            )
+            yield engine, uvicorn.Server(config)
+        finally:
+            engine.stop()
+
+
+_SETTINGS_KEYS = {f.name for f in dataclasses.fields(ServerSettings)} - {"engine_options"}
 
 
 @contextlib.contextmanager
@@ -151,28 +175,26 @@ def embedded_server(
     precision: str = "fp32",
     scheduler: str = "continuous",
     *,
-    meter: Meter | None = None,
-    host: str = "127.0.0.1",
-    port: int = 0,
-    api_key: str | None = None,
     startup_timeout_s: float = 120.0,
-    max_body_mib: float = DEFAULT_MAX_BODY_MIB,
     **kwargs: Any,
 ) -> Iterator[str]:
     """Run the server on a background thread and yield its base URL (``http://host:port``).
 
-    ``port=0`` picks a free port; bodies over ``max_body_mib`` get 413. Waits until ``/health``
-    answers; shuts down cleanly on exit. ``kwargs`` go to :func:`build_engine`. The engine is
-    reachable as ``embedded_server.last`` only for introspection in tests; do not rely on it
-    elsewhere.
+    ``kwargs`` are :class:`ServerSettings` fields by name (``meter``, ``host``, ``port``,
+    ``api_key``, ``max_body_mib``) and, for the rest, its ``engine_options``
+    (:func:`build_engine`'s keywords). Waits until ``/health`` answers; shuts down cleanly on
+    exit. The engine is reachable as ``embedded_server.last`` only for introspection in tests;
+    do not rely on it elsewhere.
     """
-    engine = build_engine(model, precision, scheduler, meter=meter, **kwargs)
-    with _serving(engine, host, port, api_key, max_body_mib) as server:
+    own = {k: kwargs.pop(k) for k in _SETTINGS_KEYS & kwargs.keys()}
+    settings = ServerSettings(model, precision, scheduler, engine_options=kwargs, **own)
+    with settings.serving() as (engine, server):
         thread = threading.Thread(target=server.run, name="joulebench-serve", daemon=True)
         try:
             thread.start()
-            url = _wait_started(server, thread, host, port, startup_timeout_s)
-            headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
+            url = _wait_started(server, thread, settings.host, settings.port, startup_timeout_s)
+            key = settings.api_key
+            headers = {"authorization": f"Bearer {key}"} if key else {}
             httpx.get(f"{url}/health", headers=headers, timeout=10.0).raise_for_status()
             embedded_server.last = engine  # type: ignore[attr-defined]
             yield url
@@ -194,20 +216,8 @@ def _wait_started(
     return f"http://{host}:{server.servers[0].sockets[0].getsockname()[1]}"
 
 
-def serve_forever(
-    model: Any = "tiny",
-    precision: str = "fp32",
-    scheduler: str = "continuous",
-    *,
-    meter: Meter | None = None,
-    host: str = "127.0.0.1",
-    port: int = 8000,
-    api_key: str | None = None,
-    max_body_mib: float = DEFAULT_MAX_BODY_MIB,
-    **kwargs: Any,
-) -> None:
+def serve_forever(settings: ServerSettings) -> None:
     """Run the server in the foreground until interrupted (``joulebench serve``): the same
     engine and app as :func:`embedded_server`, on the calling thread."""
-    engine = build_engine(model, precision, scheduler, meter=meter, **kwargs)
-    with _serving(engine, host, port, api_key, max_body_mib) as server:
+    with settings.serving() as (_engine, server):
         server.run()

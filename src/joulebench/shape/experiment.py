@@ -7,6 +7,8 @@ request under every accounting of the load generator (gross and net), TTFT/E2E p
 delay the gateway added, and the server's batch sizes read from its ``/metrics`` before and
 after each run. Shaping's value is measured, never assumed: the shaped run's latencies include
 the gateway's hold, and its energy includes the gateway's own work when the meter sees it.
+What a trial is set up with (server, trace, how loads send, meter, gateways) is one
+:class:`Trial`, which :func:`compare` and the sweep build from their keywords.
 
 Against an engine joulebench launched (``engine``: its
 :class:`~joulebench.load.engines.session.EngineSession`), each measured run is watched (the
@@ -32,6 +34,13 @@ import httpx
 from joulebench.errors import ConfigError
 from joulebench.meters.base import Meter
 from joulebench.meters.window import measure_idle
+from joulebench.results.shaping import (
+    ComparisonResult,
+    RunHeadline,
+    ServerBatching,
+    ShapedRun,
+    TailLatency,
+)
 from joulebench.shape.policies import Policy, parse_policy
 from joulebench.shape.runner import run_gateway
 from joulebench.shape.shaper import DEFAULT_MAX_QUEUE
@@ -71,7 +80,7 @@ def scrape(url: str, timeout_s: float = 5.0) -> dict[str, float] | None:
 
 def server_batching(
     before: dict[str, float] | None, after: dict[str, float] | None
-) -> dict[str, Any]:
+) -> ServerBatching:
     """Mean batch size over a run from counter deltas, stating which counters it used.
 
     A ``*_batch_size`` histogram (``_sum``/``_count``) is preferred; otherwise joulebench's
@@ -93,7 +102,7 @@ def server_batching(
     st0, st1 = _total(before, "joulebench_steps_total"), _total(after, "joulebench_steps_total")
     if None in (d0, d1, st0, st1) or st1 <= st0:  # type: ignore[operator]
         return {"mean_batch_size": None, "note": "no batch-size counters in the server's /metrics"}
-    out: dict[str, Any] = {
+    out: ServerBatching = {
         "mean_batch_size": (d1 - d0) / (st1 - st0),  # type: ignore[operator]
         "steps": st1 - st0,  # type: ignore[operator]
         "note": "decode tokens per forward step (joulebench_tokens_total / joulebench_steps_total)",
@@ -112,7 +121,7 @@ class RunSummary:
     label: str
     load: dict[str, Any]  # LoadResult.to_json()
     attributed_net_mean_j: float | None
-    server: dict[str, Any]
+    server: ServerBatching
     gateway: dict[str, Any] | None = None
     #: Per-request rows (``LoadResult.request_rows()``) and the power timeline samples, kept so
     #: a store holds shaped runs as fully as direct ones; not part of ``to_dict`` (the JSON).
@@ -130,27 +139,30 @@ class RunSummary:
         v = block.get(q)
         return None if v is None else float(v)
 
+    def tail_ms(self, metric: str) -> TailLatency:
+        return {"p50": self.latency_ms(metric, "p50"), "p99": self.latency_ms(metric, "p99")}
+
     @property
-    def added_delay_ms(self) -> dict[str, Any]:
+    def added_delay_ms(self) -> dict[str, float | None]:
         if self.gateway is None:
             return {"p50": 0.0, "p99": 0.0, "mean": 0.0, "max": 0.0}
         return dict(self.gateway["added_delay_ms"])
 
-    def headline(self) -> dict[str, Any]:
+    def headline(self) -> RunHeadline:
         req = self.load.get("requests") or {}
         return {
             "label": self.label,
             "ok": req.get("ok"),
             "failed": req.get("failed"),
             "energy_per_request_j": self.per_request_j(),
-            "ttft_ms": {q: self.latency_ms("ttft_ms", q) for q in ("p50", "p99")},
-            "e2e_ms": {q: self.latency_ms("e2e_ms", q) for q in ("p50", "p99")},
+            "ttft_ms": self.tail_ms("ttft_ms"),
+            "e2e_ms": self.tail_ms("e2e_ms"),
             "added_delay_ms": self.added_delay_ms,
             "mean_batch_size": self.server.get("mean_batch_size"),
             "mean_group_size": None if self.gateway is None else self.gateway["mean_group_size"],
         }
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> ShapedRun:
         return {
             **self.headline(),
             "server": self.server,
@@ -204,8 +216,8 @@ class Comparison:
         )
         return [(name, a, b, _rel(a, b)) for name, a, b, _ in rows]
 
-    def to_json(self) -> dict[str, Any]:
-        j = {
+    def to_json(self) -> ComparisonResult:
+        j: ComparisonResult = {
             "policy": self.policy,
             "config": self.config,
             "energy_method": self.method,
@@ -216,7 +228,9 @@ class Comparison:
             "direct": self.direct.to_dict(),
             "shaped": self.shaped.to_dict(),
         }
-        return j if self.engine is None else {**j, "engine": self.engine}
+        if self.engine is not None:
+            j["engine"] = self.engine
+        return j
 
 
 class _EngineRuns(Protocol):
@@ -296,66 +310,92 @@ def measure_run(
     )
 
 
-def measured_load_kwargs(
-    load_fn: LoadFn,
-    server_url: str,
-    base_kwargs: dict[str, Any],
-    *,
-    warmup_n: int,
-    meter: Meter | None,
-    idle_power_w: float | None,
-    idle_s: float,
-    measured: dict[str, Any],
-) -> dict[str, Any]:
-    """Prepare ``server_url`` for measured runs and return their ``load_fn`` keyword arguments.
+@dataclass(frozen=True, slots=True)
+class Trial:
+    """A shaped-vs-direct trial's setup: what :func:`compare` and
+    :func:`~joulebench.shape.sweep.sweep` take by name and :func:`measure_direct_and_shaped` runs.
+
+    The server: ``url``, or (``None``) the embedded one started with ``embedded``'s options
+    (model, precision, scheduler); ``engine``, the launched engine at ``url``, watched during
+    each measured run. The seeded trace: ``arrival``, ``n``, ``prompts``, ``seed``. How each
+    load sends it: ``protocol``, ``output_length``, ``concurrency``, ``timeout_s`` and
+    ``load_options``, further keyword arguments of ``load_fn``
+    (:func:`~joulebench.load.runner.run_load`: ``model``, ``tokenizer``, ``timeline_hz``). The
+    meter and its idle baseline: without ``idle_power_w`` and with a meter, it is measured once,
+    with the server loaded and quiet, for ``idle_s`` seconds, after ``warmup_n`` unmeasured
+    requests. The gateways: ``max_delay_ms`` for policies given by name, ``max_queue`` held
+    requests before 429.
+    """
+
+    url: str | None
+    arrival: str
+    prompts: Sequence[Any]
+    n: int
+    protocol: str = "openai-chat"
+    output_length: int | Sequence[int] = 32
+    concurrency: int | None = None
+    timeout_s: float = 120.0
+    seed: int = 0
+    load_fn: LoadFn | None = None
+    load_options: dict[str, Any] | None = None
+    meter: Meter | None = None
+    idle_power_w: float | None = None
+    idle_s: float = 2.0
+    warmup_n: int = 4
+    max_delay_ms: float | None = None
+    max_queue: int = DEFAULT_MAX_QUEUE
+    embedded: dict[str, Any] | None = None
+    engine: EngineSession | None = None
+
+    def policy(self, policy: str | Policy) -> Policy:
+        """``policy``, parsed with this trial's ``max_delay_ms`` when given by name."""
+        if isinstance(policy, str):
+            return parse_policy(policy, max_delay_ms=self.max_delay_ms)
+        return policy
+
+
+def measured_load_kwargs(trial: Trial, load_fn: LoadFn, server_url: str) -> dict[str, Any]:
+    """Prepare ``server_url`` for ``trial``'s measured runs and return their ``load_fn`` keyword
+    arguments.
 
     Sends ``warmup_n`` unmeasured ``burst`` requests, then (with a meter, no ``idle_power_w`` and
     ``idle_s`` > 0) measures the loaded, quiet server's idle power once, so every measured run
-    subtracts the same baseline. The kwargs are ``base_kwargs`` + ``measured`` (``load_options``,
-    arrival, n) + ``meter`` and ``idle_power_w``.
+    subtracts the same baseline. The kwargs are how every load sends (protocol, prompts, output
+    length, concurrency, timeout, seed) + ``load_options``, arrival, n + ``meter`` and
+    ``idle_power_w``.
     """
-    if warmup_n:
-        load_fn(server_url, arrival="burst", n=warmup_n, **base_kwargs)  # unmeasured
-    if meter is not None and idle_power_w is None and idle_s > 0:
-        idle_power_w = measure_idle(meter, idle_s).total_power_w
+    base_kwargs = {
+        "protocol": trial.protocol,
+        "prompts": trial.prompts,
+        "output_length": trial.output_length,
+        "concurrency": trial.concurrency,
+        "timeout_s": trial.timeout_s,
+        "seed": trial.seed,
+    }
+    if trial.warmup_n:
+        load_fn(server_url, arrival="burst", n=trial.warmup_n, **base_kwargs)  # unmeasured
+    idle_power_w, meter = trial.idle_power_w, trial.meter
+    if meter is not None and idle_power_w is None and trial.idle_s > 0:
+        idle_power_w = measure_idle(meter, trial.idle_s).total_power_w
+    measured = {**(trial.load_options or {}), "arrival": trial.arrival, "n": trial.n}
     return {**base_kwargs, **measured, "meter": meter, "idle_power_w": idle_power_w}
 
 
 def measure_direct_and_shaped(
-    url: str | None,
-    policies: Sequence[Policy],
-    *,
-    embedded: dict[str, Any] | None,
-    meter: Meter | None,
-    load_fn: LoadFn | None,
-    base_kwargs: dict[str, Any],
-    measured: dict[str, Any],
-    warmup_n: int,
-    idle_power_w: float | None,
-    idle_s: float,
-    timeout_s: float,
-    max_queue: int = DEFAULT_MAX_QUEUE,
-    engine: EngineSession | None = None,
+    trial: Trial, policies: Sequence[Policy]
 ) -> tuple[list[RunSummary], float | None]:
     """The direct run, then one run through a fresh gateway per policy: the same server
     (``url``, or the embedded one), after one warm-up and one idle baseline
     (:func:`measured_load_kwargs`). Returns the runs in that order and the idle power they
     subtracted; what :func:`compare` and :func:`~joulebench.shape.sweep.sweep` both measure."""
+    load_fn = trial.load_fn
     if load_fn is None:
         from joulebench.load.runner import run_load
 
         load_fn = run_load
-    with _target(url, embedded, meter) as server_url:
-        kwargs = measured_load_kwargs(
-            load_fn,
-            server_url,
-            base_kwargs,
-            warmup_n=warmup_n,
-            meter=meter,
-            idle_power_w=idle_power_w,
-            idle_s=idle_s,
-            measured=measured,
-        )
+    engine = trial.engine
+    with _target(trial.url, trial.embedded, trial.meter) as server_url:
+        kwargs = measured_load_kwargs(trial, load_fn, server_url)
         runs = [
             measure_run(
                 "direct", server_url, server_url, load_fn=load_fn, load_kwargs=kwargs, engine=engine
@@ -363,7 +403,7 @@ def measure_direct_and_shaped(
         ]
         for pol in policies:
             with run_gateway(
-                server_url, pol, max_queue=max_queue, upstream_timeout_s=timeout_s
+                server_url, pol, max_queue=trial.max_queue, upstream_timeout_s=trial.timeout_s
             ) as gw:
                 runs.append(
                     measure_run(
@@ -379,72 +419,34 @@ def measure_direct_and_shaped(
     return runs, kwargs["idle_power_w"]
 
 
+#: How many requests :func:`compare`'s gateway holds before 429 unless told
+#: (a sweep's gateways: the gateway's own default, ``DEFAULT_MAX_QUEUE``).
+COMPARE_MAX_QUEUE = 4096
+
+
 def compare(
-    url: str | None,
-    policy: str | Policy,
-    arrival: str,
-    prompts: Sequence[Any],
-    *,
-    n: int,
-    protocol: str = "openai-chat",
-    output_length: int | Sequence[int] = 32,
-    max_delay_ms: float | None = None,
-    max_queue: int = 4096,
-    seed: int = 0,
-    meter: Meter | None = None,
-    idle_power_w: float | None = None,
-    idle_s: float = 2.0,
-    concurrency: int | None = None,
-    timeout_s: float = 120.0,
-    warmup_n: int = 4,
-    embedded: dict[str, Any] | None = None,
-    load_fn: LoadFn | None = None,
-    load_options: dict[str, Any] | None = None,
-    engine: EngineSession | None = None,
+    url: str | None, policy: str | Policy, arrival: str, prompts: Sequence[Any], **setup: Any
 ) -> Comparison:
     """Same seeded trace, directly then through the gateway (``policy``), same server and meter.
 
-    ``url=None`` starts the embedded server (``embedded`` = its options: model, precision,
-    scheduler). Without ``idle_power_w`` and with a meter, the idle baseline is measured once,
-    with the server loaded and quiet, for ``idle_s`` seconds and used for both runs.
-    ``load_options`` are further keyword arguments of the measured runs' ``load_fn``
-    (:func:`~joulebench.load.runner.run_load`: ``model``, ``tokenizer``, ``timeline_hz``).
-    ``engine``: the launched engine at ``url``, watched during each measured run.
+    ``setup``: the rest of the :class:`Trial`, by name (``n`` required; ``max_queue`` defaults
+    to :data:`COMPARE_MAX_QUEUE`). ``url=None`` starts the embedded server; the idle baseline,
+    measured once, is used for both runs.
     """
-    pol = parse_policy(policy, max_delay_ms=max_delay_ms) if isinstance(policy, str) else policy
-    if warmup_n < 0:
-        raise ConfigError(f"warm-up requests must be ≥ 0, got {warmup_n}")
-    (direct, shaped), idle_power_w = measure_direct_and_shaped(
-        url,
-        [pol],
-        embedded=embedded,
-        meter=meter,
-        load_fn=load_fn,
-        base_kwargs={
-            "protocol": protocol,
-            "prompts": prompts,
-            "output_length": output_length,
-            "concurrency": concurrency,
-            "timeout_s": timeout_s,
-            "seed": seed,
-        },
-        measured={**(load_options or {}), "arrival": arrival, "n": n},
-        warmup_n=warmup_n,
-        idle_power_w=idle_power_w,
-        idle_s=idle_s,
-        timeout_s=timeout_s,
-        max_queue=max_queue,
-        engine=engine,
-    )
+    trial = Trial(url, arrival, prompts, **{"max_queue": COMPARE_MAX_QUEUE, **setup})
+    pol = trial.policy(policy)
+    if trial.warmup_n < 0:
+        raise ConfigError(f"warm-up requests must be ≥ 0, got {trial.warmup_n}")
+    (direct, shaped), idle_power_w = measure_direct_and_shaped(trial, [pol])
     config = {
         "url": url or "embedded",
-        "embedded": embedded if url is None else None,
+        "embedded": trial.embedded if url is None else None,
         "arrival": arrival,
-        "n": n,
-        "protocol": protocol,
-        "seed": seed,
+        "n": trial.n,
+        "protocol": trial.protocol,
+        "seed": trial.seed,
         "idle_power_w": idle_power_w,
-        "warmup_n": warmup_n,
+        "warmup_n": trial.warmup_n,
         "order": "warm-up, direct, shaped",
     }
     method = (direct.load.get("energy") or {}).get("method")

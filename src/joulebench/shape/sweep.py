@@ -13,17 +13,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from joulebench.analysis.pareto import excluded, pareto_front
 from joulebench.errors import ConfigError
 from joulebench.extras import require
-from joulebench.meters.base import Meter
-from joulebench.shape.experiment import GROSS_NET, LoadFn, RunSummary, measure_direct_and_shaped
-from joulebench.shape.policies import parse_policy
-
-if TYPE_CHECKING:
-    from joulebench.load.engines.session import EngineSession
+from joulebench.results.shaping import SweepResult
+from joulebench.shape.experiment import GROSS_NET, RunSummary, Trial, measure_direct_and_shaped
 
 LATENCY_METRICS = ("ttft_ms:p99", "ttft_ms:p50", "e2e_ms:p99", "e2e_ms:p50")
 
@@ -99,8 +95,8 @@ class Sweep:
             for i, p in enumerate(raw)
         ]
 
-    def to_json(self) -> dict[str, Any]:
-        j = {
+    def to_json(self) -> SweepResult:
+        j: SweepResult = {
             "accounting": self.accounting,
             "accounting_kind": GROSS_NET[self.accounting],
             "latency": self.latency,
@@ -110,7 +106,9 @@ class Sweep:
             "points": [p.to_dict() for p in self.points()],
             "runs": [r.to_dict() for r in self.runs],
         }
-        return j if self.engine is None else {**j, "engine": self.engine}
+        if self.engine is not None:
+            j["engine"] = self.engine
+        return j
 
     def figure(self, path: Path) -> Path:
         """Energy vs latency scatter with the Pareto front; PNG or SVG by suffix."""
@@ -156,25 +154,14 @@ def sweep(
     arrival: str,
     prompts: Sequence[Any],
     *,
-    n: int,
-    protocol: str = "openai-chat",
-    output_length: int | Sequence[int] = 32,
-    max_delay_ms: float | None = None,
-    seed: int = 0,
-    meter: Meter | None = None,
-    idle_power_w: float | None = None,
-    idle_s: float = 2.0,
-    timeout_s: float = 120.0,
-    warmup_n: int = 4,
     accounting: str = "idle_subtracted",
     latency: str = "ttft_ms:p99",
-    embedded: dict[str, Any] | None = None,
-    load_fn: LoadFn | None = None,
-    load_options: dict[str, Any] | None = None,
-    engine: EngineSession | None = None,
+    **setup: Any,
 ) -> Sweep:
-    """Direct baseline then each policy (parsed up front, so a typo fails before any run);
-    ``engine``: the launched engine at ``url``, watched during each measured run."""
+    """Direct baseline then each policy (parsed up front, so a typo fails before any run), ranked
+    by ``accounting`` and ``latency``; ``setup``: the rest of the
+    :class:`~joulebench.shape.experiment.Trial`, by name (``n`` required)."""
+    trial = Trial(url, arrival, prompts, **setup)
     if accounting not in GROSS_NET:
         raise ConfigError(f"unknown accounting {accounting!r}; known: {', '.join(GROSS_NET)}")
     if latency not in LATENCY_METRICS:
@@ -183,33 +170,14 @@ def sweep(
         )
     if not policies:
         raise ConfigError("the sweep needs at least one policy")
-    parsed = [parse_policy(p, max_delay_ms=max_delay_ms) for p in policies]
-    runs, idle_power_w = measure_direct_and_shaped(
-        url,
-        parsed,
-        embedded=embedded,
-        meter=meter,
-        load_fn=load_fn,
-        base_kwargs={
-            "protocol": protocol,
-            "prompts": prompts,
-            "output_length": output_length,
-            "timeout_s": timeout_s,
-            "seed": seed,
-        },
-        measured={**(load_options or {}), "arrival": arrival, "n": n},
-        warmup_n=warmup_n,
-        idle_power_w=idle_power_w,
-        idle_s=idle_s,
-        timeout_s=timeout_s,
-        engine=engine,
-    )
+    parsed = [trial.policy(p) for p in policies]
+    runs, idle_power_w = measure_direct_and_shaped(trial, parsed)
     method = (runs[0].load.get("energy") or {}).get("method")
     config = {
         "url": url or "embedded",
         "arrival": arrival,
-        "n": n,
-        "seed": seed,
+        "n": trial.n,
+        "seed": trial.seed,
         "idle_power_w": idle_power_w,
     }
     return Sweep(runs, accounting, latency, config, method)
