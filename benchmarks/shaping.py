@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -44,7 +45,7 @@ from typing import Any
 
 from joulebench.meters.registry import open_meter
 from joulebench.meters.window import measure_idle
-from joulebench.shape.experiment import _target, compare
+from joulebench.shape.experiment import Trial, _target, compare
 from joulebench.shape.policies import parse_policy
 from joulebench.shape.slo import summarize_decisions as summarize
 from joulebench.shape.sweep import Sweep, sweep
@@ -101,9 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     policy = parse_policy(args.policy, max_delay_ms=args.max_delay_ms)
     meter = open_meter(args.meter)
     try:
-        result = compare(
+        trial = Trial(
             args.url,
-            policy,
             f"poisson:{args.rate:g}",
             PROMPTS,
             n=args.n,
@@ -115,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.url is None
             else None,
         )
+        result = compare(trial, policy)
     finally:
         meter.close()
 
@@ -299,11 +300,11 @@ def adaptive_matrix(args: argparse.Namespace) -> int:
             report["idle_power_w"] = idle_w
             for arrival, n in ARRIVALS:
                 n = max(8, round(n * args.scale))
-                result = sweep(
-                    url, [*FIXED, ADAPTIVE], arrival, PROMPTS, n=n,
-                    output_length=args.output_length, seed=args.seed, meter=meter,
-                    idle_power_w=idle_w, idle_s=0.0, warmup_n=4,
+                trial = Trial(
+                    url, arrival, PROMPTS, n, output_length=args.output_length, seed=args.seed,
+                    meter=meter, idle_power_w=idle_w, idle_s=0.0, warmup_n=4,
                 )  # fmt: skip
+                result = sweep(trial, [*FIXED, ADAPTIVE])
                 report.setdefault("energy_method", result.method)
                 verdict = judge(result)
                 # other processes slow the server down: say how busy the machine was
@@ -313,10 +314,9 @@ def adaptive_matrix(args: argparse.Namespace) -> int:
                     rounds = []
                     for k in range(args.confirm):
                         again = sweep(
-                            url, [verdict["best_fixed"], ADAPTIVE], arrival, PROMPTS, n=n,
-                            output_length=args.output_length, seed=args.seed + 1 + k,
-                            meter=meter, idle_power_w=idle_w, idle_s=0.0, warmup_n=4,
-                        )  # fmt: skip
+                            dataclasses.replace(trial, seed=args.seed + 1 + k),
+                            [verdict["best_fixed"], ADAPTIVE],
+                        )
                         rounds.append([_row(r, again.runs[0]) for r in again.runs])
                         if args.store is not None:
                             _store(args.store, again, f"{arrival}/confirm{k + 1}")

@@ -7,7 +7,7 @@ import pytest
 from joulebench.load.stub import StubConfig, stub_server
 from joulebench.meters.fake import FakeMeter
 from joulebench.results.shaping import validate_comparison, validate_sweep
-from joulebench.shape.experiment import compare
+from joulebench.shape.experiment import Trial, compare
 from joulebench.shape.sweep import sweep
 
 pytestmark = pytest.mark.integration
@@ -18,9 +18,8 @@ PROMPTS = ["hello there", "tell me a story", "what is energy?"]
 def test_compare_runs_the_same_trace_direct_and_shaped() -> None:
     meter = FakeMeter(50.0, update_period_s=0.02)
     with stub_server(StubConfig(tokens=4, token_delay_s=0.005)) as url:
-        result = compare(
+        trial = Trial(
             url,
-            "cadence:80ms",
             "poisson:40",
             PROMPTS,
             n=24,
@@ -30,6 +29,7 @@ def test_compare_runs_the_same_trace_direct_and_shaped() -> None:
             idle_power_w=20.0,
             warmup_n=2,
         )
+        result = compare(trial, "cadence:80ms")
     out = validate_comparison(result.to_json())  # the declared keys, no others
     d, s = out["direct"], out["shaped"]
     assert d["ok"] == s["ok"] == 24 and d["failed"] == s["failed"] == 0
@@ -56,9 +56,8 @@ def test_compare_runs_the_same_trace_direct_and_shaped() -> None:
 def test_sweep_builds_a_pareto_table_and_figure(tmp_path) -> None:
     meter = FakeMeter(30.0, update_period_s=0.02)
     with stub_server(StubConfig(tokens=3, token_delay_s=0.004)) as url:
-        result = sweep(
+        trial = Trial(
             url,
-            ["cadence:50ms", "window:4,60ms"],
             "poisson:50",
             PROMPTS,
             n=16,
@@ -67,6 +66,7 @@ def test_sweep_builds_a_pareto_table_and_figure(tmp_path) -> None:
             idle_power_w=10.0,
             warmup_n=0,
         )
+        result = sweep(trial, ["cadence:50ms", "window:4,60ms"])
     points = result.points()
     assert [p.label for p in points] == ["direct", "cadence:50ms", "window:4,60ms"]
     assert all(p.energy_j is not None and p.latency_ms is not None for p in points)

@@ -77,26 +77,6 @@ EngineLogOpt = Annotated[
 ]
 
 
-def launch_options(
-    launch: str | None,
-    engine: str | None,
-    engine_args: str | None,
-    ready_path: str | None,
-    ready_timeout_s: float,
-    stop_grace_s: float,
-    log_dir: Path | None,
-) -> LaunchOptions:
-    return LaunchOptions(
-        launch=launch,
-        engine=engine,
-        engine_args=engine_args,
-        ready_path=ready_path,
-        ready_timeout_s=ready_timeout_s,
-        stop_grace_s=stop_grace_s,
-        log_dir=log_dir,
-    )
-
-
 _FLAGS: tuple[tuple[str, Any, Any], ...] = (
     ("launch", LaunchOpt, None),
     ("engine", EngineOpt, None),
@@ -119,8 +99,9 @@ def engine_flags(command: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kw: Any) -> Any:
-        values = [kw.pop(n, d) for n, _, d in _FLAGS]
-        return command(*args, launching=launch_options(*values), **kw)
+        values = {n: kw.pop(n, d) for n, _, d in _FLAGS}
+        values["log_dir"] = values.pop("engine_log_dir")  # the flag says whose log it is
+        return command(*args, launching=LaunchOptions(**values), **kw)
 
     wrapper.__signature__ = signature  # type: ignore[attr-defined]
     return wrapper

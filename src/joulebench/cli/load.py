@@ -34,7 +34,7 @@ import contextlib
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.markup import escape
@@ -96,6 +96,12 @@ from joulebench.results.loads import (
     store_load_result,
 )
 from joulebench.workloads.output_length import OutputLength
+
+if TYPE_CHECKING:
+    from joulebench.load.engines.session import EngineSession
+    from joulebench.meters.base import Meter
+    from joulebench.results.store import ResultStore
+    from joulebench.shape.experiment import Comparison
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +173,7 @@ class LoadRun:
     cli_config: dict[str, Any] = field(default_factory=dict)
     launch_plan: Any = None
 
-    def sent_model(self, session: Any) -> str | None:
+    def sent_model(self, session: EngineSession | None) -> str | None:
         """The model name sent to the server: only to a server behind ``--url``."""
         return self.model if self.url and not session else None
 
@@ -246,17 +252,17 @@ def load(
         _run_and_report(db, run, meter.for_url(url))
 
 
-def _compare(run: LoadRun, base: str, m: Any, session: Any) -> Any:
+def _compare(run: LoadRun, base: str, m: Meter, session: EngineSession | None) -> Comparison:
     """``--via-shape``: run the comparison (``joulebench.shape.experiment``): direct vs
     shaped, same trace, server and meter; a launched engine is watched during each run."""
-    from joulebench.shape.experiment import compare
+    from joulebench.shape.experiment import Trial, compare
 
     assert run.via_shape is not None
-    return compare(
+    trial = Trial(
         base,
-        run.via_shape,
         run.arrival,
         run.items,
+        run.n,
         meter=m,
         idle_s=run.idle_s,
         engine=session,
@@ -266,15 +272,17 @@ def _compare(run: LoadRun, base: str, m: Any, session: Any) -> Any:
             "tokenizer": _counter(run.tok),
             "timeline_hz": run.hz,
         },
-        n=run.n,
         protocol=run.protocol,
         concurrency=run.concurrency,
         timeout_s=run.timeout_s,
         seed=run.seed,
     )
+    return compare(trial, run.via_shape)
 
 
-def _run_one(db: Any, run: LoadRun, base: str, m: Any, session: Any) -> Any:
+def _run_one(
+    db: ResultStore | None, run: LoadRun, base: str, m: Meter, session: EngineSession | None
+) -> LoadResult:
     """Measure the idle baseline and run the load; Ctrl-C is recorded as an ``interrupted`` run."""
     # a launched engine has its model loaded now: the baseline is idle, not empty
     idle_w = measure_idle(m, run.idle_s).total_power_w if run.idle_s > 0 else None
@@ -297,7 +305,7 @@ def _run_one(db: Any, run: LoadRun, base: str, m: Any, session: Any) -> Any:
         raise
 
 
-def _run_and_report(db: Any, run: LoadRun, meter: MeterChoice) -> None:
+def _run_and_report(db: ResultStore | None, run: LoadRun, meter: MeterChoice) -> None:
     """Open the meter, (launch the engine,) run the load (or the via-shape comparison), stop the
     engine, store, print, exit status."""
     m = meter.open()
@@ -320,7 +328,9 @@ def _run_and_report(db: Any, run: LoadRun, meter: MeterChoice) -> None:
         _report_load(db, run, result, session)
 
 
-def _report_comparison(db: Any, run: LoadRun, comparison: Any, session: Any) -> None:
+def _report_comparison(
+    db: ResultStore | None, run: LoadRun, comparison: Comparison, session: EngineSession | None
+) -> None:
     """Print and store both runs of a ``--via-shape`` comparison (after a launched engine
     stopped: its exit status is in both); exit status 1 when either lost requests."""
     from joulebench.cli.shape_views import show_comparison
@@ -350,7 +360,9 @@ def _report_comparison(db: Any, run: LoadRun, comparison: Any, session: Any) -> 
         raise typer.Exit(1)
 
 
-def _report_load(db: Any, run: LoadRun, result: LoadResult, session: Any) -> None:
+def _report_load(
+    db: ResultStore | None, run: LoadRun, result: LoadResult, session: EngineSession | None
+) -> None:
     """Store and print one load; exit status 1 when it lost more requests than allowed."""
     j = result.to_json()
     j["config"].update(run.cli_config)

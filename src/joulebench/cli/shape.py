@@ -126,7 +126,7 @@ def shape_compare(
     --engine the engine is started first and stopped after both runs; --json then has an
     `engine` section, and each run's load its own (metrics, server-reported energy).
     """
-    from joulebench.shape.experiment import compare, stamp_engine
+    from joulebench.shape.experiment import Trial, compare, stamp_engine
     from joulebench.shape.policies import parse_policy
 
     parse_policy(policy, max_delay_ms=max_delay_ms)  # a typo fails before anything starts
@@ -135,12 +135,13 @@ def shape_compare(
         launch_target(url, launching, model=model, meter=meter) as (target, session),
         contextlib.closing(meter.for_url(target).open()) as m,
     ):
-        result = compare(
-            target, policy, arrival, items, meter=m, idle_s=idle_s, n=n, protocol=protocol,
+        trial = Trial(
+            target, arrival, items, n, meter=m, idle_s=idle_s, protocol=protocol,
             output_length=lengths, max_delay_ms=max_delay_ms, seed=seed, timeout_s=timeout_s,
             embedded={"model": model, "scheduler": scheduler} if target is None else None,
             engine=session,
         )  # fmt: skip
+        result = compare(trial, policy)
     stamp_engine(result, session)  # stopped now: its exit status is known
     result.config.update(_workload_config(prompts, output_length))
     show_comparison(result, as_json)
@@ -195,7 +196,7 @@ def shape_sweep(
     With --launch or --engine the engine is started first and stopped after the last policy;
     --json and sweep.json then have an `engine` section, and each run's load its own.
     """
-    from joulebench.shape.experiment import stamp_engine
+    from joulebench.shape.experiment import Trial, stamp_engine
     from joulebench.shape.sweep import sweep
 
     items, lengths = _workload(prompts, output_length, n=n, seed=seed)
@@ -203,14 +204,14 @@ def shape_sweep(
         launch_target(url, launching, model=model, meter=meter) as (target, session),
         contextlib.closing(meter.for_url(target).open()) as m,
     ):
-        result = sweep(
-            target, policies, arrival, items, n=n, protocol=protocol,
+        trial = Trial(
+            target, arrival, items, n, protocol=protocol,
             output_length=lengths, max_delay_ms=max_delay_ms, seed=seed, meter=m,
             idle_s=idle_s, timeout_s=timeout_s,
-            accounting=accounting, latency=latency,
             embedded={"model": model, "scheduler": scheduler} if target is None else None,
             engine=session,
         )  # fmt: skip
+        result = sweep(trial, policies, accounting=accounting, latency=latency)
     stamp_engine(result, session)  # stopped now: its exit status is known
     result.config.update(_workload_config(prompts, output_length))
     if out is not None:

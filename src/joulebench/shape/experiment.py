@@ -324,7 +324,8 @@ class Trial:
     meter and its idle baseline: without ``idle_power_w`` and with a meter, it is measured once,
     with the server loaded and quiet, for ``idle_s`` seconds, after ``warmup_n`` unmeasured
     requests. The gateways: ``max_delay_ms`` for policies given by name, ``max_queue`` held
-    requests before 429.
+    requests before 429 (default: the gateway's own, or ``n`` when larger, so that a gateway
+    never refuses a request of the trial's own trace).
     """
 
     url: str | None
@@ -343,9 +344,18 @@ class Trial:
     idle_s: float = 2.0
     warmup_n: int = 4
     max_delay_ms: float | None = None
-    max_queue: int = DEFAULT_MAX_QUEUE
+    max_queue: int | None = None
     embedded: dict[str, Any] | None = None
     engine: EngineSession | None = None
+
+    def __post_init__(self) -> None:
+        if self.warmup_n < 0:
+            raise ConfigError(f"warm-up requests must be ≥ 0, got {self.warmup_n}")
+
+    @property
+    def gateway_queue(self) -> int:
+        """How many requests a gateway of this trial holds before 429."""
+        return max(DEFAULT_MAX_QUEUE, self.n) if self.max_queue is None else self.max_queue
 
     def policy(self, policy: str | Policy) -> Policy:
         """``policy``, parsed with this trial's ``max_delay_ms`` when given by name."""
@@ -403,7 +413,7 @@ def measure_direct_and_shaped(
         ]
         for pol in policies:
             with run_gateway(
-                server_url, pol, max_queue=trial.max_queue, upstream_timeout_s=trial.timeout_s
+                server_url, pol, max_queue=trial.gateway_queue, upstream_timeout_s=trial.timeout_s
             ) as gw:
                 runs.append(
                     measure_run(
@@ -419,29 +429,15 @@ def measure_direct_and_shaped(
     return runs, kwargs["idle_power_w"]
 
 
-#: How many requests :func:`compare`'s gateway holds before 429 unless told
-#: (a sweep's gateways: the gateway's own default, ``DEFAULT_MAX_QUEUE``).
-COMPARE_MAX_QUEUE = 4096
-
-
-def compare(
-    url: str | None, policy: str | Policy, arrival: str, prompts: Sequence[Any], **setup: Any
-) -> Comparison:
-    """Same seeded trace, directly then through the gateway (``policy``), same server and meter.
-
-    ``setup``: the rest of the :class:`Trial`, by name (``n`` required; ``max_queue`` defaults
-    to :data:`COMPARE_MAX_QUEUE`). ``url=None`` starts the embedded server; the idle baseline,
-    measured once, is used for both runs.
-    """
-    trial = Trial(url, arrival, prompts, **{"max_queue": COMPARE_MAX_QUEUE, **setup})
+def compare(trial: Trial, policy: str | Policy) -> Comparison:
+    """``trial``'s seeded trace, directly then through the gateway (``policy``), on the same
+    server with the same meter; the idle baseline, measured once, is used for both runs."""
     pol = trial.policy(policy)
-    if trial.warmup_n < 0:
-        raise ConfigError(f"warm-up requests must be ≥ 0, got {trial.warmup_n}")
     (direct, shaped), idle_power_w = measure_direct_and_shaped(trial, [pol])
     config = {
-        "url": url or "embedded",
-        "embedded": trial.embedded if url is None else None,
-        "arrival": arrival,
+        "url": trial.url or "embedded",
+        "embedded": trial.embedded if trial.url is None else None,
+        "arrival": trial.arrival,
         "n": trial.n,
         "protocol": trial.protocol,
         "seed": trial.seed,

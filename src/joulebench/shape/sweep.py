@@ -20,6 +20,7 @@ from joulebench.errors import ConfigError
 from joulebench.extras import require
 from joulebench.results.shaping import SweepResult
 from joulebench.shape.experiment import GROSS_NET, RunSummary, Trial, measure_direct_and_shaped
+from joulebench.shape.policies import Policy
 
 LATENCY_METRICS = ("ttft_ms:p99", "ttft_ms:p50", "e2e_ms:p99", "e2e_ms:p50")
 
@@ -149,19 +150,14 @@ class Sweep:
 
 
 def sweep(
-    url: str | None,
-    policies: Sequence[str],
-    arrival: str,
-    prompts: Sequence[Any],
+    trial: Trial,
+    policies: Sequence[str | Policy],
     *,
     accounting: str = "idle_subtracted",
     latency: str = "ttft_ms:p99",
-    **setup: Any,
 ) -> Sweep:
-    """Direct baseline then each policy (parsed up front, so a typo fails before any run), ranked
-    by ``accounting`` and ``latency``; ``setup``: the rest of the
-    :class:`~joulebench.shape.experiment.Trial`, by name (``n`` required)."""
-    trial = Trial(url, arrival, prompts, **setup)
+    """``trial``'s direct baseline then each policy (parsed up front, so a typo fails before any
+    run), ranked by ``accounting`` and ``latency``."""
     if accounting not in GROSS_NET:
         raise ConfigError(f"unknown accounting {accounting!r}; known: {', '.join(GROSS_NET)}")
     if latency not in LATENCY_METRICS:
@@ -174,8 +170,8 @@ def sweep(
     runs, idle_power_w = measure_direct_and_shaped(trial, parsed)
     method = (runs[0].load.get("energy") or {}).get("method")
     config = {
-        "url": url or "embedded",
-        "arrival": arrival,
+        "url": trial.url or "embedded",
+        "arrival": trial.arrival,
         "n": trial.n,
         "seed": trial.seed,
         "idle_power_w": idle_power_w,

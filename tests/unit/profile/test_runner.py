@@ -176,7 +176,11 @@ def _two_prompts(loaded, prompts, forced, *, method: str) -> dict:
 
 
 def test_subtraction_only_and_inconsistency_warning(tiny_loaded, prompts, forced):
-    r = _two_prompts(tiny_loaded, prompts, forced, method="subtraction")
+    with warnings.catch_warnings():
+        # on a busy machine the subtracted decode can come out ≤ 0 and warn: real, but not
+        # what this part checks (labels and token counts)
+        warnings.filterwarnings("ignore", "subtracted decode energy", JoulebenchWarning)
+        r = _two_prompts(tiny_loaded, prompts, forced, method="subtraction")
     assert r["prefill"]["method"] == r["decode"]["method"] == "subtraction"
     assert (
         "consistency_rel_err" not in r

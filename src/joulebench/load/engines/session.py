@@ -25,13 +25,16 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 from joulebench.errors import ConfigError
 from joulebench.load.engines import process, scrape, server_energy
 from joulebench.load.engines.presets import LaunchSpec, engine_command, preset
 from joulebench.meters.gpus import parse_gpu_list
+
+if TYPE_CHECKING:
+    from joulebench.results.load_summary import LoadSummary
 
 log = logging.getLogger(__name__)
 
@@ -187,7 +190,9 @@ class EngineSession:
         was stopped: final once the session has ended)."""
         return {"preset": self.plan.name, **self.engine.to_dict()}
 
-    def annotate(self, j: dict[str, Any], records: Sequence[Any], timeline: Any) -> None:
+    def annotate(
+        self, j: LoadSummary | dict[str, Any], records: Sequence[Any], timeline: Any
+    ) -> None:
         """Add ``j["engine"]`` (the process, what :meth:`watching` saw of the last load) and the
         server-energy audit. Called while the engine still runs, its exit status is not known
         yet: :meth:`stamp` the JSON again after the session."""
