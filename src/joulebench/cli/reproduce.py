@@ -19,6 +19,7 @@ from joulebench.cli.engine_options import ENGINE_PANEL, NO_LAUNCH, engine_flags,
 from joulebench.cli.meter_options import AUTO_METER, MeterChoice, current_gpus, meter_flags
 from joulebench.errors import ConfigError
 from joulebench.load.engines.session import LaunchOptions
+from joulebench.progress import ProgressEvent
 
 
 def _split(text: str | None) -> list[str]:
@@ -33,7 +34,7 @@ def _fmt(x: float | None) -> str:
 _ENGINE_EVENTS = ("engine_start", "engine_ready", "engine_stopped", "note")
 
 
-def _engine_progress(e: dict[str, Any]) -> None:
+def _engine_progress(e: ProgressEvent) -> None:
     """Print an engine event or a note (on stderr: ``--json`` keeps them)."""
     kind = e["event"]
     if kind == "engine_start":
@@ -53,7 +54,7 @@ def _engine_progress(e: dict[str, Any]) -> None:
         )
 
 
-def _progress(e: dict[str, Any]) -> None:
+def _progress(e: ProgressEvent) -> None:
     if e["event"] in _ENGINE_EVENTS:
         _engine_progress(e)
         return
@@ -61,7 +62,7 @@ def _progress(e: dict[str, Any]) -> None:
     if kind == "study_start":
         console.print(f"[bold]{study}[/] study: {e['total']} runs")
     elif kind == "study_failed":
-        console.print(f"[bold red]{study} study stopped[/]: {escape(e['error'])}")
+        console.print(f"[bold red]{study} study stopped[/]: {escape(str(e['error']))}")
     elif kind == "report_start":
         console.print("[bold]report[/]: drawing figures")
     elif kind in ("skip", "done", "failed"):

@@ -33,6 +33,7 @@ from joulebench.cli.contention_options import (
 )
 from joulebench.cli.meter_options import AUTO_METER, MeterChoice, meter_flags
 from joulebench.cli.profile import cpu_peak_from_flags
+from joulebench.progress import ProgressEvent
 
 
 def _cell_label(c: Any) -> str:
@@ -174,7 +175,7 @@ class SweepProgress:
     def _print(self, text: str, **kwargs: Any) -> None:
         self.progress.console.print(text, **kwargs)
 
-    def on_event(self, e: dict[str, Any]) -> None:
+    def on_event(self, e: ProgressEvent) -> None:
         kind = e["event"]
         if kind == "start" and e["resumed"]:
             self._print(f"resuming run {e['run_id']}")
@@ -193,11 +194,11 @@ class SweepProgress:
             self.progress.advance(self.task)
             self.failures.append(f"{_cell_label(e['cell'])}: {e['error']}")
             self._print(
-                f"[bold red]FAILED[/] {escape(_cell_label(e['cell']))}: {escape(e['error'])}",
+                f"[bold red]FAILED[/] {escape(_cell_label(e['cell']))}: {escape(str(e['error']))}",
                 highlight=False,
             )
 
-    def _done(self, e: dict[str, Any]) -> None:
+    def _done(self, e: ProgressEvent) -> None:
         r = e["result"]
         if r.get("estimated") and not self.estimated_noted:  # workers opened their meters
             self.estimated_noted = True

@@ -26,14 +26,10 @@ from typing import Any, Protocol
 from joulebench.errors import ConfigError, StoreError, UnknownName
 from joulebench.extras import require
 from joulebench.meters import registry as meter_registry
+from joulebench.profile.config import ProfileConfig
 from joulebench.profile.fanout_worker import CellTask, clear_worker_cache, run_cell_task
-from joulebench.profile.sweep import (
-    Event,
-    SweepConfig,
-    drive_sweep_run,
-    record_failed_cell,
-    skip_done,
-)
+from joulebench.profile.sweep import SweepConfig, drive_sweep_run, record_failed_cell, skip_done
+from joulebench.progress import Emit
 from joulebench.results.store import ResultStore
 
 log = logging.getLogger(__name__)
@@ -297,7 +293,7 @@ def run_sweep_fanout(
     meter_options: dict[str, Any] | None = None,
     *,
     executor: Executor,
-    on_event: Callable[[Event], None] | None = None,
+    on_event: Emit | None = None,
     idle_s: float | None = None,
     hardware: Any = None,
 ) -> dict[str, Any]:
@@ -326,7 +322,7 @@ def run_sweep_fanout(
         meter_info["caveat"] = caveat
         log.warning("%s", caveat)
 
-    def body(run_id: str, counts: dict[str, int], emit: Callable[[Event], None]) -> None:
+    def body(run_id: str, counts: dict[str, int], emit: Emit) -> None:
         todo = {c.cell_key(): c for c in skip_done(store, run_id, sweep.cells(), counts, emit)}
         template = CellTask({}, run_id, "", sweep.study, meter_spec, options, idle_span, hardware)
         tasks = [
@@ -349,9 +345,9 @@ def _gather(
     run_id: str,
     study: str,
     outcome: TaskOutcome,
-    cell: Any,
+    cell: ProfileConfig,
     counts: dict[str, int],
-    emit: Callable[[Event], None],
+    emit: Emit,
 ) -> None:
     """Import one finished task's rows (or record why it died) and emit done / failed."""
     key, payload = outcome.task.cell_key, outcome.payload

@@ -24,6 +24,7 @@ from joulebench.meters.base import Meter, MeterInfo
 from joulebench.meters.host import HostMonitor
 from joulebench.profile.batching import parse_bucketing
 from joulebench.profile.config import MeasurementSettings, ProfileConfig
+from joulebench.progress import Emit
 from joulebench.validation import validation_message
 from joulebench.yamlfile import read_yaml
 
@@ -177,9 +178,6 @@ def dry_run(sweep: SweepConfig) -> DryRun:
     return DryRun(cells, groups, lo, hi)
 
 
-Event = dict[str, Any]
-
-
 def run_sweep(
     sweep: SweepConfig,
     store: ResultStore,
@@ -187,7 +185,7 @@ def run_sweep(
     *,
     loader: Callable[..., Any] | None = None,
     prompt_loader: Callable[..., Any] | None = None,
-    on_event: Callable[[Event], None] | None = None,
+    on_event: Emit | None = None,
     idle_s: float | None = None,
     hardware: HardwarePeak | None = None,
     idle_baselines: dict[tuple[str, str], IdleBaseline] | None = None,
@@ -208,7 +206,7 @@ def run_sweep(
     load = loader or load_model
     load_set = prompt_loader or load_prompts
 
-    def body(run_id: str, counts: dict[str, int], emit: Callable[[Event], None]) -> None:
+    def body(run_id: str, counts: dict[str, int], emit: Emit) -> None:
         _SweepRun(
             sweep=sweep,
             store=store,
@@ -230,8 +228,8 @@ def drive_sweep_run(
     sweep: SweepConfig,
     store: ResultStore,
     meter_info: dict[str, Any],
-    body: Callable[[str, dict[str, int], Callable[[Event], None]], None],
-    on_event: Callable[[Event], None] | None = None,
+    body: Callable[[str, dict[str, int], Emit], None],
+    on_event: Emit | None = None,
 ) -> dict[str, Any]:
     """Find the sweep's run by name (resume) or start it, run ``body``, finish the run.
 
@@ -276,7 +274,7 @@ def skip_done(
     run_id: str,
     cells: list[ProfileConfig],
     counts: dict[str, int],
-    emit: Callable[[Event], None],
+    emit: Emit,
 ) -> list[ProfileConfig]:
     """The cells still to measure; ``done`` ones are counted as skipped with a ``skip`` event."""
     todo = []
@@ -320,7 +318,7 @@ class _SweepRun:
     meter: Meter
     run_id: str
     counts: dict[str, int]
-    emit: Callable[[Event], None]
+    emit: Emit
     load: Callable[..., Any]
     load_set: Callable[..., Any]
     idle_s: float

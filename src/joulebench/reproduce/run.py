@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from joulebench.errors import ConfigError, JoulebenchError
 from joulebench.meters.base import Meter, MeterInfo
+from joulebench.progress import Emit, ProgressEvent
 from joulebench.reproduce.plan import ReproducePlan
 from joulebench.reproduce.summary import Headline, audit_failures, headlines
 
@@ -39,8 +40,6 @@ if TYPE_CHECKING:
     from joulebench.results.store import ResultStore
 
 log = logging.getLogger(__name__)
-
-Event = dict[str, Any]
 
 
 @dataclass(slots=True)
@@ -114,7 +113,7 @@ def _run_sweeps(
     plan: ReproducePlan,
     store: ResultStore,
     meter: Meter,
-    emit: Callable[[Event], None],
+    emit: Emit,
     hardware: HardwarePeak | None,
 ) -> dict[str, dict[str, Any]]:
     from joulebench.profile.sweep import run_sweep
@@ -122,7 +121,7 @@ def _run_sweeps(
     out: dict[str, dict[str, Any]] = {}
     for study, sweep in plan.sweeps().items():
 
-        def relay(e: Event, study: str = study) -> None:
+        def relay(e: ProgressEvent, study: str = study) -> None:
             emit({**e, "study": study})
 
         emit({"event": "study_start", "study": study, "total": len(sweep.cells())})
@@ -138,7 +137,7 @@ def run_reproduce(
     store_path: str | os.PathLike[str],
     out_dir: str | os.PathLike[str],
     meter: Meter,
-    on_event: Callable[[Event], None] | None = None,
+    on_event: Emit | None = None,
     hardware: HardwarePeak | None = None,
     server_fn: Callable[..., Any] | None = None,
     launch: LaunchPlan | None = None,
@@ -197,7 +196,7 @@ def run_reproduce(
 
 
 def _serving_studies(
-    plan: ReproducePlan, setup: ServingSetup, emit: Callable[[Event], None]
+    plan: ReproducePlan, setup: ServingSetup, emit: Emit
 ) -> dict[str, dict[str, Any]]:
     """The serving grid and the shaping comparison (against ``setup.engine`` when launched)."""
     from joulebench.reproduce.serving import run_serving, run_shaping
@@ -233,7 +232,7 @@ def _against_engine(
     launch: LaunchPlan,
     plan: ReproducePlan,
     db: Any,
-    emit: Callable[[Event], None],
+    emit: Emit,
     run: Callable[[EngineSession], dict[str, dict[str, Any]]],
 ) -> tuple[dict[str, dict[str, Any]], dict[str, Any] | None]:
     """``run`` (the serving studies) against the engine ``launch`` starts (once; stopped on any
@@ -267,7 +266,7 @@ def _against_engine(
 
 
 def _guarded(
-    study: str, emit: Callable[[Event], None], total: int, fn: Callable[[], dict[str, Any]]
+    study: str, emit: Emit, total: int, fn: Callable[[], dict[str, Any]]
 ) -> dict[str, Any]:
     """Run a whole study of ``total`` cells; a failure that stops it (server start, model load)
     is recorded."""

@@ -30,16 +30,17 @@ from typing import TYPE_CHECKING, Any
 
 from joulebench.meters.base import Meter, MeterInfo
 from joulebench.meters.window import measure_idle
+from joulebench.progress import Emit
 from joulebench.reproduce.plan import ServingPlan, ShapingPlan
 from joulebench.results.loads import run_status, store_load
 
 if TYPE_CHECKING:
     from joulebench.load.engines.session import EngineSession
     from joulebench.results.store import ResultStore
+    from joulebench.shape.experiment import Comparison, Trial
 
 log = logging.getLogger(__name__)
 
-Event = dict[str, Any]
 ServerFn = Callable[..., Any]  # joulebench.serve.launch.embedded_server's signature
 LoadFn = Callable[..., Any]  # joulebench.load.runner.run_load's signature
 
@@ -65,7 +66,7 @@ class _Progress:
     """One study's counts and events: each cell skipped (already done), started, done or failed."""
 
     study: str
-    emit: Callable[[Event], None]
+    emit: Emit
     counts: dict[str, Any] = field(default_factory=_new_counts)
 
     def pending(self, store: ResultStore, name: str, label: str) -> bool:
@@ -114,7 +115,7 @@ class ServingSetup:
     device: str = "cpu"
     prompts: list[Any] | None = None
     server_fn: ServerFn | None = None
-    on_event: Callable[[Event], None] | None = None
+    on_event: Emit | None = None
     engine: EngineSession | None = None
 
     def progress(self, study: str) -> _Progress:
@@ -284,7 +285,7 @@ def run_shaping(
     shaping: ShapingPlan,
     serving: ServingPlan,
     *,
-    compare_fn: Callable[..., Any] | None = None,
+    compare_fn: Callable[[Trial, str], Comparison] | None = None,
 ) -> dict[str, Any]:
     """One trace directly and through each policy, against the ``shaping.scheduler`` server (or
     the launched engine: ``shaping.scheduler`` is then not applied, and a note says so).
@@ -292,9 +293,9 @@ def run_shaping(
     Both runs of a comparison are stored as ``load`` runs (the shaped one with ``via_shape``), so
     the report's arrival and Pareto figures show them side by side.
     """
-    if compare_fn is None:
-        from joulebench.shape.experiment import compare
+    from joulebench.shape.experiment import Trial, compare
 
+    if compare_fn is None:
         compare_fn = compare
     progress = setup.progress("shaping")
     engine = setup.engine
@@ -320,11 +321,12 @@ def run_shaping(
         for policy, name in todo:
             label = f"{shaping.arrival} via {policy}"
             setup.start(progress, label)
-            comp = compare_fn(
-                url, policy, shaping.arrival, items, n=shaping.n, protocol=serving.protocol,
+            trial = Trial(
+                url, shaping.arrival, items, shaping.n, protocol=serving.protocol,
                 max_delay_ms=shaping.max_delay_ms, meter=setup.meter, idle_power_w=idle_w,
                 warmup_n=serving.warmup_n, engine=engine, **serving.load_settings(),
             )  # fmt: skip
+            comp = compare_fn(trial, policy)
             base = _config(setup.plan_name, serving, scheduler, "shaping", engine)
             ids = [
                 setup.store_run(

@@ -101,18 +101,19 @@ def test_grid_is_stored_grouped_and_resumes(tmp_path: Path) -> None:
 def test_shaping_runs_are_stored_with_request_rows_and_timeline(tmp_path: Path) -> None:
     from joulebench.reproduce.plan import ShapingPlan
     from joulebench.reproduce.serving import run_shaping
-    from joulebench.shape.experiment import measure_run
+    from joulebench.shape.experiment import Comparison, Trial, measure_run
 
     rec = Recorder()
     meter = FakeMeter()
 
-    def fake_compare(url: str, policy: str, arrival: str, items: Any, **kw: Any) -> Any:
-        from joulebench.shape.experiment import Comparison
+    def fake_compare(trial: Trial, policy: str) -> Comparison:
+        url = trial.url
+        assert url is not None
 
         def one(label: str) -> Any:
-            return measure_run(
-                label, url, url, load_fn=rec.load, load_kwargs={**kw, "arrival": arrival}
-            )
+            kw = {"protocol": trial.protocol, "prompts": trial.prompts, "n": trial.n}
+            kw |= {"arrival": trial.arrival, "meter": trial.meter, "seed": trial.seed}
+            return measure_run(label, url, url, load_fn=rec.load, load_kwargs=kw)
 
         return Comparison(one("direct"), one(policy), {"kind": policy})
 
