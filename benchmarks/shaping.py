@@ -56,6 +56,11 @@ BUDGET_MS = 500.0
 #: (window:N,500ms were dropped: holding the full 500 ms leaves no room for the bigger batch's
 #: prefill, so their added TTFT p99 always exceeded the budget on this machine.)
 FIXED = ("cadence:250ms", "cadence:400ms", "window:4,400ms", "window:8,400ms")
+#: The control: the same gateway holding nothing, so what the proxy alone adds (its hop and its
+#: CPU, which a 2-core machine takes from the server) is measured apart from what holding adds.
+#: Also a candidate for the best fixed policy (it holds 0 ms): at a rate where no hold pays,
+#: not shaping is the policy to beat.
+CONTROL = "passthrough"
 #: (arrival, requests per run): about 8–15 s of traffic each.
 ARRIVALS = (("poisson:4", 60), ("poisson:10", 100), ("poisson:30", 150), ("gamma:10,3", 100))
 
@@ -227,8 +232,32 @@ def _verdict(interval: dict[str, Any], goal_max: float) -> str:
     return "not met" if ci[0] > goal_max else "inconclusive"
 
 
+def _control(rounds: list[list[dict[str, Any]]]) -> dict[str, Any]:
+    """What the gateway adds holding nothing (the passthrough control of each round), and slo's
+    TTFT p99 beyond it: the part of slo's added TTFT its holds account for."""
+    pairs = [(r[2], next((x for x in r[1:] if x["policy"] == CONTROL), None)) for r in rounds]
+    added = [c["added_ttft_p99_ms"] for _, c in pairs if c and c["added_ttft_p99_ms"] is not None]
+    beyond = [
+        s["ttft_p99_ms"] - c["ttft_p99_ms"]
+        for s, c in pairs
+        if c and s["ttft_p99_ms"] is not None and c["ttft_p99_ms"] is not None
+    ]
+    return {
+        "passthrough_added_ttft_p99_ms": added,
+        "passthrough_added_ttft_p99_max_ms": max(added, default=None),
+        "slo_ttft_p99_beyond_passthrough_ms": beyond,
+        "slo_ttft_p99_beyond_passthrough_max_ms": max(beyond, default=None),
+        "passthrough_vs_direct": _interval(
+            [c["net_j"] / r[0]["net_j"] - 1 for r, (_, c) in zip(rounds, pairs, strict=True) if c]
+        )
+        if any(c for _, c in pairs)
+        else None,
+    }
+
+
 def confirm(rounds: list[list[dict[str, Any]]]) -> dict[str, Any]:
-    """Paired per-round ratios of the confirmation rounds (rows: direct, best fixed, slo)."""
+    """Paired per-round ratios of the confirmation rounds (rows: direct, best fixed, slo and,
+    unless it is the best fixed policy, the passthrough control)."""
     ok = [r for r in rounds if all(x["net_j"] and x["net_j"] > 0 and not x["failed"] for x in r)]
     if not ok:
         return {"rounds": len(rounds), "usable": 0, "within_10pct": "no usable round"}
@@ -254,6 +283,7 @@ def confirm(rounds: list[list[dict[str, Any]]]) -> dict[str, Any]:
             name: _mean([r[i]["server_mean_batch"] for r in ok])
             for i, name in enumerate(("direct", "best_fixed", "slo"))
         },
+        "control": _control(ok),
     }
 
 
@@ -304,7 +334,7 @@ def adaptive_matrix(args: argparse.Namespace) -> int:
                     url, arrival, PROMPTS, n, output_length=args.output_length, seed=args.seed,
                     meter=meter, idle_power_w=idle_w, idle_s=0.0, warmup_n=4,
                 )  # fmt: skip
-                result = sweep(trial, [*FIXED, ADAPTIVE])
+                result = sweep(trial, [*FIXED, CONTROL, ADAPTIVE])
                 report.setdefault("energy_method", result.method)
                 verdict = judge(result)
                 # other processes slow the server down: say how busy the machine was
@@ -313,9 +343,10 @@ def adaptive_matrix(args: argparse.Namespace) -> int:
                 if args.confirm > 0 and verdict["best_fixed"] is not None:
                     rounds = []
                     for k in range(args.confirm):
+                        best = verdict["best_fixed"]
                         again = sweep(
                             dataclasses.replace(trial, seed=args.seed + 1 + k),
-                            [verdict["best_fixed"], ADAPTIVE],
+                            [best, ADAPTIVE] + ([] if best == CONTROL else [CONTROL]),
                         )
                         rounds.append([_row(r, again.runs[0]) for r in again.runs])
                         if args.store is not None:
@@ -421,6 +452,12 @@ def _print(arrival: str, n: int, verdict: dict[str, Any]) -> None:
             f"{iv(c['slo_vs_direct'])}; best fixed vs direct {iv(c['best_fixed_vs_direct'])}; "
             f"slo added TTFT p99 ≤ {c['slo_added_ttft_p99_max_ms']:.0f} ms; groups slo "
             f"{f(c['slo_mean_group'], '.2f')} vs fixed {f(c['best_fixed_mean_group'], '.2f')}"
+        )
+        k = c["control"]
+        print(
+            f"control ({CONTROL}, no hold): added TTFT p99 ≤ "
+            f"{f(k['passthrough_added_ttft_p99_max_ms'], '.0f')} ms; slo's TTFT p99 beyond it ≤ "
+            f"{f(k['slo_ttft_p99_beyond_passthrough_max_ms'], '.0f')} ms"
         )
 
 
