@@ -11,12 +11,10 @@ hands the command what was given; ``contention.settings()`` checks and returns t
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
 from dataclasses import dataclass, fields
-from typing import Annotated, Any, get_type_hints
+from typing import Annotated, Any
 
-from joulebench.cli.common import expand_parameter, panel_option
+from joulebench.cli.common import flag_group, panel_option
 from joulebench.meters.host import CONTENTION_MODES
 
 _option = panel_option("Other processes on the host")
@@ -81,16 +79,5 @@ NO_CONTENTION_FLAGS = ContentionFlags()
 replaces it)."""
 
 
-def contention_flags(command: Callable[..., Any]) -> Any:
-    """Give ``command`` the contention options in place of its ``contention`` parameter."""
-    annotations = get_type_hints(ContentionFlags, include_extras=True)
-    flags = [(f.name, annotations[f.name], None) for f in fields(ContentionFlags)]
-    signature = expand_parameter(command, "contention", flags, "contention flags")
-
-    @functools.wraps(command)
-    def wrapper(*args: Any, **kw: Any) -> Any:
-        given = ContentionFlags(**{n: kw.pop(n, None) for n, _, _ in flags})
-        return command(*args, contention=given, **kw)
-
-    wrapper.__signature__ = signature  # type: ignore[attr-defined]
-    return wrapper
+contention_flags = flag_group(ContentionFlags, "contention")
+"""Give a command the contention options in place of its ``contention`` parameter."""

@@ -27,7 +27,8 @@ def print_table(j: LoadSummary) -> None:
         f"[bold]{req['ok']}[/] ok, [bold red]{req['failed']}[/] not ok "
         f"({req.get('truncated', 0)} truncated, {req['timed_out']} timed out, "
         f"{req.get('errored', 0)} failed) in {j['duration_s']:.2f} s; "
-        f"target {fmt_value(j['target_rate_rps'])} req/s, achieved {fmt_value(j['achieved_rate_rps'])} req/s"
+        f"sent at {fmt_value(j['achieved_rate_rps'])} req/s (target "
+        f"{fmt_value(j['target_rate_rps'])}), completed {fmt_value(j['throughput_rps'])} req/s"
     )
     for err, count in req["errors"].items():
         console.print(f"  [red]{count}×[/] {escape(err)}")

@@ -6,20 +6,25 @@ engine joulebench starts after the sweeps and stops at the end (:mod:`joulebench
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from joulebench.cli.common import console, err_console, handle_errors, print_json
+from joulebench.cli.common import console, err_console, flag_group, handle_errors, print_json
 from joulebench.cli.engine_options import ENGINE_PANEL, NO_LAUNCH, engine_flags, plan_launch
 from joulebench.cli.meter_options import AUTO_METER, MeterChoice, current_gpus, meter_flags
 from joulebench.errors import ConfigError
-from joulebench.load.engines.session import LaunchOptions
+from joulebench.load.engines.session import LaunchOptions, LaunchPlan
 from joulebench.progress import ProgressEvent
+
+if TYPE_CHECKING:
+    from joulebench.reproduce.plan import ReproducePlan
+    from joulebench.reproduce.run import ReproduceResult
 
 
 def _split(text: str | None) -> list[str]:
@@ -81,7 +86,7 @@ def _progress(e: ProgressEvent) -> None:
             console.print(f"  done {escape(label)}{took}", emoji=False)
 
 
-def _print_result(r: Any) -> None:
+def _print_result(r: ReproduceResult) -> None:
     table = Table(title="Headline numbers (this machine)")
     for col in ("study", "what", "value", "method", "note"):
         table.add_column(col)
@@ -107,20 +112,21 @@ def _print_result(r: Any) -> None:
     console.print(f"[bold]report: {r.index_html}[/] (finished in {r.duration_s / 60:.1f} min)")
 
 
-@handle_errors
-@meter_flags
-@engine_flags
-def reproduce(
+@dataclass(frozen=True, slots=True)
+class PlanChoice:
+    """Which plan to run, as the flags name it: bundled (``--quick``, the default, or
+    ``--full``) or from a file (``--plan``), with ``--models`` and ``--skip`` applied."""
+
     quick: Annotated[
         bool, typer.Option("--quick", help="Tiny models on the CPU (≤ 10 min on 2 cores).")
-    ] = False,
+    ] = False
     full: Annotated[
         bool, typer.Option("--full", help="The study's model shapes and grid on a CUDA GPU.")
-    ] = False,
+    ] = False
     plan_file: Annotated[
         Path | None,
         typer.Option("--plan", help="A plan YAML instead of the bundled --quick/--full plan."),
-    ] = None,
+    ] = None
     models: Annotated[
         str | None,
         typer.Option(
@@ -128,11 +134,44 @@ def reproduce(
             help="Comma-separated model sources: the precision study runs all, batch and "
             "serving the first.",
         ),
-    ] = None,
+    ] = None
     skip: Annotated[
         str | None,
         typer.Option("--skip", help="Studies to leave out: precision,batch,serving,shaping."),
-    ] = None,
+    ] = None
+
+    def resolve(self, *, force: bool) -> ReproducePlan:
+        """The plan, its models and skipped studies applied, checked against the device
+        (``force``: a GPU plan may run on the CPU)."""
+        from joulebench.reproduce.plan import bundled_plan, load_plan
+        from joulebench.reproduce.run import check_device
+
+        if self.quick and self.full:
+            raise ConfigError("choose one of --quick and --full")
+        if self.plan_file is not None and (self.quick or self.full):
+            raise ConfigError("--plan replaces the bundled plans: drop --quick/--full")
+        if self.plan_file:
+            plan = load_plan(self.plan_file)
+        else:
+            plan = bundled_plan("full" if self.full else "quick")
+        if self.models:
+            plan = plan.with_models(_split(self.models))
+        if self.skip:
+            plan = plan.without(_split(self.skip))
+        return check_device(plan, force=force)
+
+
+BUNDLED_QUICK = PlanChoice()
+"""The default of a ``choice: PlanChoice`` parameter (:func:`plan_flags` replaces it)."""
+plan_flags = flag_group(PlanChoice, "choice")
+
+
+@handle_errors
+@meter_flags
+@engine_flags
+@plan_flags
+def reproduce(
+    choice: PlanChoice = BUNDLED_QUICK,
     out: Annotated[
         Path, typer.Option("--out", help="Report directory (index.html, figures/).")
     ] = Path("joulebench-report"),
@@ -167,7 +206,7 @@ def reproduce(
     there: each arrival pattern runs once, against the engine, and a note says what was not
     applied. Every stored serving run and the --json result get an `engine` section.
     """
-    plan = _resolve_plan(quick, full, plan_file, models, skip, force)
+    plan = choice.resolve(force=force)
     store_path = store or out / "results.duckdb"
     launch_plan = _launch_plan(plan, url, launching, store_path, meter)
     if dry_run:
@@ -185,30 +224,13 @@ def reproduce(
         raise typer.Exit(1)
 
 
-def _resolve_plan(
-    quick: bool, full: bool, plan_file: Path | None, models: str | None, skip: str | None,
-    force: bool,
-) -> Any:  # fmt: skip
-    """The plan the flags name: bundled or from a file, its models and skipped studies applied,
-    checked against the device."""
-    from joulebench.reproduce.plan import bundled_plan, load_plan
-    from joulebench.reproduce.run import check_device
-
-    if quick and full:
-        raise ConfigError("choose one of --quick and --full")
-    if plan_file is not None and (quick or full):
-        raise ConfigError("--plan replaces the bundled plans: drop --quick/--full")
-    plan = load_plan(plan_file) if plan_file else bundled_plan("full" if full else "quick")
-    if models:
-        plan = plan.with_models(_split(models))
-    if skip:
-        plan = plan.without(_split(skip))
-    return check_device(plan, force=force)
-
-
 def _launch_plan(
-    plan: Any, url: str | None, launching: LaunchOptions, store_path: Path, meter: MeterChoice
-) -> Any:
+    plan: ReproducePlan,
+    url: str | None,
+    launching: LaunchOptions,
+    store_path: Path,
+    meter: MeterChoice,
+) -> LaunchPlan | None:
     """The engine to launch for the serving and shaping studies (``None``: the embedded
     server); refuses --url without an engine and an engine without a serving study."""
     from joulebench.reproduce.run import serving_studies
@@ -232,8 +254,13 @@ def _launch_plan(
 
 
 def _run(
-    plan: Any, store_path: Path, out: Path, meter: MeterChoice, as_json: bool, launch_plan: Any
-) -> Any:
+    plan: ReproducePlan,
+    store_path: Path,
+    out: Path,
+    meter: MeterChoice,
+    as_json: bool,
+    launch_plan: LaunchPlan | None,
+) -> ReproduceResult:
     """Open the meter, run every study of the plan and write the report."""
     import warnings
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -34,6 +34,9 @@ from joulebench.cli.contention_options import (
 from joulebench.cli.meter_options import AUTO_METER, MeterChoice, meter_flags
 from joulebench.cli.profile import cpu_peak_from_flags
 from joulebench.progress import ProgressEvent
+
+if TYPE_CHECKING:
+    from joulebench.profile.sweep import SweepSummary
 
 
 def _cell_label(c: Any) -> str:
@@ -234,7 +237,7 @@ def run_with_progress(
     *,
     idle_s: float | None,
     hardware: Any,
-) -> tuple[dict[str, Any], list[str]]:
+) -> tuple[SweepSummary, list[str]]:
     """Run the sweep into the store at ``path`` (in process, or on ``ex``) under a progress bar;
     its summary and the failed cells. Ctrl-C leaves the run ``interrupted`` and exits 130."""
     import warnings

@@ -28,7 +28,14 @@ from joulebench.extras import require
 from joulebench.meters import registry as meter_registry
 from joulebench.profile.config import ProfileConfig
 from joulebench.profile.fanout_worker import CellTask, clear_worker_cache, run_cell_task
-from joulebench.profile.sweep import SweepConfig, drive_sweep_run, record_failed_cell, skip_done
+from joulebench.profile.sweep import (
+    SweepConfig,
+    SweepCounts,
+    SweepSummary,
+    drive_sweep_run,
+    record_failed_cell,
+    skip_done,
+)
 from joulebench.progress import Emit
 from joulebench.results.store import ResultStore
 
@@ -296,7 +303,7 @@ def run_sweep_fanout(
     on_event: Emit | None = None,
     idle_s: float | None = None,
     hardware: Any = None,
-) -> dict[str, Any]:
+) -> SweepSummary:
     """Run (or resume) ``sweep`` as one task per cell on ``executor``, gathering into ``store``.
 
     Returns what :func:`~joulebench.profile.sweep.run_sweep` returns (run_id, resumed, total,
@@ -322,7 +329,7 @@ def run_sweep_fanout(
         meter_info["caveat"] = caveat
         log.warning("%s", caveat)
 
-    def body(run_id: str, counts: dict[str, int], emit: Emit) -> None:
+    def body(run_id: str, counts: SweepCounts, emit: Emit) -> None:
         todo = {c.cell_key(): c for c in skip_done(store, run_id, sweep.cells(), counts, emit)}
         template = CellTask({}, run_id, "", sweep.study, meter_spec, options, idle_span, hardware)
         tasks = [
@@ -346,7 +353,7 @@ def _gather(
     study: str,
     outcome: TaskOutcome,
     cell: ProfileConfig,
-    counts: dict[str, int],
+    counts: SweepCounts,
     emit: Emit,
 ) -> None:
     """Import one finished task's rows (or record why it died) and emit done / failed."""

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import AfterValidator, ConfigDict, Field, ValidationError
+from typing_extensions import NotRequired, TypedDict
 
 from joulebench.errors import ConfigError, JoulebenchError
 from joulebench.meters.base import Meter, MeterInfo
@@ -178,6 +179,25 @@ def dry_run(sweep: SweepConfig) -> DryRun:
     return DryRun(cells, groups, lo, hi)
 
 
+class SweepCounts(TypedDict):
+    """A sweep run's cells: all of them, and how many were measured, skipped (already done on
+    resume) and failed; the measuring body updates them as it goes."""
+
+    total: int
+    done: int
+    skipped: int
+    failed: int
+
+
+class SweepSummary(SweepCounts):
+    """What running (or resuming) a sweep returns: its run in the store and the counts.
+    ``store``: the store's path, where a command adds it to its ``--json`` output."""
+
+    run_id: str
+    resumed: bool
+    store: NotRequired[str]
+
+
 def run_sweep(
     sweep: SweepConfig,
     store: ResultStore,
@@ -189,7 +209,7 @@ def run_sweep(
     idle_s: float | None = None,
     hardware: HardwarePeak | None = None,
     idle_baselines: dict[tuple[str, str], IdleBaseline] | None = None,
-) -> dict[str, Any]:
+) -> SweepSummary:
     """Run (or resume) a sweep into ``store``; returns counts and the run id.
 
     ``idle_baselines``: a dict the idle baseline of each (model, precision) load is kept in and
@@ -206,7 +226,7 @@ def run_sweep(
     load = loader or load_model
     load_set = prompt_loader or load_prompts
 
-    def body(run_id: str, counts: dict[str, int], emit: Emit) -> None:
+    def body(run_id: str, counts: SweepCounts, emit: Emit) -> None:
         _SweepRun(
             sweep=sweep,
             store=store,
@@ -228,9 +248,9 @@ def drive_sweep_run(
     sweep: SweepConfig,
     store: ResultStore,
     meter_info: dict[str, Any],
-    body: Callable[[str, dict[str, int], Emit], None],
+    body: Callable[[str, SweepCounts, Emit], None],
     on_event: Emit | None = None,
-) -> dict[str, Any]:
+) -> SweepSummary:
     """Find the sweep's run by name (resume) or start it, run ``body``, finish the run.
 
     ``body(run_id, counts, emit)`` measures the cells and updates ``counts`` (done, skipped,
@@ -253,7 +273,7 @@ def drive_sweep_run(
             meter=meter_info,
             name=sweep.name,
         )
-    counts = {"total": len(cells), "done": 0, "skipped": 0, "failed": 0}
+    counts: SweepCounts = {"total": len(cells), "done": 0, "skipped": 0, "failed": 0}
     emit({"event": "start", "run_id": run_id, "total": len(cells), "resumed": resumed})
     if resumed:
         store.set_run_status(run_id, "running")
@@ -273,7 +293,7 @@ def skip_done(
     store: ResultStore,
     run_id: str,
     cells: list[ProfileConfig],
-    counts: dict[str, int],
+    counts: SweepCounts,
     emit: Emit,
 ) -> list[ProfileConfig]:
     """The cells still to measure; ``done`` ones are counted as skipped with a ``skip`` event."""
@@ -317,7 +337,7 @@ class _SweepRun:
     store: ResultStore
     meter: Meter
     run_id: str
-    counts: dict[str, int]
+    counts: SweepCounts
     emit: Emit
     load: Callable[..., Any]
     load_set: Callable[..., Any]

@@ -125,9 +125,10 @@ def _run_sweeps(
             emit({**e, "study": study})
 
         emit({"event": "study_start", "study": study, "total": len(sweep.cells())})
-        out[study] = run_sweep(sweep, store, meter, on_event=relay, hardware=hardware)
+        summary = run_sweep(sweep, store, meter, on_event=relay, hardware=hardware)
         # profile_cell labels its cells "profile"; the report groups by the sweep's study.
-        store.set_cells_study(out[study]["run_id"], study)
+        store.set_cells_study(summary["run_id"], study)
+        out[study] = dict(summary)  # a study's outcome, beside the serving studies' counts
     return out
 
 
