@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from joulebench.analysis.paper import HEADLINES, TRENDS, batch_observations
+from joulebench.analysis import paper
 from joulebench.analysis.records import ProfileCell
 
 QUANTIZED = ("int8-bnb", "int4-fp4", "int4-nf4")
@@ -17,7 +17,7 @@ NO_DATA = "not enough data"
 
 
 def _claim(key: str) -> str:
-    return next(t.claim for t in TRENDS if t.key == key)
+    return next(t.claim for t in paper.TRENDS if t.key == key)
 
 
 def _rows(step: dict[str, Any] | None, key: str = "rows") -> list[dict[str, Any]]:
@@ -63,7 +63,7 @@ def batch_trends(batching: dict[str, Any] | None) -> list[dict[str, Any]]:
     rows = _rows(batching)
     cells = [ProfileCell("gpu-checks", str(i), "batching", "done", r.get("config") or {}, r, None)
              for i, r in enumerate(rows)]  # fmt: skip
-    obs = batch_observations(cells)
+    obs = paper.batch_observations(cells)
     sizes = sorted({r["batch_size"] for r in rows})
     out = []
     for key in ("batch_prefill", "batch_decode", "batch_output"):
@@ -114,7 +114,7 @@ def headlines(serving: dict[str, Any] | None) -> list[dict[str, Any]]:
         "tgi_fixed_500ms": "fixed:500ms",
     }
     out = []
-    for h in HEADLINES:
+    for h in paper.headlines():
         run = runs.get(spec.get(h.key, ""))
         floor = None if run is None else run.get("idle_x_interval_wh")
         out.append({
