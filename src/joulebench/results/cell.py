@@ -18,14 +18,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import ConfigDict, with_config
 from typing_extensions import NotRequired, TypedDict
 
+from joulebench.results.typed import check, closed
+
 #: Every section refuses keys it does not declare (when validated: :func:`validate_cell_result`).
-_closed = with_config(ConfigDict(extra="forbid"))
 
 
-@_closed
+@closed
 class AuditEntry(TypedDict):
     """One audit check (``analysis.audit.AuditCheck.to_dict``), named ``phase/method:check``."""
 
@@ -34,7 +34,7 @@ class AuditEntry(TypedDict):
     detail: str
 
 
-@_closed
+@closed
 class WarmupStopRecord(TypedDict):
     """``profile.phases.WarmupStop.to_dict``: how many warm-ups ran, the cap, the rule and why
     they stopped."""
@@ -46,7 +46,7 @@ class WarmupStopRecord(TypedDict):
     settle_rel: float | None
 
 
-@_closed
+@closed
 class Warmups(TypedDict):
     """The warm-ups a phase ran before its windows, and why they stopped."""
 
@@ -58,7 +58,7 @@ class Warmups(TypedDict):
     settle_rel: NotRequired[float | None]
 
 
-@_closed
+@closed
 class DomainMean(TypedDict):
     """Mean per-op energy of one meter domain (``cpu:0``, ``gpu:1``, ``ram``)."""
 
@@ -68,7 +68,7 @@ class DomainMean(TypedDict):
     net_energy_j: float | None
 
 
-@_closed
+@closed
 class PhaseSection(TypedDict):
     """One phase over its repeats: measured directly, by subtraction, or a whole generate(N).
 
@@ -106,7 +106,7 @@ class PhaseSection(TypedDict):
     energy_per_output_token_j: NotRequired[float | None]
 
 
-@_closed
+@closed
 class SubtractionSections(TypedDict):
     """The study's subtraction method, kept beside direct headline phases."""
 
@@ -114,7 +114,7 @@ class SubtractionSections(TypedDict):
     decode: PhaseSection
 
 
-@_closed
+@closed
 class TokenCounts(TypedDict):
     """Tokens of one pass over the prompt set."""
 
@@ -124,7 +124,7 @@ class TokenCounts(TypedDict):
     decode_output: int
 
 
-@_closed
+@closed
 class Normalized(TypedDict):
     """The headline energy per request and per token (J)."""
 
@@ -134,7 +134,7 @@ class Normalized(TypedDict):
     per_output_token_j: float | None
 
 
-@_closed
+@closed
 class Latency(TypedDict):
     """Time to first token, per decode token and in all, and the timer that measured them."""
 
@@ -144,7 +144,7 @@ class Latency(TypedDict):
     timer: str
 
 
-@_closed
+@closed
 class RooflinePhase(TypedDict):
     """One phase against the hardware's peaks."""
 
@@ -157,7 +157,7 @@ class RooflinePhase(TypedDict):
     efficiency: NotRequired[float | None]
 
 
-@_closed
+@closed
 class Roofline(TypedDict):
     """The cell's roofline, or ``available: False`` with the reason."""
 
@@ -174,7 +174,7 @@ class Roofline(TypedDict):
     decode: NotRequired[RooflinePhase]
 
 
-@_closed
+@closed
 class ForwardClockRecord(TypedDict):
     """``profile.ops.ForwardClock.to_dict``: how long one measurement's ops spent in and out of
     the model's forward."""
@@ -188,7 +188,7 @@ class ForwardClockRecord(TypedDict):
     outside_forward_per_op_s: float | None
 
 
-@_closed
+@closed
 class GenerateOverhead(TypedDict):
     """generate()'s own machinery, in seconds and joules per call and per step."""
 
@@ -205,7 +205,7 @@ class GenerateOverhead(TypedDict):
     clocks: dict[str, ForwardClockRecord]
 
 
-@_closed
+@closed
 class Consistency(TypedDict):
     """Direct prefill + decode (+ generate()'s overhead) against a full generate(N)."""
 
@@ -230,7 +230,7 @@ class Consistency(TypedDict):
     note: NotRequired[str]
 
 
-@_closed
+@closed
 class Window(TypedDict):
     """The window length every measurement of the cell used, and the rule that chose it."""
 
@@ -238,7 +238,7 @@ class Window(TypedDict):
     rule: str
 
 
-@_closed
+@closed
 class CellHeader(TypedDict):
     """What describes the cell, before anything it measured."""
 
@@ -255,7 +255,7 @@ class CellHeader(TypedDict):
     window: Window
 
 
-@_closed
+@closed
 class CellResult(CellHeader):
     """The whole result of one profile cell (``profile --json``; the store's ``result``).
 
@@ -292,7 +292,4 @@ def validate_cell_result(obj: object) -> CellResult:
     """``obj`` checked against :class:`CellResult`, every nested section included; a key the
     declarations do not name, or a value of the wrong type, raises pydantic's
     ``ValidationError``. Returns the same object, typed."""
-    from pydantic import TypeAdapter
-
-    TypeAdapter(CellResult).validate_python(obj)
-    return obj  # type: ignore[return-value]
+    return check(CellResult, obj)  # type: ignore[no-any-return]

@@ -16,13 +16,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import ConfigDict, with_config
 from typing_extensions import NotRequired, TypedDict
 
-_closed = with_config(ConfigDict(extra="forbid"))
+from joulebench.results.typed import check, closed
 
 
-@_closed
+@closed
 class RequestCounts(TypedDict):
     """How the requests ended: ``failed`` counts every request that is not ``ok`` (truncated,
     timed out and errored together); ``errors`` groups them by message."""
@@ -37,7 +36,7 @@ class RequestCounts(TypedDict):
     errors: dict[str, int]
 
 
-@_closed
+@closed
 class LatencySummary(TypedDict):
     """Percentiles, mean and count of one latency over the requests it applies to (ms)."""
 
@@ -48,7 +47,7 @@ class LatencySummary(TypedDict):
     n: int
 
 
-@_closed
+@closed
 class TokenTotals(TypedDict):
     """Tokens of the successful requests, and where their counts came from."""
 
@@ -57,7 +56,7 @@ class TokenTotals(TypedDict):
     sources: list[str]
 
 
-@_closed
+@closed
 class AuditVerdicts(TypedDict):
     """How many audit checks passed, and the names of those that failed."""
 
@@ -65,7 +64,7 @@ class AuditVerdicts(TypedDict):
     failed: list[str]
 
 
-@_closed
+@closed
 class LoadSummary(TypedDict):
     """The whole summary of one load test (``LoadResult.to_json``), with what the commands add:
     ``engine`` (a launched or watched engine), ``gateway`` (a run through the shaping gateway)
@@ -99,7 +98,4 @@ def validate_load_summary(obj: object) -> LoadSummary:
     """``obj`` checked against :class:`LoadSummary`, every nested section included; a key the
     declarations do not name, or a value of the wrong type, raises pydantic's
     ``ValidationError``. Returns the same object, typed."""
-    from pydantic import TypeAdapter
-
-    TypeAdapter(LoadSummary).validate_python(obj)
-    return obj  # type: ignore[return-value]
+    return check(LoadSummary, obj)  # type: ignore[no-any-return]

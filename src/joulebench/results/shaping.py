@@ -19,13 +19,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import ConfigDict, with_config
 from typing_extensions import NotRequired, TypedDict
 
-_closed = with_config(ConfigDict(extra="forbid"))
+from joulebench.results.typed import check, closed
 
 
-@_closed
+@closed
 class ServerBatching(TypedDict):
     """The server's mean batch size over a run, from its ``/metrics`` counters read before and
     after (``None`` without them); ``note`` says which counters."""
@@ -36,7 +35,7 @@ class ServerBatching(TypedDict):
     batch_size_max_since_start: NotRequired[float]
 
 
-@_closed
+@closed
 class TailLatency(TypedDict):
     """Median and 99th percentile of one latency over a run's requests (ms)."""
 
@@ -44,7 +43,7 @@ class TailLatency(TypedDict):
     p99: float | None
 
 
-@_closed
+@closed
 class RunHeadline(TypedDict):
     """One measured run (direct or through one policy), as the tables read it: energy per
     request under every accounting (gross and net), latencies, the gateway's added delay
@@ -61,7 +60,7 @@ class RunHeadline(TypedDict):
     mean_group_size: float | None
 
 
-@_closed
+@closed
 class ShapedRun(RunHeadline):
     """One measured run in full: its headline, the server's batching, the gateway's snapshot
     (``None`` for the direct run) and the load summary."""
@@ -71,7 +70,7 @@ class ShapedRun(RunHeadline):
     load: dict[str, Any]
 
 
-@_closed
+@closed
 class ComparisonRow(TypedDict):
     """One metric of the side-by-side table, and its relative change (``None`` unless both
     figures are positive)."""
@@ -82,7 +81,7 @@ class ComparisonRow(TypedDict):
     change: float | None
 
 
-@_closed
+@closed
 class ComparisonResult(TypedDict):
     """Direct vs shaped, same trace, server and meter (``Comparison.to_json``)."""
 
@@ -96,7 +95,7 @@ class ComparisonResult(TypedDict):
     engine: NotRequired[dict[str, Any]]
 
 
-@_closed
+@closed
 class SweepResult(TypedDict):
     """A policy sweep (``Sweep.to_json``): the ranking's accounting and latency, the Pareto
     table's points (``SweepPoint.to_dict``, mappings here) and every run in full."""
@@ -116,15 +115,9 @@ def validate_comparison(obj: object) -> ComparisonResult:
     """``obj`` checked against :class:`ComparisonResult`, every nested section included; a key
     the declarations do not name, or a value of the wrong type, raises pydantic's
     ``ValidationError``. Returns the same object, typed."""
-    from pydantic import TypeAdapter
-
-    TypeAdapter(ComparisonResult).validate_python(obj)
-    return obj  # type: ignore[return-value]
+    return check(ComparisonResult, obj)  # type: ignore[no-any-return]
 
 
 def validate_sweep(obj: object) -> SweepResult:
     """``obj`` checked against :class:`SweepResult` (as :func:`validate_comparison`)."""
-    from pydantic import TypeAdapter
-
-    TypeAdapter(SweepResult).validate_python(obj)
-    return obj  # type: ignore[return-value]
+    return check(SweepResult, obj)  # type: ignore[no-any-return]
