@@ -23,9 +23,10 @@ from typing import Any
 
 import torch
 
+from joulebench.environment import library_versions
 from joulebench.errors import JoulebenchError
 from joulebench.meters.sync import torch_sync
-from joulebench.workloads.models import library_versions, load_model, load_tokenizer
+from joulebench.workloads.models import load_model, load_tokenizer
 from joulebench.workloads.precision import supported_precisions
 from joulebench.workloads.shapes import resolve_shape, shape_dict, weight_bytes
 

@@ -232,25 +232,31 @@ def _verdict(interval: dict[str, Any], goal_max: float) -> str:
     return "not met" if ci[0] > goal_max else "inconclusive"
 
 
+def _usable(row: dict[str, Any]) -> bool:
+    return bool(row["net_j"] and row["net_j"] > 0 and not row["failed"])
+
+
 def _control(rounds: list[list[dict[str, Any]]]) -> dict[str, Any]:
-    """What the gateway adds holding nothing (the passthrough control of each round), and slo's
-    TTFT p99 beyond it: the part of slo's added TTFT its holds account for."""
-    pairs = [(r[2], next((x for x in r[1:] if x["policy"] == CONTROL), None)) for r in rounds]
-    added = [c["added_ttft_p99_ms"] for _, c in pairs if c and c["added_ttft_p99_ms"] is not None]
+    """What the gateway adds holding nothing (the passthrough control of each round: its own
+    row, or the best fixed policy's when that is passthrough), and slo's TTFT p99 beyond it:
+    the part of slo's added TTFT its holds account for. Rounds whose control lost requests or
+    measured no energy are left out here, and counted."""
+    pairs = [(r[0], r[2], next(x for x in r[1:] if x["policy"] == CONTROL)) for r in rounds]
+    pairs = [(d, s, c) for d, s, c in pairs if _usable(c)]
+    added = [c["added_ttft_p99_ms"] for _, _, c in pairs if c["added_ttft_p99_ms"] is not None]
     beyond = [
         s["ttft_p99_ms"] - c["ttft_p99_ms"]
-        for s, c in pairs
-        if c and s["ttft_p99_ms"] is not None and c["ttft_p99_ms"] is not None
+        for _, s, c in pairs
+        if s["ttft_p99_ms"] is not None and c["ttft_p99_ms"] is not None
     ]
     return {
+        "usable": len(pairs),
         "passthrough_added_ttft_p99_ms": added,
         "passthrough_added_ttft_p99_max_ms": max(added, default=None),
         "slo_ttft_p99_beyond_passthrough_ms": beyond,
         "slo_ttft_p99_beyond_passthrough_max_ms": max(beyond, default=None),
-        "passthrough_vs_direct": _interval(
-            [c["net_j"] / r[0]["net_j"] - 1 for r, (_, c) in zip(rounds, pairs, strict=True) if c]
-        )
-        if any(c for _, c in pairs)
+        "passthrough_vs_direct": _interval([c["net_j"] / d["net_j"] - 1 for d, _, c in pairs])
+        if pairs
         else None,
     }
 
@@ -258,7 +264,8 @@ def _control(rounds: list[list[dict[str, Any]]]) -> dict[str, Any]:
 def confirm(rounds: list[list[dict[str, Any]]]) -> dict[str, Any]:
     """Paired per-round ratios of the confirmation rounds (rows: direct, best fixed, slo and,
     unless it is the best fixed policy, the passthrough control)."""
-    ok = [r for r in rounds if all(x["net_j"] and x["net_j"] > 0 and not x["failed"] for x in r)]
+    # judged on direct, best fixed and slo; a failed control leaves only the control's figures
+    ok = [r for r in rounds if all(_usable(x) for x in r[:3])]
     if not ok:
         return {"rounds": len(rounds), "usable": 0, "within_10pct": "no usable round"}
     vs_best = _interval([r[2]["net_j"] / r[1]["net_j"] - 1 for r in ok])
@@ -342,8 +349,8 @@ def adaptive_matrix(args: argparse.Namespace) -> int:
                     _store(args.store, result, arrival)
                 if args.confirm > 0 and verdict["best_fixed"] is not None:
                     rounds = []
+                    best = verdict["best_fixed"]
                     for k in range(args.confirm):
-                        best = verdict["best_fixed"]
                         again = sweep(
                             dataclasses.replace(trial, seed=args.seed + 1 + k),
                             [best, ADAPTIVE] + ([] if best == CONTROL else [CONTROL]),
@@ -454,8 +461,10 @@ def _print(arrival: str, n: int, verdict: dict[str, Any]) -> None:
             f"{f(c['slo_mean_group'], '.2f')} vs fixed {f(c['best_fixed_mean_group'], '.2f')}"
         )
         k = c["control"]
+        pt = k["passthrough_vs_direct"]
         print(
-            f"control ({CONTROL}, no hold): added TTFT p99 ≤ "
+            f"control ({CONTROL}, no hold, {k['usable']} rounds): net J/request vs direct "
+            f"{'—' if pt is None else iv(pt)}; added TTFT p99 ≤ "
             f"{f(k['passthrough_added_ttft_p99_max_ms'], '.0f')} ms; slo's TTFT p99 beyond it ≤ "
             f"{f(k['slo_ttft_p99_beyond_passthrough_max_ms'], '.0f')} ms"
         )

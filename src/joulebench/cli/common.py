@@ -66,8 +66,12 @@ def flag_group(bundle: type[Any], name: str) -> Callable[[Callable[..., Any]], C
     ``bundle`` is a dataclass whose fields are the flags: each annotated with its option
     (``Annotated[..., typer.Option(...)]``) and defaulting to its flag's default, so the group is
     declared once and ``--help`` lists it where the ``name`` parameter stands."""
+    fields = dataclasses.fields(bundle)
+    odd = [f.name for f in fields if f.default is dataclasses.MISSING or not f.init]
+    if odd:  # a flag needs a plain default, and every field must come from a flag
+        raise TypeError(f"{bundle.__name__}: fields without a plain default: {', '.join(odd)}")
     hints = get_type_hints(bundle, include_extras=True)
-    flags = [(f.name, hints[f.name], f.default) for f in dataclasses.fields(bundle)]
+    flags = [(f.name, hints[f.name], f.default) for f in fields]
 
     def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
         signature = expand_parameter(command, name, flags, f"{bundle.__name__} flags")

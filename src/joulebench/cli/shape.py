@@ -32,6 +32,7 @@ from joulebench.cli.workload_options import (
 )
 from joulebench.errors import ConfigError
 from joulebench.load.engines.session import LaunchOptions
+from joulebench.shape.shaper import DEFAULT_MAX_QUEUE
 
 #: The flags shape-compare and shape-sweep share (and ``--max-delay-ms`` the gateway's too).
 UrlOpt = Annotated[
@@ -73,7 +74,9 @@ def shape(
     max_delay_ms: MaxDelayOpt = None,
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (loopback by default)."),
     port: int = typer.Option(8081, "--port", help="Port (0 picks a free one)."),
-    max_queue: int = typer.Option(1024, "--max-queue", help="Held requests before 429."),
+    max_queue: int = typer.Option(
+        DEFAULT_MAX_QUEUE, "--max-queue", help="Held requests before 429."
+    ),
     upstream_timeout_s: float = typer.Option(600.0, "--upstream-timeout-s", help="Per request."),
 ) -> None:
     """Run the arrival-shaping gateway in front of an OpenAI/TGI server."""

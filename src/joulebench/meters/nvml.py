@@ -337,7 +337,7 @@ class NvmlMeter:
         if self._polled:
             self._sample_power()
         if self._polled and self._background:
-            self._poller = Periodic(self._poll, self._poll_period_s, name="joulebench-nvml")
+            self._poller = Periodic(self._sample_power, self._poll_period_s, name="joulebench-nvml")
             self._poller.start()
 
     def _power_mw(self, domain: str) -> float:
@@ -361,12 +361,6 @@ class NvmlMeter:
                 if last is not None and now > last[0]:
                     self._poll_energy_j[domain] += (now - last[0]) * (power_w + last[1]) / 2
                 self._last_sample[domain] = (now, power_w)
-
-    def _poll(self) -> None:
-        try:
-            self._sample_power()
-        except MeterUnavailable:
-            log.exception("NVML power polling failed")
 
     # -- which GPUs -----------------------------------------------------------------------------
     def focus(self, cuda_indices: Sequence[int]) -> None:

@@ -23,16 +23,25 @@ class Periodic:
     """Call ``tick()`` every ``period_s`` seconds between :meth:`start` and :meth:`stop`.
 
     ``tick`` returns ``False`` to end the loop by itself (a full timeline); an exception it
-    raises is logged and the loop goes on: a sensor hiccup must not stop the sampling, nor kill
-    the measured process.
+    raises is logged (with ``name``), handed to ``on_error`` (a caller that counts its
+    failures) and the loop goes on: a sensor hiccup must not stop the sampling, nor kill the
+    measured process.
     """
 
-    def __init__(self, tick: Callable[[], bool | None], period_s: float, *, name: str) -> None:
+    def __init__(
+        self,
+        tick: Callable[[], object],
+        period_s: float,
+        *,
+        name: str,
+        on_error: Callable[[Exception], None] | None = None,
+    ) -> None:
         if not period_s > 0:
             raise ValueError(f"{name}: the period must be positive, got {period_s} s")
         self.period_s = period_s
         self.name = name
         self._tick = tick
+        self._on_error = on_error
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -72,8 +81,10 @@ class Periodic:
             try:
                 if self._tick() is False:
                     return
-            except Exception:
+            except Exception as exc:
                 log.exception("%s: a tick failed; ticking on", self.name)
+                if self._on_error is not None:
+                    self._on_error(exc)
             next_t += self.period_s
             if next_t < time.monotonic():  # fell behind (suspended): do not burst to catch up
                 next_t = time.monotonic() + self.period_s

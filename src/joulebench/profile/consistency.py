@@ -60,7 +60,7 @@ def generate_overhead(
     outside = [clocks[k]["outside_forward_per_op_s"] if k in clocks else None for k in keys]
     if any(x is None for x in outside):
         return None
-    pre, dec, g1, gn = (float(x or 0.0) for x in outside)
+    pre, dec, g1, gn = (float(x) for x in outside if x is not None)
     per_call_s = (g1 - pre) / t.n_batches
     per_step_s = div((gn - g1) - dec, t.decode_steps)
     total_s = gn - pre - dec
@@ -240,7 +240,8 @@ def _consistency_note(
 ) -> str:
     """Why a failed consistency check failed, in words: the gap, then its likely cause."""
     what = "direct + overhead" if overhead_measured else "direct"
-    note = f"{what} is {signed:+.1%} from generate in energy, {(latency_rel or 0.0):+.1%} in time"
+    in_time = "time not compared" if latency_rel is None else f"{latency_rel:+.1%} in time"
+    note = f"{what} is {signed:+.1%} from generate in energy, {in_time}"
     if compiled:
         return note + (
             ": direct decode ran compiled on a static cache, generate eager, so the gap holds "
@@ -257,9 +258,13 @@ def _consistency_note(
             "(--max-repeats), longer windows (--min-window-s) or a quieter host (see "
             "quiet_host) are needed"
         )
+    beyond = (
+        f"beyond the ±{tolerance:.1%} tolerance (no 95 % interval: too few repeats for one)"
+        if spread is None
+        else f"beyond its 95 % interval (±{spread:.1%}) and the ±{tolerance:.1%} tolerance together"
+    )
     return note + (
-        f", beyond its 95 % interval (±{spread or 0.0:.1%}) and the ±{tolerance:.1%} "
-        "tolerance together: the direct windows "
+        f", {beyond}: the direct windows "
         "and generate do not do the same model work (or the host changed between "
         "them); check the meter, the window lengths and quiet_host"
     )

@@ -98,4 +98,4 @@ def validate_load_summary(obj: object) -> LoadSummary:
     """``obj`` checked against :class:`LoadSummary`, every nested section included; a key the
     declarations do not name, or a value of the wrong type, raises pydantic's
     ``ValidationError``. Returns the same object, typed."""
-    return check(LoadSummary, obj)  # type: ignore[no-any-return]
+    return check(LoadSummary, obj)

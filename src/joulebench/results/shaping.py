@@ -115,9 +115,9 @@ def validate_comparison(obj: object) -> ComparisonResult:
     """``obj`` checked against :class:`ComparisonResult`, every nested section included; a key
     the declarations do not name, or a value of the wrong type, raises pydantic's
     ``ValidationError``. Returns the same object, typed."""
-    return check(ComparisonResult, obj)  # type: ignore[no-any-return]
+    return check(ComparisonResult, obj)
 
 
 def validate_sweep(obj: object) -> SweepResult:
     """``obj`` checked against :class:`SweepResult` (as :func:`validate_comparison`)."""
-    return check(SweepResult, obj)  # type: ignore[no-any-return]
+    return check(SweepResult, obj)

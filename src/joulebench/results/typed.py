@@ -9,19 +9,25 @@ declaration at run time.
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+from typing import Any, TypeVar, cast
 
-from pydantic import ConfigDict, with_config
+from pydantic import ConfigDict, TypeAdapter, with_config
+
+T = TypeVar("T")
 
 #: Class decorator: pydantic refuses keys the TypedDict does not declare.
 closed = with_config(ConfigDict(extra="forbid"))
 
 
-def check(declared: Any, obj: object) -> Any:
+@functools.cache
+def _adapter(declared: Any) -> TypeAdapter[Any]:
+    return TypeAdapter(declared)
+
+
+def check(declared: type[T], obj: object) -> T:
     """``obj`` checked against the TypedDict ``declared``, every nested section included; a key
     the declarations do not name, or a value of the wrong type, raises pydantic's
-    ``ValidationError``. Returns ``obj`` itself (for the typed wrappers to return it typed)."""
-    from pydantic import TypeAdapter
-
-    TypeAdapter(declared).validate_python(obj)
-    return obj
+    ``ValidationError``. Returns ``obj`` itself, typed."""
+    _adapter(cast(Any, declared)).validate_python(obj)
+    return cast(T, obj)

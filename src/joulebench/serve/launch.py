@@ -137,18 +137,21 @@ class ServerSettings:
     max_body_mib: float = DEFAULT_MAX_BODY_MIB
     engine_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        if not self.max_body_mib > 0:
+            raise ConfigError(f"max_body_mib must be > 0, got {self.max_body_mib}")
+
     @contextlib.contextmanager
     def serving(self) -> Iterator[tuple[ServingEngine, Any]]:
         """Build and start the engine; yield it and a uvicorn server for its app, not yet
-        running; stop the engine on exit. The one path by which both entry points run."""
-        engine = build_engine(
-            self.model, self.precision, self.scheduler, meter=self.meter, **self.engine_options
-        )
+        running; stop the engine on exit. The one path by which both entry points run. A
+        missing ``serve`` extra is said before the model loads."""
         uvicorn = require("uvicorn", "serve", "the embedded server")
         from joulebench.serve.app import create_app
 
-        if not self.max_body_mib > 0:
-            raise ConfigError(f"max_body_mib must be > 0, got {self.max_body_mib}")
+        engine = build_engine(
+            self.model, self.precision, self.scheduler, meter=self.meter, **self.engine_options
+        )
         engine.start()
         try:
             max_body_bytes = int(self.max_body_mib * 2**20)

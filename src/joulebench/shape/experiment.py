@@ -323,9 +323,8 @@ class Trial:
     (:func:`~joulebench.load.runner.run_load`: ``model``, ``tokenizer``, ``timeline_hz``). The
     meter and its idle baseline: without ``idle_power_w`` and with a meter, it is measured once,
     with the server loaded and quiet, for ``idle_s`` seconds, after ``warmup_n`` unmeasured
-    requests. The gateways: ``max_delay_ms`` for policies given by name, ``max_queue`` held
-    requests before 429 (default: the gateway's own, or ``n`` when larger, so that a gateway
-    never refuses a request of the trial's own trace).
+    requests. The gateways: ``max_delay_ms`` for policies given by name; each holds up to
+    :attr:`gateway_queue` requests before 429.
     """
 
     url: str | None
@@ -344,7 +343,6 @@ class Trial:
     idle_s: float = 2.0
     warmup_n: int = 4
     max_delay_ms: float | None = None
-    max_queue: int | None = None
     embedded: dict[str, Any] | None = None
     engine: EngineSession | None = None
 
@@ -354,8 +352,9 @@ class Trial:
 
     @property
     def gateway_queue(self) -> int:
-        """How many requests a gateway of this trial holds before 429."""
-        return max(DEFAULT_MAX_QUEUE, self.n) if self.max_queue is None else self.max_queue
+        """How many requests a gateway of this trial holds before 429: the gateway's default, or
+        ``n`` when larger, so that no gateway refuses a request of the trial's own trace."""
+        return max(DEFAULT_MAX_QUEUE, self.n)
 
     def policy(self, policy: str | Policy) -> Policy:
         """``policy``, parsed with this trial's ``max_delay_ms`` when given by name."""

@@ -42,3 +42,10 @@ def test_a_misspelt_key_is_refused_with_its_place() -> None:
 def test_a_missing_value_is_refused() -> None:
     with pytest.raises(ConfigError, match=r"0\.value"):
         parse_headlines([{"key": "k", "label": "l", "setting": "s"}], "t.yaml")
+
+
+def test_a_headline_in_another_unit_is_refused() -> None:
+    """compare() puts every headline beside Wh/request figures: another unit would be misread."""
+    row = {"key": "k", "label": "l", "value": 1.0, "setting": "s", "arrival_kind": "burst"}
+    with pytest.raises(ConfigError, match="unit"):
+        parse_headlines([{**row, "scheduler": "continuous", "unit": "J/request"}], "t.yaml")

@@ -81,3 +81,19 @@ def test_ray_flags_need_the_ray_executor(monkeypatch):
         ExecutorFlags("local", ray_address="h:1", cpus_per_cell=1.0).make("cpu")
     with pytest.raises(ConfigError, match=r"^--gpus-per-cell need\(s\) --executor ray"):
         ExecutorFlags(gpus_per_cell=1.0).make("cpu")
+
+
+def test_a_group_whose_field_has_no_plain_default_is_refused_when_declared():
+    from dataclasses import field
+
+    @dataclass
+    class NoDefault:
+        name: str
+
+    @dataclass
+    class Factory:
+        names: list[str] = field(default_factory=list)
+
+    for bundle in (NoDefault, Factory):
+        with pytest.raises(TypeError, match="without a plain default"):
+            flag_group(bundle, "group")

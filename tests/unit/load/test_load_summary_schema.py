@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-pydantic = pytest.importorskip("pydantic")
-
-from joulebench.load.runner import run_load  # noqa: E402
-from joulebench.load.stub import StubConfig, stub_server  # noqa: E402
-from joulebench.meters.fake import FakeMeter  # noqa: E402
-from joulebench.results.load_summary import validate_load_summary  # noqa: E402
-from support.schemas import MISSING, assert_refused  # noqa: E402
+from joulebench.load.runner import run_load
+from joulebench.load.stub import StubConfig, stub_server
+from joulebench.meters.fake import FakeMeter
+from joulebench.results.load_summary import validate_load_summary
+from support.schemas import MISSING, assert_refused
 
 
 @pytest.mark.parametrize("metered", [False, True])

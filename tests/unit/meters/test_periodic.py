@@ -38,13 +38,15 @@ def test_a_tick_returning_false_ends_the_loop_and_a_failing_tick_does_not(caplog
             return False
         return True
 
-    p = Periodic(tick, 0.005, name="ticker-under-test")
+    seen: list[Exception] = []
+    p = Periodic(tick, 0.005, name="ticker-under-test", on_error=seen.append)
     with caplog.at_level(logging.ERROR):
         p.start()
         assert done.wait(2.0)
         p.join(2.0)
     assert not p.alive and calls["n"] == 4
     assert "ticker-under-test: a tick failed" in caplog.text
+    assert [str(e) for e in seen] == ["sensor hiccup"]  # handed to the caller, once
     p.stop()  # stopping an ended loop is harmless
 
 

@@ -9,17 +9,15 @@ import warnings
 
 import pytest
 
-pydantic = pytest.importorskip("pydantic")
-
-from joulebench.analysis.roofline import given_peak  # noqa: E402
-from joulebench.errors import JoulebenchWarning  # noqa: E402
-from joulebench.meters.fake import FakeMeter  # noqa: E402
-from joulebench.meters.window import IdleBaseline  # noqa: E402
-from joulebench.profile.config import ProfileConfig  # noqa: E402
-from joulebench.profile.runner import profile_cell  # noqa: E402
-from joulebench.results.cell import validate_cell_result  # noqa: E402
-from joulebench.results.store import ResultStore  # noqa: E402
-from support.schemas import MISSING, assert_refused  # noqa: E402
+from joulebench.analysis.roofline import given_peak
+from joulebench.errors import JoulebenchWarning
+from joulebench.meters.fake import FakeMeter
+from joulebench.meters.window import IdleBaseline
+from joulebench.profile.config import ProfileConfig
+from joulebench.profile.runner import profile_cell
+from joulebench.results.cell import validate_cell_result
+from joulebench.results.store import ResultStore
+from support.schemas import MISSING, assert_refused
 
 
 def _run(loaded, prompts, forced, method, store=None):

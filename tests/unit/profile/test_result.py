@@ -202,3 +202,16 @@ def test_a_gap_within_the_measurement_spread_says_no_verdict():
     # the same means without spread: a real difference in the work
     sec, chk = consistency_section(_measured(*GAP), TOKENS, 0.05, clocks=_clocks(0, 0, 0, 0))
     assert sec["gap_ci95_rel"] == pytest.approx(0.0) and "same model work" in sec["note"]
+
+
+def test_a_gap_without_an_interval_says_so_instead_of_a_zero_spread():
+    # one repeat per measurement: no 95 % interval can be estimated, so none is printed
+    measured = {
+        "prefill": _spread_m("prefill", [10], "direct"),
+        "decode": _spread_m("decode", [20], "direct"),
+        "generate_1": _spread_m("generate_1", [14], "subtraction"),
+        "generate_n": _spread_m("generate_n", [40], "subtraction"),
+    }
+    sec, chk = consistency_section(measured, TOKENS, 0.05, clocks=_clocks(0.0, 0.0, 0.0, 0.0))
+    assert not chk.passed and sec["gap_ci95_rel"] is None
+    assert "no 95 % interval" in sec["note"] and "±0.0%" not in sec["note"]

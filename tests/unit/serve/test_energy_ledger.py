@@ -124,16 +124,22 @@ def test_busy_totals_cover_every_span_while_only_the_latest_are_kept(monkeypatch
 
 
 def test_busy_energy_counts_the_spans_no_longer_kept(monkeypatch):
-    """Energy over all busy time since start, also once old spans have left the window."""
+    """Energy over all busy time since start, also once old spans have left the window: the
+    power steps from 10 to 30 W halfway, so the dropped spans' energy must be their own."""
     import joulebench.serve.energy as energy
 
     monkeypatch.setattr(energy, "BUSY_SPANS_KEPT", 3)
-    clock, timeline, ledger = make(10.0)
-    for i in range(10):  # ten 0.5-s stretches at 10 W, 1.5 s idle between them
+    clock = Clock()
+    meter = FakeMeter(
+        lambda t: {"gpu:0": 10.0 if t < 9.5 else 30.0}, update_period_s=0.01, clock=clock
+    )
+    timeline = PowerTimeline(meter)
+    timeline.sample_now()
+    ledger = EnergyLedger(timeline, MeterInfo.of(meter))
+    for i in range(10):  # ten 0.5-s stretches, 1.5 s idle between them
         ledger.mark_idle()
-        clock.t = 2.0 * i + 0.5
-        timeline.sample_now()
+        for clock.t in (2.0 * i, 2.0 * i + 0.5):
+            timeline.sample_now()
         ledger.record_step(2.0 * i, 2.0 * i + 0.5, {})
-    assert len(ledger.busy_spans()) == 3
-    assert ledger.busy_energy_j() == pytest.approx(10.0 * 5.0)
-    assert ledger.busy_energy_j() == pytest.approx(10.0 * ledger.busy_duration_s())
+    assert len(ledger.busy_spans()) == 3  # the first seven left the window
+    assert ledger.busy_energy_j() == pytest.approx(5 * 0.5 * 10.0 + 5 * 0.5 * 30.0)

@@ -155,16 +155,15 @@ class MetricsScraper:
     def _count(self, why: str) -> None:
         self.errors[why] = self.errors.get(why, 0) + 1
 
-    def _tick(self) -> None:
-        try:
-            self.scrape_once()
-        except Exception:  # never let a scrape kill the thread silently mid-run
-            log.exception("metrics scrape failed")
-            self._count("crash")
-
     def start(self) -> MetricsScraper:
         self.scrape_once()
-        self._ticker = Periodic(self._tick, self.period_s, name="joulebench-scrape")
+        # a scrape that raises is logged by Periodic, counted here, and the next one goes on
+        self._ticker = Periodic(
+            self.scrape_once,
+            self.period_s,
+            name="joulebench-scrape",
+            on_error=lambda exc: self._count("crash"),
+        )
         self._ticker.start()
         return self
 
