@@ -22,8 +22,13 @@ already running upstream (the upstream's ``/metrics`` when fresh, else the gatew
    approaches as the batch grows): release (it is saturated, or nearly, and batches them
    anyway; a held group's burst would leave a backlog the arrivals keep from clearing).
 4. ``q + r ≥ target``, the batch past which one more row saves less than ``gain_floor`` of the
-   energy per request: release (holding cannot lower it further).
-5. the hold left is the budget minus the predicted first-token penalty of the bigger group; if
+   energy per request, and never more than twice the largest batch seen so far
+   (:meth:`CostModel.reach <joulebench.shape.slo_model.CostModel.reach>`): release (holding
+   cannot lower it further, or not by anything measured).
+5. the hold left is the budget minus the larger of the predicted first-token penalty of the
+   bigger group, the upstream's recent first-token p99 beyond a lone request's, and — while
+   fewer than :data:`MIN_TTFTS` first tokens have been seen — :data:`COLD_RESERVE` of the
+   budget; if
    the expected relative saving over that hold, ``1 − E[c(q + r + N)] / c(q + r)`` with
    ``N ~ Poisson(λ·hold)``, is below ``gain_floor``: release (holding cannot help: too few
    arrivals expected, or batching does not pay on this upstream — recorded as ``no gain``; or
@@ -70,6 +75,11 @@ SATURATION = 0.7
 #: Recent first-token times kept for the upstream's p99, and how many before it is used.
 TTFT_WINDOW = 200
 MIN_TTFTS = 8
+#: Share of the budget kept back while fewer than MIN_TTFTS first tokens have been seen: the
+#: first-token model knows nothing yet of what a group costs its own first token (on the CPU
+#: at 30 req/s a cold gateway's first holds of ~440 ms, with nothing reserved, put a whole
+#: group's TTFT past the budget).
+COLD_RESERVE = 0.5
 
 
 @dataclass(slots=True)
@@ -190,7 +200,7 @@ class SloPolicy(Policy):
         # beyond what direct sending would get: keep that inside the budget too
         g_max = min(q + rate * room_s, float(self.max_batch))
         penalty_s = self.cost.ttft_penalty_s(g_max, running, self.cost.running_direct(rate))
-        hold_s = room_s - max(penalty_s, self.upstream_extra_ttft_s())
+        hold_s = room_s - max(penalty_s, self.upstream_extra_ttft_s(), self._cold_reserve_s())
         if hold_s <= EPS_S:
             return self._release(
                 q, "budget: no hold left after the first-token penalty", b_now, target
@@ -224,6 +234,10 @@ class SloPolicy(Policy):
         fit = self.cost.ttft.coefficients()
         lone = max(fit[0], 0.0) if fit is not None else min(self._ttfts)
         return max(0.0, p99 - lone)
+
+    def _cold_reserve_s(self) -> float:
+        """:data:`COLD_RESERVE` of the budget while the first-token data are too few."""
+        return COLD_RESERVE * self.budget_s if len(self._ttfts) < MIN_TTFTS else 0.0
 
     def unusable(self, now_s: float) -> str | None:
         """Why the estimates cannot be trusted now (``None``: they can)."""

@@ -35,6 +35,11 @@ from joulebench.analysis.stats import ForgettingFit, ForgettingLine
 #: Fallback rate cap: λ ≤ RATE_GAP_FACTOR / (largest recent gap).
 RATE_GAP_FACTOR = 3.0
 MIN_SPAN_S = 1e-3
+#: How far past the largest batch it has seen the cost line is trusted: a target batch is at
+#: most ``REACH × seen`` (rounded up, at least 2). Until the batches vary the slope is the
+#: prior's, which promises gains all the way to the maximum; this makes the targets grow with
+#: the evidence (1 → 2 → 4 → 8 …) instead of holding for a batch nobody has measured.
+REACH = 2.0
 
 
 @dataclass(slots=True)
@@ -101,6 +106,8 @@ class CostModel:
     energy: ForgettingLine = field(default_factory=lambda: _fit(0.15))
     n_responses: int = 0
     n_energy: int = 0
+    #: The largest concurrency a response has run at so far.
+    seen_batch: float = 0.0
     #: Responses with a reported energy before it, not time, is the cost minimised.
     min_energy: int = 4
 
@@ -118,6 +125,8 @@ class CostModel:
         size and the requests already running upstream when that group was released, its
         first-token time from the release, and the energy the upstream reported (if any)."""
         self.n_responses += 1
+        if math.isfinite(batch):
+            self.seen_batch = max(self.seen_batch, batch)
         self.duration.observe(batch, duration_s)
         if ttft_s is not None and ttft_s >= 0:
             self.ttft.observe_point((float(group) - 1.0, float(running_at_release)), ttft_s)
@@ -146,20 +155,28 @@ class CostModel:
         a, s = line.params() or (1.0, 0.0)
         return max(a, 0.0) / max(batch, 1.0) + max(s, 0.0)
 
+    def reach(self, max_batch: int) -> int:
+        """The largest batch the cost line is trusted at: ``REACH ×`` the largest seen (at
+        least 2), never above ``max_batch``."""
+        return min(max_batch, max(2, math.ceil(REACH * self.seen_batch)))
+
     def target_batch(self, gain_floor: float, max_batch: int) -> int:
-        """Smallest batch where one more row saves < ``gain_floor`` of ``c(b)`` (≤ max)."""
-        for b in range(1, max_batch):
+        """Smallest batch where one more row saves < ``gain_floor`` of ``c(b)``, at most
+        :meth:`reach`."""
+        top = self.reach(max_batch)
+        for b in range(1, top):
             c = self.per_request(b)
             if c <= 0 or (c - self.per_request(b + 1)) / c < gain_floor:
                 return b
-        return max_batch
+        return top
 
     def expected_gain(self, batch: float, mean_arrivals: float, max_batch: int) -> float:
-        """``1 − E[c(batch + N)] / c(batch)``, ``N ~ Poisson(mean_arrivals)``."""
+        """``1 − E[c(batch + N)] / c(batch)``, ``N ~ Poisson(mean_arrivals)``, the batch
+        counted at most up to :meth:`reach` (no gain is promised beyond what was seen)."""
         c0 = self.per_request(batch)
         if c0 <= 0:
             return 0.0
-        cap = max(float(max_batch), batch)
+        cap = max(float(self.reach(max_batch)), batch)
         later = poisson_mean(mean_arrivals, lambda k: self.per_request(min(batch + k, cap)))
         return 1.0 - later / c0
 
@@ -202,6 +219,7 @@ class CostModel:
             "ttft_s": None
             if t is None
             else {"t0": t[0], "per_group_member": t[1], "per_running": t[2]},
+            "seen_batch": self.seen_batch,
             "target_batch": self.target_batch(gain_floor, max_batch),
         }
 
