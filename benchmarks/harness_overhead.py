@@ -21,7 +21,7 @@ from joulebench.meters.registry import open_meter
 from joulebench.meters.sync import default_sync
 from joulebench.profile.batching import make_batches
 from joulebench.profile.ops import ModelOps
-from joulebench.profile.phases import Phase, measure_repeated
+from joulebench.profile.phases import Phase, WindowSettings, measure_repeated
 from joulebench.profile.runner import _eos_ids
 from joulebench.workloads.models import load_model
 from joulebench.workloads.output_length import OutputLength
@@ -80,13 +80,15 @@ def main() -> None:
             m = measure_repeated(
                 generate_all,
                 meter,
+                WindowSettings(
+                    rule=StoppingRule(ci_target=0.5, min_repeats=2, max_repeats=2),
+                    min_window_s=args.window_s,
+                    warmup=0,
+                    sync=sync,
+                    device=device,
+                ),
                 phase=Phase.GENERATE,
                 method="subtraction",
-                rule=StoppingRule(ci_target=0.5, min_repeats=2, max_repeats=2),
-                min_window_s=args.window_s,
-                warmup=0,
-                sync=sync,
-                device=device,
             )
             for r in m.repeats:
                 measured.append(r.duration_s / r.n_ops)

@@ -57,3 +57,19 @@ class StoreError(JoulebenchError):
 
 class JoulebenchWarning(UserWarning):
     """A measurement caveat that must reach the user (and fails the test-suite if unexpected)."""
+
+
+def at_least(value: float, floor: int, what: str, *, error: type[Exception] = ConfigError) -> None:
+    """Refuse ``value`` below ``floor``: ``error("<what> must be ≥ <floor>, got <value>")``.
+
+    ``error`` is :class:`ConfigError` for what a user gave (a flag, a file) and ``ValueError``
+    for a programming mistake in a caller.
+    """
+    if value < floor:
+        raise error(f"{what} must be ≥ {floor}, got {value}")
+
+
+def positive(value: float, what: str, *, error: type[Exception] = ConfigError) -> None:
+    """Refuse ``value`` that is not > 0 (NaN included): ``"<what> must be > 0, got <value>"``."""
+    if not value > 0:
+        raise error(f"{what} must be > 0, got {value}")

@@ -10,6 +10,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from joulebench.errors import at_least, positive
+
 # Two-sided 95 % Student t quantiles t_{0.975, df} for df = 1..30; beyond 30 an interpolation
 # towards the normal quantile 1.95996 is accurate to < 0.5 %.
 _T975 = (
@@ -22,8 +24,7 @@ _Z975 = 1.959964
 
 def t_quantile_975(df: int) -> float:
     """Two-sided 95 % Student t quantile for ``df`` degrees of freedom (df ≥ 1)."""
-    if df < 1:
-        raise ValueError(f"degrees of freedom must be ≥ 1, got {df}")
+    at_least(df, 1, "degrees of freedom", error=ValueError)
     if df <= len(_T975):
         return _T975[df - 1]
     # t ≈ z + (z³ + z) / (4 df): first term of the Cornish-Fisher expansion.
@@ -106,8 +107,7 @@ class StoppingRule:
     max_repeats: int = 10
 
     def __post_init__(self) -> None:
-        if not self.ci_target > 0:
-            raise ValueError(f"ci_target must be > 0, got {self.ci_target}")
+        positive(self.ci_target, "ci_target", error=ValueError)
         if self.min_repeats < 2:
             raise ValueError(
                 f"min_repeats must be ≥ 2 (a CI needs two values), got {self.min_repeats}"

@@ -30,7 +30,7 @@ from joulebench.cli.workload_options import (
     output_lengths,
     read_prompts,
 )
-from joulebench.errors import ConfigError
+from joulebench.errors import ConfigError, at_least
 from joulebench.load.engines.session import LaunchOptions
 from joulebench.shape.shaper import DEFAULT_MAX_QUEUE
 
@@ -86,8 +86,7 @@ def shape(
 
     if not 0 <= port <= 65535:
         raise ConfigError(f"--port must be 0…65535, got {port}")
-    if max_queue < 1:
-        raise ConfigError(f"--max-queue must be ≥ 1, got {max_queue}")
+    at_least(max_queue, 1, "--max-queue")
     if upstream_timeout_s <= 0:
         raise ConfigError(f"--upstream-timeout-s must be positive, got {upstream_timeout_s}")
     if not upstream.startswith(("http://", "https://")):

@@ -35,7 +35,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import ClassVar
 
-from joulebench.errors import ConfigError, UnknownName
+from joulebench.errors import ConfigError, UnknownName, at_least
 from joulebench.units import parse_duration_s
 
 
@@ -65,8 +65,7 @@ class ArrivalProcess(ABC):
 
     def schedule(self, n: int) -> list[float]:
         """Intended send offsets (s) of ``n`` requests: first at 0, non-decreasing."""
-        if n < 1:
-            raise ConfigError(f"the number of requests must be ≥ 1, got {n}")
+        at_least(n, 1, "the number of requests")
         self.rng.seed(self.seed)  # same seed → same schedule, however often it is asked
         offsets = [0.0]
         for gap in self.gaps(n):

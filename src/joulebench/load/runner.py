@@ -22,7 +22,7 @@ from typing import Any, ParamSpec, TypeVar
 
 import httpx
 
-from joulebench.errors import ConfigError
+from joulebench.errors import ConfigError, at_least
 from joulebench.load.accounting import account
 from joulebench.load.arrivals import ArrivalProcess, parse_arrival
 from joulebench.load.clients import PromptInput, ProtocolClient, Tokenizer, make_client
@@ -239,10 +239,9 @@ class _Plan:
 
 
 def _check_limits(n: int, concurrency: int | None, timeout_s: float) -> None:
-    if n < 1:
-        raise ConfigError(f"--n must be ≥ 1, got {n}")
-    if concurrency is not None and concurrency < 1:
-        raise ConfigError(f"--concurrency must be ≥ 1, got {concurrency}")
+    at_least(n, 1, "--n")
+    if concurrency is not None:
+        at_least(concurrency, 1, "--concurrency")
     if timeout_s <= 0:
         raise ConfigError(f"--timeout-s must be positive, got {timeout_s}")
 

@@ -30,6 +30,8 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from joulebench.errors import at_least
+
 log = logging.getLogger(__name__)
 
 _TGI_REASON = {"length": "length", "stop": "eos_token"}
@@ -62,8 +64,7 @@ class StubConfig:
     metrics: bool = False  # serve /metrics (vLLM's running / waiting gauges)
 
     def __post_init__(self) -> None:
-        if self.tokens < 0:
-            raise ValueError(f"tokens must be ≥ 0, got {self.tokens}")
+        at_least(self.tokens, 0, "tokens", error=ValueError)
         for name in ("failure_rate", "truncate_rate"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
@@ -71,8 +72,8 @@ class StubConfig:
             raise ValueError("truncate_after must be ≥ 0 and eos_after ≥ 1")
         if self.token_delay_s < 0 or self.first_token_delay_s < 0:
             raise ValueError("delays must be ≥ 0")
-        if self.max_concurrency is not None and self.max_concurrency < 1:
-            raise ValueError(f"max_concurrency must be ≥ 1, got {self.max_concurrency}")
+        if self.max_concurrency is not None:
+            at_least(self.max_concurrency, 1, "max_concurrency", error=ValueError)
 
 
 @dataclass(slots=True)

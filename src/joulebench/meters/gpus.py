@@ -25,17 +25,13 @@ import warnings
 import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any
 
 from joulebench.errors import ConfigError, JoulebenchError, JoulebenchWarning
 from joulebench.meters.base import Meter, Method, Reading
 
 log = logging.getLogger(__name__)
-
-SOURCE_GPUS = "--gpus"
-SOURCE_VISIBLE = "CUDA_VISIBLE_DEVICES"
-SOURCE_MODEL = "model devices"
-SOURCE_ALL = "all GPUs (nothing chosen)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +142,18 @@ def _describe(uuids: Sequence[str], names: Sequence[str]) -> str:
     return "; ".join(f"{i}: {n} {u}" for i, (u, n) in enumerate(zip(uuids, names, strict=True)))
 
 
+class GpuSelection(str, Enum):
+    """Where a meter's choice of GPUs came from (``gpu_selection`` in its parameters)."""
+
+    GPUS = "--gpus"
+    VISIBLE = "CUDA_VISIBLE_DEVICES"
+    MODEL = "model devices"
+    ALL = "all GPUs (nothing chosen)"
+
+    def __str__(self) -> str:
+        return self.value
+
+
 def select_gpus(
     uuids: list[str],
     names: list[str],
@@ -154,8 +162,8 @@ def select_gpus(
     cuda_visible: str | None = None,
     mig_parents: Mapping[str, int] | None = None,
     cuda_uuids: list[str] | None = None,
-) -> tuple[list[Selected], str]:
-    """The GPUs to measure and where the choice came from (one of the ``SOURCE_*`` labels).
+) -> tuple[list[Selected], GpuSelection]:
+    """The GPUs to measure and where the choice came from.
 
     ``gpus`` entries are NVML indices or UUIDs (see :func:`parse_gpu_list`); a GPU they name must
     be visible to this process (``CUDA_VISIBLE_DEVICES``), since its domain is its CUDA ordinal.
@@ -163,7 +171,7 @@ def select_gpus(
     visible = resolve_visible(cuda_visible, uuids, mig_parents=mig_parents, cuda_uuids=cuda_uuids)
     if not gpus:
         chosen = [Selected(i, mig, k) for k, (i, mig) in enumerate(visible)]
-        return chosen, SOURCE_ALL if cuda_visible is None else SOURCE_VISIBLE
+        return chosen, GpuSelection.ALL if cuda_visible is None else GpuSelection.VISIBLE
     lowered = [u.lower() for u in uuids]
     out: list[Selected] = []
     for entry in gpus:
@@ -182,7 +190,7 @@ def select_gpus(
         if any(s.nvml_index == found[0] for s in out):
             raise ConfigError(f"--gpus names GPU {found[0]} ({uuids[found[0]]}) twice")
         out.append(Selected(found[0], found[1] or visible[ordinals[0]][1], ordinals[0]))
-    return out, SOURCE_GPUS
+    return out, GpuSelection.GPUS
 
 
 # --------------------------------------------------------------------------------------------

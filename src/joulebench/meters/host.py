@@ -82,6 +82,9 @@ class ProcessTrees:
 
 @dataclass(frozen=True, slots=True)
 class HostReading:
+    """One look at the host: when (the monitor's clock), the CPU-seconds every core has been
+    busy since boot, and those the measured process tree has used."""
+
     timestamp_s: float
     busy_cpu_s: float
     own_cpu_s: float

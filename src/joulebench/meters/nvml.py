@@ -37,10 +37,8 @@ from joulebench.errors import JoulebenchWarning, MeterUnavailable, MissingExtra
 from joulebench.extras import require
 from joulebench.meters.base import Availability, CounterAccumulator, Method, Reading
 from joulebench.meters.gpus import (
-    SOURCE_ALL,
-    SOURCE_GPUS,
-    SOURCE_MODEL,
     GpuDevice,
+    GpuSelection,
     parse_gpu_list,
     resolve_visible,
     select_gpus,
@@ -370,7 +368,7 @@ class NvmlMeter:
         added: :func:`joulebench.meters.gpus.require_gpu_domain` reports them missing.
         """
         wanted = set(cuda_indices)
-        if self.selection == SOURCE_GPUS:
+        if self.selection == GpuSelection.GPUS:
             extra = [d.domain for d in self.opened if d.cuda_index not in wanted]
             if extra:
                 log.info("--gpus also measures %s, which the workload does not use", extra)
@@ -381,7 +379,7 @@ class NvmlMeter:
         with self._lock:
             self.devices = keep
         if len(keep) < len(self.opened):
-            self.selection = SOURCE_MODEL
+            self.selection = GpuSelection.MODEL
             log.info("nvml: measuring the model's GPUs %s", [d.domain for d in keep])
 
     # -- Meter protocol -------------------------------------------------------------------------
@@ -406,7 +404,7 @@ class NvmlMeter:
         return self._pynvml
 
     def read(self) -> Reading:
-        if not self._warned_all and self.selection == SOURCE_ALL and len(self.devices) > 1:
+        if not self._warned_all and self.selection == GpuSelection.ALL and len(self.devices) > 1:
             self._warned_all = True
             log.warning(
                 "nvml measures all %d GPUs of this node (%s): nothing chose them. Pass --gpus, "
@@ -446,7 +444,7 @@ class NvmlMeter:
     def parameters(self) -> dict[str, object]:
         out: dict[str, object] = {
             "devices": {d.domain: d.to_dict() for d in self.devices},
-            "gpu_selection": self.selection,
+            "gpu_selection": self.selection.value,
             "gpus": self._gpu_list,
             "cuda_visible_devices": self._cuda_visible,
             "update_period": dict(self._period) if self._period else {"source": "not probed"},

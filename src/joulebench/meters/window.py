@@ -68,6 +68,9 @@ def measure_idle(
 
 @dataclass(frozen=True, slots=True)
 class DomainEnergy:
+    """One domain's energy over a window and how it was obtained (``counter``,
+    ``estimated``…)."""
+
     name: str
     energy_j: float
     method: str

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from joulebench.errors import ConfigError
+from joulebench.errors import ConfigError, at_least
 
 if TYPE_CHECKING:
     from joulebench.workloads.output_length import OutputLength
@@ -87,8 +87,7 @@ def _ids(ep: Any) -> list[int]:
 
 def order_for_bucketing(encoded: Sequence[Any], batch_size: int, bucketing: str) -> list[list[Any]]:
     """Group prompts into batches of at most ``batch_size`` according to ``bucketing``."""
-    if batch_size < 1:
-        raise ConfigError(f"batch size must be ≥ 1, got {batch_size}")
+    at_least(batch_size, 1, "batch size")
     kind, k = parse_bucketing(bucketing)
     items = list(encoded)
     if kind == "none":

@@ -99,31 +99,6 @@ def _gap_spread(*phases: Summary | None) -> float | None:
     return math.sqrt(math.fsum(h * h for h in halves if h is not None)) / abs(gen.mean)
 
 
-def consistency_section(
-    measured: Mapping[str, PhaseMeasurement],
-    t: Tokens,
-    tolerance: float,
-    *,
-    compiled: bool = False,
-    clocks: Mapping[str, ForwardClockRecord] | None = None,
-) -> tuple[Consistency, audit.AuditCheck]:
-    """Direct prefill + decode + generate()'s measured overhead vs a full generate(N).
-
-    What is compared: the direct windows time the model's work; a ``generate`` adds its own
-    machinery. That machinery is measured apart (:func:`generate_overhead`, from the time
-    outside the forward) and added to the direct phases before the comparison, so the check
-    compares the model work done inside each: a direct path that does more or less forward
-    work than ``generate`` fails, and so does a negative overhead (the direct path doing work
-    outside the forward that ``generate`` does not). Without clocks the overhead is unknown and
-    the direct phases are compared with generate alone.
-
-    ``compiled``: direct decode ran compiled on a static cache while ``generate`` is eager, so
-    the gap also holds the compile effect.
-    """
-    overhead = None if clocks is None else generate_overhead(measured, t, clocks)
-    return _consistency(measured, t, tolerance, compiled, overhead)
-
-
 def _consistency(
     measured: Mapping[str, PhaseMeasurement],
     t: Tokens,
@@ -131,7 +106,19 @@ def _consistency(
     compiled: bool,
     overhead: GenerateOverhead | None,
 ) -> tuple[Consistency, audit.AuditCheck]:
-    """:func:`consistency_section` given generate()'s overhead (``None``: not measured)."""
+    """Direct prefill + decode + generate()'s measured overhead vs a full generate(N).
+
+    What is compared: the direct windows time the model's work; a ``generate`` adds its own
+    machinery. That machinery is measured apart (:func:`generate_overhead`, from the time
+    outside the forward: ``overhead``) and added to the direct phases before the comparison, so
+    the check compares the model work done inside each: a direct path that does more or less
+    forward work than ``generate`` fails, and so does a negative overhead (the direct path doing
+    work outside the forward that ``generate`` does not). Without clocks (``overhead`` is
+    ``None``) the direct phases are compared with generate alone.
+
+    ``compiled``: direct decode ran compiled on a static cache while ``generate`` is eager, so
+    the gap also holds the compile effect.
+    """
     pre_e, dec_e, gen_e = (measured[k].energy for k in ("prefill", "decode", "generate_n"))
     overhead_j = None if overhead is None else overhead["total_j"]
     chk, rel = audit.phase_consistency(

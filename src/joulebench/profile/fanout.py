@@ -23,7 +23,7 @@ from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
-from joulebench.errors import ConfigError, StoreError, UnknownName
+from joulebench.errors import ConfigError, StoreError, UnknownName, at_least, positive
 from joulebench.extras import require
 from joulebench.meters import registry as meter_registry
 from joulebench.profile.config import ProfileConfig
@@ -154,12 +154,9 @@ class RayExecutor:
         max_retries: int = 0,
         init_options: dict[str, Any] | None = None,
     ) -> None:
-        if gpus_per_cell < 0:
-            raise ConfigError(f"GPUs per cell must be ≥ 0, got {gpus_per_cell}")
-        if cpus_per_cell <= 0:
-            raise ConfigError(f"CPUs per cell must be > 0, got {cpus_per_cell}")
-        if max_retries < 0:
-            raise ConfigError(f"max_retries must be ≥ 0, got {max_retries}")
+        at_least(gpus_per_cell, 0, "GPUs per cell")
+        positive(cpus_per_cell, "CPUs per cell")
+        at_least(max_retries, 0, "max_retries")
         self._ray = require("ray", "ray", "sweeps on a Ray cluster")
         self.address = address or os.environ.get("RAY_ADDRESS") or None
         self.gpus_per_cell = float(gpus_per_cell)

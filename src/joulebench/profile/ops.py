@@ -45,7 +45,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from joulebench.errors import ConfigError
+from joulebench.errors import ConfigError, at_least
 from joulebench.profile.batching import Batch, count_output_tokens
 from joulebench.results.cell import ForwardClockRecord
 from joulebench.workloads.hf_compat import cache_arg_name
@@ -88,8 +88,7 @@ class ForwardClock:
         return (self.op_s - self.forward_s) * calls_per_op / self.calls
 
     def to_dict(self, calls_per_op: int = 1) -> ForwardClockRecord:
-        if calls_per_op < 1:
-            raise ValueError(f"calls_per_op must be ≥ 1, got {calls_per_op}")
+        at_least(calls_per_op, 1, "calls_per_op", error=ValueError)
         return {
             "calls": self.calls,
             "calls_per_op": calls_per_op,

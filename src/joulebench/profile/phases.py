@@ -19,7 +19,9 @@ With a :class:`~joulebench.meters.host.HostMonitor`, every window (and the idle 
 beside a busy neighbour. Every repeat is kept. ``measure_repeated`` runs one measurement to its
 end; ``measure_interleaved`` runs several in rounds, one window of each per round, so that what
 the host does meanwhile affects them alike (the profiler measures its phases that way).
-``prefill_measurement`` and ``decode_measurement`` build the direct-method phases.
+``prefill_measurement`` and ``decode_measurement`` build the direct-method phases. How windows
+are taken (rule, window length, warm-ups, idle baseline, sync, host watch) is one
+:class:`WindowSettings`, shared by a cell's phases.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from enum import Enum
 from typing import Any
 
 from joulebench.analysis.stats import StoppingRule, Summary, summarize
+from joulebench.errors import at_least
 from joulebench.meters.base import Meter, MeterInfo
 from joulebench.meters.host import (
     ContentionLog,
@@ -254,6 +257,38 @@ def window_chunk(remaining_s: float, op_s: float | None) -> int:
     return max(1, int(ops_left * CHUNK_SHARE))
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WindowSettings:
+    """How a measurement takes its windows; a cell's phases share one.
+
+    ``rule``: when to stop; ``min_window_s``: the shortest window (the meter's update period
+    raises it); ``warmup``: warm-ups, exactly, or with ``warmup_settle`` at most that many
+    until two in a row agree within that share; ``idle``: the baseline that net energy
+    subtracts; ``sync``/``device``: the device synchronisation and timer; ``host`` and
+    ``contention``: watch other processes during each window and what to do about them;
+    ``clock``/``sleep``: injectable for tests.
+    """
+
+    rule: StoppingRule
+    min_window_s: float
+    warmup: int = 5
+    warmup_settle: float | None = None
+    idle: IdleBaseline | None = None
+    sync: SyncFn = default_sync
+    device: Any = None
+    clock: Callable[[], float] = time.perf_counter
+    host: HostMonitor | None = None
+    contention: ContentionPolicy | None = None
+    sleep: Callable[[float], None] = time.sleep
+
+    def __post_init__(self) -> None:
+        at_least(self.warmup, 0, "warmup", error=ValueError)
+        if self.warmup_settle is not None and not self.warmup_settle > 0:
+            raise ValueError(
+                f"warmup_settle must be > 0 (or None: exact count), got {self.warmup_settle}"
+            )
+
+
 class RepeatedMeasurement:
     """One measured operation: its warm-ups, then one window per :meth:`window` call.
 
@@ -266,44 +301,21 @@ class RepeatedMeasurement:
         self,
         op: Callable[[], object],
         meter: Meter,
+        settings: WindowSettings,
         *,
         phase: Phase,
         method: str,
-        rule: StoppingRule,
-        min_window_s: float,
-        warmup: int = 5,
-        warmup_settle: float | None = None,
-        idle: IdleBaseline | None = None,
-        sync: SyncFn = default_sync,
-        device: Any = None,
-        clock: Callable[[], float] = time.perf_counter,
-        host: HostMonitor | None = None,
-        contention: ContentionPolicy | None = None,
-        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        if warmup < 0:
-            raise ValueError(f"warmup must be ≥ 0, got {warmup}")
-        if warmup_settle is not None and not warmup_settle > 0:
-            raise ValueError(
-                f"warmup_settle must be > 0 (or None: exact count), got {warmup_settle}"
-            )
         self.op = op
         self.meter = meter
+        self.settings = settings
         self.phase = phase
         self.method = method
-        self.rule = rule
-        self.warmup_n = warmup
-        self.warmup_settle = warmup_settle
         self.warmup_stop: WarmupStop | None = None
-        self.idle = idle
-        self.sync = sync
-        self.clock = clock
-        self.host = host
-        self.sleep = sleep
-        self.target_s = max(float(min_window_s), float(meter.update_period_s))
+        self.target_s = max(float(settings.min_window_s), float(meter.update_period_s))
         self.info = MeterInfo.of(meter)
-        self.timer = DeviceTimer(device, sync)
-        self.policy = contention or ContentionPolicy()
+        self.timer = DeviceTimer(settings.device, settings.sync)
+        self.policy = settings.contention or ContentionPolicy()
         self.log = ContentionLog()
         self.warmups: list[RepeatRecord] = []
         self.repeats: list[RepeatRecord] = []
@@ -317,11 +329,11 @@ class RepeatedMeasurement:
         share of each other (at most ``warmup``): a 1-s decode is warm after two or three, and
         five cost as much as its windows. Returns (and keeps) how many ran and why they stopped.
         """
-        settle = self.warmup_settle
+        settle = self.settings.warmup_settle
         times: list[float] = []
         reason = "count" if settle is None else "cap"
-        for i in range(self.warmup_n):
-            self.sync()
+        for i in range(self.settings.warmup):
+            self.settings.sync()
             self.timer.start()
             self.op()
             self.op_s = self.timer.stop()
@@ -333,30 +345,37 @@ class RepeatedMeasurement:
                 reason = "settled"
                 break
         self.warmup_stop = WarmupStop(
-            "exact" if settle is None else "settled", self.warmup_n, len(times), reason, settle
+            "exact" if settle is None else "settled",
+            self.settings.warmup,
+            len(times),
+            reason,
+            settle,
         )
         return self.warmup_stop
 
     @property
     def done(self) -> bool:
         """The stopping rule is met (CI target after the minimum repeats) or the cap is hit."""
-        return self.rule.done(self.per_op) or len(self.repeats) >= self.rule.max_repeats
+        return (
+            self.settings.rule.done(self.per_op)
+            or len(self.repeats) >= self.settings.rule.max_repeats
+        )
 
     def _run_window(self) -> tuple[int, float, Any, Any]:
         target_s, op = self.target_s, self.op
         k = window_chunk(target_s / 2, self.op_s)  # the warm-up / last window estimate: half
-        self.sync()
+        self.settings.sync()
         r0 = self.meter.read()
         self.timer.start()
-        t0 = self.clock()
+        t0 = self.settings.clock()
         n = 0
         last = 0.0
         while True:
             for _ in range(k):
                 op()
             n += k
-            self.sync()
-            elapsed = self.clock() - t0
+            self.settings.sync()
+            elapsed = self.settings.clock() - t0
             if elapsed >= target_s:
                 break
             # the slower of the window's mean and the last chunk: ops that slow down are seen
@@ -370,20 +389,20 @@ class RepeatedMeasurement:
         """Measure one window (watched under the contention policy) and keep it."""
         phase = self.phase
         hw: HostWindow | None = None
-        if self.host is None:
+        if self.settings.host is None:
             n, device_s, r0, r1 = self._run_window()
         else:
             what = f"{phase}/{self.method} window {len(self.repeats)}"
             (n, device_s, r0, r1), hw = watch(
                 self._run_window,
-                self.host,
+                self.settings.host,
                 self.policy,
                 self.log,
                 what=what,
-                clock=self.clock,
-                sleep=self.sleep,
+                clock=self.settings.clock,
+                sleep=self.settings.sleep,
             )
-        w = window_between(r0, r1, self.info, self.idle)
+        w = window_between(r0, r1, self.info, self.settings.idle)
         self.op_s = device_s / n
         domains = [
             {
@@ -422,23 +441,22 @@ class RepeatedMeasurement:
             self.method,
             self.warmups,
             self.repeats,
-            self.rule.converged(self.per_op),
+            self.settings.rule.converged(self.per_op),
             self.target_s,
-            self.rule.ci_target,
-            self.rule.max_repeats,
-            None if self.host is None else self.log.to_dict(),
+            self.settings.rule.ci_target,
+            self.settings.rule.max_repeats,
+            None if self.settings.host is None else self.log.to_dict(),
             self.warmup_stop,
         )
 
 
-def measure_repeated(op: Callable[[], object], meter: Meter, **kwargs: Any) -> PhaseMeasurement:
-    """Warm up, then measure ``op`` in windows of ≥ ``min_window_s`` until the rule says stop.
-
-    Keyword arguments are :class:`RepeatedMeasurement`'s (``phase``, ``method``, ``rule``,
-    ``min_window_s`` required). ``host``: watch other processes during each window, under
-    ``contention`` (default: flag).
-    """
-    m = RepeatedMeasurement(op, meter, **kwargs)
+def measure_repeated(
+    op: Callable[[], object], meter: Meter, settings: WindowSettings, *, phase: Phase, method: str
+) -> PhaseMeasurement:
+    """Warm up, then measure ``op`` in windows of ≥ ``settings.min_window_s`` until the rule
+    says stop. With ``settings.host``, other processes are watched during each window, under
+    ``settings.contention`` (default: flag)."""
+    m = RepeatedMeasurement(op, meter, settings, phase=phase, method=method)
     m.warm_up()
     while True:
         m.window()
@@ -511,18 +529,18 @@ def _run_all(fn: Callable[[Any], object], items: Sequence[Any]) -> Callable[[], 
 
 
 def prefill_measurement(
-    ops: Any, batches: Sequence[Any], meter: Meter, **kwargs: Any
+    ops: Any, batches: Sequence[Any], meter: Meter, settings: WindowSettings
 ) -> RepeatedMeasurement:
     """Direct prefill: one op = a forward over every batch of the prompt set (cache discarded)."""
     return RepeatedMeasurement(
-        _run_all(ops.prefill, batches), meter, phase=Phase.PREFILL, method="direct", **kwargs
+        _run_all(ops.prefill, batches), meter, settings, phase=Phase.PREFILL, method="direct"
     )
 
 
 def decode_measurement(
-    ops: Any, states: Sequence[Any], meter: Meter, **kwargs: Any
+    ops: Any, states: Sequence[Any], meter: Meter, settings: WindowSettings
 ) -> RepeatedMeasurement:
     """Direct decode: one op = the decode steps of every batch from its prepared cache."""
     return RepeatedMeasurement(
-        _run_all(ops.decode, states), meter, phase=Phase.DECODE, method="direct", **kwargs
+        _run_all(ops.decode, states), meter, settings, phase=Phase.DECODE, method="direct"
     )

@@ -253,27 +253,20 @@ def _phase_sections(measured: Mapping[str, PhaseMeasurement], t: Tokens) -> _Pha
     """``prefill`` and ``decode`` (direct when they ran, else by subtraction), ``generate``,
     and ``subtraction`` beside direct ones; with the subtracted decode section when the
     subtraction ran."""
-    direct = "prefill" in measured
+    direct = _direct_sections(measured, t) if "prefill" in measured else None
     if "generate_n" not in measured:
-        return _Phases(
-            {
-                "prefill": phase_section(
-                    measured["prefill"], t.input_effective, "effective_input_token"
-                ),
-                "decode": phase_section(measured["decode"], t.decode_output, "decode_output_token"),
-            },
-            None,
-        )
+        if direct is None:
+            raise ValueError("no phase measured: neither direct prefill nor generate(N)")
+        return _Phases({"prefill": direct[0], "decode": direct[1]}, None)
     sub_prefill = phase_section(measured["generate_1"], t.input_effective, "effective_input_token")
     sub_prefill["method"] = "subtraction"
     sub_decode = subtracted_section(measured["generate_1"], measured["generate_n"], t.decode_output)
     generate = phase_section(measured["generate_n"], t.output, "output_token")
-    if not direct:
+    if direct is None:
         return _Phases(  # keys in the order earlier results had them
             {"generate": generate, "prefill": sub_prefill, "decode": sub_decode}, sub_decode
         )
-    pre = phase_section(measured["prefill"], t.input_effective, "effective_input_token")
-    dec = phase_section(measured["decode"], t.decode_output, "decode_output_token")
+    pre, dec = direct
     for section, sub in ((pre, sub_prefill), (dec, sub_decode)):  # the study's figure beside
         section["subtraction_energy_j"] = sub["energy_j"]
         section["subtraction_energy_ci95_j"] = sub["energy_ci95_j"]
@@ -287,6 +280,16 @@ def _phase_sections(measured: Mapping[str, PhaseMeasurement], t: Tokens) -> _Pha
             "subtraction": {"prefill": sub_prefill, "decode": sub_decode},
         },
         sub_decode,
+    )
+
+
+def _direct_sections(
+    measured: Mapping[str, PhaseMeasurement], t: Tokens
+) -> tuple[PhaseSection, PhaseSection]:
+    """Direct prefill per effective input token and direct decode per output token."""
+    return (
+        phase_section(measured["prefill"], t.input_effective, "effective_input_token"),
+        phase_section(measured["decode"], t.decode_output, "decode_output_token"),
     )
 
 

@@ -38,6 +38,7 @@ from joulebench.profile.phases import (
     Phase,
     PhaseMeasurement,
     RepeatedMeasurement,
+    WindowSettings,
     auto_window_s,
     decode_measurement,
     measure_idle_watched,
@@ -301,15 +302,15 @@ def _window_settings(
     idle_s: float,
     sync: SyncFn,
     device: Any,
-) -> tuple[dict[str, Any], IdleBaseline, float, str]:
-    """The settings every measurement of the cell shares, its idle baseline (measured now when
-    none is given) and its window length with the rule that chose it."""
+) -> tuple[WindowSettings, IdleBaseline, str]:
+    """The settings every measurement of the cell shares (with its idle baseline, measured now
+    when none is given) and the rule that chose its window length."""
     host = HostMonitor(gpu_meter=meter)  # other processes during every window
     contention = config.contention_policy()
     if idle is None:
         idle = measure_idle_watched(meter, idle_s, host=host, contention=contention, sync=sync)
     window_s, window_rule = window_setting(config.min_window_s, info.update_period_s)
-    common: dict[str, Any] = dict(
+    settings = WindowSettings(
         rule=StoppingRule(config.ci_target, config.min_repeats, config.max_repeats),
         min_window_s=window_s,
         warmup=config.warmup,
@@ -320,7 +321,7 @@ def _window_settings(
         host=host,
         contention=contention,
     )
-    return common, idle, window_s, window_rule
+    return settings, idle, window_rule
 
 
 def _token_counts(batches: Sequence[Batch], states: Sequence[Any]) -> Tokens:
@@ -341,14 +342,14 @@ def _measurements(
     states: Sequence[Any],
     meter: Meter,
     method: str,
-    common: dict[str, Any],
+    settings: WindowSettings,
 ) -> dict[str, RepeatedMeasurement]:
     """The measurements ``method`` asks for: direct prefill and decode, subtraction's
     generate(1) and generate(N), or all four."""
     todo: dict[str, RepeatedMeasurement] = {}
     if method in ("direct", "both"):
-        todo["prefill"] = prefill_measurement(ops, batches, meter, **common)
-        todo["decode"] = decode_measurement(ops, states, meter, **common)
+        todo["prefill"] = prefill_measurement(ops, batches, meter, settings)
+        todo["decode"] = decode_measurement(ops, states, meter, settings)
     if method in ("subtraction", "both"):
 
         def gen1() -> None:
@@ -360,10 +361,10 @@ def _measurements(
                 ops.generate(b, b.max_new_tokens, b.min_new_tokens)
 
         todo["generate_1"] = RepeatedMeasurement(
-            gen1, meter, phase=Phase.PREFILL, method="subtraction", **common
+            gen1, meter, settings, phase=Phase.PREFILL, method="subtraction"
         )
         todo["generate_n"] = RepeatedMeasurement(
-            genn, meter, phase=Phase.GENERATE, method="subtraction", **common
+            genn, meter, settings, phase=Phase.GENERATE, method="subtraction"
         )
     return todo
 
@@ -452,18 +453,16 @@ def _measure(
     ops = ModelOps(
         loaded.model, pad_token_id=pad, eos_token_ids=_eos_ids(loaded), compile=config.compile
     )
-    common, idle, window_s, window_rule = _window_settings(
-        config, meter, info, idle, idle_s, sync, device
-    )
+    settings, idle, window_rule = _window_settings(config, meter, info, idle, idle_s, sync, device)
     # Output lengths and decode steps: known for forced lengths, observed once for natural ones.
     states = [ops.prepare_decode(b) for b in batches]
     steps = [s.steps for s in states]
     tokens = _token_counts(batches, states)
-    todo = _measurements(ops, batches, states, meter, config.method, common)
+    todo = _measurements(ops, batches, states, meter, config.method, settings)
     measured, clocks = _measure_clocked(ops, todo)
     del states
     per_op = len(batches)  # one measurement op runs every batch: ModelOps calls per op
-    window: Window = {"min_window_s": window_s, "rule": window_rule}
+    window: Window = {"min_window_s": settings.min_window_s, "rule": window_rule}
     out, _ = assemble(
         measured,
         tokens,

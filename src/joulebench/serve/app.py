@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hmac
 
+from joulebench.errors import at_least
 from joulebench.extras import require
 from joulebench.serve.energy import energy_label
 from joulebench.serve.engine import Rejected, ServingEngine
@@ -37,8 +38,7 @@ def create_app(
     max_body_bytes: int = int(DEFAULT_MAX_BODY_MIB * 2**20),
 ) -> FastAPI:
     """Build the app over a started :class:`ServingEngine`."""
-    if max_body_bytes < 1:
-        raise ValueError(f"max_body_bytes must be ≥ 1, got {max_body_bytes}")
+    at_least(max_body_bytes, 1, "max_body_bytes", error=ValueError)
     # bodies without a content-type are parsed as JSON too (curl -d, old clients)
     app = FastAPI(title="joulebench serve", version="1", strict_content_type=False)
     errors.install(app)

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from joulebench.errors import at_least
 from joulebench.exposition import Exposition
 from joulebench.meters.base import Meter, MeterInfo
 from joulebench.meters.gpus import model_devices, require_gpu_domain
@@ -137,8 +138,7 @@ class ServingEngine:
         scheduler_options: Mapping[str, Any] | None = None,
     ) -> None:
         self.config = config or EngineConfig()
-        if self.config.max_queue < 1:
-            raise ValueError(f"max_queue must be ≥ 1, got {self.config.max_queue}")
+        at_least(self.config.max_queue, 1, "max_queue", error=ValueError)
         self.model = model
         self.tokenizer = tokenizer
         self.model_name = model_name

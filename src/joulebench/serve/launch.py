@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from joulebench.errors import ConfigError
+from joulebench.errors import ConfigError, at_least, positive
 from joulebench.extras import require
 from joulebench.meters.base import Meter
 from joulebench.serve.engine import EngineConfig, ServingEngine
@@ -75,8 +75,7 @@ def check_server_limits(
         raise ConfigError(f"--port must be 0…65535, got {port}")
     if max_queue < 1 or max_batch_size < 1:
         raise ConfigError("--max-queue and --max-batch-size must be ≥ 1")
-    if not max_body_mib > 0:
-        raise ConfigError(f"--max-body-mib must be > 0, got {max_body_mib}")
+    positive(max_body_mib, "--max-body-mib")
 
 
 def dynamic_options(
@@ -90,12 +89,10 @@ def dynamic_options(
     (``window_s``, ``bucket_ratio``, ``bucketing``); refused for another scheduler."""
     options: dict[str, Any] = {}
     if window_ms is not None:
-        if window_ms < 0:
-            raise ConfigError(f"--window-ms must be ≥ 0, got {window_ms}")
+        at_least(window_ms, 0, "--window-ms")
         options["window_s"] = window_ms / 1e3
     if bucket_ratio is not None:
-        if bucket_ratio < 1:
-            raise ConfigError(f"--bucket-ratio must be ≥ 1, got {bucket_ratio}")
+        at_least(bucket_ratio, 1, "--bucket-ratio")
         options["bucket_ratio"] = bucket_ratio
     if bucketing is not None:
         from joulebench.serve.schedulers.dynamic import BUCKETINGS
@@ -138,8 +135,7 @@ class ServerSettings:
     engine_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if not self.max_body_mib > 0:
-            raise ConfigError(f"max_body_mib must be > 0, got {self.max_body_mib}")
+        positive(self.max_body_mib, "max_body_mib")
 
     @contextlib.contextmanager
     def serving(self) -> Iterator[tuple[ServingEngine, Any]]:

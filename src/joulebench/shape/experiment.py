@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx
 
-from joulebench.errors import ConfigError
+from joulebench.errors import ConfigError, at_least
 from joulebench.meters.base import Meter
 from joulebench.meters.window import measure_idle
 from joulebench.results.shaping import (
@@ -347,8 +347,7 @@ class Trial:
     engine: EngineSession | None = None
 
     def __post_init__(self) -> None:
-        if self.warmup_n < 0:
-            raise ConfigError(f"warm-up requests must be ≥ 0, got {self.warmup_n}")
+        at_least(self.warmup_n, 0, "warm-up requests")
 
     @property
     def gateway_queue(self) -> int:

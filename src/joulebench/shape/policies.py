@@ -39,7 +39,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from joulebench.errors import ConfigError, UnknownName
+from joulebench.errors import ConfigError, UnknownName, at_least
 from joulebench.units import parse_duration_s
 
 if TYPE_CHECKING:
@@ -250,8 +250,7 @@ class Window(Policy):
 
     def __init__(self, size: int, timeout_s: float, *, max_delay_s: float | None = None) -> None:
         super().__init__(max_delay_s=max_delay_s)
-        if size < 1:
-            raise ConfigError(f"window size N must be ≥ 1, got {size}")
+        at_least(size, 1, "window size N")
         if timeout_s <= 0:
             raise ConfigError(f"window timeout must be positive, got {timeout_s * 1e3:g} ms")
         self.size = size

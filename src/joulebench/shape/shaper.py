@@ -18,6 +18,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from joulebench.errors import at_least
 from joulebench.shape.metrics import GatewayMetrics
 from joulebench.shape.policies import Policy
 
@@ -86,8 +87,7 @@ class Shaper:
         clock: Callable[[], float] = time.monotonic,
         metrics: GatewayMetrics | None = None,
     ) -> None:
-        if max_queue < 1:
-            raise ValueError(f"max queue must be ≥ 1, got {max_queue}")
+        at_least(max_queue, 1, "max queue", error=ValueError)
         self.policy = policy
         self.max_queue = max_queue
         self.clock = clock

@@ -53,7 +53,7 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from joulebench.analysis.stats import quantile
-from joulebench.errors import ConfigError
+from joulebench.errors import ConfigError, at_least
 from joulebench.exposition import counter, gauge
 from joulebench.shape.policies import EPS_S, Decision, Policy, ResponseEvent
 from joulebench.shape.slo_model import CostModel, Health, RateEstimator
@@ -145,8 +145,7 @@ class SloPolicy(Policy):
         super().__init__(max_delay_s=max_delay_s)
         if not math.isfinite(budget_s) or budget_s <= 0:
             raise ConfigError(f"slo budget must be positive, got {budget_s * 1e3:g} ms")
-        if max_batch < 1:
-            raise ConfigError(f"slo max batch must be ≥ 1, got {max_batch}")
+        at_least(max_batch, 1, "slo max batch")
         if not 0 < gain_floor < 1:
             raise ConfigError(f"slo gain floor must be in (0, 1), got {gain_floor}")
         self.budget_s = budget_s

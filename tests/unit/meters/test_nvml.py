@@ -15,7 +15,7 @@ from fake_nvml import UUIDS8, FakeGpu, FakePynvml
 from joulebench.errors import ConfigError, JoulebenchWarning, MeterUnavailable
 from joulebench.meters import nvml
 from joulebench.meters.base import MeterInfo, Method
-from joulebench.meters.gpus import SOURCE_ALL, SOURCE_GPUS, SOURCE_MODEL, SOURCE_VISIBLE
+from joulebench.meters.gpus import GpuSelection
 from joulebench.meters.isolation import GpuNotIsolated, check_gpu_isolation
 from joulebench.meters.nvml import NvmlMeter, resolve_visible
 
@@ -65,14 +65,14 @@ def test_integer_entries_use_cuda_uuids_when_known():
 
 def test_eight_gpus_without_a_choice_are_all_measured_and_the_first_read_says_so(node8, caplog):
     m = open_meter(node8)
-    assert m.selection == SOURCE_ALL
+    assert m.selection == GpuSelection.ALL
     assert list(m.domains) == [f"gpu:{i}" for i in range(8)]
     with caplog.at_level(logging.WARNING, logger="joulebench.meters.nvml"):
         m.read()
         m.read()
     loud = [r for r in caplog.records if "measures all 8 GPUs" in r.getMessage()]
     assert len(loud) == 1 and "--gpus" in loud[0].getMessage()
-    assert MeterInfo.of(m).parameters["gpu_selection"] == SOURCE_ALL
+    assert MeterInfo.of(m).parameters["gpu_selection"] == GpuSelection.ALL
     m.close()
 
 
@@ -80,7 +80,7 @@ def test_cuda_visible_devices_3_5_measures_nvml_gpus_3_and_5(node8, monkeypatch)
     # the study's bug: under CUDA_VISIBLE_DEVICES=3,5 its meter read NVML GPUs 0 and 1
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
     m = open_meter(node8)
-    assert m.selection == SOURCE_VISIBLE
+    assert m.selection == GpuSelection.VISIBLE
     params = m.parameters()["devices"]
     assert {d: (p["nvml_index"], p["uuid"]) for d, p in params.items()} == {
         "gpu:0": (3, UUIDS8[3]),
@@ -97,7 +97,7 @@ def test_cuda_visible_devices_3_5_measures_nvml_gpus_3_and_5(node8, monkeypatch)
 
 def test_explicit_gpus_by_index_and_uuid(node8):
     m = open_meter(node8, gpus=f"6,{UUIDS8[1][:9]}")
-    assert m.selection == SOURCE_GPUS
+    assert m.selection == GpuSelection.GPUS
     devices = m.parameters()["devices"]
     assert {d: p["nvml_index"] for d, p in devices.items()} == {"gpu:6": 6, "gpu:1": 1}
     assert devices["gpu:6"]["name"] == "NVIDIA H100 80GB HBM3"
@@ -131,7 +131,7 @@ def test_model_devices_narrow_an_unchosen_meter(node8, caplog):
 
     m = open_meter(node8)
     assert require_gpu_domain(m, [torch.device("cuda:2"), torch.device("cpu")]) is m
-    assert list(m.domains) == ["gpu:2"] and m.selection == SOURCE_MODEL
+    assert list(m.domains) == ["gpu:2"] and m.selection == GpuSelection.MODEL
     assert list(m.handles) == ["gpu:2"]
     with caplog.at_level(logging.WARNING):
         got = measure(m, node8, 1.0)

@@ -13,7 +13,7 @@ from joulebench.analysis.stats import StoppingRule
 from joulebench.meters.fake import FakeMeter
 from joulebench.meters.host import ContentionPolicy, HostContention, HostMonitor
 from joulebench.meters.neighbour import CpuOf, spin_neighbour
-from joulebench.profile.phases import Phase, measure_idle_watched, measure_repeated
+from joulebench.profile.phases import Phase, WindowSettings, measure_idle_watched, measure_repeated
 from joulebench.profile.result import phase_audits
 
 
@@ -29,12 +29,14 @@ def _measure(**kwargs):  # type: ignore[no-untyped-def]
     return measure_repeated(
         lambda: time.sleep(0.01),
         FakeMeter(20.0, update_period_s=0.02),
+        WindowSettings(
+            rule=StoppingRule(ci_target=0.5, min_repeats=2, max_repeats=2),
+            min_window_s=0.3,
+            warmup=0,
+            **kwargs,
+        ),
         phase=Phase.PREFILL,
         method="direct",
-        rule=StoppingRule(ci_target=0.5, min_repeats=2, max_repeats=2),
-        min_window_s=0.3,
-        warmup=0,
-        **kwargs,
     )
 
 

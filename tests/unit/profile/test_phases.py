@@ -6,7 +6,7 @@ import pytest
 
 from joulebench.analysis.stats import StoppingRule
 from joulebench.meters.fake import FakeMeter
-from joulebench.profile.phases import Phase, measure_repeated
+from joulebench.profile.phases import Phase, WindowSettings, measure_repeated
 
 
 def test_windows_reach_min_length_and_warmups_are_apart():
@@ -19,11 +19,13 @@ def test_windows_reach_min_length_and_warmups_are_apart():
     m = measure_repeated(
         op,
         FakeMeter(50.0, update_period_s=0.02),
+        WindowSettings(
+            rule=StoppingRule(ci_target=0.5, min_repeats=2, max_repeats=4),
+            min_window_s=0.05,
+            warmup=3,
+        ),
         phase=Phase.PREFILL,
         method="direct",
-        rule=StoppingRule(ci_target=0.5, min_repeats=2, max_repeats=4),
-        min_window_s=0.05,
-        warmup=3,
     )
     assert len(m.warmups) == 3 and all(w.warmup and w.energy_j is None for w in m.warmups)
     assert 2 <= len(m.repeats) <= 4
@@ -41,11 +43,11 @@ def test_window_never_shorter_than_update_period():
     m = measure_repeated(
         lambda: None,
         FakeMeter(10.0, update_period_s=0.05),
+        WindowSettings(
+            rule=StoppingRule(min_repeats=2, max_repeats=2), min_window_s=0.001, warmup=0
+        ),
         phase=Phase.DECODE,
         method="direct",
-        rule=StoppingRule(min_repeats=2, max_repeats=2),
-        min_window_s=0.001,
-        warmup=0,
     )
     assert m.min_window_s == 0.05
     assert all(r.duration_s >= 0.05 and r.energy_j is not None for r in m.repeats)
@@ -56,11 +58,9 @@ def test_negative_warmup_is_rejected():
         measure_repeated(
             lambda: None,
             FakeMeter(),
+            WindowSettings(rule=StoppingRule(), min_window_s=0.1, warmup=-1),
             phase=Phase.PREFILL,
             method="direct",
-            rule=StoppingRule(),
-            min_window_s=0.1,
-            warmup=-1,
         )
 
 
@@ -93,11 +93,13 @@ def test_repeats_stopped_at_the_cap_fail_precision_reached():
     m = measure_repeated(
         lambda: time.sleep(next(sizes)),
         FakeMeter(10.0, update_period_s=0.01),
+        WindowSettings(
+            rule=StoppingRule(ci_target=0.001, min_repeats=2, max_repeats=3),
+            min_window_s=0.001,
+            warmup=0,
+        ),
         phase=Phase.DECODE,
         method="direct",
-        rule=StoppingRule(ci_target=0.001, min_repeats=2, max_repeats=3),
-        min_window_s=0.001,
-        warmup=0,
     )
     assert len(m.repeats) == 3 and not m.converged
     checks = {c.name: c for c in phase_audits(m, None, None, 0.01)}
@@ -112,11 +114,13 @@ def test_converged_repeats_pass_precision_reached():
     m = measure_repeated(
         lambda: time.sleep(0.002),
         FakeMeter(10.0, update_period_s=0.01),
+        WindowSettings(
+            rule=StoppingRule(ci_target=0.5, min_repeats=2, max_repeats=6),
+            min_window_s=0.05,
+            warmup=0,
+        ),
         phase=Phase.PREFILL,
         method="direct",
-        rule=StoppingRule(ci_target=0.5, min_repeats=2, max_repeats=6),
-        min_window_s=0.05,
-        warmup=0,
     )
     checks = {c.name: c for c in phase_audits(m, None, None, 0.01)}
     assert m.converged and checks["prefill/direct:precision_reached"].passed
@@ -134,10 +138,12 @@ def test_interleaved_measurements_alternate_windows_and_stop_on_their_own_rule()
             log.append(name)
             time.sleep(0.001)
 
-        return RepeatedMeasurement(
-            op, meter, phase=Phase.PREFILL, method=name, min_window_s=0.01, warmup=1,
+        settings = WindowSettings(
             rule=StoppingRule(ci_target=1e-9, min_repeats=2, max_repeats=max_repeats),
-        )  # fmt: skip
+            min_window_s=0.01,
+            warmup=1,
+        )
+        return RepeatedMeasurement(op, meter, settings, phase=Phase.PREFILL, method=name)
 
     out = measure_interleaved({"a": make("a", 2), "b": make("b", 4)})
     assert [len(out[k].repeats) for k in "ab"] == [2, 4]
@@ -171,12 +177,9 @@ def _warmups(times_s: list[float], cap: int, settle: float | None):
     m = RepeatedMeasurement(
         lambda: calls.append(1),
         FakeMeter(10.0, update_period_s=0.01),
+        WindowSettings(rule=StoppingRule(), min_window_s=0.01, warmup=cap, warmup_settle=settle),
         phase=Phase.DECODE,
         method="direct",
-        rule=StoppingRule(),
-        min_window_s=0.01,
-        warmup=cap,
-        warmup_settle=settle,
     )
     m.timer = ScriptedTimer(times_s)  # type: ignore[assignment]
     stop = m.warm_up()

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from joulebench.profile.consistency import consistency_section
+from joulebench.profile.consistency import both_methods
 from joulebench.profile.phases import PhaseMeasurement, RepeatRecord
 from joulebench.profile.tokens import Tokens
 
@@ -35,6 +35,14 @@ def _clocks(pre: float, dec: float, gen1: float, genn: float) -> dict[str, dict[
         k: {"ops": 10, "op_s": 1.0, "forward_s": 1.0 - 10 * v, "outside_forward_per_op_s": v}
         for k, v in (("prefill", pre), ("decode", dec), ("generate_1", gen1), ("generate_n", genn))
     }
+
+
+def consistency_section(measured, t, tolerance, *, compiled=False, clocks=None):
+    """The consistency section and check, as the profiler builds them (``both_methods``)."""
+    both, chk = both_methods(measured, t, tolerance, compiled, clocks)
+    assert both["consistency_rel_err"] == both["consistency"]["rel_err"]
+    assert ("generate_overhead" in both) == (clocks is not None)
+    return both["consistency"], chk
 
 
 # direct 10 + 20 = 30 J in 0.3 s; generate 40 J in 0.4 s (100 W): 25 % more time and energy

@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
-from joulebench.errors import UnknownName
+from joulebench.errors import UnknownName, at_least
 from joulebench.serve.request import FinishReason, GenRequest
 
 log = logging.getLogger(__name__)
@@ -70,8 +70,7 @@ class Scheduler(ABC):
         clock: Callable[[], float] = time.monotonic,
         **options: Any,
     ) -> None:
-        if max_batch_size < 1:
-            raise ValueError(f"max_batch_size must be ≥ 1, got {max_batch_size}")
+        at_least(max_batch_size, 1, "max_batch_size", error=ValueError)
         self.model = model
         self.tokenizer = tokenizer
         self.sink = sink

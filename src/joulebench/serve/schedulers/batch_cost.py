@@ -27,6 +27,7 @@ import math
 from collections.abc import Callable, Sequence
 
 from joulebench.analysis.stats import ForgettingLine
+from joulebench.errors import at_least
 
 #: Steps a fit needs (each line) before its prediction is used.
 MIN_OBSERVATIONS = 8
@@ -112,8 +113,7 @@ def plan_buckets(
     n = len(lengths)
     if any(b < a for a, b in itertools.pairwise(lengths)):
         raise ValueError("lengths must be sorted ascending")
-    if max_batch_size < 1:
-        raise ValueError(f"max_batch_size must be ≥ 1, got {max_batch_size}")
+    at_least(max_batch_size, 1, "max_batch_size", error=ValueError)
     best = [0.0] + [math.inf] * n
     cut = [0] * (n + 1)
     for j in range(1, n + 1):

@@ -22,6 +22,7 @@ import random
 import time
 from typing import Any
 
+from joulebench.errors import at_least
 from joulebench.extras import require
 from joulebench.serve.request import FinishReason, GenRequest
 from joulebench.serve.schedulers.base import Step, ThreadedScheduler, register_scheduler
@@ -65,10 +66,8 @@ class DynamicScheduler(ThreadedScheduler):
         seed: int = 0,
         **kwargs: Any,
     ) -> None:
-        if window_s < 0:
-            raise ValueError(f"window_s must be ≥ 0, got {window_s}")
-        if bucket_ratio < 1:
-            raise ValueError(f"bucket_ratio must be ≥ 1, got {bucket_ratio}")
+        at_least(window_s, 0, "window_s", error=ValueError)
+        at_least(bucket_ratio, 1, "bucket_ratio", error=ValueError)
         if bucketing not in BUCKETINGS:
             raise ValueError(f"bucketing must be one of {', '.join(BUCKETINGS)}, got {bucketing!r}")
         super().__init__(
