@@ -18,6 +18,12 @@ side by side, each round on a fresh seeded trace; the goals are judged on the pa
 ratios, with their 95 % intervals: met when the whole interval meets the goal, not met when none
 of it does, otherwise inconclusive. ``--confirm 0`` judges the selection runs as before.
 
+``--warm F``: before every run (direct, each fixed policy, the control and ``slo``) send F × n
+unmeasured requests of the same arrival process the same way (through a gateway with the same
+policy object for a shaped run), so the adaptive policy is measured as a long-running gateway
+that has already learnt, not from a cold start; a 10-s run is otherwise largely its warm-up.
+Default 0: every gateway starts cold, as before.
+
 ``--policy P`` runs the earlier single comparison instead (issue #6):
 
 Goal: ≥ 30 % less *net* energy per request (idle-subtracted accounting) at equal
@@ -82,6 +88,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n", type=int, default=80, help="requests per run")
     ap.add_argument("--policy", default=None, help="one comparison (issue #6) instead")
     ap.add_argument("--scale", type=float, default=1.0, help="multiply requests per run")
+    ap.add_argument(
+        "--warm", type=float, default=0.0,
+        help="unmeasured requests before every run, as a share of its n (0: cold gateways)",
+    )  # fmt: skip
     ap.add_argument("--max-delay-ms", type=float, default=None)
     ap.add_argument("--output-length", type=int, default=32)
     ap.add_argument("--scheduler", default="continuous")
@@ -327,7 +337,7 @@ def adaptive_matrix(args: argparse.Namespace) -> int:
     embedded = {"model": args.model, "scheduler": args.scheduler}
     report: dict[str, Any] = {
         "budget_ms": BUDGET_MS, "adaptive": ADAPTIVE, "fixed": FIXED,
-        "cpus": os.cpu_count(), "loadavg_1min_before": os.getloadavg()[0],
+        "cpus": os.cpu_count(), "loadavg_1min_before": os.getloadavg()[0], "warm": args.warm,
     }  # fmt: skip
     report["server"] = "url" if args.url else ("in-process" if args.in_process else "process")
     try:
@@ -340,6 +350,7 @@ def adaptive_matrix(args: argparse.Namespace) -> int:
                 trial = Trial(
                     url, arrival, PROMPTS, n, output_length=args.output_length, seed=args.seed,
                     meter=meter, idle_power_w=idle_w, idle_s=0.0, warmup_n=4,
+                    warm_n=round(args.warm * n),
                 )  # fmt: skip
                 result = sweep(trial, [*FIXED, CONTROL, ADAPTIVE])
                 report.setdefault("energy_method", result.method)

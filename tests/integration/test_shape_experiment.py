@@ -76,3 +76,40 @@ def test_sweep_builds_a_pareto_table_and_figure(tmp_path) -> None:
     assert png.stat().st_size > 1000
     js = validate_sweep(result.to_json())
     assert js["accounting_kind"] == "net" and len(js["points"]) == 3
+
+
+def test_a_warmed_gateway_learns_before_the_measured_run_and_reports_only_it() -> None:
+    """``warm_n``: the same unmeasured traffic before every run (another seed); an adaptive
+    policy keeps what it learnt from it, while the measured run's gateway counts and explains
+    only the measured requests."""
+    meter = FakeMeter(30.0, update_period_s=0.02)
+    sent: list[tuple[str, int, int, object]] = []
+    from joulebench.load.runner import run_load
+
+    def load(url: str, **kw):  # type: ignore[no-untyped-def]
+        sent.append((url, kw["n"], kw["seed"], kw["meter"]))
+        return run_load(url, **kw)
+
+    with stub_server(StubConfig(tokens=3, token_delay_s=0.004)) as url:
+        trial = Trial(
+            url, "poisson:60", PROMPTS, n=20, output_length=3, seed=5, meter=meter,
+            idle_power_w=10.0, warmup_n=0, warm_n=30, load_fn=load,
+        )  # fmt: skip
+        result = compare(trial, "slo:200ms")
+    out = validate_comparison(result.to_json())
+    assert out["config"]["warm_n"] == 30
+    # warm direct, direct, warm through a gateway, shaped: the warming unmeasured, other seed
+    assert [(n, seed, m is None) for _, n, seed, m in sent] == [
+        (30, 10_005, True),
+        (20, 5, False),
+        (30, 10_005, True),
+        (20, 5, False),
+    ]
+    assert sent[0][0] == sent[1][0] == url and sent[2][0] != sent[3][0] != url  # two gateways
+    s = out["shaped"]
+    assert s["ok"] == 20 and s["gateway"]["released"] == 20 and s["gateway"]["admitted"] == 20
+    decisions = s["gateway"]["decisions"]
+    assert sum(r["size"] for r in decisions["releases"]) == 20  # only the measured requests
+    assert sum(decisions["decisions"].values()) == len(decisions["releases"])
+    assert decisions["model"]["responses"] == 50  # but it learnt from all of them
+    assert not any(r["reason"].startswith("passthrough") for r in decisions["releases"])

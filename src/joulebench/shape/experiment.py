@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -42,7 +43,7 @@ from joulebench.results.shaping import (
     TailLatency,
 )
 from joulebench.shape.policies import Policy, parse_policy
-from joulebench.shape.runner import run_gateway
+from joulebench.shape.runner import RunningGateway, run_gateway
 from joulebench.shape.shaper import DEFAULT_MAX_QUEUE
 from joulebench.shape.upstream import metric_total as _total
 from joulebench.shape.upstream import parse_prometheus
@@ -325,6 +326,15 @@ class Trial:
     with the server loaded and quiet, for ``idle_s`` seconds, after ``warmup_n`` unmeasured
     requests. The gateways: ``max_delay_ms`` for policies given by name; each holds up to
     :attr:`gateway_queue` requests before 429.
+
+    ``warm_n``: before each measured run, this many unmeasured requests of the same arrival
+    process (another seed, :data:`WARM_SEED`) go the same way — straight to the server before
+    the direct run, through a gateway with the run's policy before a shaped one. A learning
+    policy (``slo``) then starts its measured run from what it learnt, as a long-running
+    gateway would, instead of from nothing; a fixed policy has nothing to learn, and every run
+    gets the same traffic before it. The measured run still has a gateway of its own, and the
+    policy forgets the releases it explained (:meth:`Policy.forget_releases`), not its
+    estimates.
     """
 
     url: str | None
@@ -342,12 +352,14 @@ class Trial:
     idle_power_w: float | None = None
     idle_s: float = 2.0
     warmup_n: int = 4
+    warm_n: int = 0
     max_delay_ms: float | None = None
     embedded: dict[str, Any] | None = None
     engine: EngineSession | None = None
 
     def __post_init__(self) -> None:
         at_least(self.warmup_n, 0, "warm-up requests")
+        at_least(self.warm_n, 0, "warming requests")
 
     @property
     def gateway_queue(self) -> int:
@@ -389,12 +401,23 @@ def measured_load_kwargs(trial: Trial, load_fn: LoadFn, server_url: str) -> dict
     return {**base_kwargs, **measured, "meter": meter, "idle_power_w": idle_power_w}
 
 
+#: Added to the trial's seed for the warming traffic, so it is not the measured trace.
+WARM_SEED = 10_000
+
+
+def _warm(trial: Trial, load_fn: LoadFn, url: str, kwargs: dict[str, Any]) -> None:
+    """``trial.warm_n`` unmeasured requests of the trial's arrival process to ``url``."""
+    warm = {**kwargs, "n": trial.warm_n, "seed": trial.seed + WARM_SEED}
+    load_fn(url, **{**warm, "meter": None, "idle_power_w": None})
+
+
 def measure_direct_and_shaped(
     trial: Trial, policies: Sequence[Policy]
 ) -> tuple[list[RunSummary], float | None]:
     """The direct run, then one run through a fresh gateway per policy: the same server
     (``url``, or the embedded one), after one warm-up and one idle baseline
-    (:func:`measured_load_kwargs`). Returns the runs in that order and the idle power they
+    (:func:`measured_load_kwargs`); with ``trial.warm_n``, each run after its own warming
+    traffic (see :class:`Trial`). Returns the runs in that order and the idle power they
     subtracted; what :func:`compare` and :func:`~joulebench.shape.sweep.sweep` both measure."""
     load_fn = trial.load_fn
     if load_fn is None:
@@ -402,17 +425,27 @@ def measure_direct_and_shaped(
 
         load_fn = run_load
     engine = trial.engine
+
+    def gateway(server_url: str, pol: Policy) -> AbstractContextManager[RunningGateway]:
+        return run_gateway(
+            server_url, pol, max_queue=trial.gateway_queue, upstream_timeout_s=trial.timeout_s
+        )
+
     with _target(trial.url, trial.embedded, trial.meter) as server_url:
         kwargs = measured_load_kwargs(trial, load_fn, server_url)
+        if trial.warm_n:
+            _warm(trial, load_fn, server_url, kwargs)
         runs = [
             measure_run(
                 "direct", server_url, server_url, load_fn=load_fn, load_kwargs=kwargs, engine=engine
             )
         ]
         for pol in policies:
-            with run_gateway(
-                server_url, pol, max_queue=trial.gateway_queue, upstream_timeout_s=trial.timeout_s
-            ) as gw:
+            if trial.warm_n:
+                with gateway(server_url, pol) as gw:
+                    _warm(trial, load_fn, gw.url, kwargs)
+                pol.forget_releases()
+            with gateway(server_url, pol) as gw:
                 runs.append(
                     measure_run(
                         pol.describe(),
@@ -441,7 +474,10 @@ def compare(trial: Trial, policy: str | Policy) -> Comparison:
         "seed": trial.seed,
         "idle_power_w": idle_power_w,
         "warmup_n": trial.warmup_n,
-        "order": "warm-up, direct, shaped",
+        "warm_n": trial.warm_n,
+        "order": "warm-up, direct, shaped"
+        if not trial.warm_n
+        else "warm-up, warm + direct, warm + shaped",
     }
     method = (direct.load.get("energy") or {}).get("method")
     return Comparison(direct, shaped, pol.to_dict(), config, method)

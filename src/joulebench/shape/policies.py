@@ -166,6 +166,11 @@ class Policy(ABC):
         """The policy's decisions and estimates, JSON-able (``None`` for fixed policies)."""
         return None
 
+    def forget_releases(self) -> None:
+        """Drop the releases :meth:`explain` would list, keeping what was learnt from them
+        (a policy warmed by unmeasured traffic before a measured run)."""
+        return None
+
     def metric_families(self) -> list[Metric]:
         """Extra Prometheus families for the gateway's ``/metrics``."""
         return []

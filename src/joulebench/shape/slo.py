@@ -348,6 +348,10 @@ class SloPolicy(Policy):
                 og.batch_n += 1
 
     # -- explanation ---------------------------------------------------------------------------
+    def forget_releases(self) -> None:
+        self.releases.clear()
+        self.decisions.clear()
+
     def explain(self) -> dict[str, object]:
         return {
             "spec": self.spec(),

@@ -175,5 +175,6 @@ def sweep(
         "n": trial.n,
         "seed": trial.seed,
         "idle_power_w": idle_power_w,
+        "warm_n": trial.warm_n,
     }
     return Sweep(runs, accounting, latency, config, method)
