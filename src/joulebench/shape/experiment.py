@@ -406,9 +406,17 @@ WARM_SEED = 10_000
 
 
 def _warm(trial: Trial, load_fn: LoadFn, url: str, kwargs: dict[str, Any]) -> None:
-    """``trial.warm_n`` unmeasured requests of the trial's arrival process to ``url``."""
+    """``trial.warm_n`` unmeasured requests of the trial's arrival process to ``url``; a
+    warning when some failed (what a learning policy then learnt includes them)."""
     warm = {**kwargs, "n": trial.warm_n, "seed": trial.seed + WARM_SEED}
-    load_fn(url, **{**warm, "meter": None, "idle_power_w": None})
+    result = load_fn(url, **{**warm, "meter": None, "idle_power_w": None})
+    records = getattr(result, "records", None)
+    if records is not None:
+        failed = sum(1 for r in records if not r.ok)
+        if failed:
+            log.warning(
+                "warming traffic to %s: %d of %d requests failed", url, failed, len(records)
+            )
 
 
 def measure_direct_and_shaped(

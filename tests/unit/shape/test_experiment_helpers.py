@@ -4,6 +4,7 @@ import pytest
 
 from joulebench.analysis.pareto import pareto_front
 from joulebench.analysis.stats import quantile
+from joulebench.errors import ConfigError
 from joulebench.exposition import render
 from joulebench.shape.experiment import parse_prometheus, server_batching
 from joulebench.shape.metrics import GatewayMetrics
@@ -110,3 +111,27 @@ def test_change_is_only_computed_between_positive_figures() -> None:
     # net energies at or under the idle baseline: a "change" between them saves nothing real
     assert _rel(-0.1, 0.2) is None and _rel(0.2, -0.1) is None and _rel(0.0, 1.0) is None
     assert _rel(None, 1.0) is None and _rel(1.0, None) is None
+
+
+def test_warming_traffic_goes_unmeasured_on_another_seed_and_its_failures_are_said(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from types import SimpleNamespace
+
+    from joulebench.shape.experiment import WARM_SEED, Trial, _warm
+
+    calls: list[tuple[str, dict[str, object]]] = []
+
+    def load(url: str, **kw: object) -> SimpleNamespace:
+        calls.append((url, kw))
+        return SimpleNamespace(records=[SimpleNamespace(ok=False), SimpleNamespace(ok=True)])
+
+    trial = Trial("http://up", "poisson:5", ["hi"], n=8, seed=3, warm_n=2)
+    with caplog.at_level("WARNING"):
+        _warm(trial, load, "http://gw", {"n": 8, "seed": 3, "meter": object(), "idle_power_w": 1.0})
+    assert calls == [
+        ("http://gw", {"n": 2, "seed": 3 + WARM_SEED, "meter": None, "idle_power_w": None})
+    ]
+    assert "warming traffic to http://gw: 1 of 2 requests failed" in caplog.text
+    with pytest.raises(ConfigError, match="warming requests must be ≥ 0, got -1"):
+        Trial("http://up", "poisson:5", ["hi"], n=8, warm_n=-1)
