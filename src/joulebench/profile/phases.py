@@ -363,19 +363,20 @@ class RepeatedMeasurement:
 
     def _run_window(self) -> tuple[int, float, Any, Any]:
         target_s, op = self.target_s, self.op
+        sync, clock = self.settings.sync, self.settings.clock  # looked up once, not per chunk
         k = window_chunk(target_s / 2, self.op_s)  # the warm-up / last window estimate: half
-        self.settings.sync()
+        sync()
         r0 = self.meter.read()
         self.timer.start()
-        t0 = self.settings.clock()
+        t0 = clock()
         n = 0
         last = 0.0
         while True:
             for _ in range(k):
                 op()
             n += k
-            self.settings.sync()
-            elapsed = self.settings.clock() - t0
+            sync()
+            elapsed = clock() - t0
             if elapsed >= target_s:
                 break
             # the slower of the window's mean and the last chunk: ops that slow down are seen

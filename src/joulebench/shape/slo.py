@@ -349,8 +349,11 @@ class SloPolicy(Policy):
 
     # -- explanation ---------------------------------------------------------------------------
     def forget_releases(self) -> None:
+        # groups still open belong to the old gateway, whose group ids the next one reuses
         self.releases.clear()
         self.decisions.clear()
+        self._open.clear()
+        self._in_flight = 0
 
     def explain(self) -> dict[str, object]:
         return {

@@ -11,7 +11,7 @@ import pytest
 
 from joulebench.errors import ConfigError
 from joulebench.exposition import render
-from joulebench.shape.policies import EPS_S, parse_policy
+from joulebench.shape.policies import EPS_S, ResponseEvent, parse_policy
 from joulebench.shape.shaper import Release
 from joulebench.shape.simulate import ModelUpstream, Served, busy_s, simulate
 from joulebench.shape.slo import COLD_RESERVE, MIN_TTFTS, SloPolicy
@@ -376,3 +376,24 @@ def test_one_spec_lands_near_the_best_fixed_policy_in_the_modelled_regime(rate: 
     assert slo_p99 - direct_p99 <= BUDGET_S
     assert slo_cost <= 1.10 * min(within)
     assert slo_cost < direct_cost
+
+
+def test_forgetting_releases_keeps_what_was_learnt_and_frees_the_old_group_ids() -> None:
+    """A warmed policy (``Trial.warm_n``) moves to a new gateway, whose group ids start at 0
+    again: its record restarts, its estimates do not, and an old group left open (a request the
+    old gateway never answered) neither counts as in flight nor takes the new group's answers."""
+    rng = random.Random(12)
+    policy = SloPolicy(BUDGET_S)
+    simulate(policy, poisson(rng, 10.0, 0.0, 20.0))
+    learnt = policy.explain()["model"]
+    policy.observe_release(0, [20.0, 20.01], 20.02)  # group 0 of the old gateway, unanswered
+    assert policy._in_flight == 2
+    policy.forget_releases()
+    info = policy.explain()
+    assert info["releases"] == [] and info["decisions"] == {}
+    assert info["model"] == learnt  # what it learnt stays
+    assert policy._in_flight == 0 and not policy._open
+    policy.observe_release(0, [21.0], 21.0)  # the new gateway's group 0
+    policy.observe_response(ResponseEvent(0, 21.0, 21.05, 21.2, 200, True))
+    rec = policy.releases[0]
+    assert (rec.size, rec.answered) == (1, 1) and rec.realised_batch == pytest.approx(1.0)
